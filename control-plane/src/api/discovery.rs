@@ -1,0 +1,216 @@
+//! Discovery and schema documents: `/version`, `/api`, `/apis` (aggregated v2 and legacy),
+//! per-group-version `APIResourceList`s, and the OpenAPI v3 documents kubectl needs for
+//! `apply`/`create -f` (one PATCH operation with a `fieldValidation` parameter per kind, so kubectl
+//! validates on the server with `fieldValidation=Strict`).
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::resources::{self, ResourceType};
+
+/// The exact Content-Type kubectl requires for aggregated discovery v2.
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Does the Accept header ask for aggregated discovery v2?
+pub fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|part| {
+                part.contains("as=APIGroupDiscoveryList")
+                    && part.contains("v=v2")
+                    && !part.contains("v=v2beta1")
+            })
+        })
+}
+
+/// `/version`.
+pub fn version() -> Value {
+    json!({
+        "major": skiff_common::KUBE_MAJOR,
+        "minor": skiff_common::KUBE_MINOR,
+        "emulationMajor": skiff_common::KUBE_MAJOR,
+        "emulationMinor": skiff_common::KUBE_MINOR,
+        "gitVersion": skiff_common::KUBE_GIT_VERSION,
+        "gitCommit": "skiff",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-27T00:00:00Z",
+        "goVersion": "n/a (rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    })
+}
+
+fn aggregated_resource(r: &ResourceType) -> Value {
+    let subs: Vec<Value> = r
+        .subresources
+        .iter()
+        .map(|s| match *s {
+            "status" => json!({"subresource": "status", "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}, "verbs": ["get", "patch", "update"]}),
+            "binding" => json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}),
+            other => json!({"subresource": other, "responseKind": {"group": "", "version": "v1", "kind": r.kind}, "verbs": ["get"]}),
+        })
+        .collect();
+    json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": r.verbs(),
+        "shortNames": r.short_names,
+        "categories": r.categories,
+        "subresources": subs,
+    })
+}
+
+/// Aggregated discovery for the core group (`core = true`) or the named groups.
+pub fn aggregated(core: bool) -> Value {
+    let mut items = Vec::new();
+    for (group, version) in resources::group_versions() {
+        if group.is_empty() != core {
+            continue;
+        }
+        let res: Vec<Value> = resources::RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .map(aggregated_resource)
+            .collect();
+        let meta = if core {
+            json!({"creationTimestamp": null})
+        } else {
+            json!({"creationTimestamp": null, "name": group})
+        };
+        items.push(json!({"metadata": meta, "versions": [{"version": version, "freshness": "Current", "resources": res}]}));
+    }
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+/// Legacy `/api`.
+pub fn legacy_api(server_address: &str) -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
+}
+
+/// Legacy `/apis`.
+pub fn legacy_apis() -> Value {
+    let groups: Vec<Value> = resources::group_versions()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// Legacy `APIResourceList` for one group/version, or None if not served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&ResourceType> = resources::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for r in rs {
+        out.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": r.verbs(), "shortNames": r.short_names, "categories": r.categories,
+        }));
+        for s in r.subresources {
+            let (kind, verbs) = match *s {
+                "status" => (r.kind, json!(["get", "patch", "update"])),
+                "binding" => ("Binding", json!(["create"])),
+                _ => (r.kind, json!(["get"])),
+            };
+            out.push(json!({"name": format!("{}/{}", r.plural, s), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
+    )
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: one entry per served group/version.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in resources::group_versions() {
+        let p = gv_path(g, v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=skiff1")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/{gv}`: a PATCH operation per kind with the `fieldValidation` parameter, which is
+/// what kubectl looks for before it trusts the server to validate fields.
+pub fn openapi_v3_gv(path: &str) -> Option<Value> {
+    let (group, version) = match path
+        .trim_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    let rs: Vec<&ResourceType> = resources::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    for r in rs {
+        let base = format!("/{}", gv_path(group, version));
+        let p = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean"}}
+        ]);
+        paths.insert(
+            p,
+            json!({"patch": {"operationId": format!("patch{}", r.kind), "parameters": params,
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind}}}),
+        );
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (skiff)", "version": skiff_common::KUBE_GIT_VERSION}, "paths": paths}),
+    )
+}
+
+/// A JSON response with an explicit Content-Type.
+pub fn json_with_type(v: &Value, content_type: &'static str) -> Response {
+    let mut r = axum::Json(v).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}

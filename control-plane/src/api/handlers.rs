@@ -1,0 +1,973 @@
+//! The resource endpoints: path parsing, then get, list, create, update, patch, delete,
+//! deletecollection and watch for every served resource, plus `pods/binding` and `pods/log`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::objects::{self, FieldValidation};
+use super::patch::{self, PatchType};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::{read_body, table, AppState, MAX_BODY};
+use crate::resources::{self, ResourceType};
+use crate::store::{ObjectKey, StoreError, StoredObject, Write};
+
+/// What a resource path names.
+#[derive(Debug)]
+pub struct Target {
+    /// The resource type.
+    pub rt: &'static ResourceType,
+    /// Namespace from the path.
+    pub namespace: Option<String>,
+    /// Object name.
+    pub name: Option<String>,
+    /// Subresource.
+    pub sub: Option<String>,
+}
+
+/// Parse `/api/v1/...` or `/apis/{g}/{v}/...` into a target.
+pub fn parse_path(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, r, more @ ..] if *r != "status" && *r != "finalize" => {
+            (Some(ns.to_string()), {
+                let mut v = vec![*r];
+                v.extend_from_slice(more);
+                v
+            })
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, sub) = match rest.as_slice() {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some(n.to_string()), None),
+        [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
+        _ => return None,
+    };
+    let rt = resources::find(group, version, plural)?;
+    if namespace.is_some() && !rt.namespaced {
+        return None;
+    }
+    if let Some(s) = &sub {
+        if !rt.subresources.contains(&s.as_str()) {
+            return None;
+        }
+    }
+    if name.as_deref() == Some("") {
+        return None;
+    }
+    Some(Target {
+        rt,
+        namespace,
+        name,
+        sub,
+    })
+}
+
+pub(super) type Query = HashMap<String, String>;
+
+fn parse_query(raw: Option<&str>) -> Query {
+    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub(super) fn flag(q: &Query, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("true") | Some("1"))
+}
+
+/// Does the client want a Table?
+pub(super) fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+/// The single entry point for `/api/...` and `/apis/...`.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(target) = parse_path(parts.uri.path()) else {
+        return ApiError::NoRoute.into_response();
+    };
+    let q = parse_query(parts.uri.query());
+    let result = route(&state, &parts.method, &parts.headers, target, q, body).await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn route(
+    state: &Arc<AppState>,
+    method: &Method,
+    headers: &HeaderMap,
+    t: Target,
+    q: Query,
+    body: Body,
+) -> ApiResult<Response> {
+    let rt = t.rt;
+    if rt.namespaced && t.namespace.is_none() && t.name.is_some() {
+        return Err(ApiError::NoRoute);
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    match (method.clone(), t.name.clone(), t.sub.as_deref()) {
+        (Method::GET, None, None) if flag(&q, "watch") => {
+            super::watch::serve(state.clone(), rt, t.namespace.clone(), &q, headers).await
+        }
+        (Method::GET, None, None) => list(state, rt, t.namespace.as_deref(), &q, headers).await,
+        (Method::GET, Some(name), None | Some("status")) => {
+            let obj = get_object(state, rt, &ns, &name).await?;
+            Ok(respond_object(rt, &obj, headers, StatusCode::OK))
+        }
+        (Method::GET, Some(name), Some("log")) => super::logs::serve(state, &ns, &name, &q).await,
+        (Method::POST, None, None) => {
+            if rt.namespaced && t.namespace.is_none() {
+                return Err(ApiError::MethodNotAllowed(format!(
+                    "create is not supported on {} across all namespaces",
+                    rt.qualified()
+                )));
+            }
+            let body = read_body(body, MAX_BODY).await?;
+            let value = objects::decode_body(&body, false)?;
+            let (obj, warnings) = create(state, rt, &ns, value, &q).await?;
+            Ok(with_warnings(
+                respond_object(rt, &obj, headers, StatusCode::CREATED),
+                &warnings,
+            ))
+        }
+        (Method::POST, Some(name), Some("binding")) => {
+            let body = read_body(body, MAX_BODY).await?;
+            let value = objects::decode_body(&body, false)?;
+            bind(state, &ns, &name, &value).await?;
+            Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
+        }
+        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let body = read_body(body, MAX_BODY).await?;
+            let value = objects::decode_body(&body, false)?;
+            let (obj, warnings) = update(state, rt, &ns, &name, value, sub.is_some(), &q).await?;
+            Ok(with_warnings(
+                respond_object(rt, &obj, headers, StatusCode::OK),
+                &warnings,
+            ))
+        }
+        (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = PatchType::from_content_type(ct).ok_or_else(|| {
+                ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"))
+            })?;
+            let body = read_body(body, MAX_BODY).await?;
+            let value = objects::decode_body(&body, kind == PatchType::Apply)?;
+            let (obj, warnings, created) =
+                patch_object(state, rt, &ns, &name, &value, kind, sub.is_some(), &q).await?;
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(with_warnings(
+                respond_object(rt, &obj, headers, code),
+                &warnings,
+            ))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let body = read_body(body, MAX_BODY).await?;
+            let opts = if body.is_empty() {
+                json!({})
+            } else {
+                objects::decode_body(&body, false)?
+            };
+            let obj = delete(state, rt, &ns, &name, &opts, &q).await?;
+            Ok(respond_object(rt, &obj, headers, StatusCode::OK))
+        }
+        (Method::DELETE, None, None) => {
+            let body = read_body(body, MAX_BODY).await?;
+            let opts = if body.is_empty() {
+                json!({})
+            } else {
+                objects::decode_body(&body, false)?
+            };
+            delete_collection(state, rt, t.namespace.as_deref(), &opts, &q).await
+        }
+        (m, _, sub) => Err(ApiError::MethodNotAllowed(format!(
+            "{m} is not supported on {}{}",
+            rt.qualified(),
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {:?}", w);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
+}
+
+/// A stored object as served: JSON with `kind`, `apiVersion` and `metadata.resourceVersion`.
+pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_slice(&stored.data).map_err(|e| {
+        ApiError::Internal(format!("corrupt stored object {}: {e}", stored.key.name))
+    })?;
+    v["kind"] = json!(rt.kind);
+    v["apiVersion"] = json!(rt.api_version());
+    v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
+    Ok(v)
+}
+
+/// The bytes the store keeps: the object without its resourceVersion.
+fn to_stored(obj: &Value) -> ApiResult<Bytes> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn respond_object(
+    rt: &ResourceType,
+    obj: &Value,
+    headers: &HeaderMap,
+    code: StatusCode,
+) -> Response {
+    if wants_table(headers) && code == StatusCode::OK {
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return axum::Json(table::table(rt, std::slice::from_ref(obj), rv, true)).into_response();
+    }
+    (code, axum::Json(obj)).into_response()
+}
+
+fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(&rt.storage_key(), if rt.namespaced { ns } else { "" }, name)
+}
+
+pub(super) async fn get_object(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Value> {
+    let stored = state
+        .store
+        .get(&key(rt, ns, name))
+        .await
+        .map_err(|e| ApiError::from_store(e, &rt.qualified(), name))?;
+    materialize(rt, &stored)
+}
+
+/// Selectors of a list or watch request.
+pub(super) struct Filter {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub(super) fn from_query(rt: &ResourceType, q: &Query) -> ApiResult<Filter> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+            .map_err(ApiError::BadRequest)?;
+        let fs = q.get("fieldSelector").map(String::as_str).unwrap_or("");
+        let fields = FieldSelector::parse(fs, rt.field_labels).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "Unable to find \"{}/{}, Resource={}\" that match label selector \"{}\", field selector \"{fs}\": {e}",
+                rt.group,
+                rt.version,
+                rt.plural,
+                q.get("labelSelector").map(String::as_str).unwrap_or("")
+            ))
+        })?;
+        Ok(Filter { labels, fields })
+    }
+
+    pub(super) fn matches(&self, obj: &Value) -> bool {
+        self.labels
+            .matches(obj.pointer("/metadata/labels").unwrap_or(&Value::Null))
+            && self.fields.matches(obj)
+    }
+}
+
+async fn list(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let filter = Filter::from_query(rt, q)?;
+    let listing = state
+        .store
+        .list(&rt.storage_key(), ns)
+        .await
+        .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+    let mut items = Vec::with_capacity(listing.objects.len());
+    for stored in &listing.objects {
+        let obj = materialize(rt, stored)?;
+        if filter.matches(&obj) {
+            items.push(obj);
+        }
+    }
+    let rv = listing.revision.to_string();
+    if wants_table(headers) {
+        return Ok(axum::Json(table::table(rt, &items, &rv, true)).into_response());
+    }
+    for it in &mut items {
+        if let Some(m) = it.as_object_mut() {
+            m.remove("kind");
+            m.remove("apiVersion");
+        }
+    }
+    Ok(axum::Json(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv}, "items": items})).into_response())
+}
+
+/// Check apiVersion/kind of a body against the target, and fill them in when absent.
+fn check_type(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
+    if !obj.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    if let Some(k) = obj.get("kind").and_then(Value::as_str) {
+        if k != rt.kind {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the body ({k}) does not match the kind of the resource ({})",
+                rt.kind
+            )));
+        }
+    }
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
+        if av != rt.api_version() {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rt.api_version()
+            )));
+        }
+    }
+    obj["kind"] = json!(rt.kind);
+    obj["apiVersion"] = json!(rt.api_version());
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    Ok(())
+}
+
+/// Apply `fieldValidation`: returns the warnings to send.
+fn field_validation(rt: &ResourceType, obj: &mut Value, q: &Query) -> ApiResult<Vec<String>> {
+    let mode = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
+    let unknown = objects::unknown_fields(rt, obj).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            rt.kind, rt.version, rt.kind
+        ))
+    })?;
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    match mode {
+        FieldValidation::Strict => Err(ApiError::BadRequest(format!(
+            "strict decoding error: {}",
+            unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        FieldValidation::Warn => {
+            objects::drop_fields(obj, &unknown);
+            Ok(unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect())
+        }
+        FieldValidation::Ignore => {
+            objects::drop_fields(obj, &unknown);
+            Ok(Vec::new())
+        }
+    }
+}
+
+fn dry_run(q: &Query) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
+fn invalid(rt: &ResourceType, obj: &Value, causes: Vec<super::error::FieldCause>) -> ApiError {
+    ApiError::Invalid {
+        kind: rt.kind.into(),
+        name: obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        causes,
+    }
+}
+
+pub(super) async fn create(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    mut obj: Value,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>)> {
+    check_type(rt, &mut obj)?;
+    if rt.namespaced {
+        if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
+            }
+        }
+    }
+    objects::generate_name(&mut obj);
+    let warnings = field_validation(rt, &mut obj, q)?;
+    objects::prepare_create(rt, &mut obj, ns);
+    let causes = objects::validate(rt, &obj);
+    if !causes.is_empty() {
+        return Err(invalid(rt, &obj, causes));
+    }
+    if rt.namespaced {
+        let ns_rt = resources::find("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
+        let namespace = get_object(state, ns_rt, "", ns).await?;
+        if namespace.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+            return Err(ApiError::Forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                rt.plural,
+                obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+            )));
+        }
+    }
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if dry_run(q) {
+        return Ok((obj, warnings));
+    }
+    let stored = state
+        .store
+        .write(Write::Create {
+            key: key(rt, ns, &name),
+            data: to_stored(&obj)?,
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, &rt.qualified(), &name))?;
+    Ok((materialize(rt, &stored)?, warnings))
+}
+
+/// Write `new` over `old` (both served JSON) with the update rules; `precondition` is the
+/// revision the write must replace.
+async fn write_update(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    old: &Value,
+    mut new: Value,
+    status_only: bool,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>)> {
+    check_type(rt, &mut new)?;
+    if let Some(n) = new.pointer("/metadata/name").and_then(Value::as_str) {
+        if n != name {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let warnings = field_validation(rt, &mut new, q)?;
+    let old_rv: u64 = old
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let precondition = match new
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {s:?}")))?,
+        ),
+        None => None,
+    };
+    if precondition.is_some_and(|p| p != old_rv) {
+        return Err(ApiError::from_store(
+            StoreError::Conflict { current: old_rv },
+            &rt.qualified(),
+            name,
+        ));
+    }
+    objects::prepare_update(&mut new, old, status_only);
+    let mut causes = objects::validate(rt, &new);
+    if rt.kind == "Pod" && !status_only {
+        if let Err(c) = objects::pod_spec_change_allowed(
+            old.get("spec").unwrap_or(&Value::Null),
+            new.get("spec").unwrap_or(&Value::Null),
+        ) {
+            causes.push(c);
+        }
+    }
+    if !causes.is_empty() {
+        return Err(invalid(rt, &new, causes));
+    }
+    if dry_run(q) {
+        return Ok((new, warnings));
+    }
+    let stored = state
+        .store
+        .write(Write::Update {
+            key: key(rt, ns, name),
+            data: to_stored(&new)?,
+            precondition: Some(old_rv),
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, &rt.qualified(), name))?;
+    Ok((materialize(rt, &stored)?, warnings))
+}
+
+/// Unconditional writes retry this often on a concurrent change before giving up with 409.
+const RETRIES: usize = 8;
+
+async fn update(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    new: Value,
+    status_only: bool,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>)> {
+    let pinned = new
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    let mut attempt = 0;
+    loop {
+        let old = get_object(state, rt, ns, name).await?;
+        match write_update(state, rt, ns, name, &old, new.clone(), status_only, q).await {
+            Err(ApiError::Conflict { .. }) if !pinned && attempt < RETRIES => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn patch_object(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    p: &Value,
+    kind: PatchType,
+    status_only: bool,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>, bool)> {
+    let mut attempt = 0;
+    loop {
+        let old = match get_object(state, rt, ns, name).await {
+            Ok(o) => o,
+            Err(ApiError::NotFound { .. }) if kind == PatchType::Apply && !status_only => {
+                if !q.contains_key("fieldManager") {
+                    return Err(ApiError::BadRequest(
+                        "PATCH requests with apply content type must specify a fieldManager".into(),
+                    ));
+                }
+                let mut obj = p.clone();
+                if obj.get("metadata").and_then(|m| m.get("name")).is_none() {
+                    obj["metadata"]["name"] = json!(name);
+                }
+                let (created, warnings) = create(state, rt, ns, obj, q).await?;
+                return Ok((created, warnings, true));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut new = patch::apply_patch(&old, p, kind).map_err(|e| match e {
+            patch::PatchError::Failed(m) => ApiError::Invalid {
+                kind: rt.kind.into(),
+                name: name.into(),
+                causes: vec![super::error::FieldCause::invalid("", "", &m)],
+            },
+            patch::PatchError::Invalid(m) => ApiError::BadRequest(m),
+        })?;
+        // A patch that names a resourceVersion is a precondition; otherwise we patch the latest.
+        let pinned =
+            new.pointer("/metadata/resourceVersion") != old.pointer("/metadata/resourceVersion");
+        if !pinned {
+            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+        }
+        match write_update(state, rt, ns, name, &old, new, status_only, q).await {
+            Err(ApiError::Conflict { .. }) if !pinned && attempt < RETRIES => attempt += 1,
+            Ok((obj, w)) => return Ok((obj, w, false)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Pods on a node are deleted gracefully: the node stops them and then removes the object.
+fn graceful_period(rt: &ResourceType, obj: &Value, opts: &Value) -> Option<i64> {
+    if rt.kind != "Pod" {
+        return None;
+    }
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let phase = obj
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !bound || phase == "Succeeded" || phase == "Failed" {
+        return None;
+    }
+    let grace = opts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    (grace > 0).then_some(grace)
+}
+
+fn check_preconditions(rt: &ResourceType, obj: &Value, opts: &Value, name: &str) -> ApiResult<()> {
+    let conflict = |what: &str, want: &str, have: &str| ApiError::Conflict {
+        resource: rt.qualified(),
+        name: name.into(),
+        message: format!(
+            "Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"
+        ),
+    };
+    if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
+        let have = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if uid != have {
+            return Err(conflict("UID", uid, have));
+        }
+    }
+    if let Some(rv) = opts
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        let have = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if rv != have {
+            return Err(conflict("ResourceVersion", rv, have));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn delete(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    opts: &Value,
+    q: &Query,
+) -> ApiResult<Value> {
+    let mut attempt = 0;
+    loop {
+        let obj = get_object(state, rt, ns, name).await?;
+        check_preconditions(rt, &obj, opts, name)?;
+        let rv: u64 = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let result = match graceful_period(rt, &obj, opts) {
+            Some(grace) => {
+                let already = obj
+                    .pointer("/metadata/deletionTimestamp")
+                    .is_some_and(|v| !v.is_null());
+                if already || dry_run(q) {
+                    return Ok(obj);
+                }
+                let mut marked = obj.clone();
+                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                marked["metadata"]["deletionTimestamp"] =
+                    json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                state
+                    .store
+                    .write(Write::Update {
+                        key: key(rt, ns, name),
+                        data: to_stored(&marked)?,
+                        precondition: Some(rv),
+                    })
+                    .await
+            }
+            None => {
+                if dry_run(q) {
+                    return Ok(obj);
+                }
+                if rt.kind == "Namespace" {
+                    delete_namespace_contents(state, name).await?;
+                }
+                state
+                    .store
+                    .write(Write::Delete {
+                        key: key(rt, ns, name),
+                        precondition: Some(rv),
+                    })
+                    .await
+            }
+        };
+        match result {
+            Ok(stored) => return materialize(rt, &stored),
+            Err(StoreError::Conflict { .. }) if attempt < RETRIES => attempt += 1,
+            Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), name)),
+        }
+    }
+}
+
+/// Deleting a namespace deletes everything in it first.
+async fn delete_namespace_contents(state: &AppState, ns: &str) -> ApiResult<()> {
+    for rt in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        let listing = state
+            .store
+            .list(&rt.storage_key(), Some(ns))
+            .await
+            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+        for o in listing.objects {
+            match state
+                .store
+                .write(Write::Delete {
+                    key: o.key.clone(),
+                    precondition: None,
+                })
+                .await
+            {
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), &o.key.name)),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_collection(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    opts: &Value,
+    q: &Query,
+) -> ApiResult<Response> {
+    let filter = Filter::from_query(rt, q)?;
+    let listing = state
+        .store
+        .list(&rt.storage_key(), ns)
+        .await
+        .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+    let mut items = Vec::new();
+    for stored in &listing.objects {
+        let obj = materialize(rt, stored)?;
+        if !filter.matches(&obj) {
+            continue;
+        }
+        match delete(state, rt, &stored.key.namespace, &stored.key.name, opts, q).await {
+            Ok(o) => items.push(o),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(axum::Json(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": items})).into_response())
+}
+
+/// `pods/binding`: assign a pod to a node, once.
+async fn bind(state: &AppState, ns: &str, name: &str, binding: &Value) -> ApiResult<()> {
+    let rt = resources::find("", "v1", "pods")
+        .ok_or_else(|| ApiError::Internal("pods not registered".into()))?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let Some(node) = node else {
+        return Err(ApiError::Invalid {
+            kind: "Binding".into(),
+            name: name.into(),
+            causes: vec![super::error::FieldCause::required("target.name")],
+        });
+    };
+    let mut attempt = 0;
+    loop {
+        let pod = get_object(state, rt, ns, name).await?;
+        if let Some(current) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            return Err(ApiError::Conflict {
+                resource: "pods/binding".into(),
+                name: name.into(),
+                message: format!("pod {name} is already assigned to node {current:?}"),
+            });
+        }
+        if pod
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(ApiError::Conflict {
+                resource: "pods/binding".into(),
+                name: name.into(),
+                message: format!("pod {name} is being deleted, cannot be assigned to a host"),
+            });
+        }
+        let rv: u64 = pod
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut bound = pod.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        set_condition(&mut bound, "PodScheduled", "True", None, None);
+        match state
+            .store
+            .write(Write::Update {
+                key: key(rt, ns, name),
+                data: to_stored(&bound)?,
+                precondition: Some(rv),
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) if attempt < RETRIES => attempt += 1,
+            Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), name)),
+        }
+    }
+}
+
+/// Set (or replace) a status condition on a served object.
+pub(super) fn set_condition(
+    obj: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
+    let now = objects::now_rfc3339();
+    if !obj.get("status").is_some_and(Value::is_object) {
+        obj["status"] = json!({});
+    }
+    if !obj["status"].get("conditions").is_some_and(Value::is_array) {
+        obj["status"]["conditions"] = json!([]);
+    }
+    let mut cond =
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        cond["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        cond["message"] = json!(m);
+    }
+    if let Some(list) = obj["status"]["conditions"].as_array_mut() {
+        match list
+            .iter_mut()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
+        {
+            Some(existing) => {
+                if existing.get("status").and_then(Value::as_str) == Some(status) {
+                    cond["lastTransitionTime"] = existing
+                        .get("lastTransitionTime")
+                        .cloned()
+                        .unwrap_or(cond["lastTransitionTime"].clone());
+                }
+                *existing = cond;
+            }
+            None => list.push(cond),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_path_table() {
+        let cases: &[(
+            &str,
+            Option<(&str, Option<&str>, Option<&str>, Option<&str>)>,
+        )] = &[
+            ("/api/v1/pods", Some(("pods", None, None, None))),
+            (
+                "/api/v1/namespaces/default/pods",
+                Some(("pods", Some("default"), None, None)),
+            ),
+            (
+                "/api/v1/namespaces/default/pods/hello",
+                Some(("pods", Some("default"), Some("hello"), None)),
+            ),
+            (
+                "/api/v1/namespaces/default/pods/hello/log",
+                Some(("pods", Some("default"), Some("hello"), Some("log"))),
+            ),
+            ("/api/v1/namespaces/default/pods/hello/exec", None),
+            ("/api/v1/namespaces", Some(("namespaces", None, None, None))),
+            (
+                "/api/v1/namespaces/default",
+                Some(("namespaces", None, Some("default"), None)),
+            ),
+            (
+                "/api/v1/namespaces/default/status",
+                Some(("namespaces", None, Some("default"), Some("status"))),
+            ),
+            (
+                "/api/v1/nodes/n1/status",
+                Some(("nodes", None, Some("n1"), Some("status"))),
+            ),
+            ("/api/v1/namespaces/default/nodes", None),
+            (
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
+                Some(("leases", Some("kube-node-lease"), Some("n1"), None)),
+            ),
+            ("/apis/apps/v1/deployments", None),
+            ("/api/v2/pods", None),
+        ];
+        for (path, want) in cases {
+            let got = parse_path(path).map(|t| {
+                (
+                    t.rt.plural,
+                    t.namespace.clone(),
+                    t.name.clone(),
+                    t.sub.clone(),
+                )
+            });
+            let want = want.map(|(p, ns, n, s)| {
+                (
+                    p,
+                    ns.map(String::from),
+                    n.map(String::from),
+                    s.map(String::from),
+                )
+            });
+            assert_eq!(got, want, "{path}");
+        }
+    }
+}

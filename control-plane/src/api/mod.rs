@@ -1,0 +1,213 @@
+//! The API server: a Kubernetes-compatible HTTP API over the store. It authenticates, decodes,
+//! defaults and validates requests, hands writes to the store and streams watches.
+//!
+//! Invariants: every request but `/cacerts` and the health checks carries a valid bearer token;
+//! every error is a `metav1.Status`; single objects always carry `kind` and `apiVersion`; the
+//! API layer never touches SQLite (it goes through [`crate::store::Store`]).
+
+pub mod discovery;
+pub mod error;
+mod handlers;
+mod logs;
+mod modules;
+pub mod objects;
+pub mod patch;
+pub mod selectors;
+pub mod table;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
+use axum::Router;
+
+use crate::modules::ModuleStore;
+use crate::store::Store;
+pub use error::{ApiError, ApiResult};
+
+/// Largest accepted API request body (Kubernetes uses 3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Who made a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The cluster admin (kubeconfig token).
+    Admin,
+    /// A node agent (join token).
+    Node,
+}
+
+/// The bearer tokens the server accepts.
+#[derive(Clone)]
+pub struct Tokens {
+    /// Admin token.
+    pub admin: String,
+    /// Node join token (full `K10...` text).
+    pub node: String,
+}
+
+impl Tokens {
+    fn identify(&self, presented: &str) -> Option<Identity> {
+        if constant_time_eq(presented.as_bytes(), self.admin.as_bytes()) {
+            Some(Identity::Admin)
+        } else if constant_time_eq(presented.as_bytes(), self.node.as_bytes()) {
+            Some(Identity::Node)
+        } else {
+            None
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Shared state of all handlers.
+pub struct AppState {
+    /// The cluster store.
+    pub store: Store,
+    /// Accepted tokens.
+    pub tokens: Tokens,
+    /// The built-in module store.
+    pub modules: ModuleStore,
+    /// The cluster CA, PEM (served at `/cacerts`).
+    pub ca_pem: String,
+    /// `host:port` clients reach the server at.
+    pub advertise: String,
+    /// Client for proxying to node agents (logs).
+    pub http: reqwest::Client,
+}
+
+/// Build the router (apart from `main` so it can be tested with `oneshot`).
+pub fn router(state: Arc<AppState>) -> Router {
+    let authed = Router::new()
+        .route(
+            "/version",
+            get(|| async { axum::Json(discovery::version()) }),
+        )
+        .route("/api", get(api_root))
+        .route("/apis", get(apis_root))
+        .route(
+            "/openapi/v3",
+            get(|| async { axum::Json(discovery::openapi_v3_root()) }),
+        )
+        .route("/openapi/v3/{*gv}", get(openapi_gv))
+        .route("/openapi/v2", get(|| async { ApiError::NoRoute }))
+        .route("/api/{*rest}", any(handlers::dispatch))
+        .route("/apis/{*rest}", any(handlers::dispatch))
+        .route(
+            &format!("{}/{{*reference}}", skiff_common::MODULES_PATH),
+            put(modules::push).get(modules::resolve),
+        )
+        .route(
+            &format!("{}/{{digest}}", skiff_common::BLOBS_PATH),
+            get(modules::blob),
+        )
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route(skiff_common::CACERTS_PATH, get(cacerts))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .merge(authed)
+        .with_state(state)
+}
+
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token.and_then(|t| state.tokens.identify(t)) {
+        Some(id) => {
+            req.extensions_mut().insert(id);
+            next.run(req).await
+        }
+        None => ApiError::Unauthorized.into_response(),
+    }
+}
+
+async fn cacerts(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-pem-file")],
+        state.ca_pem.clone(),
+    )
+        .into_response()
+}
+
+async fn health() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}
+
+async fn api_root(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(&headers) {
+        discovery::json_with_type(&discovery::aggregated(true), discovery::AGGREGATED_V2)
+    } else {
+        axum::Json(discovery::legacy_api(&state.advertise)).into_response()
+    }
+}
+
+async fn apis_root(headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(&headers) {
+        discovery::json_with_type(&discovery::aggregated(false), discovery::AGGREGATED_V2)
+    } else {
+        axum::Json(discovery::legacy_apis()).into_response()
+    }
+}
+
+async fn openapi_gv(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
+    match discovery::openapi_v3_gv(&gv) {
+        Some(doc) => axum::Json(doc).into_response(),
+        None => ApiError::NoRoute.into_response(),
+    }
+}
+
+/// Read a request body up to `limit` bytes, answering 413 beyond it.
+pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<bytes::Bytes> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("reading the request body: {e}"))
+        }
+    })
+}
+
+/// Create the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
+/// `kube-node-lease`) if they are missing.
+pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
+    let rt = crate::resources::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-public",
+        skiff_common::NODE_LEASE_NAMESPACE,
+    ] {
+        let obj =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match handlers::create(state, rt, "", obj, &Default::default()).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! HTTP endpoints of the built-in module store: `PUT /skiff/v1/modules/NAME:TAG` (upload),
+//! `GET /skiff/v1/modules/NAME:TAG` (resolve to a digest), `GET /skiff/v1/blobs/sha256:HEX`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, ApiResult};
+use super::{read_body, AppState};
+use crate::modules::ModuleError;
+
+/// Largest module accepted by `skiff push`.
+pub const MAX_MODULE: usize = 256 * 1024 * 1024;
+
+fn split(reference: &str) -> ApiResult<(String, String)> {
+    match skiff_common::image::ImageRef::parse(reference) {
+        Ok(skiff_common::image::ImageRef::Local { name, tag }) => Ok((name, tag)),
+        Ok(_) => Err(ApiError::BadRequest(format!(
+            "{reference:?} is not a NAME:TAG reference of the built-in module store"
+        ))),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
+}
+
+fn map(e: ModuleError) -> ApiError {
+    match e {
+        ModuleError::NotWasm => ApiError::BadRequest(e.to_string()),
+        ModuleError::NotFound(what) => ApiError::NotFound {
+            resource: "modules".into(),
+            name: what,
+        },
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+pub(super) async fn push(
+    State(state): State<Arc<AppState>>,
+    Path(reference): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let (name, tag) = split(&reference)?;
+    let bytes = read_body(body, MAX_MODULE).await?;
+    let desc = state.modules.push(&name, &tag, bytes).await.map_err(map)?;
+    tracing::info!(module = %format!("{name}:{tag}"), digest = %desc.digest, size = desc.size, "module pushed");
+    Ok((axum::http::StatusCode::CREATED, axum::Json(desc)).into_response())
+}
+
+pub(super) async fn resolve(
+    State(state): State<Arc<AppState>>,
+    Path(reference): Path<String>,
+) -> ApiResult<Response> {
+    let (name, tag) = split(&reference)?;
+    let desc = state.modules.resolve(&name, &tag).await.map_err(map)?;
+    Ok(axum::Json(desc).into_response())
+}
+
+pub(super) async fn blob(
+    State(state): State<Arc<AppState>>,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    let bytes = state.modules.blob(&digest).await.map_err(map)?;
+    Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
+}

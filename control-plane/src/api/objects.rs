@@ -1,0 +1,586 @@
+//! Object rules applied before a write reaches the store: decoding, strict field validation
+//! (unknown fields found by a round trip through the k8s-openapi type), defaulting, validation
+//! and the metadata the server owns (uid, creationTimestamp, generation). Pure functions.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, FieldCause};
+use crate::resources::ResourceType;
+
+/// `fieldValidation` as the client asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Reject unknown fields (400).
+    Strict,
+    /// Accept, and warn in a `Warning` header.
+    Warn,
+    /// Drop them silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    /// From the query parameter (Kubernetes' default is Warn).
+    pub fn parse(v: Option<&str>) -> Result<Self, ApiError> {
+        match v.unwrap_or("Warn") {
+            "Strict" => Ok(FieldValidation::Strict),
+            "Warn" | "" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            other => Err(ApiError::BadRequest(format!(
+                "fieldValidation must be one of Strict, Warn or Ignore, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Parse a request body as JSON (or YAML, which apply patches may use).
+pub fn decode_body(body: &[u8], yaml_ok: bool) -> Result<Value, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => Ok(v),
+        Err(e) if yaml_ok => serde_yaml::from_slice::<Value>(body).map_err(|_| {
+            ApiError::BadRequest(format!("the body of the request could not be decoded: {e}"))
+        }),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "the body of the request could not be decoded: {e}"
+        ))),
+    }
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+    let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// Decode `obj` through its typed form: `Err` when a field has the wrong type, else the
+/// paths of fields the type does not know.
+pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, String> {
+    use k8s_openapi::api::{coordination::v1::Lease, core::v1};
+    let back = match rt.kind {
+        "Pod" => roundtrip::<v1::Pod>(obj)?,
+        "Node" => roundtrip::<v1::Node>(obj)?,
+        "Namespace" => roundtrip::<v1::Namespace>(obj)?,
+        "Event" => roundtrip::<v1::Event>(obj)?,
+        "Lease" => roundtrip::<Lease>(obj)?,
+        _ => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    diff_keys(obj, &back, "", &mut out);
+    Ok(out)
+}
+
+fn diff_keys(input: &Value, back: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (input, back) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match b.get(k) {
+                    Some(bv) => diff_keys(v, bv, &path, out),
+                    None if v.is_null() => {}
+                    None if v.as_object().is_some_and(Map::is_empty)
+                        || v.as_array().is_some_and(Vec::is_empty) => {}
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                diff_keys(x, y, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Remove the fields at `paths` (as produced by [`unknown_fields`]).
+pub fn drop_fields(obj: &mut Value, paths: &[String]) {
+    for p in paths {
+        let segs: Vec<&str> = p.split('.').collect();
+        remove_path(obj, &segs);
+    }
+}
+
+fn remove_path(v: &mut Value, segs: &[&str]) {
+    let Some((first, rest)) = segs.split_first() else {
+        return;
+    };
+    let (name, index) = match first.split_once('[') {
+        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+        None => (*first, None),
+    };
+    let Some(map) = v.as_object_mut() else { return };
+    if rest.is_empty() && index.is_none() {
+        map.remove(name);
+        return;
+    }
+    let Some(child) = map.get_mut(name) else {
+        return;
+    };
+    match index {
+        Some(i) => {
+            if let Some(elem) = child.get_mut(i) {
+                if rest.is_empty() {
+                    return;
+                }
+                remove_path(elem, rest);
+            }
+        }
+        None => remove_path(child, rest),
+    }
+}
+
+/// Is `s` a DNS-1123 label (pod container names, namespaces)?
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Is `s` a DNS-1123 subdomain (most object names)?
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+/// Validate an object; the causes are returned as a 422 `Invalid` by the caller.
+pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldCause> {
+    let mut causes = Vec::new();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.is_empty() {
+        causes.push(FieldCause::required("metadata.name"));
+    } else if rt.kind == "Namespace" {
+        if !is_dns1123_label(name) {
+            causes.push(FieldCause::invalid("metadata.name", name, LABEL_MSG));
+        }
+    } else if !is_dns1123_subdomain(name) {
+        causes.push(FieldCause::invalid("metadata.name", name, SUBDOMAIN_MSG));
+    }
+    if rt.kind == "Pod" {
+        validate_pod_spec(obj.get("spec").unwrap_or(&Value::Null), &mut causes);
+    }
+    causes
+}
+
+fn validate_pod_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
+    let containers = spec.get("containers").and_then(Value::as_array);
+    match containers {
+        None => causes.push(FieldCause::required("spec.containers")),
+        Some(c) if c.is_empty() => causes.push(FieldCause::required("spec.containers")),
+        _ => {}
+    }
+    let mut seen = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("spec.{list}[{i}]");
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
+            if cname.is_empty() {
+                causes.push(FieldCause::required(format!("{at}.name")));
+            } else if !is_dns1123_label(cname) {
+                causes.push(FieldCause::invalid(format!("{at}.name"), cname, LABEL_MSG));
+            } else if seen.contains(&cname) {
+                causes.push(FieldCause::duplicate(format!("{at}.name"), cname));
+            } else {
+                seen.push(cname);
+            }
+            match c.get("image").and_then(Value::as_str) {
+                None | Some("") => causes.push(FieldCause::required(format!("{at}.image"))),
+                Some(img) => {
+                    if let Err(e) = skiff_common::image::ImageRef::parse(img) {
+                        causes.push(FieldCause::invalid(
+                            format!("{at}.image"),
+                            img,
+                            &e.to_string(),
+                        ));
+                    }
+                }
+            }
+            if c.pointer("/securityContext/privileged")
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                causes.push(FieldCause::forbidden(
+                    format!("{at}.securityContext.privileged"),
+                    "privileged containers are not supported for WebAssembly workloads",
+                ));
+            }
+            if c.pointer("/securityContext/capabilities/add")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+            {
+                causes.push(FieldCause::forbidden(
+                    format!("{at}.securityContext.capabilities.add"),
+                    "Linux capabilities do not apply to WebAssembly workloads",
+                ));
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if c.get(probe).and_then(|p| p.get("exec")).is_some() {
+                    causes.push(FieldCause::forbidden(format!("{at}.{probe}.exec"), "exec probes are not supported for WebAssembly workloads; use httpGet or tcpSocket"));
+                }
+            }
+        }
+    }
+    if let Some(p) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if !["Always", "OnFailure", "Never"].contains(&p) {
+            causes.push(FieldCause {
+                reason: "FieldValueNotSupported",
+                field: "spec.restartPolicy".into(),
+                message: format!("Unsupported value: {p:?}: supported values: \"Always\", \"OnFailure\", \"Never\""),
+            });
+        }
+    }
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec.get(field).and_then(Value::as_bool) == Some(true) {
+            causes.push(FieldCause::forbidden(
+                format!("spec.{field}"),
+                "host namespaces do not apply to WebAssembly workloads",
+            ));
+        }
+    }
+}
+
+/// The server-owned metadata and the defaults of a new object.
+pub fn prepare_create(rt: &ResourceType, obj: &mut Value, namespace: &str) {
+    let now = now_rfc3339();
+    let meta = ensure_object(obj, "metadata");
+    if rt.namespaced {
+        meta.insert("namespace".into(), json!(namespace));
+    } else {
+        meta.remove("namespace");
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("selfLink");
+    meta.insert("generation".into(), json!(1));
+    match rt.kind {
+        "Pod" => default_pod(obj),
+        "Namespace" => {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        _ => {}
+    }
+}
+
+/// `generateName` → a name with a random suffix.
+pub fn generate_name(obj: &mut Value) {
+    let has_name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    if has_name {
+        return;
+    }
+    if let Some(prefix) = obj
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let suffix: String = (0..5)
+            .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
+            .collect();
+        ensure_object(obj, "metadata").insert("name".into(), json!(format!("{prefix}{suffix}")));
+    }
+}
+
+fn default_pod(obj: &mut Value) {
+    let spec = ensure_object(obj, "spec");
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    spec.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    spec.entry("securityContext").or_insert(json!({}));
+    spec.entry("priority").or_insert(json!(0));
+    for list in ["initContainers", "containers"] {
+        if let Some(Value::Array(cs)) = spec.get_mut(list) {
+            for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                c.entry("terminationMessagePath")
+                    .or_insert(json!("/dev/termination-log"));
+                c.entry("terminationMessagePolicy").or_insert(json!("File"));
+                c.entry("resources").or_insert(json!({}));
+                let latest = c.get("image").and_then(Value::as_str).is_some_and(|i| {
+                    matches!(skiff_common::image::ImageRef::parse(i), Ok(skiff_common::image::ImageRef::Local { ref tag, .. }) if tag == "latest")
+                });
+                c.entry("imagePullPolicy").or_insert(json!(if latest {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                }));
+            }
+        }
+    }
+    let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+}
+
+/// The pod's QoS class, from its containers' requests and limits.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let limits = c.pointer("/resources/limits");
+        let requests = c.pointer("/resources/requests");
+        let has = |v: Option<&Value>, k: &str| v.and_then(|m| m.get(k)).is_some();
+        if has(limits, "cpu")
+            || has(limits, "memory")
+            || has(requests, "cpu")
+            || has(requests, "memory")
+        {
+            any = true;
+        }
+        for k in ["cpu", "memory"] {
+            let l = limits.and_then(|m| m.get(k));
+            let r = requests.and_then(|m| m.get(k));
+            if l.is_none() || (r.is_some() && r != l) {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Carry the server-owned fields of `old` into an update `new`; bump `generation` when the
+/// spec changed. For the main resource the status is kept; for `/status` only status changes.
+pub fn prepare_update(new: &mut Value, old: &Value, status_only: bool) {
+    if status_only {
+        let status = new.get("status").cloned();
+        let mut merged = old.clone();
+        match status {
+            Some(s) => merged["status"] = s,
+            None => {
+                if let Some(m) = merged.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        // Labels and annotations may change through /status too (as in Kubernetes for some types);
+        // keep everything else from the old object.
+        *new = merged;
+        return;
+    }
+    let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
+    let meta = ensure_object(new, "metadata");
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_meta.get(k) {
+            Some(v) => {
+                meta.insert(k.into(), v.clone());
+            }
+            None => {
+                meta.remove(k);
+            }
+        }
+    }
+    if let Some(status) = old.get("status") {
+        new["status"] = status.clone();
+    } else if let Some(m) = new.as_object_mut() {
+        m.remove("status");
+    }
+    if new.get("spec") != old.get("spec") {
+        let gen = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        new["metadata"]["generation"] = json!(gen + 1);
+    }
+}
+
+/// The pod spec fields that may change after creation (as in Kubernetes: images,
+/// activeDeadlineSeconds, tolerations additions, terminationGracePeriodSeconds).
+pub fn pod_spec_change_allowed(old: &Value, new: &Value) -> Result<(), FieldCause> {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        for list in ["containers", "initContainers"] {
+            if let Some(Value::Array(cs)) = v.get_mut(list) {
+                for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                    c.remove("image");
+                }
+            }
+        }
+        if let Some(m) = v.as_object_mut() {
+            for k in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+                "nodeName",
+            ] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    if strip(old) != strip(new) {
+        return Err(FieldCause::forbidden(
+            "spec",
+            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
+    Ok(())
+}
+
+fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !obj.get(key).is_some_and(Value::is_object) {
+        obj[key] = json!({});
+    }
+    match obj.get_mut(key) {
+        Some(Value::Object(m)) => m,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+/// Now as RFC 3339 with second precision, as Kubernetes writes `metav1.Time`.
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources;
+
+    fn pods() -> &'static ResourceType {
+        resources::find("", "v1", "pods").unwrap()
+    }
+
+    #[test]
+    fn unknown_fields_are_found() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "bogus": 1},
+            "spec": {"containers": [{"name": "c", "image": "x", "colour": "red"}], "extra": {}}});
+        let mut got = unknown_fields(pods(), &pod).unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                "metadata.bogus".to_string(),
+                "spec.containers[0].colour".to_string()
+            ]
+        );
+        let mut dropped = pod.clone();
+        drop_fields(&mut dropped, &got);
+        assert_eq!(
+            unknown_fields(pods(), &dropped).unwrap(),
+            Vec::<String>::new()
+        );
+        let wrong_type = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {"containers": "nope"}});
+        assert!(unknown_fields(pods(), &wrong_type).is_err());
+    }
+
+    #[test]
+    fn pod_validation_table() {
+        let cases: Vec<(Value, Vec<&str>)> = vec![
+            (
+                json!({"metadata": {"name": "ok"}, "spec": {"containers": [{"name": "c", "image": "hello"}]}}),
+                vec![],
+            ),
+            (
+                json!({"metadata": {"name": "Bad_Name"}, "spec": {"containers": [{"name": "c", "image": "hello"}]}}),
+                vec!["metadata.name"],
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "spec": {}}),
+                vec!["spec.containers"],
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c"}]}}),
+                vec!["spec.containers[0].image"],
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "x"}, {"name": "c", "image": "y"}]}}),
+                vec!["spec.containers[1].name"],
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "spec": {"hostNetwork": true, "restartPolicy": "Sometimes", "containers": [{"name": "c", "image": "x", "livenessProbe": {"exec": {"command": ["true"]}}}]}}),
+                vec![
+                    "spec.containers[0].livenessProbe.exec",
+                    "spec.restartPolicy",
+                    "spec.hostNetwork",
+                ],
+            ),
+        ];
+        for (pod, want) in cases {
+            let got: Vec<String> = validate(pods(), &pod)
+                .into_iter()
+                .map(|c| c.field)
+                .collect();
+            assert_eq!(got, want, "{pod}");
+        }
+    }
+
+    #[test]
+    fn qos_table() {
+        let cases = vec![
+            (json!({"containers": [{}]}), "BestEffort"),
+            (
+                json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}),
+                "Guaranteed",
+            ),
+            (
+                json!({"containers": [{"resources": {"requests": {"memory": "1Gi"}}}]}),
+                "Burstable",
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(qos_class(&spec), want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn update_keeps_server_fields_and_bumps_generation() {
+        let old = json!({"metadata": {"name": "a", "uid": "u", "generation": 1, "creationTimestamp": "t"}, "spec": {"x": 1}, "status": {"phase": "Running"}});
+        let mut new = json!({"metadata": {"name": "a", "uid": "evil"}, "spec": {"x": 2}, "status": {"phase": "Failed"}});
+        prepare_update(&mut new, &old, false);
+        assert_eq!(new["metadata"]["uid"], "u");
+        assert_eq!(new["metadata"]["generation"], 2);
+        assert_eq!(new["status"]["phase"], "Running");
+        let mut st =
+            json!({"metadata": {"name": "a"}, "spec": {"x": 9}, "status": {"phase": "Succeeded"}});
+        prepare_update(&mut st, &old, true);
+        assert_eq!(st["spec"]["x"], 1);
+        assert_eq!(st["status"]["phase"], "Succeeded");
+    }
+}

@@ -1,0 +1,269 @@
+//! Label and field selectors: parsing and matching, as Kubernetes defines them. Pure code.
+
+use serde_json::Value;
+
+/// One label requirement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// `k=v` or `k==v`.
+    Equals(String, String),
+    /// `k!=v` (also true when the label is absent).
+    NotEquals(String, String),
+    /// `k in (a,b)`.
+    In(String, Vec<String>),
+    /// `k notin (a,b)` (also true when the label is absent).
+    NotIn(String, Vec<String>),
+    /// `k`.
+    Exists(String),
+    /// `!k`.
+    NotExists(String),
+}
+
+/// A parsed label selector; empty matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector(pub Vec<Requirement>);
+
+fn split_top_level(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 316
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+}
+
+fn valid_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn parse_set(s: &str) -> Result<Vec<String>, String> {
+    let inner = s
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("expected a parenthesized set, found {s:?}"))?;
+    let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).collect();
+    if let Some(bad) = vals.iter().find(|v| !valid_value(v)) {
+        return Err(format!("invalid label value: {bad:?}"));
+    }
+    Ok(vals)
+}
+
+impl LabelSelector {
+    /// Parse the `labelSelector` query syntax.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        if s.trim().is_empty() {
+            return Ok(LabelSelector(reqs));
+        }
+        for part in split_top_level(s) {
+            let part = part.trim();
+            let req = if let Some(k) = part.strip_prefix('!') {
+                Requirement::NotExists(k.trim().to_string())
+            } else if let Some((k, v)) = part.split_once("!=") {
+                Requirement::NotEquals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once("==") {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = part.split_once('=') {
+                Requirement::Equals(k.trim().into(), v.trim().into())
+            } else if let Some((k, set)) = part.split_once(" notin ") {
+                Requirement::NotIn(k.trim().into(), parse_set(set)?)
+            } else if let Some((k, set)) = part.split_once(" in ") {
+                Requirement::In(k.trim().into(), parse_set(set)?)
+            } else {
+                Requirement::Exists(part.to_string())
+            };
+            let (key, value) = match &req {
+                Requirement::Equals(k, v) | Requirement::NotEquals(k, v) => (k, Some(v)),
+                Requirement::In(k, _)
+                | Requirement::NotIn(k, _)
+                | Requirement::Exists(k)
+                | Requirement::NotExists(k) => (k, None),
+            };
+            if !valid_key(key) {
+                return Err(format!(
+                    "unable to parse requirement: invalid label key {key:?}"
+                ));
+            }
+            if let Some(v) = value {
+                if !valid_value(v) {
+                    return Err(format!(
+                        "unable to parse requirement: invalid label value {v:?}"
+                    ));
+                }
+            }
+            reqs.push(req);
+        }
+        Ok(LabelSelector(reqs))
+    }
+
+    /// Does an object with these labels (a JSON map, or null) match?
+    pub fn matches(&self, labels: &Value) -> bool {
+        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
+            Requirement::In(k, set) => get(k).is_some_and(|x| set.iter().any(|s| s == x)),
+            Requirement::NotIn(k, set) => !get(k).is_some_and(|x| set.iter().any(|s| s == x)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::NotExists(k) => get(k).is_none(),
+        })
+    }
+}
+
+/// A parsed field selector: terms `field=value`, `field==value`, `field!=value`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldSelector(pub Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    /// Parse, accepting only `metadata.name`, `metadata.namespace` and the `allowed` labels.
+    pub fn parse(s: &str, allowed: &[&str]) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        if s.trim().is_empty() {
+            return Ok(FieldSelector(terms));
+        }
+        for part in s.split(',') {
+            let (field, eq, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                ));
+            };
+            let field = field.trim();
+            if field != "metadata.name"
+                && field != "metadata.namespace"
+                && !allowed.contains(&field)
+            {
+                return Err(format!("field label not supported: {field}"));
+            }
+            terms.push((field.to_string(), eq, value.trim().to_string()));
+        }
+        Ok(FieldSelector(terms))
+    }
+
+    /// Does the object match?
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.0
+            .iter()
+            .all(|(field, eq, want)| (field_value(obj, field) == *want) == *eq)
+    }
+
+    /// The value this selector pins `field` to with `=`, if any.
+    pub fn pinned(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == field && *eq)
+            .map(|(_, _, v)| v.as_str())
+    }
+}
+
+/// The string value of a dotted field path (missing → empty; `source` of events is its component).
+pub fn field_value(obj: &Value, field: &str) -> String {
+    let path: Vec<&str> = if field == "source" {
+        vec!["source", "component"]
+    } else {
+        field.split('.').collect()
+    };
+    let mut cur = obj;
+    for seg in path {
+        match cur.get(seg) {
+            Some(v) => cur = v,
+            None => return String::new(),
+        }
+    }
+    match cur {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selector_table() {
+        let labels = json!({"app": "web", "tier": "front", "env": "prod"});
+        let cases: &[(&str, Option<bool>)] = &[
+            ("", Some(true)),
+            ("app=web", Some(true)),
+            ("app==web", Some(true)),
+            ("app=db", Some(false)),
+            ("app!=db", Some(true)),
+            ("missing!=x", Some(true)),
+            ("app in (web,db)", Some(true)),
+            ("app in (db)", Some(false)),
+            ("app notin (db)", Some(true)),
+            ("missing notin (db)", Some(true)),
+            ("tier", Some(true)),
+            ("!tier", Some(false)),
+            ("!missing", Some(true)),
+            ("app=web,tier in (front, back),!canary", Some(true)),
+            ("app=web,env=dev", Some(false)),
+            ("app=we b", None),
+            ("app in web", None),
+            ("=x", None),
+        ];
+        for (sel, want) in cases {
+            let got = LabelSelector::parse(sel).ok().map(|s| s.matches(&labels));
+            assert_eq!(got, *want, "selector {sel:?}");
+        }
+    }
+
+    #[test]
+    fn field_selector_table() {
+        let pod = json!({"metadata": {"name": "a", "namespace": "default"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let allowed = &["spec.nodeName", "status.phase"];
+        let cases: &[(&str, Option<bool>)] = &[
+            ("", Some(true)),
+            ("metadata.name=a", Some(true)),
+            ("metadata.name==b", Some(false)),
+            ("spec.nodeName=n1,status.phase=Running", Some(true)),
+            ("spec.nodeName!=n1", Some(false)),
+            ("spec.nodeName=", Some(false)),
+            ("status.podIP=1", None),
+            ("nonsense", None),
+        ];
+        for (sel, want) in cases {
+            let got = FieldSelector::parse(sel, allowed)
+                .ok()
+                .map(|s| s.matches(&pod));
+            assert_eq!(got, *want, "selector {sel:?}");
+        }
+        let unscheduled = json!({"metadata": {"name": "b"}, "spec": {}});
+        assert!(FieldSelector::parse("spec.nodeName=", allowed)
+            .unwrap()
+            .matches(&unscheduled));
+        assert_eq!(
+            FieldSelector::parse("foo=bar", allowed).unwrap_err(),
+            "field label not supported: foo"
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The skiff control plane: API server, store, scheduler and the built-in module store.
+//! It never depends on wasmtime; node agents reach it only through the HTTPS API.
+
+pub mod api;
+pub mod modules;
+pub mod pki;
+pub mod resources;
+pub mod scheduler;
+pub mod server;
+pub mod store;
+
+pub use server::{start, RunningServer, ServerConfig, ServerError};
+pub use store::StoreConfig;

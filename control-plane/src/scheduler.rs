@@ -1,0 +1,374 @@
+//! The scheduler: a pure decision function from (pod, snapshot of nodes) to a node or a reason,
+//! and a loop that feeds it from watch caches (kube-rs reflectors) and writes `pods/binding`.
+//!
+//! Invariants: [`decide`] does no IO; the loop talks only to the API server; a pod that fits
+//! nowhere gets `PodScheduled=False`, reason `Unschedulable`, a kube-scheduler-style message and a
+//! `FailedScheduling` event, and is retried whenever pods or nodes change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use serde_json::json;
+use skiff_common::events::{pod_ref, EventType, Recorder};
+use skiff_common::quantity;
+
+/// What a pod asks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodRequest {
+    /// Sum of container cpu requests, millicores.
+    pub cpu_millis: i64,
+    /// Sum of container memory requests, bytes.
+    pub memory: i64,
+    /// `spec.nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
+}
+
+/// A node as the scheduler sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// Name.
+    pub name: String,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Allocatable cpu (millicores), memory (bytes), pods.
+    pub allocatable: (i64, i64, i64),
+    /// What bound, unfinished pods request: cpu, memory, pod count.
+    pub requested: (i64, i64, i64),
+}
+
+/// The scheduler's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Bind to this node.
+    Bind(String),
+    /// Nothing fits; the message says why, as kube-scheduler does.
+    Unschedulable(String),
+}
+
+/// Choose a node for `pod`: filter, then score by least allocated (ties by name).
+pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
+    let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut best: Option<(f64, &str)> = None;
+    for n in nodes {
+        let why = if !n.ready {
+            Some("node(s) were not ready")
+        } else if n.unschedulable {
+            Some("node(s) were unschedulable")
+        } else if !pod
+            .node_selector
+            .iter()
+            .all(|(k, v)| n.labels.get(k) == Some(v))
+        {
+            Some("node(s) didn't match Pod's node affinity/selector")
+        } else if n.requested.2 + 1 > n.allocatable.2 {
+            Some("Too many pods")
+        } else if n.requested.0 + pod.cpu_millis > n.allocatable.0 {
+            Some("Insufficient cpu")
+        } else if n.requested.1 + pod.memory > n.allocatable.1 {
+            Some("Insufficient memory")
+        } else {
+            None
+        };
+        match why {
+            Some(r) => *reasons.entry(r).or_default() += 1,
+            None => {
+                let free = |used: i64, want: i64, cap: i64| {
+                    if cap <= 0 {
+                        0.0
+                    } else {
+                        (cap - used - want) as f64 / cap as f64
+                    }
+                };
+                let score = (free(n.requested.0, pod.cpu_millis, n.allocatable.0)
+                    + free(n.requested.1, pod.memory, n.allocatable.1))
+                    / 2.0;
+                if best.is_none_or(|(s, name)| score > s || (score == s && n.name.as_str() < name))
+                {
+                    best = Some((score, &n.name));
+                }
+            }
+        }
+    }
+    match best {
+        Some((_, name)) => Decision::Bind(name.to_string()),
+        None => {
+            let detail: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
+            let mut msg = format!("0/{} nodes are available", nodes.len());
+            if !detail.is_empty() {
+                msg.push_str(": ");
+                msg.push_str(&detail.join(", "));
+            }
+            msg.push('.');
+            Decision::Unschedulable(msg)
+        }
+    }
+}
+
+fn pod_request(pod: &Pod) -> PodRequest {
+    let mut r = PodRequest::default();
+    if let Some(spec) = &pod.spec {
+        for c in &spec.containers {
+            let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            let lim = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+            // As in Kubernetes, a limit without a request is the request.
+            let get = |k: &str| {
+                req.and_then(|m| m.get(k))
+                    .or_else(|| lim.and_then(|m| m.get(k)))
+            };
+            r.cpu_millis += get("cpu")
+                .and_then(|q| quantity::cpu_millis(&q.0).ok())
+                .unwrap_or(0);
+            r.memory += get("memory")
+                .and_then(|q| quantity::bytes(&q.0).ok())
+                .unwrap_or(0);
+        }
+        r.node_selector = spec.node_selector.clone().unwrap_or_default();
+    }
+    r
+}
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+fn snapshot(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Vec<NodeSnapshot> {
+    let mut used: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+    for p in pods {
+        let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        if is_finished(p) {
+            continue;
+        }
+        let r = pod_request(p);
+        let e = used.entry(n).or_default();
+        e.0 += r.cpu_millis;
+        e.1 += r.memory;
+        e.2 += 1;
+    }
+    nodes
+        .iter()
+        .map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let status = n.status.as_ref();
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "True");
+            let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+            let q = |k: &str, f: fn(&str) -> Result<i64, quantity::QuantityError>| {
+                alloc
+                    .and_then(|m| m.get(k))
+                    .and_then(|v| f(&v.0).ok())
+                    .unwrap_or(0)
+            };
+            NodeSnapshot {
+                requested: used.get(name.as_str()).copied().unwrap_or_default(),
+                name,
+                ready,
+                unschedulable: n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false),
+                labels: n.metadata.labels.clone().unwrap_or_default(),
+                allocatable: (
+                    q("cpu", quantity::cpu_millis),
+                    q("memory", quantity::bytes),
+                    q("pods", |s| quantity::parse(s).map(|v| v as i64)),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn wants_us(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    spec.is_some_and(|s| s.node_name.as_deref().unwrap_or("").is_empty())
+        && spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler")
+            == "default-scheduler"
+        && pod.metadata.deletion_timestamp.is_none()
+        && !is_finished(pod)
+}
+
+/// Run the scheduler until the client's server goes away for good.
+pub async fn run(client: kube::Client) {
+    let pods_api: Api<Pod> = Api::all(client.clone());
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let (pods, pod_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
+    let pod_events = reflector(pod_writer, watcher(pods_api, watcher::Config::default()))
+        .default_backoff()
+        .map(|_| ());
+    let node_events = reflector(node_writer, watcher(nodes_api, watcher::Config::default()))
+        .default_backoff()
+        .map(|_| ());
+    let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
+    let recorder = Recorder::new(client.clone(), "default-scheduler", None);
+    let mut reported: HashMap<String, String> = HashMap::new();
+    loop {
+        // Wait for a change (or retry periodically), then take whatever else is ready.
+        match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
+            Ok(None) => return,
+            Ok(Some(())) | Err(_) => {}
+        }
+        while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
+        let all_pods = pods.state();
+        let mut snap = snapshot(&nodes.state(), &all_pods);
+        let mut pending: Vec<&Arc<Pod>> = all_pods.iter().filter(|p| wants_us(p)).collect();
+        pending.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        for pod in pending {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let req = pod_request(pod);
+            match decide(&req, &snap) {
+                Decision::Bind(node) => {
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                    match api
+                        .create_subresource::<serde_json::Value, serde_json::Value>(
+                            "binding",
+                            &name,
+                            &PostParams::default(),
+                            &binding,
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            reported.remove(&uid);
+                            if let Some(n) = snap.iter_mut().find(|n| n.name == node) {
+                                n.requested.0 += req.cpu_millis;
+                                n.requested.1 += req.memory;
+                                n.requested.2 += 1;
+                            }
+                            tracing::info!(pod = %format!("{ns}/{name}"), %node, "scheduled");
+                            recorder
+                                .record(
+                                    &pod_ref(pod),
+                                    EventType::Normal,
+                                    "Scheduled",
+                                    &format!("Successfully assigned {ns}/{name} to {node}"),
+                                )
+                                .await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "binding failed; will retry")
+                        }
+                    }
+                }
+                Decision::Unschedulable(msg) => {
+                    if reported.get(&uid) == Some(&msg) {
+                        continue;
+                    }
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                    let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": skiff_common::now()}]}});
+                    match api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                        .await
+                    {
+                        Ok(_) => {
+                            recorder
+                                .record(&pod_ref(pod), EventType::Warning, "FailedScheduling", &msg)
+                                .await;
+                            reported.insert(uid, msg);
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "could not report unschedulable pod")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(
+        name: &str,
+        ready: bool,
+        alloc: (i64, i64, i64),
+        used: (i64, i64, i64),
+    ) -> NodeSnapshot {
+        NodeSnapshot {
+            name: name.into(),
+            ready,
+            allocatable: alloc,
+            requested: used,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decide_table() {
+        let gi = 1 << 30;
+        let small = PodRequest {
+            cpu_millis: 100,
+            memory: gi / 4,
+            ..Default::default()
+        };
+        let huge = PodRequest {
+            cpu_millis: 100,
+            memory: 64 * gi,
+            ..Default::default()
+        };
+        let selected = PodRequest {
+            node_selector: [("disk".to_string(), "ssd".to_string())].into(),
+            ..Default::default()
+        };
+        let mut labelled = node("c", true, (2000, 4 * gi, 10), (0, 0, 0));
+        labelled.labels.insert("disk".into(), "ssd".into());
+        let mut cordoned = node("d", true, (2000, 4 * gi, 10), (0, 0, 0));
+        cordoned.unschedulable = true;
+        let cases: Vec<(&str, PodRequest, Vec<NodeSnapshot>, Decision)> = vec![
+            ("no nodes", small.clone(), vec![], Decision::Unschedulable("0/0 nodes are available.".into())),
+            ("one ready node", small.clone(), vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0))], Decision::Bind("a".into())),
+            (
+                "least allocated wins",
+                small.clone(),
+                vec![node("a", true, (2000, 4 * gi, 10), (1500, 3 * gi, 3)), node("b", true, (2000, 4 * gi, 10), (0, 0, 0))],
+                Decision::Bind("b".into()),
+            ),
+            ("tie goes to the first name", small.clone(), vec![node("b", true, (1000, gi, 5), (0, 0, 0)), node("a", true, (1000, gi, 5), (0, 0, 0))], Decision::Bind("a".into())),
+            (
+                "nothing fits",
+                huge,
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0)), node("b", false, (2000, 4 * gi, 10), (0, 0, 0)), cordoned.clone()],
+                Decision::Unschedulable("0/3 nodes are available: 1 Insufficient memory, 1 node(s) were not ready, 1 node(s) were unschedulable.".into()),
+            ),
+            ("full node", small.clone(), vec![node("a", true, (2000, 4 * gi, 2), (0, 0, 2))], Decision::Unschedulable("0/1 nodes are available: 1 Too many pods.".into())),
+            (
+                "node selector",
+                selected,
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0)), labelled],
+                Decision::Bind("c".into()),
+            ),
+            (
+                "cpu",
+                PodRequest { cpu_millis: 3000, ..Default::default() },
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0))],
+                Decision::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into()),
+            ),
+        ];
+        for (what, pod, nodes, want) in cases {
+            assert_eq!(decide(&pod, &nodes), want, "{what}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Wiring of the control plane: identity, store, module store, the HTTPS listener serving the
+//! API router, the bootstrap namespaces and the scheduler.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::api::{self, AppState, Tokens};
+use crate::modules::ModuleStore;
+use crate::pki::{self, Pki};
+use crate::store::{Store, StoreConfig};
+
+/// Errors of starting the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Identity could not be loaded or created.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The module store could not be opened.
+    #[error(transparent)]
+    Modules(#[from] crate::modules::ModuleError),
+    /// Binding or TLS set-up failed.
+    #[error("{0}")]
+    Io(String),
+    /// Building the in-process API client failed.
+    #[error(transparent)]
+    Client(#[from] skiff_common::client::ClientError),
+    /// Bootstrapping objects failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(#[from] api::ApiError),
+}
+
+/// How to run the control plane.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where state lives.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Store tuning.
+    pub store: StoreConfig,
+}
+
+/// A running control plane.
+pub struct RunningServer {
+    /// `https://host:port` clients use.
+    pub url: String,
+    /// Cluster CA, PEM.
+    pub ca_pem: String,
+    /// Admin token.
+    pub admin_token: String,
+    /// Node join token.
+    pub node_token: String,
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Cancel to shut down.
+    pub shutdown: CancellationToken,
+    /// Ends when the listener has stopped.
+    pub serving: tokio::task::JoinHandle<()>,
+}
+
+/// Start the control plane and return once the API answers.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    let pki = Pki::load_or_create(&config.data_dir, &pki::server_names(&[config.listen.ip()]))?;
+    let store = Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?;
+    let modules = ModuleStore::new(&config.data_dir.join("modules"), store.clone())?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Io(format!("listening on {}: {e}", config.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    let advertise = if host.contains(':') {
+        format!("[{host}]:{}", local.port())
+    } else {
+        format!("{host}:{}", local.port())
+    };
+    let url = format!("https://{advertise}");
+
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let state = Arc::new(AppState {
+        store,
+        tokens: Tokens {
+            admin: pki.admin_token.clone(),
+            node: pki.node_token.to_string(),
+        },
+        modules,
+        ca_pem: pki.ca_pem.clone(),
+        advertise,
+        http,
+    });
+    api::bootstrap(&state).await?;
+
+    let tls = tls_config(&pki)?;
+    let shutdown = CancellationToken::new();
+    let serving = tokio::spawn(serve(listener, tls, api::router(state), shutdown.clone()));
+
+    let kubeconfig = config.data_dir.join("kubeconfig.yaml");
+    pki::write_secret(&kubeconfig, &pki.kubeconfig(&url))?;
+
+    let admin = skiff_common::client::ApiEndpoint {
+        url: url.clone(),
+        ca_pem: pki.ca_pem.clone().into_bytes(),
+        token: pki.admin_token.clone(),
+    };
+    let client = admin.client()?;
+    let sched_stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = crate::scheduler::run(client) => {}
+            _ = sched_stop.cancelled() => {}
+        }
+    });
+    Ok(RunningServer {
+        url,
+        ca_pem: pki.ca_pem,
+        admin_token: pki.admin_token,
+        node_token: pki.node_token.to_string(),
+        kubeconfig,
+        shutdown,
+        serving,
+    })
+}
+
+fn tls_config(pki: &Pki) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Io(format!("serving certificate: {e}")))?;
+    let key = rustls_pemfile::private_key(&mut pki.server_key_pem.as_bytes())
+        .map_err(|e| ServerError::Io(format!("serving key: {e}")))?
+        .ok_or_else(|| ServerError::Io("serving key: no key in PEM".into()))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServerError::Io(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| ServerError::Io(format!("TLS set-up: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let router = router.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            // A client that never finishes the handshake is dropped (slowloris).
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                router.clone().call(req)
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}

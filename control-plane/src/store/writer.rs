@@ -1,0 +1,302 @@
+//! The single writer: owns the only write connection, applies waiting writes in one
+//! transaction (group commit), assigns consecutive revisions, commits, then answers and publishes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Event, EventKind, ObjectKey, Shared, StoreConfig, StoreError, StoredObject, Write};
+
+pub(super) enum Command {
+    Write(Write, oneshot::Sender<Result<StoredObject, StoreError>>),
+    Maintain {
+        keep: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+pub(super) async fn init_schema(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    for stmt in [
+        "CREATE TABLE IF NOT EXISTS objects (resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, \
+         revision INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS history (revision INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL, \
+         name TEXT NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS history_by_resource ON history (resource, revision)",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0)",
+    ] {
+        sqlx::query(stmt).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn load_counters(conn: &mut SqliteConnection) -> Result<(u64, u64), StoreError> {
+    let rev: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'revision'")
+        .fetch_one(&mut *conn)
+        .await?;
+    let compacted: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'compacted'")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((rev as u64, compacted as u64))
+}
+
+type Pending = (Write, oneshot::Sender<Result<StoredObject, StoreError>>);
+
+pub(super) async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    config: StoreConfig,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: Vec<Pending> = Vec::new();
+        let mut maintenance = Vec::new();
+        let mut push = |cmd: Command, batch: &mut Vec<Pending>| match cmd {
+            Command::Write(w, r) => batch.push((w, r)),
+            Command::Maintain { keep, reply } => maintenance.push((keep, reply)),
+        };
+        push(first, &mut batch);
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(cmd) => push(cmd, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit_batch(&mut conn, batch, &shared).await;
+        }
+        for (keep, reply) in maintenance {
+            let _ = reply.send(maintain(&mut conn, keep, &shared).await);
+        }
+    }
+    let _ = conn.close().await;
+}
+
+struct Applied {
+    result: Result<StoredObject, StoreError>,
+    event: Option<Event>,
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: &Shared) {
+    let start_rev = shared.revision.load(Ordering::Acquire);
+    let outcome: Result<(Vec<Applied>, u64), sqlx::Error> = async {
+        let mut tx = conn.begin().await?;
+        let mut rev = start_rev;
+        let mut applied = Vec::with_capacity(batch.len());
+        for (write, _) in &batch {
+            applied.push(apply(&mut tx, write, &mut rev).await?);
+        }
+        if rev != start_rev {
+            sqlx::query("UPDATE meta SET value = ? WHERE key = 'revision'")
+                .bind(rev as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((applied, rev))
+    }
+    .await;
+    match outcome {
+        Ok((applied, rev)) => {
+            shared.revision.store(rev, Ordering::Release);
+            for ((_, reply), a) in batch.into_iter().zip(applied) {
+                if let Some(ev) = a.event {
+                    // No receivers is fine: nobody is watching.
+                    let _ = shared.events.send(Arc::new(ev));
+                }
+                let _ = reply.send(a.result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store commit failed; the batch was rolled back");
+            let msg = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Sqlite(sqlx::Error::Protocol(msg.clone()))));
+            }
+        }
+    }
+}
+
+async fn current(
+    tx: &mut SqliteConnection,
+    key: &ObjectKey,
+) -> Result<Option<(u64, Bytes)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT revision, data FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
+    )
+    .bind(&key.resource)
+    .bind(&key.namespace)
+    .bind(&key.name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            r.get::<i64, _>(0) as u64,
+            Bytes::from(r.get::<Vec<u8>, _>(1)),
+        )
+    }))
+}
+
+async fn record(
+    tx: &mut SqliteConnection,
+    rev: u64,
+    key: &ObjectKey,
+    kind: EventKind,
+    data: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO history (revision, resource, namespace, name, kind, data) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(rev as i64)
+        .bind(&key.resource)
+        .bind(&key.namespace)
+        .bind(&key.name)
+        .bind(kind.code())
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+fn refused(e: StoreError) -> Applied {
+    Applied {
+        result: Err(e),
+        event: None,
+    }
+}
+
+async fn apply(
+    tx: &mut SqliteConnection,
+    write: &Write,
+    rev: &mut u64,
+) -> Result<Applied, sqlx::Error> {
+    match write {
+        Write::Create { key, data } => {
+            if current(tx, key).await?.is_some() {
+                return Ok(refused(StoreError::AlreadyExists));
+            }
+            *rev += 1;
+            sqlx::query("INSERT INTO objects (resource, namespace, name, revision, data) VALUES (?, ?, ?, ?, ?)")
+                .bind(&key.resource)
+                .bind(&key.namespace)
+                .bind(&key.name)
+                .bind(*rev as i64)
+                .bind(data.as_ref())
+                .execute(&mut *tx)
+                .await?;
+            record(tx, *rev, key, EventKind::Added, data).await?;
+            let obj = StoredObject {
+                key: key.clone(),
+                revision: *rev,
+                data: data.clone(),
+            };
+            Ok(Applied {
+                result: Ok(obj.clone()),
+                event: Some(Event {
+                    kind: EventKind::Added,
+                    object: obj,
+                    previous: None,
+                }),
+            })
+        }
+        Write::Update {
+            key,
+            data,
+            precondition,
+        } => {
+            let Some((cur, old)) = current(tx, key).await? else {
+                return Ok(refused(StoreError::NotFound));
+            };
+            if precondition.is_some_and(|p| p != cur) {
+                return Ok(refused(StoreError::Conflict { current: cur }));
+            }
+            *rev += 1;
+            sqlx::query("UPDATE objects SET revision = ?, data = ? WHERE resource = ? AND namespace = ? AND name = ?")
+                .bind(*rev as i64)
+                .bind(data.as_ref())
+                .bind(&key.resource)
+                .bind(&key.namespace)
+                .bind(&key.name)
+                .execute(&mut *tx)
+                .await?;
+            record(tx, *rev, key, EventKind::Modified, data).await?;
+            let obj = StoredObject {
+                key: key.clone(),
+                revision: *rev,
+                data: data.clone(),
+            };
+            Ok(Applied {
+                result: Ok(obj.clone()),
+                event: Some(Event {
+                    kind: EventKind::Modified,
+                    object: obj,
+                    previous: Some(old),
+                }),
+            })
+        }
+        Write::Delete { key, precondition } => {
+            let Some((cur, old)) = current(tx, key).await? else {
+                return Ok(refused(StoreError::NotFound));
+            };
+            if precondition.is_some_and(|p| p != cur) {
+                return Ok(refused(StoreError::Conflict { current: cur }));
+            }
+            *rev += 1;
+            sqlx::query("DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
+                .bind(&key.resource)
+                .bind(&key.namespace)
+                .bind(&key.name)
+                .execute(&mut *tx)
+                .await?;
+            record(tx, *rev, key, EventKind::Deleted, &old).await?;
+            let obj = StoredObject {
+                key: key.clone(),
+                revision: *rev,
+                data: old.clone(),
+            };
+            Ok(Applied {
+                result: Ok(obj.clone()),
+                event: Some(Event {
+                    kind: EventKind::Deleted,
+                    object: obj,
+                    previous: Some(old),
+                }),
+            })
+        }
+    }
+}
+
+/// Drop history older than the newest `keep` revisions, in small batches, then checkpoint the WAL.
+async fn maintain(
+    conn: &mut SqliteConnection,
+    keep: u64,
+    shared: &Shared,
+) -> Result<(), StoreError> {
+    let rev = shared.revision.load(Ordering::Acquire);
+    let upto = rev.saturating_sub(keep);
+    if upto > shared.compacted.load(Ordering::Acquire) {
+        // Publish the new floor before deleting, so no watch starts from a revision being removed.
+        shared.compacted.store(upto, Ordering::Release);
+        loop {
+            let mut tx = conn.begin().await?;
+            let n = sqlx::query("DELETE FROM history WHERE revision IN (SELECT revision FROM history WHERE revision <= ? LIMIT 1000)")
+                .bind(upto as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("UPDATE meta SET value = ? WHERE key = 'compacted'")
+                .bind(upto as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            if n < 1000 {
+                break;
+            }
+        }
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

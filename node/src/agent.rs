@@ -1,0 +1,371 @@
+//! The agent loop: register the Node, renew its Lease, and reconcile the pods bound to this node
+//! (start a worker for each new pod, stop it when the pod is deleted, finish graceful deletions).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo, Pod,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{NodeConfig, NodeContext, NodeError};
+
+/// How often the Lease is renewed.
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// The Lease duration the node announces.
+pub const LEASE_SECONDS: i32 = 40;
+
+fn meminfo_total_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The Node's status as this agent reports it.
+fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16) -> NodeStatus {
+    let now = skiff_common::now();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = meminfo_total_kib();
+    let capacity: BTreeMap<String, Quantity> = [
+        ("cpu".to_string(), Quantity(cpus.to_string())),
+        ("memory".to_string(), Quantity(format!("{mem}Ki"))),
+        ("pods".to_string(), Quantity(config.max_pods.to_string())),
+    ]
+    .into();
+    let cond = |t: &str, s: &str, reason: &str, message: &str| NodeCondition {
+        type_: t.into(),
+        status: s.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now.clone()),
+    };
+    NodeStatus {
+        allocatable: Some(capacity.clone()),
+        capacity: Some(capacity),
+        conditions: Some(vec![
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            cond(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+            cond(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "skiff node agent is posting ready status",
+            ),
+        ]),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: ctx.host_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: config.name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                port: i32::from(port),
+            }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: "wasm32".into(),
+            operating_system: "wasi".into(),
+            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+            machine_id: read_trim("/etc/machine-id"),
+            system_uuid: read_trim("/etc/machine-id"),
+            kernel_version: read_trim("/proc/sys/kernel/osrelease"),
+            os_image: format!("skiff (wasmtime {})", crate::runtime::Runtime::version()),
+            container_runtime_version: format!("wasmtime://{}", crate::runtime::Runtime::version()),
+            kubelet_version: skiff_common::KUBE_GIT_VERSION.into(),
+            kube_proxy_version: String::new(),
+            swap: None,
+        }),
+        ..Default::default()
+    }
+}
+
+async fn register(ctx: &NodeContext, config: &NodeConfig, port: u16) -> Result<(), kube::Error> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut labels: BTreeMap<String, String> = [
+        ("kubernetes.io/hostname".to_string(), config.name.clone()),
+        ("kubernetes.io/os".to_string(), "wasi".to_string()),
+        ("kubernetes.io/arch".to_string(), "wasm32".to_string()),
+    ]
+    .into();
+    labels.extend(config.labels.iter().cloned());
+    let status = node_status(ctx, config, port);
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(config.name.clone()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(status.clone()),
+    };
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            nodes
+                .patch(
+                    &config.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": labels}})),
+                )
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    nodes
+        .patch_status(
+            &config.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn renew_lease(ctx: &NodeContext) -> Result<(), kube::Error> {
+    let leases: Api<Lease> =
+        Api::namespaced(ctx.client.clone(), skiff_common::NODE_LEASE_NAMESPACE);
+    let now = MicroTime(jiff::Timestamp::now());
+    let spec = LeaseSpec {
+        holder_identity: Some(ctx.node_name.clone()),
+        lease_duration_seconds: Some(LEASE_SECONDS),
+        renew_time: Some(now),
+        ..Default::default()
+    };
+    match leases
+        .patch(
+            &ctx.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(ctx.node_name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(spec),
+            };
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+struct Worker {
+    stop: CancellationToken,
+    done: Option<JoinHandle<()>>,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// Finish a graceful deletion: stop the pod's worker, then remove the object.
+fn finish_deletion(ctx: &Arc<NodeContext>, pod: &Pod, worker: Option<&mut Worker>) {
+    let done = worker.and_then(|w| {
+        w.stop.cancel();
+        w.done.take()
+    });
+    let api: Api<Pod> = Api::namespaced(
+        ctx.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone();
+    tokio::spawn(async move {
+        if let Some(d) = done {
+            let _ = d.await;
+        }
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => tracing::info!(pod = %name, "pod stopped and deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %name, error = %e, "could not finish deleting the pod"),
+        }
+    });
+}
+
+/// Register, heartbeat and reconcile pods until `shutdown`.
+pub async fn run(
+    ctx: Arc<NodeContext>,
+    config: &NodeConfig,
+    port: u16,
+    shutdown: CancellationToken,
+) -> Result<(), NodeError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match register(&ctx, config, port).await {
+            Ok(()) => break,
+            Err(e) if delay < Duration::from_secs(30) => {
+                tracing::warn!(error = %e, "node registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(NodeError::Register(e.to_string())),
+        }
+    }
+    tracing::info!(node = %config.name, "node registered");
+    let hb_ctx = ctx.clone();
+    let hb_stop = shutdown.clone();
+    let hb_config = config.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LEASE_RENEW);
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = hb_stop.cancelled() => return,
+            }
+            if let Err(e) = renew_lease(&hb_ctx).await {
+                tracing::warn!(error = %e, "lease renewal failed");
+            }
+            n += 1;
+            // The Node's conditions carry a heartbeat too, refreshed less often.
+            if n % 6 == 0 {
+                let status = node_status(&hb_ctx, &hb_config, port);
+                let nodes: Api<Node> = Api::all(hb_ctx.client.clone());
+                if let Err(e) = nodes
+                    .patch_status(
+                        &hb_ctx.node_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": status})),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "node status update failed");
+                }
+            }
+        }
+    });
+
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", config.name));
+    let mut events = std::pin::pin!(watcher(pods, cfg).default_backoff());
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = shutdown.cancelled() => break,
+        };
+        let ev = match ev {
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "pod watch failed; retrying");
+                continue;
+            }
+            None => break,
+        };
+        match ev {
+            watcher::Event::Init => seen.clear(),
+            watcher::Event::InitApply(pod) => {
+                seen.insert(pod.metadata.uid.clone().unwrap_or_default());
+                apply(&ctx, &mut workers, pod);
+            }
+            watcher::Event::InitDone => {
+                // Pods that disappeared while we were not watching.
+                workers.retain(|uid, w| {
+                    let keep = seen.contains(uid);
+                    if !keep {
+                        w.stop.cancel();
+                    }
+                    keep
+                });
+            }
+            watcher::Event::Apply(pod) => apply(&ctx, &mut workers, pod),
+            watcher::Event::Delete(pod) => {
+                if let Some(w) = workers.remove(&pod.metadata.uid.clone().unwrap_or_default()) {
+                    w.stop.cancel();
+                }
+            }
+        }
+    }
+    for w in workers.values() {
+        w.stop.cancel();
+    }
+    Ok(())
+}
+
+fn apply(ctx: &Arc<NodeContext>, workers: &mut HashMap<String, Worker>, pod: Pod) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if pod.metadata.deletion_timestamp.is_some() {
+        finish_deletion(ctx, &pod, workers.get_mut(&uid));
+        return;
+    }
+    if workers.contains_key(&uid) || is_terminal(&pod) {
+        return;
+    }
+    let stop = CancellationToken::new();
+    tracing::info!(pod = %pod.metadata.name.clone().unwrap_or_default(), "starting pod");
+    let done = tokio::spawn(crate::pod::run(ctx.clone(), pod, stop.clone()));
+    workers.insert(
+        uid,
+        Worker {
+            stop,
+            done: Some(done),
+        },
+    );
+}

@@ -1,0 +1,183 @@
+//! The skiff node agent: joins a cluster over HTTPS, registers its Node and keeps it Ready with a
+//! Lease heartbeat, watches the pods bound to it and runs each in a wasmtime sandbox, writes their
+//! status, and serves their logs to the API server.
+//!
+//! Invariants: the node is an API client like any other (it never sees SQLite or the control
+//! plane's internals); a failing workload is reported in its pod's status, never a crash of the agent.
+
+pub mod agent;
+pub mod fetch;
+pub mod logs;
+pub mod logserver;
+pub mod pod;
+pub mod runtime;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_common::events::Recorder;
+use skiff_common::token::JoinToken;
+use tokio_util::sync::CancellationToken;
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The join token is malformed.
+    #[error(transparent)]
+    Token(#[from] skiff_common::token::TokenError),
+    /// The cluster CA could not be obtained or does not match the token.
+    #[error("cluster CA: {0}")]
+    Ca(String),
+    /// Building the API client failed.
+    #[error(transparent)]
+    Client(#[from] skiff_common::client::ClientError),
+    /// The runtime could not start.
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    /// Module cache set-up failed.
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
+    /// Local IO (data dir, log listener) failed.
+    #[error("{0}")]
+    Io(String),
+    /// Registration failed for good.
+    #[error("registering the node: {0}")]
+    Register(String),
+}
+
+/// How to run a node agent.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `https://host:port` of the API server.
+    pub server: String,
+    /// Join token (`K10...`).
+    pub token: String,
+    /// Node name.
+    pub name: String,
+    /// CA file; fetched with the token and verified against its hash when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Local state (module cache, compiled code, logs).
+    pub data_dir: PathBuf,
+    /// Address the agent's own endpoint (logs for the API server) listens on; its IP is the
+    /// node's InternalIP.
+    pub listen: SocketAddr,
+    /// Most pods this node runs.
+    pub max_pods: u32,
+    /// Extra node labels.
+    pub labels: Vec<(String, String)>,
+}
+
+/// What every part of a running agent shares.
+pub struct NodeContext {
+    /// API client.
+    pub client: kube::Client,
+    /// Node name.
+    pub node_name: String,
+    /// InternalIP.
+    pub host_ip: String,
+    /// The sandbox runtime.
+    pub runtime: Arc<runtime::Runtime>,
+    /// Module fetcher.
+    pub fetcher: fetch::Fetcher,
+    /// Event recorder (`kubelet`).
+    pub recorder: Recorder,
+    /// Root of the pod log directories.
+    pub log_root: PathBuf,
+    /// Log files being written.
+    pub active_logs: logs::ActiveLogs,
+}
+
+/// Obtain the cluster CA: from `ca_file`, or fetched from the server and checked against the
+/// hash in the join token (as k3s does).
+pub async fn cluster_ca(config: &NodeConfig, token: &JoinToken) -> Result<Vec<u8>, NodeError> {
+    let pem = match &config.ca_file {
+        Some(f) => std::fs::read(f).map_err(|e| NodeError::Ca(format!("{}: {e}", f.display())))?,
+        None => {
+            // The CA is public; the connection is not trusted, the hash check below is what counts.
+            let http = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| NodeError::Ca(e.to_string()))?;
+            let url = format!(
+                "{}{}",
+                config.server.trim_end_matches('/'),
+                skiff_common::CACERTS_PATH
+            );
+            let resp = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| NodeError::Ca(format!("fetching {url}: {e}")))?;
+            resp.bytes()
+                .await
+                .map_err(|e| NodeError::Ca(format!("fetching {url}: {e}")))?
+                .to_vec()
+        }
+    };
+    if !token.matches_ca(&pem) {
+        return Err(NodeError::Ca("the server's CA does not match the hash in the join token (wrong server or wrong token?)".into()));
+    }
+    Ok(pem)
+}
+
+/// Start the agent and run it until `shutdown` is cancelled.
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), NodeError> {
+    let token = JoinToken::parse(&config.token)?;
+    let ca = cluster_ca(&config, &token).await?;
+    let endpoint = skiff_common::client::ApiEndpoint {
+        url: config.server.clone(),
+        ca_pem: ca.clone(),
+        token: config.token.clone(),
+    };
+    let client = endpoint.client()?;
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .tls_built_in_root_certs(false);
+    for der in skiff_common::client::pem_to_der(&ca) {
+        let cert =
+            reqwest::Certificate::from_der(&der).map_err(|e| NodeError::Ca(e.to_string()))?;
+        http = http.add_root_certificate(cert);
+    }
+    let http = http.build().map_err(|e| NodeError::Ca(e.to_string()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
+    let fetcher = fetch::Fetcher::new(
+        http,
+        &config.server,
+        &config.token,
+        &config.data_dir.join("modules"),
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| NodeError::Io(format!("listening on {}: {e}", config.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| NodeError::Io(e.to_string()))?;
+    let host_ip = if local.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        local.ip()
+    };
+    let ctx = Arc::new(NodeContext {
+        recorder: Recorder::new(client.clone(), "kubelet", Some(&config.name)),
+        client,
+        node_name: config.name.clone(),
+        host_ip: host_ip.to_string(),
+        runtime,
+        fetcher,
+        log_root: config.data_dir.join("pods"),
+        active_logs: logs::ActiveLogs::default(),
+    });
+    let logs_stop = shutdown.clone();
+    let log_app = logserver::router(ctx.clone(), config.token.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, log_app)
+            .with_graceful_shutdown(async move { logs_stop.cancelled().await })
+            .await;
+    });
+    agent::run(ctx, &config, local.port(), shutdown).await
+}

@@ -1,0 +1,335 @@
+//! Container logs: one file per container run in the CRI format Kubernetes uses
+//! (`<RFC3339Nano> <stdout|stderr> <F|P> <text>`), under
+//! `DIR/pods/<ns>_<pod>_<uid>/<container>/<restart>.log`, written by the sandbox's stdout/stderr,
+//! and the reading side that serves `kubectl logs` (tail, since, timestamps, previous, follow).
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+
+/// Errors of writing or reading logs.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// File IO failed.
+    #[error("log file {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// No log for that container (yet).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Log files still being written, so `follow` knows when to stop.
+#[derive(Clone, Default)]
+pub struct ActiveLogs(Arc<Mutex<HashSet<PathBuf>>>);
+
+impl ActiveLogs {
+    fn set(&self, p: &Path, active: bool) {
+        if let Ok(mut s) = self.0.lock() {
+            if active {
+                s.insert(p.to_path_buf());
+            } else {
+                s.remove(p);
+            }
+        }
+    }
+
+    /// Is this file still being written?
+    pub fn is_active(&self, p: &Path) -> bool {
+        self.0.lock().map(|s| s.contains(p)).unwrap_or(false)
+    }
+}
+
+/// The directory of a pod's logs.
+pub fn pod_dir(root: &Path, ns: &str, pod: &str, uid: &str) -> PathBuf {
+    root.join(format!("{ns}_{pod}_{uid}"))
+}
+
+/// The log file of one run of a container.
+pub fn log_path(pod_dir: &Path, container: &str, restart: u32) -> PathBuf {
+    pod_dir.join(container).join(format!("{restart}.log"))
+}
+
+struct SinkInner {
+    file: std::fs::File,
+    partial: [Vec<u8>; 2],
+    bytes: u64,
+}
+
+/// Where one container run writes; cheap to clone, shared by its stdout and stderr.
+#[derive(Clone)]
+pub struct LogSink {
+    inner: Arc<Mutex<SinkInner>>,
+    path: PathBuf,
+    active: ActiveLogs,
+}
+
+/// Most bytes one run writes before further output is dropped (a marker line says so).
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+fn timestamp() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        .to_string()
+}
+
+impl LogSink {
+    /// Create (truncate) the log file of one run.
+    pub fn create(path: &Path, active: ActiveLogs) -> Result<Self, LogError> {
+        let io = |e| LogError::Io(path.to_path_buf(), e);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(io)?;
+        }
+        let file = std::fs::File::create(path).map_err(io)?;
+        active.set(path, true);
+        Ok(LogSink {
+            inner: Arc::new(Mutex::new(SinkInner {
+                file,
+                partial: [Vec::new(), Vec::new()],
+                bytes: 0,
+            })),
+            path: path.to_path_buf(),
+            active,
+        })
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, stream: usize, buf: &[u8]) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let inner = &mut *inner;
+        inner.partial[stream].extend_from_slice(buf);
+        while let Some(pos) = inner.partial[stream].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = inner.partial[stream].drain(..=pos).collect();
+            write_line(inner, stream, &line[..line.len() - 1], "F");
+        }
+        // Very long lines are split, as CRI runtimes do (tag P).
+        if inner.partial[stream].len() >= 16 * 1024 {
+            let line = std::mem::take(&mut inner.partial[stream]);
+            write_line(inner, stream, &line, "P");
+        }
+    }
+
+    /// Flush partial lines and mark the file finished.
+    pub fn finish(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            let inner = &mut *inner;
+            for s in 0..2 {
+                if !inner.partial[s].is_empty() {
+                    let line = std::mem::take(&mut inner.partial[s]);
+                    write_line(inner, s, &line, "F");
+                }
+            }
+            let _ = inner.file.flush();
+        }
+        self.active.set(&self.path, false);
+    }
+
+    /// The text of the last `max` bytes written, for `FallbackToLogsOnError`-style messages.
+    pub fn tail_text(&self, max_lines: usize) -> String {
+        read_lines(
+            &self.path,
+            &ReadOptions {
+                tail: Some(max_lines),
+                ..Default::default()
+            },
+        )
+        .map(|l| String::from_utf8_lossy(&l).into_owned())
+        .unwrap_or_default()
+    }
+
+    /// A stdout or stderr stream for the sandbox.
+    pub fn stream(&self, stderr: bool) -> LogStream {
+        LogStream {
+            sink: self.clone(),
+            stream: usize::from(stderr),
+        }
+    }
+}
+
+fn write_line(inner: &mut SinkInner, stream: usize, text: &[u8], tag: &str) {
+    if inner.bytes > MAX_LOG_BYTES {
+        return;
+    }
+    let name = if stream == 1 { "stderr" } else { "stdout" };
+    let mut out = format!("{} {name} {tag} ", timestamp()).into_bytes();
+    out.extend_from_slice(text);
+    out.push(b'\n');
+    inner.bytes += out.len() as u64;
+    if inner.bytes > MAX_LOG_BYTES {
+        out = format!("{} stderr F [skiff: log limit of {MAX_LOG_BYTES} bytes reached; further output dropped]\n", timestamp()).into_bytes();
+    }
+    if let Err(e) = inner.file.write_all(&out) {
+        tracing::warn!(error = %e, "could not write a log line");
+    }
+}
+
+/// One of a container's output streams; implements wasmtime-wasi's `StdoutStream`.
+#[derive(Clone)]
+pub struct LogStream {
+    sink: LogSink,
+    stream: usize,
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for LogStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.sink.write(self.stream, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What part of a log to return.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOptions {
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+    /// Prefix each line with its RFC 3339 timestamp.
+    pub timestamps: bool,
+    /// Only lines at or after this time.
+    pub since: Option<jiff::Timestamp>,
+    /// Start reading at this byte offset (for follow).
+    pub offset: u64,
+}
+
+/// Decode one CRI line into (timestamp, text-with-newline-if-full).
+fn decode_line(line: &[u8]) -> Option<(&str, &[u8], bool)> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let ts = std::str::from_utf8(parts.next()?).ok()?;
+    let _stream = parts.next()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or(b"");
+    Some((ts, text, tag == b"F"))
+}
+
+/// Render the log lines of a file from `opts.offset` on.
+pub fn read_lines(path: &Path, opts: &ReadOptions) -> Result<Vec<u8>, LogError> {
+    let data = std::fs::read(path).map_err(|e| LogError::Io(path.to_path_buf(), e))?;
+    Ok(render(
+        &data[(opts.offset as usize).min(data.len())..],
+        opts,
+    ))
+}
+
+/// Render CRI lines as `kubectl logs` prints them. Pure.
+pub fn render(data: &[u8], opts: &ReadOptions) -> Vec<u8> {
+    let mut lines: Vec<&[u8]> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let Some(since) = opts.since {
+        lines.retain(|l| {
+            decode_line(l)
+                .and_then(|(ts, _, _)| ts.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t >= since)
+        });
+    }
+    if let Some(n) = opts.tail {
+        let skip = lines.len().saturating_sub(n);
+        lines.drain(..skip);
+    }
+    let mut out = Vec::new();
+    for l in lines {
+        let Some((ts, text, full)) = decode_line(l) else {
+            continue;
+        };
+        if opts.timestamps {
+            out.extend_from_slice(ts.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(text);
+        if full {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_table() {
+        let data = b"2026-01-01T00:00:01.000000000Z stdout F one\n2026-01-01T00:00:02.000000000Z stderr F two\n2026-01-01T00:00:03.000000000Z stdout P thr\n2026-01-01T00:00:03.000000000Z stdout F ee\n";
+        let cases: Vec<(ReadOptions, &str)> = vec![
+            (ReadOptions::default(), "one\ntwo\nthree\n"),
+            (
+                ReadOptions {
+                    tail: Some(1),
+                    ..Default::default()
+                },
+                "ee\n",
+            ),
+            (
+                ReadOptions {
+                    tail: Some(2),
+                    timestamps: true,
+                    ..Default::default()
+                },
+                "2026-01-01T00:00:03.000000000Z thr2026-01-01T00:00:03.000000000Z ee\n",
+            ),
+            (
+                ReadOptions {
+                    since: Some("2026-01-01T00:00:02Z".parse().unwrap()),
+                    ..Default::default()
+                },
+                "two\nthree\n",
+            ),
+        ];
+        for (opts, want) in cases {
+            assert_eq!(
+                String::from_utf8(render(data, &opts)).unwrap(),
+                want,
+                "{opts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sink_writes_cri_lines() {
+        let dir = std::env::temp_dir().join(format!("skiff-logs-{}", std::process::id()));
+        let path = dir.join("c/0.log");
+        let active = ActiveLogs::default();
+        let sink = LogSink::create(&path, active.clone()).unwrap();
+        sink.write(0, b"hel");
+        sink.write(0, b"lo\nwor");
+        sink.write(1, b"err\n");
+        assert!(active.is_active(&path));
+        sink.finish();
+        assert!(!active.is_active(&path));
+        let text = String::from_utf8(read_lines(&path, &ReadOptions::default()).unwrap()).unwrap();
+        assert_eq!(text, "hello\nerr\nwor\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,213 @@
+//! The agent's own HTTP endpoint: `GET /containerLogs/{ns}/{pod}/{container}`, called by the API
+//! server (with the join token) to serve `kubectl logs`, including `follow`.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+use crate::logs::{self, ReadOptions};
+use crate::NodeContext;
+
+struct LogState {
+    ctx: Arc<NodeContext>,
+    token: String,
+}
+
+/// The router of the agent endpoint.
+pub fn router(ctx: Arc<NodeContext>, token: String) -> Router {
+    Router::new()
+        .route(
+            &format!(
+                "{}/{{ns}}/{{pod}}/{{container}}",
+                skiff_common::NODE_LOGS_PATH
+            ),
+            get(container_logs),
+        )
+        .with_state(Arc::new(LogState { ctx, token }))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    uid: Option<String>,
+    follow: Option<String>,
+    previous: Option<String>,
+    timestamps: Option<String>,
+    tail_lines: Option<i64>,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+    limit_bytes: Option<usize>,
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("true") | Some("1"))
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    (code, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}))).into_response()
+}
+
+fn find_pod_dir(root: &Path, ns: &str, pod: &str, uid: Option<&str>) -> Option<PathBuf> {
+    if let Some(uid) = uid {
+        let d = logs::pod_dir(root, ns, pod, uid);
+        return d.exists().then_some(d);
+    }
+    let prefix = format!("{ns}_{pod}_");
+    std::fs::read_dir(root)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+fn runs(dir: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".log")
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+async fn container_logs(
+    State(state): State<Arc<LogState>>,
+    headers: HeaderMap,
+    UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(state.token.as_str()) {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".into(),
+        );
+    }
+    let Some(dir) = find_pod_dir(&state.ctx.log_root, &ns, &pod, q.uid.as_deref()) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!(
+                "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+            ),
+        );
+    };
+    let cdir = dir.join(&container);
+    let all = runs(&cdir);
+    let path = if truthy(&q.previous) {
+        match all.len() {
+            n if n >= 2 => logs::log_path(&dir, &container, all[n - 2]),
+            _ => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!(
+                        "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+                    ),
+                )
+            }
+        }
+    } else {
+        match all.last() {
+            Some(n) => logs::log_path(&dir, &container, *n),
+            None => return status(StatusCode::BAD_REQUEST, "BadRequest", format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")),
+        }
+    };
+    let since = match (&q.since_time, q.since_seconds) {
+        (Some(t), _) => t.parse::<jiff::Timestamp>().ok(),
+        (None, Some(s)) => Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)),
+        _ => None,
+    };
+    let opts = ReadOptions {
+        tail: q.tail_lines.filter(|n| *n >= 0).map(|n| n as usize),
+        timestamps: truthy(&q.timestamps),
+        since,
+        offset: 0,
+    };
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("reading logs: {e}"),
+            )
+        }
+    };
+    // Only whole lines; the rest is picked up by follow.
+    let whole = data
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    let mut first = logs::render(&data[..whole], &opts);
+    if let Some(limit) = q.limit_bytes {
+        first.truncate(limit);
+    }
+    if !truthy(&q.follow) {
+        return ([(header::CONTENT_TYPE, "text/plain")], first).into_response();
+    }
+    let active = state.ctx.active_logs.clone();
+    let follow_opts = ReadOptions {
+        tail: None,
+        since: None,
+        ..opts
+    };
+    let stream = futures::stream::unfold(
+        (Some(first), whole as u64, path, active, follow_opts),
+        |(pending, offset, path, active, opts)| async move {
+            if let Some(chunk) = pending {
+                return Some((
+                    Ok::<_, Infallible>(bytes::Bytes::from(chunk)),
+                    (None, offset, path, active, opts),
+                ));
+            }
+            loop {
+                let still_writing = active.is_active(&path);
+                let data = std::fs::read(&path).ok()?;
+                let end = data
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|p| p + 1)
+                    .unwrap_or(0) as u64;
+                if end > offset {
+                    let chunk = logs::render(&data[offset as usize..end as usize], &opts);
+                    return Some((
+                        Ok(bytes::Bytes::from(chunk)),
+                        (None, end, path, active, opts),
+                    ));
+                }
+                if !still_writing {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -1,0 +1,747 @@
+//! Running one pod: a task per container (fetch → compile → run → restart per policy, with
+//! Kubernetes' back-off), a status writer that reports the pod's status level-triggered through
+//! `pods/status`, and the pure function that derives that status from the containers' records.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use skiff_common::events::{pod_ref, EventType};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Exit, RunSpec};
+use crate::NodeContext;
+
+/// Where a container is in its life.
+#[derive(Clone, Debug, PartialEq)]
+pub enum State {
+    /// Not running; why.
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    /// Running since.
+    Running { started_at: Timestamp },
+    /// Finished.
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        message: Option<String>,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    },
+}
+
+/// What the node knows of one container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// Container name.
+    pub name: String,
+    /// `image` as written.
+    pub image: String,
+    /// Resolved digest, once fetched.
+    pub image_id: Option<String>,
+    /// Current state.
+    pub state: State,
+    /// The previous run, if any.
+    pub last_state: Option<State>,
+    /// Restarts so far.
+    pub restart_count: i32,
+    /// Is a terminated container going to run again?
+    pub will_restart: bool,
+}
+
+fn time(t: Timestamp) -> Time {
+    Time(t)
+}
+
+fn kstate(s: &State) -> KState {
+    match s {
+        State::Waiting { reason, message } => KState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: message.clone(),
+            }),
+            ..Default::default()
+        },
+        State::Running { started_at } => KState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(time(*started_at)),
+            }),
+            ..Default::default()
+        },
+        State::Terminated {
+            exit_code,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => KState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: *exit_code,
+                reason: Some(reason.clone()),
+                message: message.clone(),
+                started_at: Some(time(*started_at)),
+                finished_at: Some(time(*finished_at)),
+                container_id: None,
+                signal: None,
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// The pod phase Kubernetes would report for these containers.
+pub fn phase(records: &[Record]) -> &'static str {
+    let running = records
+        .iter()
+        .filter(|r| matches!(r.state, State::Running { .. }))
+        .count();
+    let done: Vec<&Record> = records
+        .iter()
+        .filter(|r| matches!(r.state, State::Terminated { .. }) && !r.will_restart)
+        .collect();
+    let restarting = records.iter().any(|r| {
+        r.restart_count > 0 || (matches!(r.state, State::Terminated { .. }) && r.will_restart)
+    });
+    if !records.is_empty() && done.len() == records.len() {
+        let failed = done
+            .iter()
+            .any(|r| matches!(r.state, State::Terminated { exit_code, .. } if exit_code != 0));
+        return if failed { "Failed" } else { "Succeeded" };
+    }
+    if running > 0 || restarting || !done.is_empty() {
+        "Running"
+    } else {
+        "Pending"
+    }
+}
+
+/// The pod status for these containers. Pure.
+pub fn pod_status(
+    records: &[Record],
+    start_time: Timestamp,
+    host_ip: &str,
+    uid: &str,
+) -> PodStatus {
+    let now = Timestamp::now();
+    let phase = phase(records);
+    let unready: Vec<&str> = records
+        .iter()
+        .filter(|r| !matches!(r.state, State::Running { .. }))
+        .map(|r| r.name.as_str())
+        .collect();
+    let cond = |t: &str, ok: bool, reason: Option<&str>, message: Option<String>| PodCondition {
+        type_: t.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.map(str::to_string),
+        message,
+        last_transition_time: Some(time(now)),
+        last_probe_time: None,
+        observed_generation: None,
+    };
+    let ready = unready.is_empty();
+    let (reason, message) = if ready {
+        (None, None)
+    } else if phase == "Succeeded" || phase == "Failed" {
+        (Some("PodCompleted"), None)
+    } else {
+        (
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        )
+    };
+    let statuses = records
+        .iter()
+        .map(|r| ContainerStatus {
+            name: r.name.clone(),
+            image: r.image.clone(),
+            image_id: r.image_id.clone().unwrap_or_default(),
+            container_id: r
+                .image_id
+                .as_ref()
+                .map(|_| format!("wasm://{uid}/{}/{}", r.name, r.restart_count)),
+            ready: matches!(r.state, State::Running { .. }),
+            started: Some(matches!(r.state, State::Running { .. })),
+            restart_count: r.restart_count,
+            state: Some(kstate(&r.state)),
+            last_state: Some(r.last_state.as_ref().map(kstate).unwrap_or_default()),
+            ..Default::default()
+        })
+        .collect();
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(vec![
+            cond("PodReadyToStartContainers", true, None, None),
+            cond("Initialized", true, None, None),
+            cond("Ready", ready, reason, message.clone()),
+            cond("ContainersReady", ready, reason, message),
+            cond("PodScheduled", true, None, None),
+        ]),
+        container_statuses: Some(statuses),
+        start_time: Some(time(start_time)),
+        host_ip: Some(host_ip.into()),
+        host_ips: Some(vec![HostIP { ip: host_ip.into() }]),
+        ..Default::default()
+    }
+}
+
+/// argv as a container runtime builds it: `command` + `args` when `command` is set, else the
+/// module's name followed by `args`.
+pub fn argv(c: &Container, module_name: &str) -> Vec<String> {
+    let args = c.args.clone().unwrap_or_default();
+    match c.command.as_ref().filter(|c| !c.is_empty()) {
+        Some(cmd) => cmd.iter().cloned().chain(args).collect(),
+        None => std::iter::once(module_name.to_string())
+            .chain(args)
+            .collect(),
+    }
+}
+
+/// The environment of a container. `valueFrom` supports `fieldRef` for the pod's own fields;
+/// other sources are reported as a configuration error until their resources are served.
+pub fn env(
+    c: &Container,
+    pod: &Pod,
+    node: &str,
+    host_ip: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for e in c.env.clone().unwrap_or_default() {
+        let value = match (&e.value, &e.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, None) => String::new(),
+            (None, Some(src)) => match &src.field_ref {
+                Some(f) => match f.field_path.as_str() {
+                    "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+                    "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+                    "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
+                    "spec.nodeName" => node.to_string(),
+                    "spec.serviceAccountName" => pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.service_account_name.clone())
+                        .unwrap_or_default(),
+                    "status.hostIP" => host_ip.to_string(),
+                    other => {
+                        return Err(format!(
+                            "env {}: fieldRef {other:?} is not supported",
+                            e.name
+                        ))
+                    }
+                },
+                None => {
+                    return Err(format!(
+                        "env {}: only value and valueFrom.fieldRef are supported so far",
+                        e.name
+                    ))
+                }
+            },
+        };
+        out.push((e.name.clone(), value));
+    }
+    Ok(out)
+}
+
+/// Kubernetes' restart back-off: 10 s doubling to 5 min, reset after 10 min of running.
+pub fn next_backoff(current: Duration, ran_for: Duration) -> Duration {
+    if ran_for >= Duration::from_secs(600) {
+        Duration::from_secs(10)
+    } else {
+        (current * 2).min(Duration::from_secs(300))
+    }
+}
+
+/// Shared record list plus a change signal for the status writer.
+#[derive(Clone)]
+struct Shared {
+    records: Arc<Mutex<Vec<Record>>>,
+    changed: Arc<Notify>,
+}
+
+impl Shared {
+    fn update(&self, i: usize, f: impl FnOnce(&mut Record)) {
+        if let Ok(mut r) = self.records.lock() {
+            if let Some(rec) = r.get_mut(i) {
+                f(rec);
+            }
+        }
+        self.changed.notify_one();
+    }
+    fn snapshot(&self) -> Vec<Record> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// Run a pod until its containers are done for good or `stop` is cancelled.
+pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
+    let Some(spec) = pod.spec.clone() else { return };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    // After an agent restart, a pod that was running starts again with its restart count bumped.
+    let previous: Vec<ContainerStatus> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .unwrap_or_default();
+    let records: Vec<Record> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let prev = previous.iter().find(|p| p.name == c.name);
+            let was_running =
+                prev.is_some_and(|p| p.state.as_ref().is_some_and(|s| s.running.is_some()));
+            Record {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                image_id: None,
+                state: State::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None,
+                },
+                last_state: None,
+                restart_count: prev
+                    .map(|p| p.restart_count + i32::from(was_running))
+                    .unwrap_or(0),
+                will_restart: false,
+            }
+        })
+        .collect();
+    let shared = Shared {
+        records: Arc::new(Mutex::new(records)),
+        changed: Arc::new(Notify::new()),
+    };
+    let start_time = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let pod_dir = crate::logs::pod_dir(&ctx.log_root, &ns, &name, &uid);
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let writer_stop = CancellationToken::new();
+    let writer = {
+        let shared = shared.clone();
+        let api = api.clone();
+        let name = name.clone();
+        let host_ip = ctx.host_ip.clone();
+        let uid = uid.clone();
+        let writer_stop = writer_stop.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut last: Option<Vec<Record>> = None;
+            loop {
+                let finishing = writer_stop.is_cancelled();
+                let snap = shared.snapshot();
+                if last.as_ref() != Some(&snap) && !stop.is_cancelled() {
+                    let status = pod_status(&snap, start_time, &host_ip, &uid);
+                    let patch = json!({"status": status});
+                    match api
+                        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => last = Some(snap),
+                        Err(kube::Error::Api(e)) if e.code == 404 => return,
+                        Err(e) => {
+                            tracing::warn!(pod = %name, error = %e, "status write failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    }
+                }
+                if finishing {
+                    return;
+                }
+                tokio::select! {
+                    _ = shared.changed.notified() => {}
+                    _ = writer_stop.cancelled() => {}
+                }
+            }
+        })
+    };
+
+    let tasks = spec.containers.iter().enumerate().map(|(i, c)| {
+        run_container(
+            ctx.clone(),
+            &pod,
+            c.clone(),
+            i,
+            shared.clone(),
+            &pod_dir,
+            stop.clone(),
+        )
+    });
+    futures::future::join_all(tasks).await;
+    writer_stop.cancel();
+    let _ = writer.await;
+}
+
+async fn wait_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+async fn run_container(
+    ctx: Arc<NodeContext>,
+    pod: &Pod,
+    c: Container,
+    i: usize,
+    shared: Shared,
+    pod_dir: &std::path::Path,
+    stop: CancellationToken,
+) {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into());
+    let image = c.image.clone().unwrap_or_default();
+    let object = pod_ref(pod);
+    let mut backoff = Duration::from_secs(10);
+    let mut pull_failures = 0u32;
+    let memory_limit = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .and_then(|q| skiff_common::quantity::bytes(&q.0).ok())
+        .map(|b| b.max(0) as usize);
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        // Fetch.
+        ctx.recorder
+            .record(
+                &object,
+                EventType::Normal,
+                "Pulling",
+                &format!("Pulling module \"{image}\""),
+            )
+            .await;
+        let begun = std::time::Instant::now();
+        let fetched = match ctx.fetcher.fetch(&image).await {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = if pull_failures == 0 {
+                    "ErrImagePull"
+                } else {
+                    "ImagePullBackOff"
+                };
+                pull_failures += 1;
+                let msg = e.to_string();
+                shared.update(i, |r| {
+                    r.state = State::Waiting {
+                        reason: reason.into(),
+                        message: Some(msg.clone()),
+                    }
+                });
+                ctx.recorder
+                    .record(
+                        &object,
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Failed to pull module \"{image}\": {msg}"),
+                    )
+                    .await;
+                if !wait_or_stop(backoff, &stop).await {
+                    return;
+                }
+                backoff = next_backoff(backoff, Duration::ZERO);
+                continue;
+            }
+        };
+        pull_failures = 0;
+        let how = if fetched.cached {
+            "already present on the node"
+        } else {
+            "pulled"
+        };
+        ctx.recorder
+            .record(
+                &object,
+                EventType::Normal,
+                "Pulled",
+                &format!(
+                    "Module \"{image}\" ({}) {how} in {:?}",
+                    fetched.digest,
+                    begun.elapsed()
+                ),
+            )
+            .await;
+        let digest = fetched.digest.clone();
+        shared.update(i, |r| r.image_id = Some(digest.clone()));
+        // Compile.
+        let prepared = match ctx.runtime.prepare(&fetched.digest, fetched.bytes).await {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                shared.update(i, |r| {
+                    r.state = State::Waiting {
+                        reason: "CreateContainerError".into(),
+                        message: Some(msg.clone()),
+                    }
+                });
+                ctx.recorder
+                    .record(
+                        &object,
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {msg}"),
+                    )
+                    .await;
+                if !wait_or_stop(backoff, &stop).await {
+                    return;
+                }
+                backoff = next_backoff(backoff, Duration::ZERO);
+                continue;
+            }
+        };
+        let env = match env(&c, pod, &ctx.node_name, &ctx.host_ip) {
+            Ok(e) => e,
+            Err(msg) => {
+                shared.update(i, |r| {
+                    r.state = State::Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: Some(msg.clone()),
+                    }
+                });
+                ctx.recorder
+                    .record(
+                        &object,
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {msg}"),
+                    )
+                    .await;
+                if !wait_or_stop(backoff, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let restart = shared
+            .snapshot()
+            .get(i)
+            .map(|r| r.restart_count)
+            .unwrap_or(0);
+        let log = match crate::logs::LogSink::create(
+            &crate::logs::log_path(pod_dir, &c.name, restart as u32),
+            ctx.active_logs.clone(),
+        ) {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = e.to_string();
+                shared.update(i, |r| {
+                    r.state = State::Waiting {
+                        reason: "CreateContainerError".into(),
+                        message: Some(msg.clone()),
+                    }
+                });
+                if !wait_or_stop(backoff, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let module_name = skiff_common::image::ImageRef::parse(&image)
+            .map(|r| r.short_name().to_string())
+            .unwrap_or_else(|_| c.name.clone());
+        let spec = RunSpec {
+            argv: argv(&c, &module_name),
+            env,
+            memory_limit,
+            log: log.clone(),
+        };
+        let started_at = Timestamp::now();
+        shared.update(i, |r| r.state = State::Running { started_at });
+        ctx.recorder
+            .record(
+                &object,
+                EventType::Normal,
+                "Started",
+                &format!("Started container {}", c.name),
+            )
+            .await;
+        let run_began = std::time::Instant::now();
+        let exit = ctx.runtime.run(&prepared, spec, stop.clone()).await;
+        let finished_at = Timestamp::now();
+        let (exit_code, reason, message) = match &exit {
+            Exit::Stopped => return,
+            Exit::Code(0) => (0, "Completed".to_string(), None),
+            Exit::Code(code) => (*code, "Error".to_string(), None),
+            Exit::Trap(msg) => (134, "Error".to_string(), Some(msg.clone())),
+            Exit::OutOfMemory(msg) => (137, "OOMKilled".to_string(), Some(msg.clone())),
+        };
+        let message = message.or_else(|| {
+            let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+            (fallback && exit_code != 0)
+                .then(|| log.tail_text(80))
+                .filter(|t| !t.is_empty())
+        });
+        let restart = match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => exit_code != 0,
+            _ => true,
+        };
+        let terminated = State::Terminated {
+            exit_code,
+            reason: reason.clone(),
+            message,
+            started_at,
+            finished_at,
+        };
+        tracing::info!(pod = %pod_name, container = %c.name, exit_code, %reason, "container exited");
+        if !restart {
+            shared.update(i, |r| {
+                r.state = terminated;
+                r.will_restart = false;
+            });
+            return;
+        }
+        backoff = if run_began.elapsed() >= Duration::from_secs(600) {
+            Duration::from_secs(10)
+        } else {
+            backoff
+        };
+        let wait_msg = format!(
+            "back-off {}s restarting failed container={} pod={}",
+            backoff.as_secs(),
+            c.name,
+            pod_name
+        );
+        shared.update(i, |r| {
+            r.last_state = Some(terminated);
+            r.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(wait_msg.clone()),
+            };
+            r.will_restart = true;
+        });
+        ctx.recorder
+            .record(
+                &object,
+                EventType::Warning,
+                "BackOff",
+                &format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    c.name, pod_name
+                ),
+            )
+            .await;
+        if !wait_or_stop(backoff, &stop).await {
+            return;
+        }
+        backoff = next_backoff(backoff, run_began.elapsed());
+        shared.update(i, |r| r.restart_count += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(state: State, will_restart: bool, restarts: i32) -> Record {
+        Record {
+            name: "c".into(),
+            image: "x".into(),
+            image_id: None,
+            state,
+            last_state: None,
+            restart_count: restarts,
+            will_restart,
+        }
+    }
+
+    fn term(code: i32) -> State {
+        let t = Timestamp::now();
+        State::Terminated {
+            exit_code: code,
+            reason: "x".into(),
+            message: None,
+            started_at: t,
+            finished_at: t,
+        }
+    }
+
+    #[test]
+    fn phase_table() {
+        let waiting = State::Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        };
+        let running = State::Running {
+            started_at: Timestamp::now(),
+        };
+        let cases: Vec<(Vec<Record>, &str)> = vec![
+            (vec![rec(waiting.clone(), false, 0)], "Pending"),
+            (vec![rec(running.clone(), false, 0)], "Running"),
+            (vec![rec(term(0), false, 0)], "Succeeded"),
+            (vec![rec(term(3), false, 0)], "Failed"),
+            (
+                vec![rec(term(0), false, 0), rec(term(1), false, 0)],
+                "Failed",
+            ),
+            (
+                vec![rec(term(0), false, 0), rec(running, false, 0)],
+                "Running",
+            ),
+            (vec![rec(waiting, false, 2)], "Running"),
+            (vec![rec(term(1), true, 0)], "Running"),
+        ];
+        for (records, want) in cases {
+            assert_eq!(phase(&records), want, "{records:?}");
+        }
+    }
+
+    #[test]
+    fn argv_table() {
+        let c = |command: Option<Vec<&str>>, args: Option<Vec<&str>>| Container {
+            name: "c".into(),
+            command: command.map(|v| v.into_iter().map(String::from).collect()),
+            args: args.map(|v| v.into_iter().map(String::from).collect()),
+            ..Default::default()
+        };
+        let cases = vec![
+            (c(None, None), vec!["hello"]),
+            (c(None, Some(vec!["a", "b"])), vec!["hello", "a", "b"]),
+            (
+                c(Some(vec!["prog", "-v"]), Some(vec!["x"])),
+                vec!["prog", "-v", "x"],
+            ),
+            (c(Some(vec![]), Some(vec!["x"])), vec!["hello", "x"]),
+        ];
+        for (container, want) in cases {
+            assert_eq!(argv(&container, "hello"), want);
+        }
+    }
+
+    #[test]
+    fn backoff_table() {
+        let s = Duration::from_secs;
+        for (cur, ran, want) in [
+            (s(10), s(1), s(20)),
+            (s(160), s(1), s(300)),
+            (s(300), s(1), s(300)),
+            (s(300), s(601), s(10)),
+        ] {
+            assert_eq!(next_backoff(cur, ran), want);
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The wasm sandbox: one wasmtime `Engine` per node (epoch interruption for preemption),
+//! modules and components compiled once per digest (in memory and on disk), pre-instantiated,
+//! and run in a fresh `Store` per container run with WASI preview 1 or preview 2, argv, env,
+//! stdout/stderr into the container's log, and a memory cap.
+//!
+//! Invariants: nothing of the host is visible to a guest but what a run is given (no host
+//! files, environment or sockets); a run can always be stopped (epoch yields + cancellation);
+//! a guest trap or a missing export is an outcome of the run, never a panic of the node.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::logs::LogSink;
+
+/// Errors of preparing a module.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The bytes are not a valid module or component for this engine.
+    #[error("invalid WebAssembly: {0}")]
+    Invalid(String),
+    /// It is valid but cannot run as a command (missing `_start` / `wasi:cli/run`, unknown imports).
+    #[error("not runnable as a WASI command: {0}")]
+    NotRunnable(String),
+    /// The engine could not be configured.
+    #[error("engine set-up: {0}")]
+    Engine(String),
+}
+
+/// How often the epoch ticks; a spinning guest yields at least this often.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-run host state for preview 1 modules.
+pub struct P1State {
+    wasi: WasiP1Ctx,
+    limits: MemoryCap,
+}
+
+/// Per-run host state for preview 2 components.
+pub struct P2State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limits: MemoryCap,
+}
+
+impl WasiView for P2State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory (and tables) of one run and remembers a refused growth (OOM).
+pub struct MemoryCap {
+    limit: Option<usize>,
+    denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if self.limit.is_some_and(|l| desired > l) || maximum.is_some_and(|m| desired > m) {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000 && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+/// A compiled, pre-instantiated workload.
+pub enum Prepared {
+    /// A WASI preview 1 command module.
+    Module(InstancePre<P1State>),
+    /// A WASI preview 2 command component.
+    Component(CommandPre<P2State>),
+}
+
+/// What one run gets.
+pub struct RunSpec {
+    /// argv, argv[0] included.
+    pub argv: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Linear memory cap in bytes.
+    pub memory_limit: Option<usize>,
+    /// Where stdout and stderr go.
+    pub log: LogSink,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest exited with this code.
+    Code(i32),
+    /// The guest trapped.
+    Trap(String),
+    /// It exceeded its memory limit.
+    OutOfMemory(String),
+    /// It was stopped from outside.
+    Stopped,
+}
+
+/// The node's runtime.
+pub struct Runtime {
+    engine: Engine,
+    p1: Linker<P1State>,
+    p2: wasmtime::component::Linker<P2State>,
+    cache_dir: PathBuf,
+    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    stop_ticker: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Is this a component (rather than a core module)? Both start with `\0asm`; the layer
+/// field of the version word tells them apart.
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
+}
+
+impl Runtime {
+    /// Configure the engine and linkers; compiled code is cached under `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Arc<Self>, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut p1 = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |s: &mut P1State| &mut s.wasi)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut p2 = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|e| RuntimeError::Engine(format!("{}: {e}", cache_dir.display())))?;
+        let stop_ticker = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("skiff-epoch".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(Arc::new(Runtime {
+            engine,
+            p1,
+            p2,
+            cache_dir: cache_dir.to_path_buf(),
+            prepared: Mutex::new(HashMap::new()),
+            stop_ticker,
+        }))
+    }
+
+    /// wasmtime's version, for the node's `nodeInfo`.
+    pub fn version() -> &'static str {
+        "48.0.8"
+    }
+
+    fn cache_path(&self, digest: &str) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.cache_dir
+            .join(format!("{hex}-{:016x}.cwasm", h.finish()))
+    }
+
+    /// Compile (or load from the cache) and pre-instantiate the module with this digest.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        digest: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<Arc<Prepared>, RuntimeError> {
+        if let Some(p) = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|m| m.get(digest).cloned())
+        {
+            return Ok(p);
+        }
+        let this = self.clone();
+        let digest_owned = digest.to_string();
+        let prepared = tokio::task::spawn_blocking(move || this.compile(&digest_owned, &bytes))
+            .await
+            .map_err(|e| RuntimeError::Engine(e.to_string()))??;
+        let prepared = Arc::new(prepared);
+        if let Ok(mut m) = self.prepared.lock() {
+            m.insert(digest.to_string(), prepared.clone());
+        }
+        Ok(prepared)
+    }
+
+    fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Prepared, RuntimeError> {
+        let path = self.cache_path(digest);
+        let component = is_component(bytes);
+        if component {
+            let c = self
+                .load_cached(&path, |p| unsafe {
+                    Component::deserialize_file(&self.engine, p)
+                })
+                .map(Ok)
+                .unwrap_or_else(|| {
+                    let c = Component::new(&self.engine, bytes)
+                        .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
+                    self.store_cached(&path, c.serialize());
+                    Ok(c)
+                })?;
+            let pre = self
+                .p2
+                .instantiate_pre(&c)
+                .map_err(|e| RuntimeError::NotRunnable(format!("{e:#}")))?;
+            let cmd = CommandPre::new(pre).map_err(|e| {
+                RuntimeError::NotRunnable(format!(
+                    "the component does not export wasi:cli/run: {e:#}"
+                ))
+            })?;
+            Ok(Prepared::Component(cmd))
+        } else {
+            let m = self
+                .load_cached(&path, |p| unsafe {
+                    Module::deserialize_file(&self.engine, p)
+                })
+                .map(Ok)
+                .unwrap_or_else(|| {
+                    let m = Module::new(&self.engine, bytes)
+                        .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
+                    self.store_cached(&path, m.serialize());
+                    Ok(m)
+                })?;
+            if m.get_export("_start").is_none() {
+                return Err(RuntimeError::NotRunnable(
+                    "the module exports no _start function".into(),
+                ));
+            }
+            let pre = self
+                .p1
+                .instantiate_pre(&m)
+                .map_err(|e| RuntimeError::NotRunnable(format!("{e:#}")))?;
+            Ok(Prepared::Module(pre))
+        }
+    }
+
+    /// Load a cached artifact. Safety of `deserialize_file`: the cache holds only files this
+    /// runtime wrote from its own compilations, keyed by digest and engine compatibility hash.
+    fn load_cached<T>(
+        &self,
+        path: &Path,
+        load: impl FnOnce(&Path) -> wasmtime::Result<T>,
+    ) -> Option<T> {
+        if !path.exists() {
+            return None;
+        }
+        match load(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "dropping an unusable compile cache entry");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, path: &Path, bytes: wasmtime::Result<Vec<u8>>) {
+        let Ok(bytes) = bytes else { return };
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .is_err()
+        {
+            tracing::warn!(path = %path.display(), "could not write the compile cache");
+        }
+    }
+
+    /// Run a prepared workload to its end, or until `stop` is cancelled.
+    pub async fn run(&self, prepared: &Prepared, spec: RunSpec, stop: CancellationToken) -> Exit {
+        let limits = MemoryCap {
+            limit: spec.memory_limit,
+            denied: false,
+        };
+        let mut builder = WasiCtx::builder();
+        builder
+            .args(&spec.argv)
+            .envs(&spec.env)
+            .stdout(spec.log.stream(false))
+            .stderr(spec.log.stream(true));
+        let outcome = match prepared {
+            Prepared::Module(pre) => {
+                let mut store = Store::new(
+                    &self.engine,
+                    P1State {
+                        wasi: builder.build_p1(),
+                        limits,
+                    },
+                );
+                store.limiter(|s| &mut s.limits);
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_async_yield_and_update(1);
+                let run = async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                    start.call_async(&mut store, ()).await
+                };
+                let r = tokio::select! {
+                    r = run => Some(r),
+                    _ = stop.cancelled() => None,
+                };
+                classify(r.map(|r| r.map(|()| 0)), store.data().limits.denied)
+            }
+            Prepared::Component(pre) => {
+                let mut store = Store::new(
+                    &self.engine,
+                    P2State {
+                        ctx: builder.build(),
+                        table: ResourceTable::new(),
+                        limits,
+                    },
+                );
+                store.limiter(|s| &mut s.limits);
+                store.set_epoch_deadline(1);
+                store.epoch_deadline_async_yield_and_update(1);
+                let run = async {
+                    let cmd = pre.instantiate_async(&mut store).await?;
+                    cmd.wasi_cli_run().call_run(&mut store).await
+                };
+                let r = tokio::select! {
+                    r = run => Some(r),
+                    _ = stop.cancelled() => None,
+                };
+                classify(
+                    r.map(|r| r.map(|ok| if ok.is_ok() { 0 } else { 1 })),
+                    store.data().limits.denied,
+                )
+            }
+        };
+        spec.log.finish();
+        outcome
+    }
+}
+
+fn classify(r: Option<wasmtime::Result<i32>>, oom: bool) -> Exit {
+    match r {
+        None => Exit::Stopped,
+        Some(Ok(code)) => Exit::Code(code),
+        Some(Err(e)) => {
+            if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                return Exit::Code(exit.0);
+            }
+            let msg = format!("{e:#}");
+            if oom {
+                Exit::OutOfMemory(msg)
+            } else {
+                Exit::Trap(msg)
+            }
+        }
+    }
+}

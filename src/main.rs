@@ -1,0 +1,337 @@
+//! The `skiff` binary: command-line parsing and wiring only.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Kubernetes for WebAssembly in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (and, unless --no-node, a node in the same process).
+    Server {
+        /// Where the cluster keeps its state.
+        #[arg(long, default_value = "/var/lib/skiff")]
+        data_dir: PathBuf,
+        /// Address of the HTTPS API (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Do not run the embedded node.
+        #[arg(long)]
+        no_node: bool,
+        /// Name of the embedded node (default: the host name).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Pods the embedded node accepts.
+        #[arg(long, default_value_t = 1000)]
+        max_pods: u32,
+    },
+    /// Join a running cluster as a node.
+    Node {
+        /// API server URL, e.g. https://127.0.0.1:6443.
+        #[arg(long)]
+        server: String,
+        /// Join token (the server's DATA_DIR/node-token).
+        #[arg(long, env = "SKIFF_TOKEN", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// File holding the join token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Node name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Cluster CA (default: fetched from the server and checked against the token).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Local state of the node.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address of the node's endpoint for the API server (its IP becomes the node's InternalIP).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Most pods this node runs.
+        #[arg(long, default_value_t = 1000)]
+        max_pods: u32,
+    },
+    /// Upload a WebAssembly module to the cluster's module store as NAME:TAG.
+    Push {
+        /// NAME:TAG (TAG defaults to latest).
+        reference: String,
+        /// The .wasm file.
+        file: PathBuf,
+        /// Kubeconfig to take the server, CA and token from (default: $KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// API server URL (with --token).
+        #[arg(long, requires = "token")]
+        server: Option<String>,
+        /// Bearer token (with --server).
+        #[arg(long)]
+        token: Option<String>,
+        /// CA file (with --server; default: the system's roots).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "skiff-node".into())
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    token.cancel();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+                .unwrap_or_else(|_| "info,kube_runtime=warn,kube_client=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Command::Server {
+            data_dir,
+            listen,
+            no_node,
+            node_name,
+            max_pods,
+        } => server(data_dir, listen, no_node, node_name, max_pods).await,
+        Command::Node {
+            server,
+            token,
+            token_file,
+            name,
+            ca_file,
+            data_dir,
+            listen,
+            max_pods,
+        } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?
+                    .trim()
+                    .to_string(),
+                (None, None) => bail!("give the join token with --token or --token-file"),
+            };
+            let name = name.unwrap_or_else(hostname);
+            let data_dir =
+                data_dir.unwrap_or_else(|| PathBuf::from(format!("/var/lib/skiff-node/{name}")));
+            let stop = CancellationToken::new();
+            tokio::spawn(shutdown_signal(stop.clone()));
+            let config = skiff_node::NodeConfig {
+                server,
+                token,
+                name,
+                ca_file,
+                data_dir,
+                listen,
+                max_pods,
+                labels: vec![],
+            };
+            skiff_node::run(config, stop).await.context("node agent")
+        }
+        Command::Push {
+            reference,
+            file,
+            kubeconfig,
+            server,
+            token,
+            ca_file,
+        } => push(&reference, &file, kubeconfig, server, token, ca_file).await,
+    }
+}
+
+async fn server(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    no_node: bool,
+    node_name: Option<String>,
+    max_pods: u32,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let config = skiff_control_plane::ServerConfig {
+        data_dir: data_dir.clone(),
+        listen,
+        store: Default::default(),
+    };
+    let running = skiff_control_plane::start(config)
+        .await
+        .context("starting the control plane")?;
+    let stop = running.shutdown.clone();
+    tokio::spawn(shutdown_signal(stop.clone()));
+    println!(
+        "skiff API server ready at {} in {:?}; kubeconfig: {}",
+        running.url,
+        started.elapsed(),
+        running.kubeconfig.display()
+    );
+    let mut node = None;
+    if !no_node {
+        let name = node_name.unwrap_or_else(hostname);
+        let config = skiff_node::NodeConfig {
+            server: running.url.clone(),
+            token: running.node_token.clone(),
+            name: name.clone(),
+            ca_file: Some(data_dir.join("tls/ca.crt")),
+            data_dir: data_dir.join("node"),
+            listen: "127.0.0.1:0".parse()?,
+            max_pods,
+            labels: vec![(
+                "node-role.kubernetes.io/control-plane".into(),
+                "true".into(),
+            )],
+        };
+        let node_stop = stop.clone();
+        node = Some(tokio::spawn(async move {
+            if let Err(e) = skiff_node::run(config, node_stop).await {
+                tracing::error!(error = %e, "embedded node stopped");
+            }
+        }));
+        println!("embedded node {name} starting");
+    }
+    stop.cancelled().await;
+    if let Some(n) = node {
+        let _ = n.await;
+    }
+    let _ = running.serving.await;
+    Ok(())
+}
+
+/// Server, CA and token from a kubeconfig's current context.
+fn from_kubeconfig(path: &Path) -> Result<(String, Option<Vec<u8>>, String)> {
+    use base64::Engine;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let current = doc["current-context"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let find = |list: &str, name: &str| -> serde_yaml::Value {
+        doc[list]
+            .as_sequence()
+            .and_then(|s| s.iter().find(|e| e["name"].as_str() == Some(name)).cloned())
+            .unwrap_or(serde_yaml::Value::Null)
+    };
+    let ctx = find("contexts", &current);
+    let cluster = find(
+        "clusters",
+        ctx["context"]["cluster"].as_str().unwrap_or_default(),
+    );
+    let user = find("users", ctx["context"]["user"].as_str().unwrap_or_default());
+    let server = cluster["cluster"]["server"]
+        .as_str()
+        .context("the kubeconfig's current context names no server")?
+        .to_string();
+    let ca = match cluster["cluster"]["certificate-authority-data"].as_str() {
+        Some(b64) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .context("decoding certificate-authority-data")?,
+        ),
+        None => match cluster["cluster"]["certificate-authority"].as_str() {
+            Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {f}"))?),
+            None => None,
+        },
+    };
+    let token = user["user"]["token"]
+        .as_str()
+        .context("the kubeconfig's user has no token")?
+        .to_string();
+    Ok((server, ca, token))
+}
+
+async fn push(
+    reference: &str,
+    file: &Path,
+    kubeconfig: Option<PathBuf>,
+    server: Option<String>,
+    token: Option<String>,
+    ca_file: Option<PathBuf>,
+) -> Result<()> {
+    let (server, ca, token) = match (server, token) {
+        (Some(s), Some(t)) => (
+            s,
+            ca_file
+                .map(std::fs::read)
+                .transpose()
+                .context("reading the CA file")?,
+            t,
+        ),
+        _ => {
+            let path = kubeconfig
+                .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
+                .context("no kubeconfig: give --kubeconfig or --server and --token")?;
+            from_kubeconfig(&path)?
+        }
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = ca {
+        for der in skiff_common::client::pem_to_der(&ca) {
+            http = http.add_root_certificate(reqwest::Certificate::from_der(&der)?);
+        }
+    }
+    let url = format!(
+        "{}{}/{}",
+        server.trim_end_matches('/'),
+        skiff_common::MODULES_PATH,
+        reference
+    );
+    let resp = http
+        .build()?
+        .put(&url)
+        .bearer_auth(token)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+        .with_context(|| format!("uploading to {server}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "push failed ({status}): {}",
+            body["message"].as_str().unwrap_or("no message")
+        );
+    }
+    println!(
+        "pushed {}:{} {} ({} bytes)",
+        body["name"].as_str().unwrap_or(""),
+        body["tag"].as_str().unwrap_or(""),
+        body["digest"].as_str().unwrap_or(""),
+        body["size"]
+    );
+    Ok(())
+}
