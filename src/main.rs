@@ -1,5 +1,7 @@
 //! The `skiff` binary: command-line parsing and wiring only.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +86,27 @@ enum Command {
         #[arg(long)]
         ca_file: Option<PathBuf>,
     },
+    /// Benchmarks against a running cluster.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Create a pod N times and time creation to Succeeded, as a watch sees it.
+    PodStartup {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// A Pod manifest that runs to completion.
+        #[arg(long, default_value = "wasm-examples/manifests/hello.yaml")]
+        manifest: PathBuf,
+        /// How many pods.
+        #[arg(long, default_value_t = 20)]
+        n: usize,
+    },
 }
 
 fn hostname() -> String {
@@ -167,6 +190,14 @@ async fn main() -> Result<()> {
             token,
             ca_file,
         } => push(&reference, &file, kubeconfig, server, token, ca_file).await,
+        Command::Bench {
+            which:
+                BenchCommand::PodStartup {
+                    kubeconfig,
+                    manifest,
+                    n,
+                },
+        } => bench::pod_startup(&kubeconfig, &manifest, n).await,
     }
 }
 

@@ -49,7 +49,11 @@ impl Recorder {
         let now = crate::now();
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{name}.")),
+                // As Kubernetes does: the name sorts by time, so equal timestamps keep their order.
+                name: Some(format!(
+                    "{name}.{:x}",
+                    jiff::Timestamp::now().as_nanosecond()
+                )),
                 namespace: Some(ns.clone()),
                 ..Default::default()
             },

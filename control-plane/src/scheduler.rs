@@ -222,15 +222,20 @@ pub async fn run(client: kube::Client) {
     let mut reported: HashMap<String, String> = HashMap::new();
     loop {
         // Wait for a change (or retry periodically), then take whatever else is ready.
-        match tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
-            Ok(None) => return,
-            Ok(Some(())) | Err(_) => {}
+        if let Ok(None) = tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
+            return;
         }
         while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
         let all_pods = pods.state();
         let mut snap = snapshot(&nodes.state(), &all_pods);
         let mut pending: Vec<&Arc<Pod>> = all_pods.iter().filter(|p| wants_us(p)).collect();
         pending.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        // Forget what we reported about pods that are no longer pending.
+        let pending_uids: std::collections::HashSet<&str> = pending
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        reported.retain(|uid, _| pending_uids.contains(uid.as_str()));
         for pod in pending {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let ns = pod.metadata.namespace.clone().unwrap_or_default();

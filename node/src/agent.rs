@@ -259,6 +259,12 @@ pub async fn run(
     loop {
         match register(&ctx, config, port).await {
             Ok(()) => break,
+            Err(kube::Error::Api(e)) if e.code == 401 || e.code == 403 => {
+                return Err(NodeError::Register(format!(
+                    "the server refused the join token: {}",
+                    e.message
+                )));
+            }
             Err(e) if delay < Duration::from_secs(30) => {
                 tracing::warn!(error = %e, "node registration failed; retrying");
                 tokio::time::sleep(delay).await;
@@ -284,7 +290,7 @@ pub async fn run(
             }
             n += 1;
             // The Node's conditions carry a heartbeat too, refreshed less often.
-            if n % 6 == 0 {
+            if n.is_multiple_of(6) {
                 let status = node_status(&hb_ctx, &hb_config, port);
                 let nodes: Api<Node> = Api::all(hb_ctx.client.clone());
                 if let Err(e) = nodes
@@ -345,6 +351,16 @@ pub async fn run(
     }
     for w in workers.values() {
         w.stop.cancel();
+    }
+    // Tell the scheduler not to place pods here any more (best effort: the server may be gone).
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let now = skiff_common::now();
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "NodeShutdown",
+        "message": "the skiff node agent was stopped", "lastHeartbeatTime": now, "lastTransitionTime": now}]}});
+    let (params, patch) = (PatchParams::default(), Patch::Strategic(patch));
+    let update = nodes.patch_status(&config.name, &params, &patch);
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), update).await {
+        tracing::debug!(error = %e, "could not mark the node NotReady on shutdown");
     }
     Ok(())
 }

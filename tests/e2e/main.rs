@@ -1,1 +1,443 @@
+//! End-to-end tests: the real `skiff` binary on loopback, driven by stock kubectl.
+//! One test binary (one link step); see `harness` for the process handling.
 
+mod harness;
+
+use std::time::Duration;
+
+use harness::{example, pod, Cluster};
+
+const T: Duration = Duration::from_secs(60);
+
+fn push_examples(c: &Cluster) {
+    c.push_ok("hello:latest", &example("hello", false));
+    c.push_ok("hello-p2:latest", &example("hello", true));
+    c.push_ok("crash:latest", &example("crash", false));
+    c.push_ok("ticker:latest", &example("ticker", false));
+}
+
+fn manifest(name: &str) -> String {
+    std::fs::read_to_string(
+        harness::root()
+            .join("wasm-examples/manifests")
+            .join(format!("{name}.yaml")),
+    )
+    .expect("example manifest")
+}
+
+#[test]
+fn hello_succeeds_and_its_output_reaches_kubectl_logs() {
+    let c = Cluster::start(&[]);
+    push_examples(&c);
+    assert!(c.apply(&manifest("hello")).contains("pod/hello created"));
+    assert!(c
+        .apply(&manifest("hello-p2"))
+        .contains("pod/hello-p2 created"));
+    // `kubectl wait` lists and watches: this exercises the watch stream.
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/hello",
+        "pod/hello-p2",
+        "--timeout=60s",
+    ]);
+    let logs = c.kubectl_ok(&["logs", "hello"]);
+    assert!(logs.contains("Hello from skiff!"), "{logs}");
+    assert!(
+        logs.contains(r#"argv: ["hello", "world", "from a manifest"]"#),
+        "{logs}"
+    );
+    let logs = c.kubectl_ok(&["logs", "hello-p2"]);
+    assert!(
+        logs.contains("Hi from skiff!") && logs.contains("component"),
+        "{logs}"
+    );
+    let table = c.kubectl_ok(&["get", "pods"]);
+    assert!(
+        table.contains("STATUS") && table.contains("RESTARTS") && table.contains("Completed"),
+        "{table}"
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"
+        ]),
+        "0"
+    );
+}
+
+#[test]
+fn args_from_a_manifest_and_command_become_argv() {
+    let c = Cluster::start(&[]);
+    c.push_ok("hello:v1", &example("hello", false));
+    let m = pod("argv", "hello:v1", "    command: [\"greeter\", \"--loud\"]\n    args: [\"one\", \"two words\"]\n    env:\n    - name: GREETING\n      value: Howdy\n", "");
+    c.apply(&m);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/argv",
+        "--timeout=60s",
+    ]);
+    let logs = c.kubectl_ok(&["logs", "argv", "--timestamps"]);
+    assert!(
+        logs.contains(r#"argv: ["greeter", "--loud", "one", "two words"]"#),
+        "{logs}"
+    );
+    assert!(logs.contains("Howdy from skiff!"), "{logs}");
+    assert!(
+        logs.starts_with("20"),
+        "--timestamps prefixes each line with its time: {logs}"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["logs", "argv", "--tail=1"]).lines().count(),
+        1
+    );
+}
+
+#[test]
+fn crash_fails_with_exit_code_3() {
+    let c = Cluster::start(&[]);
+    c.push_ok("crash:latest", &example("crash", false));
+    c.apply(&manifest("crash"));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Failed",
+        "pod/crash",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"
+        ]),
+        "3"
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.reason}"
+        ]),
+        "Error"
+    );
+    let logs = c.kubectl_ok(&["logs", "crash"]);
+    assert!(
+        logs.contains("exiting with code 3"),
+        "stderr reaches the log: {logs}"
+    );
+}
+
+#[test]
+fn missing_or_invalid_modules_are_explained() {
+    let c = Cluster::start(&[]);
+    c.apply(&pod("nope", "missing:v1", "", ""));
+    c.wait_for(
+        &["pod", "nope"],
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "ErrImagePull",
+        T,
+    );
+    let describe = c.kubectl_ok(&["describe", "pod", "nope"]);
+    assert!(describe.contains("ErrImagePull"), "{describe}");
+    assert!(
+        describe.contains("missing:v1 not found in the cluster's module store"),
+        "{describe}"
+    );
+
+    // Valid header, invalid body: the node reports CreateContainerError, and keeps running.
+    let bad = c.dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0\x7f\x7f\x7f garbage").unwrap();
+    c.push_ok("bad:v1", &bad);
+    c.apply(&pod("bad", "bad:v1", "", ""));
+    c.wait_for(
+        &["pod", "bad"],
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "CreateContainerError",
+        T,
+    );
+    let msg = c.kubectl_ok(&[
+        "get",
+        "pod",
+        "bad",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.waiting.message}",
+    ]);
+    assert!(msg.contains("invalid WebAssembly"), "{msg}");
+
+    // Not wasm at all: refused at push.
+    std::fs::write(&bad, b"#!/bin/sh\necho hi\n").unwrap();
+    let out = c.push("notwasm:v1", &bad);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly module"));
+
+    // Bad input to the API gets a Status with the right reason.
+    let out = c.kubectl(&["apply", "-f", "-"]);
+    assert!(!out.status.success());
+    let bad_pod = c.dir.path().join("invalid.yaml");
+    std::fs::write(&bad_pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: main\n").unwrap();
+    let out = c.kubectl(&["apply", "-f", bad_pod.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is invalid") && err.contains("spec.containers[0].image: Required value"),
+        "{err}"
+    );
+    std::fs::write(&bad_pod, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: typo\nspec:\n  containers:\n  - name: main\n    image: hello\n    imagee: x\n").unwrap();
+    let err = String::from_utf8_lossy(
+        &c.kubectl(&["apply", "-f", bad_pod.to_str().unwrap()])
+            .stderr,
+    )
+    .into_owned();
+    assert!(
+        err.contains(r#"unknown field "spec.containers[0].imagee""#),
+        "{err}"
+    );
+    // The node survived all of it.
+    assert!(c.kubectl_ok(&["get", "nodes"]).contains(" Ready "));
+}
+
+#[test]
+fn deleting_a_running_pod_stops_it() {
+    let c = Cluster::start(&[]);
+    c.push_ok("ticker:latest", &example("ticker", false));
+    c.apply(&pod(
+        "tick",
+        "ticker:latest",
+        "    env:\n    - name: TICK_MS\n      value: \"50\"\n",
+        "",
+    ));
+    c.wait_for(&["pod", "tick"], "{.status.phase}", "Running", T);
+    c.wait_for(
+        &["pod", "tick"],
+        "{.status.containerStatuses[0].ready}",
+        "true",
+        T,
+    );
+    let deadline = std::time::Instant::now() + T;
+    while !c.kubectl_ok(&["logs", "tick"]).contains("tick 3") {
+        assert!(std::time::Instant::now() < deadline, "ticker never ticked");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // kubectl delete waits (watching) until the node stopped the pod and it is gone.
+    assert!(c
+        .kubectl_ok(&["delete", "pod", "tick", "--timeout=60s"])
+        .contains("deleted"));
+    let out = c.kubectl(&["get", "pod", "tick"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+}
+
+#[test]
+fn a_joined_node_gets_pods_and_serves_their_logs() {
+    let mut c = Cluster::start(&["--no-node"]);
+    c.push_ok("hello:latest", &example("hello", false));
+    // With no node, the pod is Pending with a reason.
+    c.apply(&pod("early", "hello:latest", "", ""));
+    c.wait_for(
+        &["pod", "early"],
+        "{.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        "Unschedulable",
+        T,
+    );
+    let msg = c.kubectl_ok(&[
+        "get",
+        "pod",
+        "early",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+    ]);
+    assert_eq!(msg, "0/0 nodes are available.");
+
+    c.join_node("worker-1");
+    c.wait_for(
+        &["node", "worker-1"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+        T,
+    );
+    // The pending pod is retried once a node appears.
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/early",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        c.kubectl_ok(&["get", "pod", "early", "-o", "jsonpath={.spec.nodeName}"]),
+        "worker-1"
+    );
+    assert!(c
+        .kubectl_ok(&["logs", "early"])
+        .contains("Hello from skiff!"));
+    let lease = c.kubectl_ok(&[
+        "get",
+        "lease",
+        "worker-1",
+        "-n",
+        "kube-node-lease",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(lease, "worker-1");
+    let node = c.kubectl_ok(&[
+        "get",
+        "node",
+        "worker-1",
+        "-o",
+        "jsonpath={.status.capacity.pods} {.metadata.labels.kubernetes\\.io/arch}",
+    ]);
+    assert_eq!(node, "1000 wasm32");
+
+    // A pod that fits nowhere says why.
+    c.apply(&pod(
+        "picky",
+        "hello:latest",
+        "",
+        "  nodeSelector:\n    disk: ssd\n",
+    ));
+    c.wait_for(
+        &["pod", "picky"],
+        "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+        T,
+    );
+    assert!(c
+        .kubectl_ok(&["describe", "pod", "picky"])
+        .contains("FailedScheduling"));
+}
+
+#[test]
+fn a_node_with_a_wrong_token_cannot_join() {
+    let c = Cluster::start(&["--no-node"]);
+    let token = std::fs::read_to_string(c.data().join("node-token")).unwrap();
+    let forged = token.trim().replace("::node:", "::node:x");
+    let out = std::process::Command::new(harness::SKIFF)
+        .args([
+            "node",
+            "--server",
+            &c.url,
+            "--name",
+            "intruder",
+            "--token",
+            &forged,
+            "--data-dir",
+        ])
+        .arg(c.dir.path().join("intruder"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("registering the node"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong_ca = format!("K10{}::node:secret", "0".repeat(64));
+    let out = std::process::Command::new(harness::SKIFF)
+        .args([
+            "node", "--server", &c.url, "--name", "x", "--token", &wrong_ca,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match the hash"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn requests_without_a_valid_token_get_401() {
+    let c = Cluster::start(&["--no-node"]);
+    let ca = c.data().join("tls/ca.crt");
+    let curl = |auth: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&ca);
+        if let Some(a) = auth {
+            cmd.args(["-H", a]);
+        }
+        let out = cmd
+            .arg(format!("{}/api/v1/namespaces/default/pods", c.url))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for auth in [None, Some("Authorization: Bearer wrong")] {
+        let body = curl(auth);
+        assert!(body.ends_with("401"), "{body}");
+        assert!(
+            body.contains(r#""kind":"Status""#) && body.contains(r#""reason":"Unauthorized""#),
+            "{body}"
+        );
+    }
+    let admin = std::fs::read_to_string(c.data().join("admin-token")).unwrap();
+    assert!(curl(Some(&format!("Authorization: Bearer {}", admin.trim()))).ends_with("200"));
+    // kubectl with a wrong token prints the familiar message.
+    let cfg = std::fs::read_to_string(&c.kubeconfig)
+        .unwrap()
+        .replace(admin.trim(), "nope");
+    let bad = c.dir.path().join("bad-kubeconfig");
+    std::fs::write(&bad, cfg).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&bad)
+        .args(["get", "pods"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("You must be logged in to the server"));
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let mut c = Cluster::start(&["--no-node"]);
+    let mut manifests = String::new();
+    for i in 0..40 {
+        manifests.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-{i}\n"
+        ));
+    }
+    c.apply(&manifests);
+    c.apply(&pod("keepme", "hello:latest", "", ""));
+    let before_rv: u64 = c
+        .kubectl_ok(&[
+            "get",
+            "pod",
+            "keepme",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .parse()
+        .unwrap();
+    let uid = c.kubectl_ok(&["get", "pod", "keepme", "-o", "jsonpath={.metadata.uid}"]);
+    c.kill9_and_restart(&["--no-node"]);
+    let names = c.kubectl_ok(&["get", "namespaces", "-o", "name"]);
+    for i in 0..40 {
+        assert!(
+            names.contains(&format!("namespace/team-{i}\n")),
+            "team-{i} lost after kill -9: {names}"
+        );
+    }
+    assert_eq!(
+        c.kubectl_ok(&["get", "pod", "keepme", "-o", "jsonpath={.metadata.uid}"]),
+        uid
+    );
+    // The revision counter never goes backwards.
+    c.apply(&pod("after", "hello:latest", "", ""));
+    let after_rv: u64 = c
+        .kubectl_ok(&[
+            "get",
+            "pod",
+            "after",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .parse()
+        .unwrap();
+    assert!(after_rv > before_rv, "{after_rv} > {before_rv}");
+}

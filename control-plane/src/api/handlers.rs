@@ -170,8 +170,19 @@ async fn route(
             })?;
             let body = read_body(body, MAX_BODY).await?;
             let value = objects::decode_body(&body, kind == PatchType::Apply)?;
-            let (obj, warnings, created) =
-                patch_object(state, rt, &ns, &name, &value, kind, sub.is_some(), &q).await?;
+            let (obj, warnings, created) = patch_object(
+                state,
+                rt,
+                &ns,
+                &name,
+                &value,
+                kind,
+                WriteMode {
+                    status_only: sub.is_some(),
+                    query: &q,
+                },
+            )
+            .await?;
             let code = if created {
                 StatusCode::CREATED
             } else {
@@ -224,6 +235,12 @@ pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
     let mut v: Value = serde_json::from_slice(&stored.data).map_err(|e| {
         ApiError::Internal(format!("corrupt stored object {}: {e}", stored.key.name))
     })?;
+    if !v.is_object() || !v.get("metadata").is_some_and(Value::is_object) {
+        return Err(ApiError::Internal(format!(
+            "corrupt stored object {}: not an object with metadata",
+            stored.key.name
+        )));
+    }
     v["kind"] = json!(rt.kind);
     v["apiVersion"] = json!(rt.api_version());
     v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
@@ -475,6 +492,13 @@ pub(super) async fn create(
 
 /// Write `new` over `old` (both served JSON) with the update rules; `precondition` is the
 /// revision the write must replace.
+/// How a write treats its body: the main resource or `/status`, and the request's query.
+#[derive(Clone, Copy)]
+struct WriteMode<'a> {
+    status_only: bool,
+    query: &'a Query,
+}
+
 async fn write_update(
     state: &AppState,
     rt: &ResourceType,
@@ -482,9 +506,9 @@ async fn write_update(
     name: &str,
     old: &Value,
     mut new: Value,
-    status_only: bool,
-    q: &Query,
+    mode: WriteMode<'_>,
 ) -> ApiResult<(Value, Vec<String>)> {
+    let (status_only, q) = (mode.status_only, mode.query);
     check_type(rt, &mut new)?;
     if let Some(n) = new.pointer("/metadata/name").and_then(Value::as_str) {
         if n != name {
@@ -564,14 +588,26 @@ async fn update(
     let mut attempt = 0;
     loop {
         let old = get_object(state, rt, ns, name).await?;
-        match write_update(state, rt, ns, name, &old, new.clone(), status_only, q).await {
+        match write_update(
+            state,
+            rt,
+            ns,
+            name,
+            &old,
+            new.clone(),
+            WriteMode {
+                status_only,
+                query: q,
+            },
+        )
+        .await
+        {
             Err(ApiError::Conflict { .. }) if !pinned && attempt < RETRIES => attempt += 1,
             other => return other,
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn patch_object(
     state: &AppState,
     rt: &ResourceType,
@@ -579,9 +615,9 @@ async fn patch_object(
     name: &str,
     p: &Value,
     kind: PatchType,
-    status_only: bool,
-    q: &Query,
+    mode: WriteMode<'_>,
 ) -> ApiResult<(Value, Vec<String>, bool)> {
+    let (status_only, q) = (mode.status_only, mode.query);
     let mut attempt = 0;
     loop {
         let old = match get_object(state, rt, ns, name).await {
@@ -593,6 +629,7 @@ async fn patch_object(
                     ));
                 }
                 let mut obj = p.clone();
+                check_type(rt, &mut obj)?;
                 if obj.get("metadata").and_then(|m| m.get("name")).is_none() {
                     obj["metadata"]["name"] = json!(name);
                 }
@@ -617,7 +654,7 @@ async fn patch_object(
                 m.remove("resourceVersion");
             }
         }
-        match write_update(state, rt, ns, name, &old, new, status_only, q).await {
+        match write_update(state, rt, ns, name, &old, new, mode).await {
             Err(ApiError::Conflict { .. }) if !pinned && attempt < RETRIES => attempt += 1,
             Ok((obj, w)) => return Ok((obj, w, false)),
             Err(e) => return Err(e),
@@ -911,10 +948,8 @@ mod tests {
 
     #[test]
     fn parse_path_table() {
-        let cases: &[(
-            &str,
-            Option<(&str, Option<&str>, Option<&str>, Option<&str>)>,
-        )] = &[
+        type Parsed<'a> = Option<(&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>)>;
+        let cases: &[(&str, Parsed)] = &[
             ("/api/v1/pods", Some(("pods", None, None, None))),
             (
                 "/api/v1/namespaces/default/pods",

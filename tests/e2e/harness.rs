@@ -1,0 +1,273 @@
+//! Test harness: builds the wasm examples once, starts real `skiff` processes on free loopback
+//! ports with temporary data dirs, drives them with the machine's kubectl, and kills every
+//! process it started when the test ends.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const SKIFF: &str = env!("CARGO_BIN_EXE_skiff");
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Build `wasm-examples` once per test run (its rust-toolchain.toml brings the wasm targets).
+pub fn examples() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = root().join("wasm-examples");
+        for args in [
+            &["build", "--release", "--target", "wasm32-wasip1"][..],
+            &[
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "hello",
+            ][..],
+        ] {
+            let status = Command::new("cargo")
+                .args(args)
+                .current_dir(&dir)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("cargo runs");
+            assert!(
+                status.success(),
+                "building wasm-examples with {args:?} failed"
+            );
+        }
+        dir.join("target")
+    })
+}
+
+/// Path of a built example: `wasm32-wasip1` module or, with `p2`, the component.
+pub fn example(name: &str, p2: bool) -> PathBuf {
+    let target = if p2 { "wasm32-wasip2" } else { "wasm32-wasip1" };
+    examples()
+        .join(target)
+        .join("release")
+        .join(format!("{name}.wasm"))
+}
+
+/// A process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `skiff server`.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub server: Option<Proc>,
+    pub extra: Vec<Proc>,
+}
+
+/// Spawn `skiff server` on `data_dir` and wait for its ready line.
+fn spawn_server(data_dir: &Path, args: &[&str]) -> (Proc, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.with_extension("log"))
+        .expect("server log");
+    let mut child = Command::new(SKIFF)
+        .args(["server", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("skiff starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("skiff API server ready at ") {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .trim_end_matches(';')
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server prints its ready line");
+    (Proc(child), url)
+}
+
+impl Cluster {
+    /// Start a server (with its embedded node unless `--no-node` is among `args`).
+    pub fn start(args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let (server, url) = spawn_server(&data, args);
+        Cluster {
+            kubeconfig: data.join("kubeconfig.yaml"),
+            dir,
+            url,
+            server: Some(server),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The server's data dir.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Kill the server with SIGKILL and start it again on the same data dir.
+    pub fn kill9_and_restart(&mut self, args: &[&str]) {
+        if let Some(mut p) = self.server.take() {
+            p.0.kill().expect("kill -9");
+            let _ = p.0.wait();
+        }
+        let (server, url) = spawn_server(&self.data(), args);
+        self.server = Some(server);
+        self.url = url;
+    }
+
+    /// Run kubectl against this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl runs (it is on every machine here)")
+    }
+
+    /// Run kubectl, require success, return stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Apply a manifest given as text.
+    pub fn apply(&self, manifest: &str) -> String {
+        let path = self
+            .dir
+            .path()
+            .join(format!("manifest-{}.yaml", rand_suffix()));
+        std::fs::write(&path, manifest).expect("write manifest");
+        self.kubectl_ok(&["apply", "-f", path.to_str().expect("utf-8 path")])
+    }
+
+    /// Push a module with `skiff push`.
+    pub fn push(&self, reference: &str, file: &Path) -> Output {
+        Command::new(SKIFF)
+            .arg("push")
+            .arg(reference)
+            .arg(file)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output()
+            .expect("skiff push runs")
+    }
+
+    /// Push and require success.
+    pub fn push_ok(&self, reference: &str, file: &Path) {
+        let out = self.push(reference, file);
+        assert!(
+            out.status.success(),
+            "skiff push {reference} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Poll `kubectl get <what> -o jsonpath=<path>` until it equals `want` (deadline, not a sleep).
+    pub fn wait_for(&self, what: &[&str], jsonpath: &str, want: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let arg = format!("jsonpath={jsonpath}");
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let mut args: Vec<&str> = vec!["get"];
+            args.extend_from_slice(what);
+            args.extend_from_slice(&["-o", &arg]);
+            let out = self.kubectl(&args);
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && last == want {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out waiting for {what:?} {jsonpath} == {want:?}; last value {last:?}\n{}",
+            self.server_log()
+        );
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn server_log(&self) -> String {
+        let text = std::fs::read_to_string(self.data().with_extension("log")).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text[start..].to_string()
+    }
+
+    /// Start `skiff node` joining this cluster.
+    pub fn join_node(&mut self, name: &str) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("node log");
+        let child = Command::new(SKIFF)
+            .args([
+                "node",
+                "--server",
+                &self.url,
+                "--name",
+                name,
+                "--token-file",
+            ])
+            .arg(self.data().join("node-token"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join(name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("skiff node starts");
+        self.extra.push(Proc(child));
+    }
+}
+
+/// A short random suffix for file names.
+pub fn rand_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// A pod manifest running `image` with `restartPolicy: Never`, plus extra spec lines.
+pub fn pod(name: &str, image: &str, extra_container: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n{extra_spec}  containers:\n  - name: main\n    image: {image}\n{extra_container}"
+    )
+}
