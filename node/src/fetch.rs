@@ -103,22 +103,7 @@ impl Fetcher {
             });
         }
         let url = format!("{}{}/{digest}", self.server, skiff_common::BLOBS_PATH);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| FetchError::Http(image.into(), e.to_string()))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound(image.to_string()));
-        }
-        if !resp.status().is_success() {
-            return Err(FetchError::Http(
-                image.into(),
-                format!("HTTP {}", resp.status()),
-            ));
-        }
+        let resp = self.get(&url, image).await?;
         let bytes = resp
             .bytes()
             .await
@@ -141,25 +126,31 @@ impl Fetcher {
         })
     }
 
-    async fn resolve(&self, name: &str, tag: &str) -> Result<String, FetchError> {
-        let reference = format!("{name}:{tag}");
-        let url = format!("{}{}/{reference}", self.server, skiff_common::MODULES_PATH);
+    /// GET with the node's token; 404 means the module (`what`) is not there.
+    async fn get(&self, url: &str, what: &str) -> Result<reqwest::Response, FetchError> {
         let resp = self
             .http
-            .get(&url)
+            .get(url)
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| FetchError::Http(reference.clone(), e.to_string()))?;
+            .map_err(|e| FetchError::Http(what.into(), e.to_string()))?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound(reference));
+            return Err(FetchError::NotFound(what.to_string()));
         }
         if !resp.status().is_success() {
             return Err(FetchError::Http(
-                reference,
+                what.into(),
                 format!("HTTP {}", resp.status()),
             ));
         }
+        Ok(resp)
+    }
+
+    async fn resolve(&self, name: &str, tag: &str) -> Result<String, FetchError> {
+        let reference = format!("{name}:{tag}");
+        let url = format!("{}{}/{reference}", self.server, skiff_common::MODULES_PATH);
+        let resp = self.get(&url, &reference).await?;
         let d: Descriptor = resp
             .json()
             .await

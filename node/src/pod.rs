@@ -374,108 +374,119 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
     };
 
     let tasks = spec.containers.iter().enumerate().map(|(i, c)| {
-        run_container(
-            ctx.clone(),
-            &pod,
-            c.clone(),
+        let run = ContainerRun {
+            ctx: ctx.clone(),
+            pod: &pod,
+            c: c.clone(),
             i,
-            shared.clone(),
-            &pod_dir,
-            stop.clone(),
-        )
+            shared: shared.clone(),
+            stop: stop.clone(),
+            object: pod_ref(&pod),
+            backoff: Duration::from_secs(10),
+        };
+        run.run(&pod_dir)
     });
     futures::future::join_all(tasks).await;
     writer_stop.cancel();
     let _ = writer.await;
 }
 
-async fn wait_or_stop(d: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = stop.cancelled() => false,
-    }
-}
-
-async fn run_container(
+/// One container's life on this node, with what it reports to.
+struct ContainerRun<'a> {
     ctx: Arc<NodeContext>,
-    pod: &Pod,
+    pod: &'a Pod,
     c: Container,
     i: usize,
     shared: Shared,
-    pod_dir: &std::path::Path,
     stop: CancellationToken,
-) {
-    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.clone())
-        .unwrap_or_else(|| "Always".into());
-    let image = c.image.clone().unwrap_or_default();
-    let object = pod_ref(pod);
-    let mut backoff = Duration::from_secs(10);
-    let mut pull_failures = 0u32;
-    let memory_limit = c
-        .resources
-        .as_ref()
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|l| l.get("memory"))
-        .and_then(|q| skiff_common::quantity::bytes(&q.0).ok())
-        .map(|b| b.max(0) as usize);
-    loop {
-        if stop.is_cancelled() {
-            return;
-        }
-        // Fetch.
-        ctx.recorder
-            .record(
-                &object,
+    object: k8s_openapi::api::core::v1::ObjectReference,
+    backoff: Duration,
+}
+
+impl ContainerRun<'_> {
+    async fn event(&self, kind: EventType, reason: &str, message: &str) {
+        self.ctx
+            .recorder
+            .record(&self.object, kind, reason, message)
+            .await;
+    }
+
+    /// Wait out the back-off (or until stopped: then false) and grow it.
+    async fn back_off(&mut self, ran_for: Duration) -> bool {
+        let go_on = tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => true,
+            _ = self.stop.cancelled() => false,
+        };
+        self.backoff = next_backoff(self.backoff, ran_for);
+        go_on
+    }
+
+    /// The container cannot start: say why (waiting reason, message, Warning event), then back off.
+    async fn blocked(&mut self, reason: &str, message: String, event: String) -> bool {
+        self.shared.update(self.i, |r| {
+            r.state = State::Waiting {
+                reason: reason.into(),
+                message: Some(message),
+            }
+        });
+        self.event(EventType::Warning, "Failed", &event).await;
+        self.back_off(Duration::ZERO).await
+    }
+
+    async fn run(mut self, pod_dir: &std::path::Path) {
+        let pod_name = self.pod.metadata.name.clone().unwrap_or_default();
+        let policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let image = self.c.image.clone().unwrap_or_default();
+        let cname = self.c.name.clone();
+        let mut pull_failures = 0u32;
+        let memory_limit = self
+            .c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| skiff_common::quantity::bytes(&q.0).ok())
+            .map(|b| b.max(0) as usize);
+        let module_name = skiff_common::image::ImageRef::parse(&image)
+            .map(|r| r.short_name().to_string())
+            .unwrap_or_else(|_| cname.clone());
+        while !self.stop.is_cancelled() {
+            // Fetch.
+            self.event(
                 EventType::Normal,
                 "Pulling",
                 &format!("Pulling module \"{image}\""),
             )
             .await;
-        let begun = std::time::Instant::now();
-        let fetched = match ctx.fetcher.fetch(&image).await {
-            Ok(f) => f,
-            Err(e) => {
-                let reason = if pull_failures == 0 {
-                    "ErrImagePull"
-                } else {
-                    "ImagePullBackOff"
-                };
-                pull_failures += 1;
-                let msg = e.to_string();
-                shared.update(i, |r| {
-                    r.state = State::Waiting {
-                        reason: reason.into(),
-                        message: Some(msg.clone()),
+            let begun = std::time::Instant::now();
+            let fetched = match self.ctx.fetcher.fetch(&image).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let reason = if pull_failures == 0 {
+                        "ErrImagePull"
+                    } else {
+                        "ImagePullBackOff"
+                    };
+                    pull_failures += 1;
+                    let event = format!("Failed to pull module \"{image}\": {e}");
+                    if !self.blocked(reason, e.to_string(), event).await {
+                        return;
                     }
-                });
-                ctx.recorder
-                    .record(
-                        &object,
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Failed to pull module \"{image}\": {msg}"),
-                    )
-                    .await;
-                if !wait_or_stop(backoff, &stop).await {
-                    return;
+                    continue;
                 }
-                backoff = next_backoff(backoff, Duration::ZERO);
-                continue;
-            }
-        };
-        pull_failures = 0;
-        let how = if fetched.cached {
-            "already present on the node"
-        } else {
-            "pulled"
-        };
-        ctx.recorder
-            .record(
-                &object,
+            };
+            pull_failures = 0;
+            let how = if fetched.cached {
+                "already present on the node"
+            } else {
+                "pulled"
+            };
+            self.event(
                 EventType::Normal,
                 "Pulled",
                 &format!(
@@ -485,171 +496,146 @@ async fn run_container(
                 ),
             )
             .await;
-        let digest = fetched.digest.clone();
-        shared.update(i, |r| r.image_id = Some(digest.clone()));
-        // Compile.
-        let prepared = match ctx.runtime.prepare(&fetched.digest, fetched.bytes).await {
-            Ok(p) => p,
-            Err(e) => {
-                let msg = e.to_string();
-                shared.update(i, |r| {
-                    r.state = State::Waiting {
-                        reason: "CreateContainerError".into(),
-                        message: Some(msg.clone()),
+            let digest = fetched.digest.clone();
+            self.shared.update(self.i, |r| r.image_id = Some(digest));
+            // Compile, and build what the run gets.
+            let prepared = match self
+                .ctx
+                .runtime
+                .prepare(&fetched.digest, fetched.bytes)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    if !self
+                        .blocked("CreateContainerError", e.to_string(), format!("Error: {e}"))
+                        .await
+                    {
+                        return;
                     }
-                });
-                ctx.recorder
-                    .record(
-                        &object,
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {msg}"),
-                    )
-                    .await;
-                if !wait_or_stop(backoff, &stop).await {
-                    return;
+                    continue;
                 }
-                backoff = next_backoff(backoff, Duration::ZERO);
-                continue;
-            }
-        };
-        let env = match env(&c, pod, &ctx.node_name, &ctx.host_ip) {
-            Ok(e) => e,
-            Err(msg) => {
-                shared.update(i, |r| {
-                    r.state = State::Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: Some(msg.clone()),
+            };
+            let env = match env(&self.c, self.pod, &self.ctx.node_name, &self.ctx.host_ip) {
+                Ok(e) => e,
+                Err(msg) => {
+                    if !self
+                        .blocked(
+                            "CreateContainerConfigError",
+                            msg.clone(),
+                            format!("Error: {msg}"),
+                        )
+                        .await
+                    {
+                        return;
                     }
-                });
-                ctx.recorder
-                    .record(
-                        &object,
-                        EventType::Warning,
-                        "Failed",
-                        &format!("Error: {msg}"),
-                    )
-                    .await;
-                if !wait_or_stop(backoff, &stop).await {
-                    return;
+                    continue;
                 }
-                continue;
-            }
-        };
-        let restart = shared
-            .snapshot()
-            .get(i)
-            .map(|r| r.restart_count)
-            .unwrap_or(0);
-        let log = match crate::logs::LogSink::create(
-            &crate::logs::log_path(pod_dir, &c.name, restart as u32),
-            ctx.active_logs.clone(),
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                let msg = e.to_string();
-                shared.update(i, |r| {
-                    r.state = State::Waiting {
-                        reason: "CreateContainerError".into(),
-                        message: Some(msg.clone()),
+            };
+            let restart = self
+                .shared
+                .snapshot()
+                .get(self.i)
+                .map(|r| r.restart_count)
+                .unwrap_or(0);
+            let log = match crate::logs::LogSink::create(
+                &crate::logs::log_path(pod_dir, &cname, restart.max(0) as u32),
+                self.ctx.active_logs.clone(),
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    if !self
+                        .blocked("CreateContainerError", e.to_string(), format!("Error: {e}"))
+                        .await
+                    {
+                        return;
                     }
-                });
-                if !wait_or_stop(backoff, &stop).await {
-                    return;
+                    continue;
                 }
-                continue;
-            }
-        };
-        let module_name = skiff_common::image::ImageRef::parse(&image)
-            .map(|r| r.short_name().to_string())
-            .unwrap_or_else(|_| c.name.clone());
-        let spec = RunSpec {
-            argv: argv(&c, &module_name),
-            env,
-            memory_limit,
-            log: log.clone(),
-        };
-        let started_at = Timestamp::now();
-        shared.update(i, |r| r.state = State::Running { started_at });
-        ctx.recorder
-            .record(
-                &object,
+            };
+            // Run.
+            let spec = RunSpec {
+                argv: argv(&self.c, &module_name),
+                env,
+                memory_limit,
+                log: log.clone(),
+            };
+            let started_at = Timestamp::now();
+            self.shared
+                .update(self.i, |r| r.state = State::Running { started_at });
+            self.event(
                 EventType::Normal,
                 "Started",
-                &format!("Started container {}", c.name),
+                &format!("Started container {cname}"),
             )
             .await;
-        let run_began = std::time::Instant::now();
-        let exit = ctx.runtime.run(&prepared, spec, stop.clone()).await;
-        let finished_at = Timestamp::now();
-        let (exit_code, reason, message) = match &exit {
-            Exit::Stopped => return,
-            Exit::Code(0) => (0, "Completed".to_string(), None),
-            Exit::Code(code) => (*code, "Error".to_string(), None),
-            Exit::Trap(msg) => (134, "Error".to_string(), Some(msg.clone())),
-            Exit::OutOfMemory(msg) => (137, "OOMKilled".to_string(), Some(msg.clone())),
-        };
-        let message = message.or_else(|| {
-            let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
-            (fallback && exit_code != 0)
-                .then(|| log.tail_text(80))
-                .filter(|t| !t.is_empty())
-        });
-        let restart = match policy.as_str() {
-            "Never" => false,
-            "OnFailure" => exit_code != 0,
-            _ => true,
-        };
-        let terminated = State::Terminated {
-            exit_code,
-            reason: reason.clone(),
-            message,
-            started_at,
-            finished_at,
-        };
-        tracing::info!(pod = %pod_name, container = %c.name, exit_code, %reason, "container exited");
-        if !restart {
-            shared.update(i, |r| {
-                r.state = terminated;
-                r.will_restart = false;
-            });
-            return;
-        }
-        backoff = if run_began.elapsed() >= Duration::from_secs(600) {
-            Duration::from_secs(10)
-        } else {
-            backoff
-        };
-        let wait_msg = format!(
-            "back-off {}s restarting failed container={} pod={}",
-            backoff.as_secs(),
-            c.name,
-            pod_name
-        );
-        shared.update(i, |r| {
-            r.last_state = Some(terminated);
-            r.state = State::Waiting {
-                reason: "CrashLoopBackOff".into(),
-                message: Some(wait_msg.clone()),
+            let run_began = std::time::Instant::now();
+            let exit = self
+                .ctx
+                .runtime
+                .run(&prepared, spec, self.stop.clone())
+                .await;
+            let finished_at = Timestamp::now();
+            let (exit_code, reason, message) = match &exit {
+                Exit::Stopped => return,
+                Exit::Code(0) => (0, "Completed".to_string(), None),
+                Exit::Code(code) => (*code, "Error".to_string(), None),
+                Exit::Trap(msg) => (134, "Error".to_string(), Some(msg.clone())),
+                Exit::OutOfMemory(msg) => (137, "OOMKilled".to_string(), Some(msg.clone())),
             };
-            r.will_restart = true;
-        });
-        ctx.recorder
-            .record(
-                &object,
+            let message = message.or_else(|| {
+                let fallback =
+                    self.c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+                (fallback && exit_code != 0)
+                    .then(|| log.tail_text(80))
+                    .filter(|t| !t.is_empty())
+            });
+            let restart = match policy.as_str() {
+                "Never" => false,
+                "OnFailure" => exit_code != 0,
+                _ => true,
+            };
+            let terminated = State::Terminated {
+                exit_code,
+                reason: reason.clone(),
+                message,
+                started_at,
+                finished_at,
+            };
+            tracing::info!(pod = %pod_name, container = %cname, exit_code, %reason, "container exited");
+            if !restart {
+                self.shared.update(self.i, |r| {
+                    r.state = terminated;
+                    r.will_restart = false;
+                });
+                return;
+            }
+            if run_began.elapsed() >= Duration::from_secs(600) {
+                self.backoff = Duration::from_secs(10);
+            }
+            let wait_msg = format!(
+                "back-off {}s restarting failed container={cname} pod={pod_name}",
+                self.backoff.as_secs()
+            );
+            self.shared.update(self.i, |r| {
+                r.last_state = Some(terminated);
+                r.state = State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(wait_msg),
+                };
+                r.will_restart = true;
+            });
+            self.event(
                 EventType::Warning,
                 "BackOff",
-                &format!(
-                    "Back-off restarting failed container {} in pod {}",
-                    c.name, pod_name
-                ),
+                &format!("Back-off restarting failed container {cname} in pod {pod_name}"),
             )
             .await;
-        if !wait_or_stop(backoff, &stop).await {
-            return;
+            if !self.back_off(run_began.elapsed()).await {
+                return;
+            }
+            self.shared.update(self.i, |r| r.restart_count += 1);
         }
-        backoff = next_backoff(backoff, run_began.elapsed());
-        shared.update(i, |r| r.restart_count += 1);
     }
 }
 

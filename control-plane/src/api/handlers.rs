@@ -322,14 +322,13 @@ impl Filter {
     }
 }
 
-async fn list(
+/// The served objects of `rt` (in `ns` when given) that match `filter`, and the list revision.
+pub(super) async fn list_matching(
     state: &AppState,
     rt: &ResourceType,
     ns: Option<&str>,
-    q: &Query,
-    headers: &HeaderMap,
-) -> ApiResult<Response> {
-    let filter = Filter::from_query(rt, q)?;
+    filter: &Filter,
+) -> ApiResult<(Vec<Value>, u64)> {
     let listing = state
         .store
         .list(&rt.storage_key(), ns)
@@ -342,7 +341,19 @@ async fn list(
             items.push(obj);
         }
     }
-    let rv = listing.revision.to_string();
+    Ok((items, listing.revision))
+}
+
+async fn list(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let filter = Filter::from_query(rt, q)?;
+    let (mut items, revision) = list_matching(state, rt, ns, &filter).await?;
+    let rv = revision.to_string();
     if wants_table(headers) {
         return Ok(axum::Json(table::table(rt, &items, &rv, true)).into_response());
     }
@@ -817,18 +828,18 @@ async fn delete_collection(
     q: &Query,
 ) -> ApiResult<Response> {
     let filter = Filter::from_query(rt, q)?;
-    let listing = state
-        .store
-        .list(&rt.storage_key(), ns)
-        .await
-        .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+    let (matching, _) = list_matching(state, rt, ns, &filter).await?;
     let mut items = Vec::new();
-    for stored in &listing.objects {
-        let obj = materialize(rt, stored)?;
-        if !filter.matches(&obj) {
-            continue;
-        }
-        match delete(state, rt, &stored.key.namespace, &stored.key.name, opts, q).await {
+    for obj in &matching {
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match delete(state, rt, ns, name, opts, q).await {
             Ok(o) => items.push(o),
             Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),

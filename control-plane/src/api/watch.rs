@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
-use super::handlers::{flag, materialize, wants_table, Filter, Query};
+use super::handlers::{flag, list_matching, materialize, wants_table, Filter, Query};
 use super::{table, AppState};
 use crate::resources::ResourceType;
 use crate::store::{EventKind, StoreError, StoredObject};
@@ -84,18 +84,9 @@ pub(super) async fn serve(
     let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
     let mut initial = Vec::new();
     let from = if rv_param.is_empty() || rv_param == "0" || send_initial {
-        let listing = state
-            .store
-            .list(&rt.storage_key(), ns.as_deref())
-            .await
-            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-        for stored in &listing.objects {
-            let obj = materialize(rt, stored)?;
-            if filter.matches(&obj) {
-                initial.push(obj);
-            }
-        }
-        listing.revision
+        let (objects, revision) = list_matching(&state, rt, ns.as_deref(), &filter).await?;
+        initial = objects;
+        revision
     } else {
         rv_param
             .parse::<u64>()
