@@ -86,7 +86,7 @@ fn spawn_server(data_dir: &Path, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(SKIFF)
         .args(["server", "--data-dir"])
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--node-name", "testnode"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

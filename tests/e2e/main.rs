@@ -441,3 +441,86 @@ fn acknowledged_writes_survive_kill_9() {
         .unwrap();
     assert!(after_rv > before_rv, "{after_rv} > {before_rv}");
 }
+
+#[test]
+fn kubectl_watch_output_formats_and_describe() {
+    use std::io::{BufRead, BufReader};
+    let c = Cluster::start(&[]);
+    c.push_ok("hello:latest", &example("hello", false));
+    // `kubectl get pods -w` prints rows as the pod moves on (Table watch events).
+    let mut watch = harness::Proc(
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .arg("--cache-dir")
+            .arg(c.dir.path().join("kube-cache-watch"))
+            .args(["get", "pods", "-w"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = watch.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    c.apply(&manifest("hello"));
+    let deadline = std::time::Instant::now() + T;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.starts_with("hello ") && line.contains("Completed");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => panic!("kubectl get pods -w never showed hello Completed; saw {seen:?}"),
+        }
+    }
+    drop(watch);
+
+    let yaml = c.kubectl_ok(&["get", "pods", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: List")
+            && yaml.contains("name: hello")
+            && yaml.contains("phase: Succeeded"),
+        "{yaml}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "pod", "hello", "-o", "json"])).unwrap();
+    assert_eq!(json["kind"], "Pod");
+    assert_eq!(
+        json["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    let wide = c.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    assert!(wide.contains("NODE") && wide.contains("testnode"), "{wide}");
+    let nodes = c.kubectl_ok(&["get", "nodes"]);
+    assert!(
+        nodes.contains("testnode") && nodes.contains("Ready"),
+        "{nodes}"
+    );
+    let describe = c.kubectl_ok(&["describe", "pod", "hello"]);
+    let describe = describe.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+    for want in [
+        "Status: Succeeded",
+        "Exit Code: 0",
+        "Scheduled",
+        "Started",
+        "default-scheduler",
+    ] {
+        assert!(
+            describe.contains(want),
+            "describe lacks {want:?}:\n{describe}"
+        );
+    }
+    let out = c.kubectl(&["get", "pod", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(r#"Error from server (NotFound): pods "nope" not found"#));
+}
