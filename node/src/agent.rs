@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo, Pod,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
@@ -45,7 +45,7 @@ fn read_trim(path: &str) -> String {
 }
 
 /// The Node's status as this agent reports it.
-fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16) -> NodeStatus {
+fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16, since: &Time) -> NodeStatus {
     let now = skiff_common::now();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -63,7 +63,7 @@ fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16) -> NodeStatus 
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_heartbeat_time: Some(now.clone()),
-        last_transition_time: Some(now.clone()),
+        last_transition_time: Some(since.clone()),
     };
     NodeStatus {
         allocatable: Some(capacity.clone()),
@@ -126,7 +126,12 @@ fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16) -> NodeStatus 
     }
 }
 
-async fn register(ctx: &NodeContext, config: &NodeConfig, port: u16) -> Result<(), kube::Error> {
+async fn register(
+    ctx: &NodeContext,
+    config: &NodeConfig,
+    port: u16,
+    since: &Time,
+) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let mut labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname".to_string(), config.name.clone()),
@@ -135,7 +140,7 @@ async fn register(ctx: &NodeContext, config: &NodeConfig, port: u16) -> Result<(
     ]
     .into();
     labels.extend(config.labels.iter().cloned());
-    let status = node_status(ctx, config, port);
+    let status = node_status(ctx, config, port, since);
     let node = Node {
         metadata: ObjectMeta {
             name: Some(config.name.clone()),
@@ -255,9 +260,11 @@ pub async fn run(
     port: u16,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    // The conditions this agent reports hold from its start on.
+    let since = skiff_common::now();
     let mut delay = Duration::from_millis(200);
     loop {
-        match register(&ctx, config, port).await {
+        match register(&ctx, config, port, &since).await {
             Ok(()) => break,
             Err(kube::Error::Api(e)) if e.code == 401 || e.code == 403 => {
                 return Err(NodeError::Register(format!(
@@ -291,7 +298,7 @@ pub async fn run(
             n += 1;
             // The Node's conditions carry a heartbeat too, refreshed less often.
             if n.is_multiple_of(6) {
-                let status = node_status(&hb_ctx, &hb_config, port);
+                let status = node_status(&hb_ctx, &hb_config, port, &since);
                 let nodes: Api<Node> = Api::all(hb_ctx.client.clone());
                 if let Err(e) = nodes
                     .patch_status(

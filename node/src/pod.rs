@@ -125,12 +125,27 @@ pub fn phase(records: &[Record]) -> &'static str {
     }
 }
 
-/// The pod status for these containers. Pure.
+/// Keep a condition's `lastTransitionTime` while its status does not change.
+pub fn carry_transition_times(new: &mut [PodCondition], old: &[PodCondition]) {
+    for c in new.iter_mut() {
+        if let Some(o) = old
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            if o.last_transition_time.is_some() {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+/// The pod status for these containers; conditions keep their transition times from `previous`. Pure.
 pub fn pod_status(
     records: &[Record],
     start_time: Timestamp,
     host_ip: &str,
     uid: &str,
+    previous: Option<&PodStatus>,
 ) -> PodStatus {
     let now = Timestamp::now();
     let phase = phase(records);
@@ -180,15 +195,19 @@ pub fn pod_status(
             ..Default::default()
         })
         .collect();
+    let mut conditions = vec![
+        cond("PodReadyToStartContainers", true, None, None),
+        cond("Initialized", true, None, None),
+        cond("Ready", ready, reason, message.clone()),
+        cond("ContainersReady", ready, reason, message),
+        cond("PodScheduled", true, None, None),
+    ];
+    if let Some(old) = previous.and_then(|p| p.conditions.as_ref()) {
+        carry_transition_times(&mut conditions, old);
+    }
     PodStatus {
         phase: Some(phase.into()),
-        conditions: Some(vec![
-            cond("PodReadyToStartContainers", true, None, None),
-            cond("Initialized", true, None, None),
-            cond("Ready", ready, reason, message.clone()),
-            cond("ContainersReady", ready, reason, message),
-            cond("PodScheduled", true, None, None),
-        ]),
+        conditions: Some(conditions),
         container_statuses: Some(statuses),
         start_time: Some(time(start_time)),
         host_ip: Some(host_ip.into()),
@@ -333,6 +352,7 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
     let writer_stop = CancellationToken::new();
+    let initial_status = pod.status.clone();
     let writer = {
         let shared = shared.clone();
         let api = api.clone();
@@ -343,17 +363,22 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut last: Option<Vec<Record>> = None;
+            let mut last_status = initial_status;
             loop {
                 let finishing = writer_stop.is_cancelled();
                 let snap = shared.snapshot();
                 if last.as_ref() != Some(&snap) && !stop.is_cancelled() {
-                    let status = pod_status(&snap, start_time, &host_ip, &uid);
+                    let status =
+                        pod_status(&snap, start_time, &host_ip, &uid, last_status.as_ref());
                     let patch = json!({"status": status});
                     match api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                     {
-                        Ok(_) => last = Some(snap),
+                        Ok(_) => {
+                            last = Some(snap);
+                            last_status = Some(status);
+                        }
                         Err(kube::Error::Api(e)) if e.code == 404 => return,
                         Err(e) => {
                             tracing::warn!(pod = %name, error = %e, "status write failed; retrying");
@@ -716,6 +741,39 @@ mod tests {
         for (container, want) in cases {
             assert_eq!(argv(&container, "hello"), want);
         }
+    }
+
+    #[test]
+    fn transition_times_carry_over_while_status_holds() {
+        let at = |s: &str| Some(Time(s.parse().unwrap()));
+        let c = |t: &str, status: &str, when: &str| PodCondition {
+            type_: t.into(),
+            status: status.into(),
+            last_transition_time: at(when),
+            ..Default::default()
+        };
+        let old = vec![
+            c("Ready", "False", "2026-01-01T00:00:00Z"),
+            c("PodScheduled", "True", "2026-01-01T00:00:00Z"),
+        ];
+        let mut new = vec![
+            c("Ready", "True", "2026-01-02T00:00:00Z"),
+            c("PodScheduled", "True", "2026-01-02T00:00:00Z"),
+            c("Initialized", "True", "2026-01-02T00:00:00Z"),
+        ];
+        carry_transition_times(&mut new, &old);
+        let times: Vec<String> = new
+            .iter()
+            .map(|c| c.last_transition_time.as_ref().unwrap().0.to_string())
+            .collect();
+        assert_eq!(
+            times,
+            [
+                "2026-01-02T00:00:00Z",
+                "2026-01-01T00:00:00Z",
+                "2026-01-02T00:00:00Z"
+            ]
+        );
     }
 
     #[test]

@@ -507,7 +507,11 @@ fn kubectl_watch_output_formats_and_describe() {
         "{nodes}"
     );
     let describe = c.kubectl_ok(&["describe", "pod", "hello"]);
-    let describe = describe.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+    let describe = describe
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     for want in [
         "Status: Succeeded",
         "Exit Code: 0",
