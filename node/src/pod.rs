@@ -458,6 +458,40 @@ impl ContainerRun<'_> {
         self.back_off(Duration::ZERO).await
     }
 
+    /// The compiled workload, environment and log file of the next run, or why the container
+    /// cannot start (waiting reason, message).
+    async fn prepare(
+        &self,
+        fetched: crate::fetch::Fetched,
+        pod_dir: &std::path::Path,
+    ) -> Result<
+        (
+            Arc<crate::runtime::Prepared>,
+            Vec<(String, String)>,
+            crate::logs::LogSink,
+        ),
+        (&'static str, String),
+    > {
+        let prepared = self
+            .ctx
+            .runtime
+            .prepare(&fetched.digest, fetched.bytes)
+            .await
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        let env = env(&self.c, self.pod, &self.ctx.node_name, &self.ctx.host_ip)
+            .map_err(|m| ("CreateContainerConfigError", m))?;
+        let restart = self
+            .shared
+            .snapshot()
+            .get(self.i)
+            .map(|r| r.restart_count)
+            .unwrap_or(0);
+        let path = crate::logs::log_path(pod_dir, &self.c.name, restart.max(0) as u32);
+        let log = crate::logs::LogSink::create(&path, self.ctx.active_logs.clone())
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        Ok((prepared, env, log))
+    }
+
     async fn run(mut self, pod_dir: &std::path::Path) {
         let pod_name = self.pod.metadata.name.clone().unwrap_or_default();
         let policy = self
@@ -524,53 +558,11 @@ impl ContainerRun<'_> {
             let digest = fetched.digest.clone();
             self.shared.update(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
-            let prepared = match self
-                .ctx
-                .runtime
-                .prepare(&fetched.digest, fetched.bytes)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
+            let (prepared, env, log) = match self.prepare(fetched, pod_dir).await {
+                Ok(x) => x,
+                Err((reason, msg)) => {
                     if !self
-                        .blocked("CreateContainerError", e.to_string(), format!("Error: {e}"))
-                        .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let env = match env(&self.c, self.pod, &self.ctx.node_name, &self.ctx.host_ip) {
-                Ok(e) => e,
-                Err(msg) => {
-                    if !self
-                        .blocked(
-                            "CreateContainerConfigError",
-                            msg.clone(),
-                            format!("Error: {msg}"),
-                        )
-                        .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let restart = self
-                .shared
-                .snapshot()
-                .get(self.i)
-                .map(|r| r.restart_count)
-                .unwrap_or(0);
-            let log = match crate::logs::LogSink::create(
-                &crate::logs::log_path(pod_dir, &cname, restart.max(0) as u32),
-                self.ctx.active_logs.clone(),
-            ) {
-                Ok(l) => l,
-                Err(e) => {
-                    if !self
-                        .blocked("CreateContainerError", e.to_string(), format!("Error: {e}"))
+                        .blocked(reason, msg.clone(), format!("Error: {msg}"))
                         .await
                     {
                         return;
