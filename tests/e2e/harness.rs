@@ -145,7 +145,7 @@ impl Cluster {
     }
 
     /// Run kubectl against this cluster.
-    pub fn kubectl(&self, args: &[&str]) -> Output {
+    pub fn kubectl<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
         Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -158,7 +158,7 @@ impl Cluster {
     }
 
     /// Run kubectl, require success, return stdout.
-    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+    pub fn kubectl_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
         let out = self.kubectl(args);
         assert!(
             out.status.success(),
@@ -201,15 +201,24 @@ impl Cluster {
         );
     }
 
+    /// `kubectl get <what> -o jsonpath=<path>`, required to succeed.
+    pub fn jsonpath(&self, what: &[&str], jsonpath: &str) -> String {
+        self.kubectl_ok(&self.jsonpath_args(what, jsonpath))
+    }
+
+    fn jsonpath_args<'a>(&self, what: &[&'a str], jsonpath: &'a str) -> Vec<String> {
+        let mut args: Vec<String> = vec!["get".into()];
+        args.extend(what.iter().map(|s| s.to_string()));
+        args.extend(["-o".to_string(), format!("jsonpath={jsonpath}")]);
+        args
+    }
+
     /// Poll `kubectl get <what> -o jsonpath=<path>` until it equals `want` (deadline, not a sleep).
     pub fn wait_for(&self, what: &[&str], jsonpath: &str, want: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        let arg = format!("jsonpath={jsonpath}");
+        let args = self.jsonpath_args(what, jsonpath);
         let mut last = String::new();
         while Instant::now() < deadline {
-            let mut args: Vec<&str> = vec!["get"];
-            args.extend_from_slice(what);
-            args.extend_from_slice(&["-o", &arg]);
             let out = self.kubectl(&args);
             last = String::from_utf8_lossy(&out.stdout).into_owned();
             if out.status.success() && last == want {

@@ -58,13 +58,10 @@ fn hello_succeeds_and_its_output_reaches_kubectl_logs() {
         "{table}"
     );
     assert_eq!(
-        c.kubectl_ok(&[
-            "get",
-            "pod",
-            "hello",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"
-        ]),
+        c.jsonpath(
+            &["pod", "hello"],
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
         "0"
     );
 }
@@ -109,23 +106,17 @@ fn crash_fails_with_exit_code_3() {
         "--timeout=60s",
     ]);
     assert_eq!(
-        c.kubectl_ok(&[
-            "get",
-            "pod",
-            "crash",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"
-        ]),
+        c.jsonpath(
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
         "3"
     );
     assert_eq!(
-        c.kubectl_ok(&[
-            "get",
-            "pod",
-            "crash",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.terminated.reason}"
-        ]),
+        c.jsonpath(
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
         "Error"
     );
     let logs = c.kubectl_ok(&["logs", "crash"]);
@@ -163,13 +154,10 @@ fn missing_or_invalid_modules_are_explained() {
         "CreateContainerError",
         T,
     );
-    let msg = c.kubectl_ok(&[
-        "get",
-        "pod",
-        "bad",
-        "-o",
-        "jsonpath={.status.containerStatuses[0].state.waiting.message}",
-    ]);
+    let msg = c.jsonpath(
+        &["pod", "bad"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
     assert!(msg.contains("invalid WebAssembly"), "{msg}");
 
     // Not wasm at all: refused at push.
@@ -245,13 +233,10 @@ fn a_joined_node_gets_pods_and_serves_their_logs() {
         "Unschedulable",
         T,
     );
-    let msg = c.kubectl_ok(&[
-        "get",
-        "pod",
-        "early",
-        "-o",
-        "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
-    ]);
+    let msg = c.jsonpath(
+        &["pod", "early"],
+        "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+    );
     assert_eq!(msg, "0/0 nodes are available.");
 
     c.join_node("worker-1");
@@ -269,29 +254,21 @@ fn a_joined_node_gets_pods_and_serves_their_logs() {
         "--timeout=60s",
     ]);
     assert_eq!(
-        c.kubectl_ok(&["get", "pod", "early", "-o", "jsonpath={.spec.nodeName}"]),
+        c.jsonpath(&["pod", "early"], "{.spec.nodeName}"),
         "worker-1"
     );
     assert!(c
         .kubectl_ok(&["logs", "early"])
         .contains("Hello from skiff!"));
-    let lease = c.kubectl_ok(&[
-        "get",
-        "lease",
-        "worker-1",
-        "-n",
-        "kube-node-lease",
-        "-o",
-        "jsonpath={.spec.holderIdentity}",
-    ]);
+    let lease = c.jsonpath(
+        &["lease", "worker-1", "-n", "kube-node-lease"],
+        "{.spec.holderIdentity}",
+    );
     assert_eq!(lease, "worker-1");
-    let node = c.kubectl_ok(&[
-        "get",
-        "node",
-        "worker-1",
-        "-o",
-        "jsonpath={.status.capacity.pods} {.metadata.labels.kubernetes\\.io/arch}",
-    ]);
+    let node = c.jsonpath(
+        &["node", "worker-1"],
+        "{.status.capacity.pods} {.metadata.labels.kubernetes\\.io/arch}",
+    );
     assert_eq!(node, "1000 wasm32");
 
     // A pod that fits nowhere says why.
@@ -405,16 +382,10 @@ fn acknowledged_writes_survive_kill_9() {
     c.apply(&manifests);
     c.apply(&pod("keepme", "hello:latest", "", ""));
     let before_rv: u64 = c
-        .kubectl_ok(&[
-            "get",
-            "pod",
-            "keepme",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
+        .jsonpath(&["pod", "keepme"], "{.metadata.resourceVersion}")
         .parse()
         .unwrap();
-    let uid = c.kubectl_ok(&["get", "pod", "keepme", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = c.jsonpath(&["pod", "keepme"], "{.metadata.uid}");
     c.kill9_and_restart(&["--no-node"]);
     let names = c.kubectl_ok(&["get", "namespaces", "-o", "name"]);
     for i in 0..40 {
@@ -423,20 +394,11 @@ fn acknowledged_writes_survive_kill_9() {
             "team-{i} lost after kill -9: {names}"
         );
     }
-    assert_eq!(
-        c.kubectl_ok(&["get", "pod", "keepme", "-o", "jsonpath={.metadata.uid}"]),
-        uid
-    );
+    assert_eq!(c.jsonpath(&["pod", "keepme"], "{.metadata.uid}"), uid);
     // The revision counter never goes backwards.
     c.apply(&pod("after", "hello:latest", "", ""));
     let after_rv: u64 = c
-        .kubectl_ok(&[
-            "get",
-            "pod",
-            "after",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
+        .jsonpath(&["pod", "after"], "{.metadata.resourceVersion}")
         .parse()
         .unwrap();
     assert!(after_rv > before_rv, "{after_rv} > {before_rv}");
