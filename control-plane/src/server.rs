@@ -99,6 +99,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .connect_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| ServerError::Io(e.to_string()))?;
+    let (gc_queue, gc_work) = api::gc::queue();
     let state = Arc::new(AppState {
         store,
         tokens: Tokens {
@@ -109,11 +110,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ca_pem: pki.ca_pem.clone(),
         advertise,
         http,
+        gc: gc_queue,
     });
     api::bootstrap(&state).await?;
 
     let tls = tls_config(&pki)?;
     let shutdown = CancellationToken::new();
+    tokio::spawn(api::gc::run(state.clone(), gc_work, shutdown.clone()));
     let serving = tokio::spawn(serve(listener, tls, api::router(state), shutdown.clone()));
 
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");

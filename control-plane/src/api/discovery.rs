@@ -44,14 +44,36 @@ pub fn version() -> Value {
     })
 }
 
+/// The kind and verbs of a subresource, as Kubernetes' discovery lists them.
+fn subresource_kind(
+    r: &ResourceType,
+    sub: &str,
+) -> (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+) {
+    match sub {
+        "status" => (r.group, r.version, r.kind, &["get", "patch", "update"]),
+        "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+        "binding" => ("", "v1", "Binding", &["create"]),
+        "eviction" => ("policy", "v1", "Eviction", &["create"]),
+        "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
+        "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
+        "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
+        "finalize" => (r.group, r.version, r.kind, &["update"]),
+        _ => (r.group, r.version, r.kind, &["get"]),
+    }
+}
+
 fn aggregated_resource(r: &ResourceType) -> Value {
     let subs: Vec<Value> = r
         .subresources
         .iter()
-        .map(|s| match *s {
-            "status" => json!({"subresource": "status", "responseKind": {"group": r.group, "version": r.version, "kind": r.kind}, "verbs": ["get", "patch", "update"]}),
-            "binding" => json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}),
-            other => json!({"subresource": other, "responseKind": {"group": "", "version": "v1", "kind": r.kind}, "verbs": ["get"]}),
+        .map(|s| {
+            let (group, version, kind, verbs) = subresource_kind(r, s);
+            json!({"subresource": s, "responseKind": {"group": group, "version": version, "kind": kind}, "verbs": verbs})
         })
         .collect();
     json!({
@@ -122,12 +144,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "verbs": r.verbs(), "shortNames": r.short_names, "categories": r.categories,
         }));
         for s in r.subresources {
-            let (kind, verbs) = match *s {
-                "status" => (r.kind, json!(["get", "patch", "update"])),
-                "binding" => ("Binding", json!(["create"])),
-                _ => (r.kind, json!(["get"])),
-            };
-            out.push(json!({"name": format!("{}/{}", r.plural, s), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
+            let (group, version, kind, verbs) = subresource_kind(r, s);
+            let mut entry = json!({"name": format!("{}/{}", r.plural, s), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            if group != r.group || version != r.version {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            out.push(entry);
         }
     }
     let gv = if group.is_empty() {
@@ -137,73 +160,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     };
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}),
-    )
-}
-
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
-}
-
-/// `/openapi/v3`: one entry per served group/version.
-pub fn openapi_v3_root() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (g, v) in resources::group_versions() {
-        let p = gv_path(g, v);
-        paths.insert(
-            p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=skiff1")}),
-        );
-    }
-    json!({"paths": paths})
-}
-
-/// `/openapi/v3/{gv}`: a PATCH operation per kind with the `fieldValidation` parameter, which is
-/// what kubectl looks for before it trusts the server to validate fields.
-pub fn openapi_v3_gv(path: &str) -> Option<Value> {
-    let (group, version) = match path
-        .trim_matches('/')
-        .split('/')
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        ["api", v] => ("", *v),
-        ["apis", g, v] => (*g, *v),
-        _ => return None,
-    };
-    let rs: Vec<&ResourceType> = resources::RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
-    if rs.is_empty() {
-        return None;
-    }
-    let mut paths = serde_json::Map::new();
-    for r in rs {
-        let base = format!("/{}", gv_path(group, version));
-        let p = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{base}/{}/{{name}}", r.plural)
-        };
-        let params = json!([
-            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
-            {"name": "force", "in": "query", "schema": {"type": "boolean"}}
-        ]);
-        paths.insert(
-            p,
-            json!({"patch": {"operationId": format!("patch{}", r.kind), "parameters": params,
-                "x-kubernetes-action": "patch",
-                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind}}}),
-        );
-    }
-    Some(
-        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (skiff)", "version": skiff_common::KUBE_GIT_VERSION}, "paths": paths}),
     )
 }
 

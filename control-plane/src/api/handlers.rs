@@ -130,6 +130,33 @@ async fn route(
             Ok(respond_object(rt, &obj, headers, StatusCode::OK))
         }
         (Method::GET, Some(name), Some("log")) => super::logs::serve(state, &ns, &name, &q).await,
+        (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward"))) => {
+            Err(ApiError::BadRequest(format!(
+                "{sub} is not supported for WebAssembly workloads: a pod runs as sandboxed wasm instances, with no shell, process or network namespace to enter; use `kubectl logs` and HTTP probes instead"
+            )))
+        }
+        (Method::GET, Some(name), Some("scale")) => {
+            let obj = get_object(state, rt, &ns, &name).await?;
+            Ok(axum::Json(super::kinds::scale_of(rt, &obj)).into_response())
+        }
+        (Method::PUT | Method::PATCH, Some(name), Some("scale")) => {
+            let patch_kind = if method == Method::PATCH {
+                Some(patch_type(headers)?)
+            } else {
+                None
+            };
+            let body = read_body(body, MAX_BODY).await?;
+            let value = objects::decode_body(&body, false)?;
+            let scale = update_scale(state, rt, &ns, &name, &value, patch_kind, &q).await?;
+            Ok(axum::Json(scale).into_response())
+        }
+        (Method::POST, Some(name), Some("eviction")) => {
+            let body = read_body(body, MAX_BODY).await?;
+            let value = objects::decode_body(&body, false)?;
+            let opts = value.get("deleteOptions").cloned().unwrap_or(json!({}));
+            delete(state, rt, &ns, &name, &opts, &q).await?;
+            Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
+        }
         (Method::POST, None, None) => {
             if rt.namespaced && t.namespace.is_none() {
                 return Err(ApiError::MethodNotAllowed(format!(
@@ -139,7 +166,9 @@ async fn route(
             }
             let body = read_body(body, MAX_BODY).await?;
             let value = objects::decode_body(&body, false)?;
-            let (obj, warnings) = create(state, rt, &ns, value, &q).await?;
+            let dups = duplicates(&body, &q)?;
+            let (obj, mut warnings) = create(state, rt, &ns, value, &q).await?;
+            warnings.extend(dups);
             Ok(with_warnings(
                 respond_object(rt, &obj, headers, StatusCode::CREATED),
                 &warnings,
@@ -154,23 +183,21 @@ async fn route(
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let body = read_body(body, MAX_BODY).await?;
             let value = objects::decode_body(&body, false)?;
-            let (obj, warnings) = update(state, rt, &ns, &name, value, sub.is_some(), &q).await?;
+            let dups = duplicates(&body, &q)?;
+            let (obj, mut warnings) =
+                update(state, rt, &ns, &name, value, sub.is_some(), &q).await?;
+            warnings.extend(dups);
             Ok(with_warnings(
                 respond_object(rt, &obj, headers, StatusCode::OK),
                 &warnings,
             ))
         }
         (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind = PatchType::from_content_type(ct).ok_or_else(|| {
-                ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"))
-            })?;
+            let kind = patch_type(headers)?;
             let body = read_body(body, MAX_BODY).await?;
             let value = objects::decode_body(&body, kind == PatchType::Apply)?;
-            let (obj, warnings, created) = patch_object(
+            let dups = duplicates(&body, &q)?;
+            let (obj, mut warnings, created) = patch_object(
                 state,
                 rt,
                 &ns,
@@ -183,6 +210,7 @@ async fn route(
                 },
             )
             .await?;
+            warnings.extend(dups);
             let code = if created {
                 StatusCode::CREATED
             } else {
@@ -220,6 +248,105 @@ async fn route(
     }
 }
 
+fn patch_type(headers: &HeaderMap) -> ApiResult<PatchType> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    PatchType::from_content_type(ct).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"))
+    })
+}
+
+/// Duplicate fields in a JSON body, under `fieldValidation`: an error (Strict), warnings (Warn)
+/// or nothing (Ignore).
+fn duplicates(body: &[u8], q: &Query) -> ApiResult<Vec<String>> {
+    let mode = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let found: Vec<String> = super::typed::duplicate_fields(body)
+        .into_iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .collect();
+    if found.is_empty() || mode == FieldValidation::Warn {
+        return Ok(found);
+    }
+    Err(ApiError::BadRequest(format!(
+        "strict decoding error: {}",
+        found.join(", ")
+    )))
+}
+
+/// PUT or PATCH of a workload's `scale`: only `spec.replicas` changes.
+async fn update_scale(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    body: &Value,
+    patch_kind: Option<PatchType>,
+    q: &Query,
+) -> ApiResult<Value> {
+    let mut attempt = 0;
+    loop {
+        let old = get_object(state, rt, ns, name).await?;
+        let current = super::kinds::scale_of(rt, &old);
+        let wanted = match patch_kind {
+            Some(kind) => patch::apply_patch(&current, body, kind).map_err(|e| match e {
+                patch::PatchError::Failed(m) | patch::PatchError::Invalid(m) => {
+                    ApiError::BadRequest(m)
+                }
+            })?,
+            None => body.clone(),
+        };
+        let pinned = wanted
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && patch_kind.is_none())
+            .map(str::to_string);
+        if let Some(rv) = &pinned {
+            if Some(rv.as_str())
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+            {
+                return Err(ApiError::from_store(
+                    StoreError::Conflict { current: 0 },
+                    &rt.qualified(),
+                    name,
+                ));
+            }
+        }
+        let replicas = match wanted.pointer("/spec/replicas") {
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|r| r >= 0) => n.clone(),
+            Some(Value::Null) | None => serde_json::Number::from(0),
+            Some(other) => {
+                return Err(ApiError::Invalid {
+                    kind: "Scale".into(),
+                    name: name.into(),
+                    causes: vec![super::error::FieldCause::invalid(
+                        "spec.replicas",
+                        &other.to_string(),
+                        "must be greater than or equal to 0",
+                    )],
+                })
+            }
+        };
+        let mut new = old.clone();
+        new["spec"]["replicas"] = Value::Number(replicas);
+        let mode = WriteMode {
+            status_only: false,
+            query: q,
+        };
+        match write_update(state, rt, ns, name, &old, new, mode).await {
+            Err(ApiError::Conflict { .. }) if pinned.is_none() && attempt < RETRIES => attempt += 1,
+            Ok((obj, _)) => return Ok(super::kinds::scale_of(rt, &obj)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
         let text = format!("299 - {:?}", w);
@@ -241,15 +368,23 @@ pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
             stored.key.name
         )));
     }
+    if rt.storage.is_some() && rt.group == "events.k8s.io" {
+        v = super::kinds::event_from_core(v);
+    }
     v["kind"] = json!(rt.kind);
     v["apiVersion"] = json!(rt.api_version());
     v["metadata"]["resourceVersion"] = json!(stored.revision.to_string());
     Ok(v)
 }
 
-/// The bytes the store keeps: the object without its resourceVersion.
-fn to_stored(obj: &Value) -> ApiResult<Bytes> {
+/// The bytes the store keeps: the object without its resourceVersion, in its storage form.
+fn to_stored(rt: &ResourceType, obj: &Value) -> ApiResult<Bytes> {
     let mut o = obj.clone();
+    if rt.storage.is_some() && rt.group == "events.k8s.io" {
+        o = super::kinds::event_to_core(o);
+        o["kind"] = json!("Event");
+        o["apiVersion"] = json!("v1");
+    }
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("resourceVersion");
     }
@@ -352,10 +487,31 @@ async fn list(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let filter = Filter::from_query(rt, q)?;
+    let page = Page::from_query(q)?;
     let (mut items, revision) = list_matching(state, rt, ns, &filter).await?;
-    let rv = revision.to_string();
+    let revision = page.continued.as_ref().map_or(revision, |c| c.rv);
+    if let Some(c) = &page.continued {
+        if revision < state.store.compacted() {
+            return Err(ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into()));
+        }
+        items.retain(|o| object_key_string(o) > c.start);
+    }
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(limit) = page.limit.filter(|l| *l < items.len()) {
+        let rest = items.len() - limit;
+        items.truncate(limit);
+        let last = items.last().map(object_key_string).unwrap_or_default();
+        meta["continue"] = json!(Continue {
+            rv: revision,
+            start: last
+        }
+        .encode());
+        meta["remainingItemCount"] = json!(rest);
+    }
     if wants_table(headers) {
-        return Ok(axum::Json(table::table(rt, &items, &rv, true)).into_response());
+        let mut t = table::table(rt, &items, &revision.to_string(), true);
+        t["metadata"] = meta;
+        return Ok(axum::Json(t).into_response());
     }
     for it in &mut items {
         if let Some(m) = it.as_object_mut() {
@@ -363,7 +519,104 @@ async fn list(
             m.remove("apiVersion");
         }
     }
-    Ok(axum::Json(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv}, "items": items})).into_response())
+    Ok(axum::Json(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})).into_response())
+}
+
+/// `namespace/name`, the order lists are served in.
+fn object_key_string(obj: &Value) -> String {
+    format!(
+        "{}/{}",
+        obj.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        obj.pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    )
+}
+
+/// A `continue` token: the list revision and the last key served (opaque to clients).
+#[derive(Debug, PartialEq, Eq)]
+struct Continue {
+    rv: u64,
+    start: String,
+}
+
+impl Continue {
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        let raw = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": self.start});
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
+    }
+
+    fn decode(token: &str) -> Option<Continue> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim_end_matches('='))
+            .ok()?;
+        let v: Value = serde_json::from_slice(&raw).ok()?;
+        if v.get("v")? != "meta.k8s.io/v1" {
+            return None;
+        }
+        Some(Continue {
+            rv: v.get("rv")?.as_u64()?,
+            start: v.get("start")?.as_str()?.to_string(),
+        })
+    }
+}
+
+/// `limit` and `continue` of a list request.
+struct Page {
+    limit: Option<usize>,
+    continued: Option<Continue>,
+}
+
+impl Page {
+    fn from_query(q: &Query) -> ApiResult<Page> {
+        let limit = match q.get("limit").map(String::as_str) {
+            None | Some("") | Some("0") => None,
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+            ),
+        };
+        let continued = match q.get("continue").map(String::as_str) {
+            None | Some("") => None,
+            Some(t) => Some(Continue::decode(t).ok_or_else(|| {
+                ApiError::BadRequest(format!("continue key is not valid: {t:?}"))
+            })?),
+        };
+        let rv = q.get("resourceVersion").filter(|rv| !rv.is_empty());
+        match q.get("resourceVersionMatch").map(String::as_str) {
+            None | Some("") => {}
+            Some("NotOlderThan" | "Exact") if rv.is_none() => {
+                return Err(ApiError::BadRequest(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+                ))
+            }
+            Some("NotOlderThan" | "Exact") if continued.is_some() => {
+                return Err(ApiError::BadRequest(
+                    "resourceVersionMatch is forbidden for continue".into(),
+                ))
+            }
+            Some("NotOlderThan" | "Exact") => {}
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
+                )))
+            }
+        }
+        if let Some(rv) = rv {
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
+        }
+        if continued.is_some() && rv.is_some() {
+            return Err(ApiError::BadRequest(
+                "specifying resource version is not allowed when using continue".into(),
+            ));
+        }
+        Ok(Page { limit, continued })
+    }
 }
 
 /// Check apiVersion/kind of a body against the target, and fill them in when absent.
@@ -400,7 +653,7 @@ fn check_type(rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
 /// Apply `fieldValidation`: returns the warnings to send.
 fn field_validation(rt: &ResourceType, obj: &mut Value, q: &Query) -> ApiResult<Vec<String>> {
     let mode = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))?;
-    let unknown = objects::unknown_fields(rt, obj).map_err(|e| {
+    let unknown = super::typed::unknown_fields(rt, obj).map_err(|e| {
         ApiError::BadRequest(format!(
             "{} in version \"{}\" cannot be handled as a {}: {e}",
             rt.kind, rt.version, rt.kind
@@ -487,6 +740,9 @@ pub(super) async fn create(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    if rt.kind == "Service" {
+        allocate_service_addresses(state, ns, &name, &mut obj).await?;
+    }
     if dry_run(q) {
         return Ok((obj, warnings));
     }
@@ -494,7 +750,7 @@ pub(super) async fn create(
         .store
         .write(Write::Create {
             key: key(rt, ns, &name),
-            data: to_stored(&obj)?,
+            data: to_stored(rt, &obj)?,
         })
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), &name))?;
@@ -552,6 +808,12 @@ async fn write_update(
             name,
         ));
     }
+    if !status_only {
+        objects::default_spec(rt, &mut new);
+        if rt.kind == "Service" {
+            carry_service_addresses(old, &mut new);
+        }
+    }
     objects::prepare_update(&mut new, old, status_only);
     let mut causes = objects::validate(rt, &new);
     if rt.kind == "Pod" && !status_only {
@@ -562,22 +824,216 @@ async fn write_update(
             causes.push(c);
         }
     }
+    if !status_only {
+        super::kinds::validate_update(rt, old, &new, &mut causes);
+    }
+    let deleting = old
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
+    if deleting {
+        let before = finalizers(old);
+        if let Some(added) = finalizers(&new).into_iter().find(|f| !before.contains(f)) {
+            causes.push(super::error::FieldCause::forbidden(
+                "metadata.finalizers",
+                &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{added:?}}}"),
+            ));
+        }
+    }
     if !causes.is_empty() {
         return Err(invalid(rt, &new, causes));
+    }
+    if rt.kind == "Service" && !status_only {
+        allocate_service_addresses(state, ns, name, &mut new).await?;
     }
     if dry_run(q) {
         return Ok((new, warnings));
     }
+    // The last finalizer of an object being deleted is gone (and a pod, if bound, has been
+    // stopped by its node): the object goes.
+    let finished = deleting
+        && finalizers(&new).is_empty()
+        && new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0;
+    let write = if finished {
+        Write::Delete {
+            key: key(rt, ns, name),
+            precondition: Some(old_rv),
+        }
+    } else {
+        Write::Update {
+            key: key(rt, ns, name),
+            data: to_stored(rt, &new)?,
+            precondition: Some(old_rv),
+        }
+    };
     let stored = state
         .store
-        .write(Write::Update {
-            key: key(rt, ns, name),
-            data: to_stored(&new)?,
-            precondition: Some(old_rv),
-        })
+        .write(write)
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), name))?;
+    if finished {
+        super::gc::deleted(state, rt, &new);
+    }
     Ok((materialize(rt, &stored)?, warnings))
+}
+
+/// `metadata.finalizers` of a served object.
+pub(super) fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect()
+}
+
+/// An update that leaves out a Service's allocated addresses keeps them (as Kubernetes does).
+fn carry_service_addresses(old: &Value, new: &mut Value) {
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        let missing = spec.get(k).is_none_or(|v| v.is_null() || v == "");
+        if missing {
+            if let Some(v) = old.pointer(&format!("/spec/{k}")) {
+                spec.insert(k.into(), v.clone());
+            }
+        }
+    }
+    let old_ports = old
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports.iter_mut() {
+            if p.get("nodePort")
+                .is_some_and(|n| n.as_i64().unwrap_or(0) != 0)
+            {
+                continue;
+            }
+            if let Some(np) = old_ports
+                .iter()
+                .find(|o| o.get("port") == p.get("port") && o.get("protocol") == p.get("protocol"))
+                .and_then(|o| o.get("nodePort"))
+            {
+                p["nodePort"] = np.clone();
+            }
+        }
+    }
+}
+
+/// Give a Service its cluster IP (from 10.43.0.0/16, as k3s does) and node ports
+/// (30000-32767) when it needs them and has none; explicit ones must be free.
+async fn allocate_service_addresses(
+    state: &AppState,
+    ns: &str,
+    name: &str,
+    svc: &mut Value,
+) -> ApiResult<()> {
+    let kind = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if kind == "ExternalName" {
+        return Ok(());
+    }
+    let rt = resources::find("", "v1", "services")
+        .ok_or_else(|| ApiError::Internal("services not registered".into()))?;
+    let listing = state
+        .store
+        .list(&rt.storage_key(), None)
+        .await
+        .map_err(|e| ApiError::from_store(e, "services", ""))?;
+    let mut ips = std::collections::HashSet::new();
+    let mut node_ports = std::collections::HashSet::new();
+    for o in &listing.objects {
+        if o.key.namespace == ns && o.key.name == name {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&o.data) else {
+            continue;
+        };
+        if let Some(ip) = v.pointer("/spec/clusterIP").and_then(Value::as_str) {
+            ips.insert(ip.to_string());
+        }
+        for p in v
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
+                node_ports.insert(n);
+            }
+        }
+    }
+    let spec = objects::ensure_object(svc, "spec");
+    let ip = spec.get("clusterIP").and_then(Value::as_str).unwrap_or("");
+    if ip.is_empty() {
+        let ip = (0..4096)
+            .map(|_| {
+                let n = 2 + rand::random::<u16>() % 65000;
+                format!("10.43.{}.{}", n >> 8, n & 0xff)
+            })
+            .find(|ip| !ips.contains(ip))
+            .ok_or_else(|| ApiError::Internal("no free cluster IP in 10.43.0.0/16".into()))?;
+        spec.insert("clusterIP".into(), json!(ip));
+        spec.insert("clusterIPs".into(), json!([ip]));
+    } else if ip != "None" && ips.contains(ip) {
+        return Err(ApiError::Invalid {
+            kind: "Service".into(),
+            name: name.into(),
+            causes: vec![super::error::FieldCause::invalid(
+                "spec.clusterIPs",
+                ip,
+                "failed to allocate IP: provided IP is already allocated",
+            )],
+        });
+    } else if !spec.contains_key("clusterIPs") {
+        spec.insert("clusterIPs".into(), json!([ip]));
+    }
+    spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
+    spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
+    if kind == "NodePort" || kind == "LoadBalancer" {
+        if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+            for (i, p) in ports.iter_mut().enumerate() {
+                match p
+                    .get("nodePort")
+                    .and_then(Value::as_i64)
+                    .filter(|n| *n != 0)
+                {
+                    Some(n) if node_ports.contains(&n) => {
+                        return Err(ApiError::Invalid {
+                            kind: "Service".into(),
+                            name: name.into(),
+                            causes: vec![super::error::FieldCause::invalid(
+                                format!("spec.ports[{i}].nodePort"),
+                                &n.to_string(),
+                                "provided port is already allocated",
+                            )],
+                        })
+                    }
+                    Some(n) => {
+                        node_ports.insert(n);
+                    }
+                    None => {
+                        let n = (0..10000)
+                            .map(|_| 30000 + i64::from(rand::random::<u16>() % 2768))
+                            .find(|n| !node_ports.contains(n))
+                            .ok_or_else(|| ApiError::Internal("no free node port".into()))?;
+                        node_ports.insert(n);
+                        p["nodePort"] = json!(n);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Unconditional writes retry this often on a concurrent change before giving up with 409.
@@ -673,6 +1129,24 @@ async fn patch_object(
     }
 }
 
+/// A JSON merge patch of the main resource from inside the server (the garbage collector).
+pub(super) async fn merge_patch(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    p: &Value,
+) -> ApiResult<Value> {
+    let q = Query::new();
+    let mode = WriteMode {
+        status_only: false,
+        query: &q,
+    };
+    patch_object(state, rt, ns, name, p, PatchType::Merge, mode)
+        .await
+        .map(|(o, _, _)| o)
+}
+
 /// Pods on a node are deleted gracefully: the node stops them and then removes the object.
 fn graceful_period(rt: &ResourceType, obj: &Value, opts: &Value) -> Option<i64> {
     if rt.kind != "Pod" {
@@ -692,6 +1166,10 @@ fn graceful_period(rt: &ResourceType, obj: &Value, opts: &Value) -> Option<i64> 
     let grace = opts
         .get("gracePeriodSeconds")
         .and_then(Value::as_i64)
+        .or_else(|| {
+            obj.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
         .or_else(|| {
             obj.pointer("/spec/terminationGracePeriodSeconds")
                 .and_then(Value::as_i64)
@@ -732,6 +1210,51 @@ fn check_preconditions(rt: &ResourceType, obj: &Value, opts: &Value, name: &str)
     Ok(())
 }
 
+/// How dependents are treated when their owner is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+fn propagation(opts: &Value, q: &Query) -> ApiResult<Propagation> {
+    let policy = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or_else(|| q.get("propagationPolicy").map(String::as_str));
+    let orphan = opts
+        .get("orphanDependents")
+        .and_then(Value::as_bool)
+        .or_else(|| q.get("orphanDependents").map(|v| v == "true"));
+    match (policy, orphan) {
+        (Some(_), Some(_)) => Err(ApiError::Invalid {
+            kind: "DeleteOptions".into(),
+            name: String::new(),
+            causes: vec![super::error::FieldCause::invalid(
+                "propagationPolicy",
+                policy.unwrap_or(""),
+                "orphanDependents and deletionPropagation cannot be both set",
+            )],
+        }),
+        (Some("Background") | None, None) | (None, Some(false)) => Ok(Propagation::Background),
+        (Some("Foreground"), _) => Ok(Propagation::Foreground),
+        (Some("Orphan"), _) | (None, Some(true)) => Ok(Propagation::Orphan),
+        (Some(other), _) => Err(ApiError::Invalid {
+            kind: "DeleteOptions".into(),
+            name: String::new(),
+            causes: vec![super::error::FieldCause {
+                reason: "FieldValueNotSupported",
+                field: "propagationPolicy".into(),
+                message: format!("Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""),
+            }],
+        }),
+    }
+}
+
+/// Delete an object as Kubernetes does: at once when nothing holds it; otherwise mark it with
+/// `deletionTimestamp` and let its finalizers (the node for a running pod, the garbage
+/// collector for `foregroundDeletion`/`orphan`, the namespace lifecycle) finish the job.
 pub(super) async fn delete(
     state: &AppState,
     rt: &ResourceType,
@@ -740,6 +1263,7 @@ pub(super) async fn delete(
     opts: &Value,
     q: &Query,
 ) -> ApiResult<Value> {
+    let policy = propagation(opts, q)?;
     let mut attempt = 0;
     loop {
         let obj = get_object(state, rt, ns, name).await?;
@@ -749,75 +1273,73 @@ pub(super) async fn delete(
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let result = match graceful_period(rt, &obj, opts) {
-            Some(grace) => {
-                let already = obj
-                    .pointer("/metadata/deletionTimestamp")
-                    .is_some_and(|v| !v.is_null());
-                if already || dry_run(q) {
-                    return Ok(obj);
-                }
-                let mut marked = obj.clone();
-                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-                marked["metadata"]["deletionTimestamp"] =
-                    json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-                marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                state
-                    .store
-                    .write(Write::Update {
-                        key: key(rt, ns, name),
-                        data: to_stored(&marked)?,
-                        precondition: Some(rv),
-                    })
-                    .await
+        let already = obj
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null());
+        let mut fins = finalizers(&obj);
+        if !already {
+            let own = match policy {
+                Propagation::Foreground => Some("foregroundDeletion"),
+                Propagation::Orphan => Some("orphan"),
+                Propagation::Background => None,
+            };
+            if let Some(f) = own.filter(|f| !fins.iter().any(|x| x == f)) {
+                fins.push(f.to_string());
             }
-            None => {
-                if dry_run(q) {
-                    return Ok(obj);
-                }
-                if rt.kind == "Namespace" {
-                    delete_namespace_contents(state, name).await?;
-                }
-                state
-                    .store
-                    .write(Write::Delete {
-                        key: key(rt, ns, name),
-                        precondition: Some(rv),
-                    })
-                    .await
+        }
+        let grace = graceful_period(rt, &obj, opts);
+        let hold = !fins.is_empty() || grace.is_some() || rt.kind == "Namespace";
+        if dry_run(q) {
+            return Ok(obj);
+        }
+        let write = if !hold {
+            if already && rt.kind == "Namespace" {
+                return Ok(obj);
+            }
+            Write::Delete {
+                key: key(rt, ns, name),
+                precondition: Some(rv),
+            }
+        } else {
+            let current_grace = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64);
+            let new_grace = grace.unwrap_or(0);
+            if already && current_grace.is_some_and(|g| g <= new_grace) {
+                return Ok(obj);
+            }
+            let mut marked = obj.clone();
+            let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(new_grace);
+            marked["metadata"]["deletionTimestamp"] =
+                json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(new_grace);
+            if !fins.is_empty() {
+                marked["metadata"]["finalizers"] = json!(fins);
+            }
+            if rt.kind == "Namespace" {
+                marked["status"]["phase"] = json!("Terminating");
+            }
+            Write::Update {
+                key: key(rt, ns, name),
+                data: to_stored(rt, &marked)?,
+                precondition: Some(rv),
             }
         };
-        match result {
-            Ok(stored) => return materialize(rt, &stored),
+        let deleted_now = matches!(write, Write::Delete { .. });
+        match state.store.write(write).await {
+            Ok(stored) => {
+                let out = materialize(rt, &stored)?;
+                if deleted_now {
+                    super::gc::deleted(state, rt, &out);
+                } else {
+                    super::gc::marked(state, rt, &out);
+                }
+                return Ok(out);
+            }
             Err(StoreError::Conflict { .. }) if attempt < RETRIES => attempt += 1,
             Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), name)),
         }
     }
-}
-
-/// Deleting a namespace deletes everything in it first.
-async fn delete_namespace_contents(state: &AppState, ns: &str) -> ApiResult<()> {
-    for rt in resources::RESOURCES.iter().filter(|r| r.namespaced) {
-        let listing = state
-            .store
-            .list(&rt.storage_key(), Some(ns))
-            .await
-            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-        for o in listing.objects {
-            match state
-                .store
-                .write(Write::Delete {
-                    key: o.key.clone(),
-                    precondition: None,
-                })
-                .await
-            {
-                Ok(_) | Err(StoreError::NotFound) => {}
-                Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), &o.key.name)),
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn delete_collection(
@@ -899,7 +1421,7 @@ async fn bind(state: &AppState, ns: &str, name: &str, binding: &Value) -> ApiRes
             .store
             .write(Write::Update {
                 key: key(rt, ns, name),
-                data: to_stored(&bound)?,
+                data: to_stored(rt, &bound)?,
                 precondition: Some(rv),
             })
             .await
@@ -958,6 +1480,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn continue_tokens_round_trip() {
+        let c = Continue {
+            rv: 42,
+            start: "default/web-1".into(),
+        };
+        assert_eq!(Continue::decode(&c.encode()), Some(c));
+        assert_eq!(Continue::decode("garbage"), None);
+    }
+
+    #[test]
     fn parse_path_table() {
         type Parsed<'a> = Option<(&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>)>;
         let cases: &[(&str, Parsed)] = &[
@@ -974,7 +1506,11 @@ mod tests {
                 "/api/v1/namespaces/default/pods/hello/log",
                 Some(("pods", Some("default"), Some("hello"), Some("log"))),
             ),
-            ("/api/v1/namespaces/default/pods/hello/exec", None),
+            (
+                "/api/v1/namespaces/default/pods/hello/exec",
+                Some(("pods", Some("default"), Some("hello"), Some("exec"))),
+            ),
+            ("/api/v1/namespaces/default/pods/hello/shell", None),
             ("/api/v1/namespaces", Some(("namespaces", None, None, None))),
             (
                 "/api/v1/namespaces/default",
@@ -993,7 +1529,11 @@ mod tests {
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
                 Some(("leases", Some("kube-node-lease"), Some("n1"), None)),
             ),
-            ("/apis/apps/v1/deployments", None),
+            (
+                "/apis/apps/v1/deployments",
+                Some(("deployments", None, None, None)),
+            ),
+            ("/apis/apps/v1/widgets", None),
             ("/api/v2/pods", None),
         ];
         for (path, want) in cases {

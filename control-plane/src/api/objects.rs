@@ -2,8 +2,6 @@
 //! (unknown fields found by a round trip through the k8s-openapi type), defaulting, validation
 //! and the metadata the server owns (uid, creationTimestamp, generation). Pure functions.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::error::{ApiError, FieldCause};
@@ -47,56 +45,7 @@ pub fn decode_body(body: &[u8], yaml_ok: bool) -> Result<Value, ApiError> {
     }
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
-    let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(typed).map_err(|e| e.to_string())
-}
-
-/// Decode `obj` through its typed form: `Err` when a field has the wrong type, else the
-/// paths of fields the type does not know.
-pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, String> {
-    use k8s_openapi::api::{coordination::v1::Lease, core::v1};
-    let back = match rt.kind {
-        "Pod" => roundtrip::<v1::Pod>(obj)?,
-        "Node" => roundtrip::<v1::Node>(obj)?,
-        "Namespace" => roundtrip::<v1::Namespace>(obj)?,
-        "Event" => roundtrip::<v1::Event>(obj)?,
-        "Lease" => roundtrip::<Lease>(obj)?,
-        _ => return Ok(Vec::new()),
-    };
-    let mut out = Vec::new();
-    diff_keys(obj, &back, "", &mut out);
-    Ok(out)
-}
-
-fn diff_keys(input: &Value, back: &Value, prefix: &str, out: &mut Vec<String>) {
-    match (input, back) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match b.get(k) {
-                    Some(bv) => diff_keys(v, bv, &path, out),
-                    None if v.is_null() => {}
-                    None if v.as_object().is_some_and(Map::is_empty)
-                        || v.as_array().is_some_and(Vec::is_empty) => {}
-                    None => out.push(path),
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                diff_keys(x, y, &format!("{prefix}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Remove the fields at `paths` (as produced by [`unknown_fields`]).
+/// Remove the fields at `paths` (as produced by [`super::typed::unknown_fields`]).
 pub fn drop_fields(obj: &mut Value, paths: &[String]) {
     for p in paths {
         let segs: Vec<&str> = p.split('.').collect();
@@ -168,16 +117,21 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldCause> {
         causes.push(FieldCause::invalid("metadata.name", name, SUBDOMAIN_MSG));
     }
     if rt.kind == "Pod" {
-        validate_pod_spec(obj.get("spec").unwrap_or(&Value::Null), &mut causes);
+        validate_pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);
+    } else {
+        super::kinds::validate(rt, obj, &mut causes);
     }
     causes
 }
 
-fn validate_pod_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
+/// Validate a pod spec found at `prefix` (`spec`, `spec.template.spec`).
+pub(super) fn validate_pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<FieldCause>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     match containers {
-        None => causes.push(FieldCause::required("spec.containers")),
-        Some(c) if c.is_empty() => causes.push(FieldCause::required("spec.containers")),
+        None => causes.push(FieldCause::required(format!("{prefix}.containers"))),
+        Some(c) if c.is_empty() => {
+            causes.push(FieldCause::required(format!("{prefix}.containers")))
+        }
         _ => {}
     }
     let mut seen = Vec::new();
@@ -189,7 +143,7 @@ fn validate_pod_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
             .flatten()
             .enumerate()
         {
-            let at = format!("spec.{list}[{i}]");
+            let at = format!("{prefix}.{list}[{i}]");
             let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
             if cname.is_empty() {
                 causes.push(FieldCause::required(format!("{at}.name")));
@@ -241,7 +195,7 @@ fn validate_pod_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
         if !["Always", "OnFailure", "Never"].contains(&p) {
             causes.push(FieldCause {
                 reason: "FieldValueNotSupported",
-                field: "spec.restartPolicy".into(),
+                field: format!("{prefix}.restartPolicy"),
                 message: format!("Unsupported value: {p:?}: supported values: \"Always\", \"OnFailure\", \"Never\""),
             });
         }
@@ -249,7 +203,7 @@ fn validate_pod_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
     for field in ["hostNetwork", "hostPID", "hostIPC"] {
         if spec.get(field).and_then(Value::as_bool) == Some(true) {
             causes.push(FieldCause::forbidden(
-                format!("spec.{field}"),
+                format!("{prefix}.{field}"),
                 "host namespaces do not apply to WebAssembly workloads",
             ));
         }
@@ -273,12 +227,25 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value, namespace: &str) {
     meta.remove("selfLink");
     meta.insert("generation".into(), json!(1));
     match rt.kind {
-        "Pod" => default_pod(obj),
+        "Pod" => {
+            default_pod_spec(ensure_object(obj, "spec"));
+            let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+        }
         "Namespace" => {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
         }
-        _ => {}
+        _ => super::kinds::default(rt, obj),
+    }
+}
+
+/// The spec defaults Kubernetes applies on every write (create and update).
+pub fn default_spec(rt: &ResourceType, obj: &mut Value) {
+    match rt.kind {
+        "Pod" => default_pod_spec(ensure_object(obj, "spec")),
+        "Namespace" | "Node" => {}
+        _ => super::kinds::default(rt, obj),
     }
 }
 
@@ -304,8 +271,8 @@ pub fn generate_name(obj: &mut Value) {
     }
 }
 
-fn default_pod(obj: &mut Value) {
-    let spec = ensure_object(obj, "spec");
+/// Kubernetes' defaults for a pod spec (of a pod or of a template).
+pub(super) fn default_pod_spec(spec: &mut Map<String, Value>) {
     spec.entry("restartPolicy").or_insert(json!("Always"));
     spec.entry("terminationGracePeriodSeconds")
         .or_insert(json!(30));
@@ -332,8 +299,6 @@ fn default_pod(obj: &mut Value) {
             }
         }
     }
-    let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
-    obj["status"] = json!({"phase": "Pending", "qosClass": qos});
 }
 
 /// The pod's QoS class, from its containers' requests and limits.
@@ -459,7 +424,7 @@ pub fn pod_spec_change_allowed(old: &Value, new: &Value) -> Result<(), FieldCaus
     Ok(())
 }
 
-fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+pub(super) fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !obj.get(key).is_some_and(Value::is_object) {
         obj[key] = json!({});
     }
@@ -485,29 +450,6 @@ mod tests {
 
     fn pods() -> &'static ResourceType {
         resources::find("", "v1", "pods").unwrap()
-    }
-
-    #[test]
-    fn unknown_fields_are_found() {
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "bogus": 1},
-            "spec": {"containers": [{"name": "c", "image": "x", "colour": "red"}], "extra": {}}});
-        let mut got = unknown_fields(pods(), &pod).unwrap();
-        got.sort();
-        assert_eq!(
-            got,
-            vec![
-                "metadata.bogus".to_string(),
-                "spec.containers[0].colour".to_string()
-            ]
-        );
-        let mut dropped = pod.clone();
-        drop_fields(&mut dropped, &got);
-        assert_eq!(
-            unknown_fields(pods(), &dropped).unwrap(),
-            Vec::<String>::new()
-        );
-        let wrong_type = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {"containers": "nope"}});
-        assert!(unknown_fields(pods(), &wrong_type).is_err());
     }
 
     #[test]

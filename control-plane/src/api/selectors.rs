@@ -116,6 +116,64 @@ impl LabelSelector {
         Ok(LabelSelector(reqs))
     }
 
+    /// From a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`).
+    pub fn from_object(sel: &Value) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
+            for (k, v) in m {
+                let v = v.as_str().unwrap_or_default();
+                if !valid_key(k) {
+                    return Err(format!("invalid label key {k:?}"));
+                }
+                if !valid_value(v) {
+                    return Err(format!("invalid label value {v:?}"));
+                }
+                reqs.push(Requirement::Equals(k.clone(), v.to_string()));
+            }
+        }
+        for e in sel
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            if !valid_key(key) {
+                return Err(format!("invalid label key {key:?}"));
+            }
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            let op = e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let req = match op {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(format!(
+                        "for 'in', 'notin' operators, values set can't be empty (key {key:?})"
+                    ))
+                }
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(format!(
+                        "values set must be empty for exists and does not exist (key {key:?})"
+                    ))
+                }
+                "In" => Requirement::In(key.into(), values),
+                "NotIn" => Requirement::NotIn(key.into(), values),
+                "Exists" => Requirement::Exists(key.into()),
+                "DoesNotExist" => Requirement::NotExists(key.into()),
+                other => return Err(format!("{other:?} is not a valid label selector operator")),
+            };
+            reqs.push(req);
+        }
+        Ok(LabelSelector(reqs))
+    }
+
     /// Does an object with these labels (a JSON map, or null) match?
     pub fn matches(&self, labels: &Value) -> bool {
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
@@ -127,6 +185,25 @@ impl LabelSelector {
             Requirement::Exists(k) => get(k).is_some(),
             Requirement::NotExists(k) => get(k).is_none(),
         })
+    }
+}
+
+impl std::fmt::Display for LabelSelector {
+    /// The query syntax (`app=web,tier in (a,b)`), as `Scale.status.selector` carries it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|r| match r {
+                Requirement::Equals(k, v) => format!("{k}={v}"),
+                Requirement::NotEquals(k, v) => format!("{k}!={v}"),
+                Requirement::In(k, s) => format!("{k} in ({})", s.join(",")),
+                Requirement::NotIn(k, s) => format!("{k} notin ({})", s.join(",")),
+                Requirement::Exists(k) => k.clone(),
+                Requirement::NotExists(k) => format!("!{k}"),
+            })
+            .collect();
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -234,6 +311,60 @@ mod tests {
         for (sel, want) in cases {
             let got = LabelSelector::parse(sel).ok().map(|s| s.matches(&labels));
             assert_eq!(got, *want, "selector {sel:?}");
+        }
+    }
+
+    #[test]
+    fn selector_objects_table() {
+        let labels = json!({"app": "web", "tier": "front"});
+        let cases: &[(Value, Option<(bool, &str)>)] = &[
+            (json!({}), Some((true, ""))),
+            (
+                json!({"matchLabels": {"app": "web"}}),
+                Some((true, "app=web")),
+            ),
+            (
+                json!({"matchLabels": {"app": "db"}}),
+                Some((false, "app=db")),
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "back"]}]}),
+                Some((true, "tier in (front,back)")),
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}),
+                Some((false, "tier notin (front)")),
+            ),
+            (
+                json!({"matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]}),
+                Some((true, "!canary")),
+            ),
+            (
+                json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+                Some((true, "app=web,tier")),
+            ),
+            (
+                json!({"matchExpressions": [{"key": "x", "operator": "In", "values": []}]}),
+                None,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "x", "operator": "Near"}]}),
+                None,
+            ),
+            (json!({"matchLabels": {"a b": "x"}}), None),
+        ];
+        for (sel, want) in cases {
+            let got = LabelSelector::from_object(sel)
+                .ok()
+                .map(|s| (s.matches(&labels), s.to_string()));
+            assert_eq!(got.as_ref().map(|(m, s)| (*m, s.as_str())), *want, "{sel}");
+            if let Some((_, text)) = got {
+                assert_eq!(
+                    LabelSelector::parse(&text).unwrap().matches(&labels),
+                    LabelSelector::from_object(sel).unwrap().matches(&labels),
+                    "round trip of {text:?}"
+                );
+            }
         }
     }
 

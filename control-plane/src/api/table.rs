@@ -1,5 +1,6 @@
 //! Server-side printing: `meta.k8s.io/v1` `Table`s with the columns kubectl users know, for
-//! pods, nodes, namespaces, events and leases, and `Name, Age` for anything else. Pure code.
+//! pods, nodes, namespaces, events, leases, workloads, services, endpoints, config maps,
+//! secrets, service accounts and autoscalers, and `Name, Age` for anything else. Pure code.
 
 use serde_json::{json, Value};
 
@@ -51,7 +52,379 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
             col("Message", "string", 0, "A human-readable description of the status of this operation."),
         ],
         "Lease" => vec![name, col("Holder", "string", 0, "The holder of the lease."), age],
+        "Deployment" => vec![
+            name,
+            col("Ready", "string", 0, "Number of the pod with ready state"),
+            col("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+            col("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            age,
+            col("Containers", "string", 1, "Names of each container in the template."),
+            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
+        ],
+        "ReplicaSet" => vec![
+            name,
+            col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
+            col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
+            col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+            age,
+            col("Containers", "string", 1, "Names of each container in the template."),
+            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
+        ],
+        "StatefulSet" => vec![
+            name,
+            col("Ready", "string", 0, "Number of the pod with ready state"),
+            age,
+            col("Containers", "string", 1, "Names of each container in the template."),
+            col("Images", "string", 1, "Images referenced by each container in the template."),
+        ],
+        "DaemonSet" => vec![
+            name,
+            col("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod."),
+            col("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
+            col("Ready", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
+            col("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
+            col("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
+            col("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node."),
+            age,
+            col("Containers", "string", 1, "Names of each container in the template."),
+            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col("Selector", "string", 1, "A label query over pods that are managed by the daemon set."),
+        ],
+        "Job" => vec![
+            name,
+            col("Status", "string", 0, "Status of the job."),
+            col("Completions", "string", 0, "The desired number of successfully finished pods the job should be run with."),
+            col("Duration", "string", 0, "Time required to complete the job."),
+            age,
+            col("Containers", "string", 1, "Names of each container in the template."),
+            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col("Selector", "string", 1, "A label query over pods that should match the pod count."),
+        ],
+        "CronJob" => vec![
+            name,
+            col("Schedule", "string", 0, "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+            col("Timezone", "string", 0, "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
+            col("Suspend", "boolean", 0, "This flag tells the controller to suspend subsequent executions."),
+            col("Active", "integer", 0, "A list of pointers to currently running jobs."),
+            col("Last Schedule", "string", 0, "Information when was the last time the job was successfully scheduled."),
+            age,
+            col("Containers", "string", 1, "Names of each container in the template."),
+            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col("Selector", "string", 1, "A label query over pods that should match the pod count."),
+        ],
+        "Service" => vec![
+            name,
+            col("Type", "string", 0, "type determines how the Service is exposed."),
+            col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service and is usually assigned randomly by the master."),
+            col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
+            col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
+            age,
+            col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
+        ],
+        "Endpoints" => vec![
+            name,
+            col("Endpoints", "string", 0, "Endpoints is the list of endpoints in the service."),
+            age,
+        ],
+        "EndpointSlice" => vec![
+            name,
+            col("AddressType", "string", 0, "addressType specifies the type of address carried by this EndpointSlice."),
+            col("Ports", "string", 0, "ports specifies the list of network ports exposed by each endpoint in this slice."),
+            col("Endpoints", "string", 0, "endpoints is a list of unique endpoints in this slice."),
+            age,
+        ],
+        "ConfigMap" => vec![name, col("Data", "integer", 0, "Data contains the configuration data."), age],
+        "Secret" => vec![
+            name,
+            col("Type", "string", 0, "Used to facilitate programmatic handling of secret data."),
+            col("Data", "integer", 0, "Data contains the secret data."),
+            age,
+        ],
+        "ServiceAccount" => vec![name, col("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), age],
+        "HorizontalPodAutoscaler" => vec![
+            name,
+            col("Reference", "string", 0, "reference to scaled resource"),
+            col("Targets", "string", 0, "the current and the target metrics"),
+            col("MinPods", "string", 0, "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down."),
+            col("MaxPods", "integer", 0, "maxReplicas is the upper limit for the number of pods that can be set by the autoscaler."),
+            col("Replicas", "integer", 0, "current number of replicas of pods managed by this autoscaler."),
+            age,
+        ],
         _ => vec![name, age],
+    }
+}
+
+fn int_at(obj: &Value, p: &str) -> i64 {
+    obj.pointer(p).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// `CONTAINERS`, `IMAGES` of a pod template.
+fn template_columns(template: Option<&Value>) -> (String, String) {
+    let cs = template
+        .and_then(|t| t.pointer("/spec/containers"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = cs
+        .iter()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let images: Vec<&str> = cs
+        .iter()
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .collect();
+    (names.join(","), images.join(","))
+}
+
+fn selector_text(sel: Option<&Value>) -> String {
+    match sel.map(super::selectors::LabelSelector::from_object) {
+        Some(Ok(s)) if !s.0.is_empty() => s.to_string(),
+        _ => "<none>".into(),
+    }
+}
+
+fn map_text(m: Option<&Value>) -> String {
+    match m.and_then(Value::as_object) {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "<none>".into(),
+    }
+}
+
+fn service_ports(svc: &Value) -> String {
+    let ports = svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ports.is_empty() {
+        return "<none>".into();
+    }
+    ports
+        .iter()
+        .map(|p| {
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            match p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0)
+            {
+                Some(np) => format!("{port}:{np}/{proto}"),
+                None => format!("{port}/{proto}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `ENDPOINTS` of an Endpoints object: up to three `ip:port`, then `+ N more...`.
+fn endpoints_text(ep: &Value) -> String {
+    let mut all = Vec::new();
+    for subset in ep
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let ports: Vec<i64> = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("port").and_then(Value::as_i64))
+            .collect();
+        for a in subset
+            .get("addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let ip = a.get("ip").and_then(Value::as_str).unwrap_or("");
+            if ports.is_empty() {
+                all.push(ip.to_string());
+            }
+            for p in &ports {
+                all.push(format!("{ip}:{p}"));
+            }
+        }
+    }
+    list_text(all)
+}
+
+fn list_text(all: Vec<String>) -> String {
+    if all.is_empty() {
+        return "<none>".into();
+    }
+    let more = all.len().saturating_sub(3);
+    let shown = all.into_iter().take(3).collect::<Vec<_>>().join(",");
+    if more > 0 {
+        format!("{shown} + {more} more...")
+    } else {
+        shown
+    }
+}
+
+fn job_status(job: &Value) -> &'static str {
+    let conds = job
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |t: &str| {
+        conds.iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some(t)
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        })
+    };
+    if has("Failed") {
+        "Failed"
+    } else if has("Complete") {
+        "Complete"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    }
+}
+
+fn workload_cells(
+    rt: &ResourceType,
+    obj: &Value,
+    name: String,
+    age: String,
+    now: jiff::Timestamp,
+) -> Vec<Value> {
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (containers, images) = template_columns(obj.pointer("/spec/template"));
+    let selector = selector_text(obj.pointer("/spec/selector"));
+    match rt.kind {
+        "Deployment" => vec![
+            json!(name),
+            json!(format!(
+                "{}/{}",
+                int_at(obj, "/status/readyReplicas"),
+                int_at(obj, "/spec/replicas")
+            )),
+            json!(int_at(obj, "/status/updatedReplicas")),
+            json!(int_at(obj, "/status/availableReplicas")),
+            json!(age),
+            json!(containers),
+            json!(images),
+            json!(selector),
+        ],
+        "ReplicaSet" => vec![
+            json!(name),
+            json!(int_at(obj, "/spec/replicas")),
+            json!(int_at(obj, "/status/replicas")),
+            json!(int_at(obj, "/status/readyReplicas")),
+            json!(age),
+            json!(containers),
+            json!(images),
+            json!(selector),
+        ],
+        "StatefulSet" => vec![
+            json!(name),
+            json!(format!(
+                "{}/{}",
+                int_at(obj, "/status/readyReplicas"),
+                int_at(obj, "/spec/replicas")
+            )),
+            json!(age),
+            json!(containers),
+            json!(images),
+        ],
+        "DaemonSet" => vec![
+            json!(name),
+            json!(int_at(obj, "/status/desiredNumberScheduled")),
+            json!(int_at(obj, "/status/currentNumberScheduled")),
+            json!(int_at(obj, "/status/numberReady")),
+            json!(int_at(obj, "/status/updatedNumberScheduled")),
+            json!(int_at(obj, "/status/numberAvailable")),
+            json!(map_text(obj.pointer("/spec/template/spec/nodeSelector"))),
+            json!(age),
+            json!(containers),
+            json!(images),
+            json!(selector),
+        ],
+        "Job" => {
+            let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+                Some(c) => format!("{}/{c}", int_at(obj, "/status/succeeded")),
+                None => format!(
+                    "{}/1 of {}",
+                    int_at(obj, "/status/succeeded"),
+                    int_at(obj, "/spec/parallelism").max(1)
+                ),
+            };
+            let start = obj
+                .pointer("/status/startTime")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            let end = obj
+                .pointer("/status/completionTime")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .unwrap_or(now);
+            let duration = start
+                .map(|st| human_duration(end.duration_since(st).as_secs()))
+                .unwrap_or_default();
+            vec![
+                json!(name),
+                json!(job_status(obj)),
+                json!(completions),
+                json!(duration),
+                json!(age),
+                json!(containers),
+                json!(images),
+                json!(selector),
+            ]
+        }
+        _ => {
+            let (containers, images) =
+                template_columns(obj.pointer("/spec/jobTemplate/spec/template"));
+            let last = obj.pointer("/status/lastScheduleTime");
+            vec![
+                json!(name),
+                json!(s("/spec/schedule")),
+                json!(obj
+                    .pointer("/spec/timeZone")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<none>")),
+                json!(obj
+                    .pointer("/spec/suspend")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)),
+                json!(obj
+                    .pointer("/status/active")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)),
+                json!(if last.is_some_and(|v| !v.is_null()) {
+                    age_of(last, now)
+                } else {
+                    "<none>".into()
+                }),
+                json!(age),
+                json!(containers),
+                json!(images),
+                json!(selector_text(
+                    obj.pointer("/spec/jobTemplate/spec/selector")
+                )),
+            ]
+        }
     }
 }
 
@@ -89,6 +462,125 @@ pub fn cells(rt: &ResourceType, obj: &Value, now: jiff::Timestamp) -> Vec<Value>
             ]
         }
         "Lease" => vec![json!(name), json!(s("/spec/holderIdentity")), json!(age)],
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "CronJob" => {
+            workload_cells(rt, obj, name, age, now)
+        }
+        "Service" => {
+            let external = obj
+                .pointer("/spec/externalIPs")
+                .and_then(Value::as_array)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .or_else(|| {
+                    obj.pointer("/spec/externalName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "<none>".into());
+            let ip = obj
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or("<none>");
+            vec![
+                json!(name),
+                json!(s("/spec/type")),
+                json!(ip),
+                json!(external),
+                json!(service_ports(obj)),
+                json!(age),
+                json!(map_text(obj.pointer("/spec/selector"))),
+            ]
+        }
+        "Endpoints" => vec![json!(name), json!(endpoints_text(obj)), json!(age)],
+        "EndpointSlice" => {
+            let ports: Vec<String> = obj
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("port").and_then(Value::as_i64))
+                .map(|p| p.to_string())
+                .collect();
+            let addrs: Vec<String> = obj
+                .get("endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| {
+                    e.get("addresses")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            vec![
+                json!(name),
+                json!(s("/addressType")),
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                }),
+                json!(list_text(addrs)),
+                json!(age),
+            ]
+        }
+        "ConfigMap" => {
+            let n = ["data", "binaryData"]
+                .iter()
+                .map(|f| {
+                    obj.get(*f)
+                        .and_then(Value::as_object)
+                        .map_or(0, |m| m.len())
+                })
+                .sum::<usize>();
+            vec![json!(name), json!(n), json!(age)]
+        }
+        "Secret" => vec![
+            json!(name),
+            json!(s("/type")),
+            json!(obj
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len())),
+            json!(age),
+        ],
+        "ServiceAccount" => vec![
+            json!(name),
+            json!(obj
+                .get("secrets")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+                .to_string()),
+            json!(age),
+        ],
+        "HorizontalPodAutoscaler" => {
+            let reference = format!(
+                "{}/{}",
+                s("/spec/scaleTargetRef/kind"),
+                s("/spec/scaleTargetRef/name")
+            );
+            let min = obj
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            vec![
+                json!(name),
+                json!(reference),
+                json!("<unknown>"),
+                json!(min.to_string()),
+                json!(int_at(obj, "/spec/maxReplicas")),
+                json!(int_at(obj, "/status/currentReplicas")),
+                json!(age),
+            ]
+        }
         _ => vec![json!(name), json!(age)],
     }
 }
@@ -356,6 +848,59 @@ mod tests {
             (24 * 3600 * 800, "2y70d"),
         ] {
             assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_one_cell_per_column() {
+        let now = "2026-01-01T00:01:00Z".parse().unwrap();
+        for rt in resources::RESOURCES {
+            let obj =
+                json!({"metadata": {"name": "x", "creationTimestamp": "2026-01-01T00:00:00Z"}});
+            assert_eq!(cells(rt, &obj, now).len(), columns(rt).len(), "{}", rt.kind);
+        }
+    }
+
+    #[test]
+    fn workload_and_service_cells_table() {
+        let now: jiff::Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let find = |g: &str, p: &str| {
+            resources::RESOURCES
+                .iter()
+                .find(|r| r.group == g && r.plural == p)
+                .unwrap()
+        };
+        let cases = vec![
+            (
+                find("apps", "deployments"),
+                json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": {"spec": {"containers": [{"name": "c", "image": "hello:v1"}]}}}, "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}}),
+                vec![json!("web"), json!("2/3"), json!(3), json!(2)],
+            ),
+            (
+                find("", "services"),
+                json!({"metadata": {"name": "svc"}, "spec": {"type": "NodePort", "clusterIP": "10.43.0.9", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}}),
+                vec![
+                    json!("svc"),
+                    json!("NodePort"),
+                    json!("10.43.0.9"),
+                    json!("<none>"),
+                    json!("80:30080/TCP"),
+                ],
+            ),
+            (
+                find("batch", "jobs"),
+                json!({"metadata": {"name": "j"}, "spec": {"completions": 2}, "status": {"succeeded": 2, "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:30Z", "conditions": [{"type": "Complete", "status": "True"}]}}),
+                vec![json!("j"), json!("Complete"), json!("2/2"), json!("30s")],
+            ),
+            (
+                find("", "endpoints"),
+                json!({"metadata": {"name": "e"}, "subsets": [{"addresses": [{"ip": "a"}, {"ip": "b"}], "ports": [{"port": 80}, {"port": 81}]}]}),
+                vec![json!("e"), json!("a:80,a:81,b:80 + 1 more...")],
+            ),
+        ];
+        for (rt, obj, want) in cases {
+            let got = cells(rt, &obj, now);
+            assert_eq!(&got[..want.len()], &want[..], "{}", rt.kind);
         }
     }
 

@@ -233,7 +233,12 @@ impl Store {
         Ok(store)
     }
 
-    /// The last committed revision.
+    /// The compaction floor: revisions below it are no longer in the history.
+    pub fn compacted(&self) -> u64 {
+        self.shared.compacted.load(Ordering::Acquire)
+    }
+
+    /// The latest committed revision.
     pub fn revision(&self) -> u64 {
         self.shared.revision.load(Ordering::Acquire)
     }
