@@ -490,3 +490,257 @@ fn kubectl_watch_output_formats_and_describe() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains(r#"Error from server (NotFound): pods "nope" not found"#));
 }
+
+const WEB: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: hello
+"#;
+
+#[test]
+fn workloads_apply_reapply_label_annotate_scale_and_explain() {
+    let c = Cluster::start(&["--no-node"]);
+    assert!(c.apply(WEB).contains("deployment.apps/web created"));
+    assert!(c.apply(WEB).contains("deployment.apps/web unchanged"));
+    let changed = WEB.replace("replicas: 2", "replicas: 3");
+    assert!(c.apply(&changed).contains("deployment.apps/web configured"));
+    c.kubectl_ok(&["label", "deploy", "web", "tier=front"]);
+    c.kubectl_ok(&["annotate", "deploy", "web", "note=hi"]);
+    c.kubectl_ok(&["set", "image", "deploy/web", "web=hello:v2"]);
+    assert_eq!(
+        c.jsonpath(
+            &["deploy", "web"],
+            "{.spec.replicas} {.metadata.labels.tier} {.metadata.annotations.note} {.spec.template.spec.containers[0].image} {.metadata.generation}"
+        ),
+        "3 front hi hello:v2 3"
+    );
+    c.kubectl_ok(&["scale", "deploy", "web", "--replicas=5"]);
+    assert_eq!(c.jsonpath(&["deploy", "web"], "{.spec.replicas}"), "5");
+    // Defaults, as Kubernetes fills them in.
+    assert_eq!(
+        c.jsonpath(
+            &["deploy", "web"],
+            "{.spec.strategy.rollingUpdate.maxSurge} {.spec.template.spec.restartPolicy}"
+        ),
+        "25% Always"
+    );
+    // The selector is immutable, and must match the template.
+    let out = c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"selector":{"matchLabels":{"app":"other"}}}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("field is immutable"),
+        "{err}"
+    );
+    let table = c.kubectl_ok(&["get", "deploy", "-o", "wide"]);
+    assert!(
+        table.contains("UP-TO-DATE") && table.contains("app=web"),
+        "{table}"
+    );
+    let explain = c.kubectl_ok(&["explain", "pod.spec.containers.image"]);
+    assert!(explain.contains("Container image name"), "{explain}");
+    let explain = c.kubectl_ok(&["explain", "deployment.spec.strategy"]);
+    assert!(explain.contains("rollingUpdate"), "{explain}");
+    let resources = c.kubectl_ok(&["api-resources"]);
+    for r in [
+        "deployments",
+        "statefulsets",
+        "cronjobs",
+        "endpointslices",
+        "horizontalpodautoscalers",
+        "configmaps",
+    ] {
+        assert!(resources.contains(r), "{r} missing:\n{resources}");
+    }
+    // exec answers at once with a clear reason.
+    let out = c.kubectl(&["exec", "web", "--", "sh"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn typed_kubectl_create_commands_send_protobuf_and_work() {
+    let c = Cluster::start(&["--no-node"]);
+    c.kubectl_ok(&["create", "namespace", "team-a"]);
+    c.kubectl_ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=1",
+    ]);
+    c.kubectl_ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=p=hunter2",
+    ]);
+    c.kubectl_ok(&["-n", "team-a", "create", "serviceaccount", "bot"]);
+    c.kubectl_ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "service",
+        "nodeport",
+        "web",
+        "--tcp=80:8080",
+    ]);
+    c.kubectl_ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "deployment",
+        "web",
+        "--image=hello",
+        "--replicas=2",
+    ]);
+    c.kubectl_ok(&["-n", "team-a", "create", "job", "once", "--image=hello"]);
+    c.kubectl_ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "cronjob",
+        "tick",
+        "--image=hello",
+        "--schedule=*/5 * * * *",
+    ]);
+    assert_eq!(c.jsonpath(&["-n", "team-a", "cm", "cfg"], "{.data.a}"), "1");
+    assert_eq!(
+        c.jsonpath(&["-n", "team-a", "secret", "pw"], "{.data.p}"),
+        "aHVudGVyMg=="
+    );
+    let svc = c.jsonpath(
+        &["-n", "team-a", "svc", "web"],
+        "{.spec.clusterIP} {.spec.ports[0].nodePort}",
+    );
+    let (ip, port) = svc.split_once(' ').unwrap_or_default();
+    assert!(ip.starts_with("10.43."), "{svc}");
+    assert!(
+        (30000..=32767).contains(&port.parse::<u32>().unwrap_or(0)),
+        "{svc}"
+    );
+    assert_eq!(
+        c.jsonpath(
+            &["-n", "team-a", "job", "once"],
+            "{.spec.template.spec.restartPolicy} {.spec.completions}"
+        ),
+        "Never 1"
+    );
+    let table = c.kubectl_ok(&["-n", "team-a", "get", "all"]);
+    assert!(
+        table.contains("deployment.apps/web") && table.contains("cronjob.batch/tick"),
+        "{table}"
+    );
+}
+
+#[test]
+fn deletion_honours_finalizers_propagation_and_namespace_lifecycle() {
+    let c = Cluster::start(&["--no-node"]);
+    c.kubectl_ok(&["create", "namespace", "lab"]);
+    c.apply(&format!("{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: held, namespace: lab, finalizers: [example.com/hold]}}\n", WEB.replacen("name: web\n", "name: web\n  namespace: lab\n", 1)));
+    let uid = c.jsonpath(&["-n", "lab", "deploy", "web"], "{.metadata.uid}");
+    let owned = |name: &str, uid: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: lab\n  ownerReferences: [{{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}}}]\n")
+    };
+    c.apply(&owned("dep-a", &uid));
+    c.apply(&owned("dep-b", &uid));
+    // Orphan: the dependents stay, without the reference.
+    c.kubectl_ok(&["-n", "lab", "delete", "deploy", "web", "--cascade=orphan"]);
+    assert_eq!(
+        c.jsonpath(&["-n", "lab", "cm", "dep-a"], "{.metadata.ownerReferences}"),
+        ""
+    );
+    // Background (the default): dependents of a deleted owner go.
+    c.apply(&WEB.replacen("name: web\n", "name: web\n  namespace: lab\n", 1));
+    let uid = c.jsonpath(&["-n", "lab", "deploy", "web"], "{.metadata.uid}");
+    c.apply(&owned("dep-c", &uid));
+    c.kubectl_ok(&["-n", "lab", "delete", "deploy", "web"]);
+    c.kubectl_ok(&[
+        "-n",
+        "lab",
+        "wait",
+        "--for=delete",
+        "cm/dep-c",
+        "--timeout=30s",
+    ]);
+    // A finalizer holds an object after delete until it is removed.
+    c.kubectl_ok(&["-n", "lab", "delete", "cm", "held", "--wait=false"]);
+    assert_ne!(
+        c.jsonpath(
+            &["-n", "lab", "cm", "held"],
+            "{.metadata.deletionTimestamp}"
+        ),
+        ""
+    );
+    // The namespace terminates: no new content, then gone once the finalizer is removed.
+    c.kubectl_ok(&["delete", "namespace", "lab", "--wait=false"]);
+    assert_eq!(c.jsonpath(&["ns", "lab"], "{.status.phase}"), "Terminating");
+    let out = c.kubectl(&["-n", "lab", "create", "configmap", "late"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("being terminated"), "{err}");
+    c.kubectl_ok(&[
+        "-n",
+        "lab",
+        "patch",
+        "cm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    c.kubectl_ok(&["wait", "--for=delete", "namespace/lab", "--timeout=30s"]);
+}
+
+#[test]
+fn lists_paginate_with_limit_and_continue() {
+    let c = Cluster::start(&["--no-node"]);
+    for i in 0..7 {
+        c.kubectl_ok(&[
+            "create",
+            "configmap",
+            &format!("c{i}"),
+            "--from-literal=k=v",
+        ]);
+    }
+    // kubectl pages through with limit/continue; every object appears once.
+    let out = c.kubectl_ok(&["get", "cm", "--chunk-size=2", "-o", "name"]);
+    let names: Vec<&str> = out.lines().filter(|l| l.contains("/c")).collect();
+    assert_eq!(names.len(), 7, "{out}");
+    let page = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?limit=3",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&page).expect("json list");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["metadata"]["remainingItemCount"], 4);
+    let token = v["metadata"]["continue"].as_str().expect("continue token");
+    let rest = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?limit=10&continue={token}"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&rest).expect("json list");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(4));
+    assert!(v["metadata"].get("continue").is_none());
+}

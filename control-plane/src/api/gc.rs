@@ -212,7 +212,12 @@ async fn release(
             };
         }
     }
-    let patch = json!({"metadata": {"ownerReferences": rest, "resourceVersion": meta_str(obj, "resourceVersion")}});
+    let refs = if rest.is_empty() {
+        Value::Null
+    } else {
+        json!(rest)
+    };
+    let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta_str(obj, "resourceVersion")}});
     match handlers::merge_patch(state, rt, ns, name, &patch).await {
         Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -287,7 +292,12 @@ async fn remove_finalizer(
             .into_iter()
             .filter(|f| f != finalizer)
             .collect();
-        let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": meta_str(&obj, "resourceVersion")}});
+        let fins = if rest.is_empty() {
+            Value::Null
+        } else {
+            json!(rest)
+        };
+        let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": meta_str(&obj, "resourceVersion")}});
         match handlers::merge_patch(state, rt, ns, name, &patch).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => return Ok(()),
             Err(ApiError::Conflict { .. }) => continue,

@@ -165,7 +165,7 @@ async fn route(
                 )));
             }
             let body = read_body(body, MAX_BODY).await?;
-            let value = objects::decode_body(&body, false)?;
+            let value = decode_request(headers, &body)?;
             let dups = duplicates(&body, &q)?;
             let (obj, mut warnings) = create(state, rt, &ns, value, &q).await?;
             warnings.extend(dups);
@@ -182,7 +182,7 @@ async fn route(
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let body = read_body(body, MAX_BODY).await?;
-            let value = objects::decode_body(&body, false)?;
+            let value = decode_request(headers, &body)?;
             let dups = duplicates(&body, &q)?;
             let (obj, mut warnings) =
                 update(state, rt, &ns, &name, value, sub.is_some(), &q).await?;
@@ -246,6 +246,22 @@ async fn route(
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// A create or update body: JSON, or the protobuf typed clients send.
+fn decode_request(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if super::protobuf::is_protobuf(ct) {
+        return super::protobuf::decode(body).map_err(|e| {
+            ApiError::UnsupportedMediaType(format!(
+                "the protobuf body of the request could not be decoded: {e}"
+            ))
+        });
+    }
+    objects::decode_body(body, false)
 }
 
 fn patch_type(headers: &HeaderMap) -> ApiResult<PatchType> {

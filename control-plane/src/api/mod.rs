@@ -14,6 +14,7 @@ mod logs;
 mod modules;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod selectors;
 pub mod table;
 pub mod typed;
