@@ -34,12 +34,184 @@ pub fn report(name: &str, mut ms: Vec<f64>) {
     );
 }
 
-/// Create a pod from `manifest` `n` times and time creation → `Succeeded` as a watch sees it.
-pub async fn pod_startup(kubeconfig: &Path, manifest: &Path, n: usize) -> Result<()> {
+async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(config)?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// A pod the size of a typical manifest, pinned to no node so nothing runs it.
+fn bench_pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "api"},
+            "annotations": {"note": "x".repeat(512)}},
+        "spec": {"nodeSelector": {"skiff.dev/bench": "nowhere"},
+            "containers": [{"name": "c", "image": "hello", "args": ["a", "b"],
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+    }))
+    .expect("a valid pod")
+}
+
+/// Run `total` operations with `clients` concurrent workers; returns per-op latencies (ms) and
+/// the wall time.
+async fn concurrent<F, Fut>(total: usize, clients: usize, op: F) -> Result<(Vec<f64>, Duration)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients.max(1) {
+        let next = next.clone();
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok((all, t0.elapsed()))
+}
+
+fn rate(name: &str, n: usize, wall: Duration) {
+    let per_sec = n as f64 / wall.as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"bench": name, "unit": "ops/s", "value": per_sec})
+    );
+    eprintln!(
+        "# {name}: {per_sec:.0} ops/s ({n} in {:.2} s)",
+        wall.as_secs_f64()
+    );
+}
+
+/// `skiff bench api`.
+pub async fn api(
+    kubeconfig: &Path,
+    writes: usize,
+    levels: &[usize],
+    list_pods: usize,
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+    let client = client_for(kubeconfig).await?;
+    let ns_name = format!("skiff-bench-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns_name}}))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    let result = async {
+        for &c in levels {
+            let api = pods.clone();
+            let (lat, wall) = concurrent(writes, c, move |i| {
+                let api = api.clone();
+                async move {
+                    api.create(&PostParams::default(), &bench_pod(&format!("c{c}-{i}")))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rate(&format!("create-c{c}"), writes, wall);
+            report(&format!("create-latency-c{c}"), lat);
+            let api = pods.clone();
+            let (lat, wall) = concurrent(writes, c, move |i| {
+                let api = api.clone();
+                async move {
+                    let patch = serde_json::json!({"metadata": {"labels": {"rev": i.to_string()}}});
+                    api.patch(
+                        &format!("c{c}-{i}"),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            rate(&format!("update-c{c}"), writes, wall);
+            report(&format!("update-latency-c{c}"), lat);
+        }
+        // Watch delivery: write acknowledged -> event received, one write at a time.
+        let mut stream = pods
+            .watch(&WatchParams::default().labels("bench=watch"), "0")
+            .await?
+            .boxed();
+        let mut lat = Vec::new();
+        for i in 0..200 {
+            let mut p = bench_pod(&format!("w-{i}"));
+            p.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert("bench".into(), "watch".into());
+            pods.create(&PostParams::default(), &p).await?;
+            let acked = Instant::now();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await {
+                    Ok(Ok(Some(WatchEvent::Added(got))))
+                        if got.metadata.name.as_deref() == Some(&format!("w-{i}")) =>
+                    {
+                        break
+                    }
+                    Ok(Ok(Some(_))) => continue,
+                    other => anyhow::bail!("watch ended early: {other:?}"),
+                }
+            }
+            lat.push(acked.elapsed().as_secs_f64() * 1000.0);
+        }
+        report("watch-delivery", lat);
+        // LIST of many pods.
+        let have = pods.list(&ListParams::default()).await?.items.len();
+        if list_pods > have {
+            let api = pods.clone();
+            concurrent(list_pods - have, 64, move |i| {
+                let api = api.clone();
+                async move {
+                    api.create(&PostParams::default(), &bench_pod(&format!("l-{i}")))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+        let mut lat = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let n = pods.list(&ListParams::default()).await?.items.len();
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(n >= list_pods, "listed {n} pods, expected {list_pods}");
+        }
+        report(&format!("list-{list_pods}-pods"), lat);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    result
+}
+
+/// Create a pod from `manifest` `n` times and time creation → `Succeeded` as a watch sees it.
+pub async fn pod_startup(kubeconfig: &Path, manifest: &Path, n: usize) -> Result<()> {
+    let client = client_for(kubeconfig).await?;
     let text = std::fs::read_to_string(manifest)
         .with_context(|| format!("reading {}", manifest.display()))?;
     let template: Pod = serde_yaml::from_str(&text).context("the manifest must be one Pod")?;

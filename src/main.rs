@@ -107,6 +107,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         n: usize,
     },
+    /// API and store: creates/s and updates/s with latencies at several concurrencies, watch
+    /// delivery latency, and LIST of many pods (in a scratch namespace, deleted afterwards).
+    Api {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Writes per concurrency level.
+        #[arg(long, default_value_t = 2000)]
+        writes: usize,
+        /// Concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        clients: Vec<usize>,
+        /// Pods to create for the LIST benchmark.
+        #[arg(long, default_value_t = 10000)]
+        list_pods: usize,
+    },
 }
 
 fn hostname() -> String {
@@ -198,6 +214,15 @@ async fn main() -> Result<()> {
                     n,
                 },
         } => bench::pod_startup(&kubeconfig, &manifest, n).await,
+        Command::Bench {
+            which:
+                BenchCommand::Api {
+                    kubeconfig,
+                    writes,
+                    clients,
+                    list_pods,
+                },
+        } => bench::api(&kubeconfig, writes, &clients, list_pods).await,
     }
 }
 

@@ -103,8 +103,26 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         return ApiError::NoRoute.into_response();
     };
     let q = parse_query(parts.uri.query());
+    let started = std::time::Instant::now();
+    let verb = match (&parts.method, target.name.is_some()) {
+        (&Method::GET, false) if flag(&q, "watch") => "WATCH",
+        (&Method::GET, false) => "LIST",
+        (&Method::GET, true) => "GET",
+        (&Method::POST, _) => "POST",
+        (&Method::PUT, _) => "PUT",
+        (&Method::PATCH, _) => "PATCH",
+        (&Method::DELETE, false) => "DELETECOLLECTION",
+        (&Method::DELETE, true) => "DELETE",
+        _ => "OTHER",
+    };
+    let resource = match &target.sub {
+        Some(s) => format!("{}/{s}", target.rt.plural),
+        None => target.rt.plural.to_string(),
+    };
     let result = route(&state, &parts.method, &parts.headers, target, q, body).await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    crate::metrics::request(verb, &resource, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 async fn route(

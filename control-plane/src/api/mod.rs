@@ -100,6 +100,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/version",
             get(|| async { axum::Json(discovery::version()) }),
         )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    crate::metrics::render(),
+                )
+            }),
+        )
         .route("/api", get(api_root))
         .route("/apis", get(apis_root))
         .route(

@@ -100,6 +100,7 @@ pub(super) async fn serve(
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let watch = state.store.watch(&rt.storage_key(), from).await;
     tokio::spawn(async move {
+        let _open = crate::metrics::watch_opened();
         let mut watch = match watch {
             Ok(w) => w,
             Err(e) => {

@@ -81,6 +81,8 @@ struct Applied {
 }
 
 async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: &Shared) {
+    let started = std::time::Instant::now();
+    let size = batch.len();
     let start_rev = shared.revision.load(Ordering::Acquire);
     let outcome: Result<(Vec<Applied>, u64), sqlx::Error> = async {
         let mut tx = conn.begin().await?;
@@ -96,6 +98,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
                 .await?;
         }
         tx.commit().await?;
+        crate::metrics::commit(size, started.elapsed());
         Ok((applied, rev))
     }
     .await;
