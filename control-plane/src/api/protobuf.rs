@@ -22,9 +22,8 @@ enum Ty {
     IntOrString,
     Quantity,
     Msg(&'static Schema),
-    MapStr,
-    MapBytes,
-    MapQuantity,
+    /// A `map<string, V>`: repeated entries `{1: key, 2: value}` described by the schema.
+    Map(&'static Schema),
 }
 
 struct Field {
@@ -58,6 +57,34 @@ const fn r(num: u64, name: &'static str, ty: Ty) -> Field {
     }
 }
 
+static TIME: Schema = Schema {
+    name: "Time",
+    fields: &[f(1, "seconds", Ty::Int), f(2, "nanos", Ty::Int)],
+};
+static INT_OR_STRING: Schema = Schema {
+    name: "IntOrString",
+    fields: &[
+        f(1, "type", Ty::Int),
+        f(2, "intVal", Ty::Int),
+        f(3, "strVal", Ty::Str),
+    ],
+};
+static QUANTITY: Schema = Schema {
+    name: "Quantity",
+    fields: &[f(1, "string", Ty::Str)],
+};
+static MAP_STR: Schema = Schema {
+    name: "map entry",
+    fields: &[f(1, "key", Ty::Str), f(2, "value", Ty::Str)],
+};
+static MAP_BYTES: Schema = Schema {
+    name: "map entry",
+    fields: &[f(1, "key", Ty::Str), f(2, "value", Ty::Bytes)],
+};
+static MAP_QUANTITY: Schema = Schema {
+    name: "map entry",
+    fields: &[f(1, "key", Ty::Str), f(2, "value", Ty::Quantity)],
+};
 static OWNER_REF: Schema = Schema {
     name: "OwnerReference",
     fields: &[
@@ -82,8 +109,8 @@ static OBJECT_META: Schema = Schema {
         f(8, "creationTimestamp", Ty::Time),
         f(9, "deletionTimestamp", Ty::Time),
         f(10, "deletionGracePeriodSeconds", Ty::Int),
-        f(11, "labels", Ty::MapStr),
-        f(12, "annotations", Ty::MapStr),
+        f(11, "labels", Ty::Map(&MAP_STR)),
+        f(12, "annotations", Ty::Map(&MAP_STR)),
         r(13, "ownerReferences", Ty::Msg(&OWNER_REF)),
         r(14, "finalizers", Ty::Str),
     ],
@@ -108,8 +135,8 @@ static CONFIG_MAP: Schema = Schema {
     name: "ConfigMap",
     fields: &[
         f(1, "metadata", Ty::Msg(&OBJECT_META)),
-        f(2, "data", Ty::MapStr),
-        f(3, "binaryData", Ty::MapBytes),
+        f(2, "data", Ty::Map(&MAP_STR)),
+        f(3, "binaryData", Ty::Map(&MAP_BYTES)),
         f(4, "immutable", Ty::Bool),
     ],
 };
@@ -117,9 +144,9 @@ static SECRET: Schema = Schema {
     name: "Secret",
     fields: &[
         f(1, "metadata", Ty::Msg(&OBJECT_META)),
-        f(2, "data", Ty::MapBytes),
+        f(2, "data", Ty::Map(&MAP_BYTES)),
         f(3, "type", Ty::Str),
-        f(4, "stringData", Ty::MapStr),
+        f(4, "stringData", Ty::Map(&MAP_STR)),
         f(5, "immutable", Ty::Bool),
     ],
 };
@@ -163,7 +190,7 @@ static SERVICE_SPEC: Schema = Schema {
     name: "ServiceSpec",
     fields: &[
         r(1, "ports", Ty::Msg(&SERVICE_PORT)),
-        f(2, "selector", Ty::MapStr),
+        f(2, "selector", Ty::Map(&MAP_STR)),
         f(3, "clusterIP", Ty::Str),
         f(4, "type", Ty::Str),
         r(5, "externalIPs", Ty::Str),
@@ -197,7 +224,7 @@ static SELECTOR_REQ: Schema = Schema {
 static LABEL_SELECTOR: Schema = Schema {
     name: "LabelSelector",
     fields: &[
-        f(1, "matchLabels", Ty::MapStr),
+        f(1, "matchLabels", Ty::Map(&MAP_STR)),
         r(2, "matchExpressions", Ty::Msg(&SELECTOR_REQ)),
     ],
 };
@@ -218,8 +245,8 @@ static ENV_VAR: Schema = Schema {
 static RESOURCES: Schema = Schema {
     name: "ResourceRequirements",
     fields: &[
-        f(1, "limits", Ty::MapQuantity),
-        f(2, "requests", Ty::MapQuantity),
+        f(1, "limits", Ty::Map(&MAP_QUANTITY)),
+        f(2, "requests", Ty::Map(&MAP_QUANTITY)),
     ],
 };
 static CONTAINER: Schema = Schema {
@@ -246,7 +273,7 @@ static POD_SPEC: Schema = Schema {
         f(4, "terminationGracePeriodSeconds", Ty::Int),
         f(5, "activeDeadlineSeconds", Ty::Int),
         f(6, "dnsPolicy", Ty::Str),
-        f(7, "nodeSelector", Ty::MapStr),
+        f(7, "nodeSelector", Ty::Map(&MAP_STR)),
         f(8, "serviceAccountName", Ty::Str),
         f(10, "nodeName", Ty::Str),
         r(20, "initContainers", Ty::Msg(&CONTAINER)),
@@ -477,13 +504,10 @@ fn value(field: &Field, wire: Wire<'_>) -> Result<Value, String> {
         (Ty::Bool, Wire::Varint(v)) => Ok(json!(v != 0)),
         (Ty::Msg(s), Wire::Bytes(b)) => message(b, s),
         (Ty::Time, Wire::Bytes(b)) => {
-            let mut rd = Reader { buf: b };
-            let mut secs = 0i64;
-            while let Some((num, w)) = rd.next()? {
-                if let (1, Wire::Varint(v)) = (num, w) {
-                    secs = v as i64;
-                }
-            }
+            let secs = message(b, &TIME)?
+                .get("seconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             if secs == 0 {
                 return Ok(Value::Null);
             }
@@ -491,52 +515,23 @@ fn value(field: &Field, wire: Wire<'_>) -> Result<Value, String> {
             Ok(json!(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
         }
         (Ty::IntOrString, Wire::Bytes(b)) => {
-            let (mut kind, mut int, mut s) = (0u64, 0i64, String::new());
-            let mut rd = Reader { buf: b };
-            while let Some((num, w)) = rd.next()? {
-                match (num, w) {
-                    (1, Wire::Varint(v)) => kind = v,
-                    (2, Wire::Varint(v)) => int = v as i64,
-                    (3, Wire::Bytes(b)) => s = text(b)?,
-                    _ => return Err(bad()),
-                }
-            }
-            Ok(if kind == 1 { json!(s) } else { json!(int) })
+            let v = message(b, &INT_OR_STRING)?;
+            Ok(if v.get("type").and_then(Value::as_i64) == Some(1) {
+                v.get("strVal").cloned().unwrap_or(json!(""))
+            } else {
+                v.get("intVal").cloned().unwrap_or(json!(0))
+            })
         }
-        (Ty::Quantity, Wire::Bytes(b)) => {
-            let mut rd = Reader { buf: b };
-            let mut s = String::new();
-            while let Some((num, w)) = rd.next()? {
-                if let (1, Wire::Bytes(b)) = (num, w) {
-                    s = text(b)?;
-                }
-            }
-            Ok(json!(s))
-        }
-        (Ty::MapStr | Ty::MapBytes | Ty::MapQuantity, Wire::Bytes(b)) => {
-            let (mut k, mut v) = (String::new(), Value::String(String::new()));
-            let mut rd = Reader { buf: b };
-            while let Some((num, w)) = rd.next()? {
-                match (num, w) {
-                    (1, Wire::Bytes(b)) => k = text(b)?,
-                    (2, Wire::Bytes(b)) => {
-                        let inner = Field {
-                            num: 2,
-                            name: field.name,
-                            ty: match field.ty {
-                                Ty::MapStr => Ty::Str,
-                                Ty::MapBytes => Ty::Bytes,
-                                _ => Ty::Quantity,
-                            },
-                            repeated: false,
-                        };
-                        v = value(&inner, Wire::Bytes(b))?;
-                    }
-                    _ => return Err(bad()),
-                }
-            }
+        (Ty::Quantity, Wire::Bytes(b)) => Ok(message(b, &QUANTITY)?
+            .get("string")
+            .cloned()
+            .unwrap_or(json!(""))),
+        (Ty::Map(entry), Wire::Bytes(b)) => {
+            // Empty values are dropped like any empty string; a map keeps them.
+            let e = message(b, entry)?;
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
             let mut m = Map::new();
-            m.insert(k, v);
+            m.insert(key, e.get("value").cloned().unwrap_or(json!("")));
             Ok(Value::Object(m))
         }
         (Ty::Int, Wire::Fixed(_)) | (_, _) => Err(bad()),
@@ -629,6 +624,24 @@ mod tests {
             got,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "creationTimestamp": null}, "data": {"k": "v"}})
         );
+    }
+
+    #[test]
+    fn decodes_nested_scalars_maps_and_times() {
+        let port = [
+            field(3, 0, &[80]),
+            field(4, 2, &[field(1, 0, &[1]), field(3, 2, b"http")].concat()),
+        ]
+        .concat();
+        let spec = field(1, 2, &port);
+        let created = field(8, 2, &field(1, 0, &[0x80, 0xad, 0xe2, 0x04]));
+        let label = [field(1, 2, b"empty"), field(2, 2, b"")].concat();
+        let meta = [field(1, 2, b"svc"), created, field(11, 2, &label)].concat();
+        let raw = [field(1, 2, &meta), field(2, 2, &spec)].concat();
+        let got = decode(&envelope("v1", "Service", &raw)).unwrap();
+        assert_eq!(got["spec"]["ports"][0], json!({"port": 80, "targetPort": "http"}));
+        assert_eq!(got["metadata"]["labels"], json!({"empty": ""}));
+        assert_eq!(got["metadata"]["creationTimestamp"], "1970-04-26T17:46:40Z");
     }
 
     #[test]
