@@ -53,8 +53,8 @@ impl Histogram {
 
 #[derive(Default)]
 struct Registry {
-    requests: BTreeMap<(String, String, u16), u64>,
-    latency: BTreeMap<(String, String), Histogram>,
+    requests: BTreeMap<(&'static str, Resource, u16), u64>,
+    latency: BTreeMap<(&'static str, Resource), Histogram>,
     commit_latency: Histogram,
     commit_batch: Histogram,
 }
@@ -66,14 +66,23 @@ fn registry() -> &'static Mutex<Registry> {
 
 static WATCHES: AtomicI64 = AtomicI64::new(0);
 
-/// One finished API request.
-pub fn request(verb: &str, resource: &str, code: u16, took: Duration) {
+/// A resource and subresource (`""` for none), as requests name them.
+pub type Resource = (&'static str, &'static str);
+
+fn resource_label((plural, sub): Resource) -> String {
+    if sub.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}/{sub}")
+    }
+}
+
+/// One finished API request (no allocation once its labels have been seen).
+pub fn request(verb: &'static str, resource: Resource, code: u16, took: Duration) {
     if let Ok(mut r) = registry().lock() {
-        *r.requests
-            .entry((verb.to_string(), resource.to_string(), code))
-            .or_default() += 1;
+        *r.requests.entry((verb, resource, code)).or_default() += 1;
         r.latency
-            .entry((verb.to_string(), resource.to_string()))
+            .entry((verb, resource))
             .or_default()
             .observe(LATENCY, took.as_secs_f64());
     }
@@ -123,12 +132,16 @@ pub fn render() -> String {
             out,
             "apiserver_request_total{{verb=\"{}\",resource=\"{}\",code=\"{code}\"}} {n}",
             esc(verb),
-            esc(res)
+            esc(&resource_label(*res))
         );
     }
     out.push_str("# HELP apiserver_request_duration_seconds Request latency by verb and resource.\n# TYPE apiserver_request_duration_seconds histogram\n");
     for ((verb, res), h) in &r.latency {
-        let labels = format!("verb=\"{}\",resource=\"{}\"", esc(verb), esc(res));
+        let labels = format!(
+            "verb=\"{}\",resource=\"{}\"",
+            esc(verb),
+            esc(&resource_label(*res))
+        );
         h.render(
             &mut out,
             "apiserver_request_duration_seconds",
@@ -156,8 +169,9 @@ mod tests {
 
     #[test]
     fn renders_counters_histograms_and_gauges() {
-        request("LIST", "pods", 200, Duration::from_micros(700));
-        request("LIST", "pods", 200, Duration::from_millis(30));
+        request("LIST", ("pods", ""), 200, Duration::from_micros(700));
+        request("LIST", ("pods", ""), 200, Duration::from_millis(30));
+        request("GET", ("pods", "log"), 404, Duration::from_millis(1));
         commit(3, Duration::from_millis(2));
         let g = watch_opened();
         let text = render();
@@ -172,6 +186,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("apiserver_registered_watchers 1"), "{text}");
+        assert!(
+            text.contains(
+                r#"apiserver_request_total{verb="GET",resource="pods/log",code="404"} 1"#
+            ),
+            "{text}"
+        );
         drop(g);
     }
 }

@@ -7,6 +7,7 @@
 //! left; an `orphan` owner goes only after every dependent's reference to it is removed; a
 //! namespace goes only once nothing is left in it.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use super::error::ApiError;
 use super::handlers::{self, finalizers};
 use super::AppState;
 use crate::resources::{self, ResourceType};
-use crate::store::Write;
+use crate::store::{StoredObject, Write};
 
 /// One unit of follow-up work.
 #[derive(Debug, Clone)]
@@ -28,6 +29,13 @@ pub enum Work {
         /// Its uid.
         uid: String,
         /// Its namespace ("" when cluster-scoped).
+        namespace: String,
+    },
+    /// Several objects of one namespace are gone (queued deletions, batched).
+    DeletedMany {
+        /// Their uids.
+        uids: HashSet<String>,
+        /// Their namespace.
         namespace: String,
     },
     /// An object was marked for deletion and holds finalizers this module handles.
@@ -91,50 +99,93 @@ pub async fn run(state: Arc<AppState>, mut rx: Receiver, stop: CancellationToken
         tracing::warn!(error = %e, "garbage collector: could not resume pending work");
     }
     loop {
-        let work = tokio::select! {
+        let first = tokio::select! {
             _ = stop.cancelled() => return,
             w = rx.recv() => match w { Some(w) => w, None => return },
         };
-        let state = state.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = process(&state, &work) => r,
-            };
-            if let Err(e) = result {
-                tracing::warn!(?work, error = %e, "garbage collector: work failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = state.gc.send(work);
+        // Take everything queued: deletions in one namespace share one scan for dependents.
+        let mut deleted: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut next = Some(first);
+        while let Some(work) = next.take().or_else(|| rx.try_recv().ok()) {
+            match work {
+                Work::Deleted { uid, namespace } => {
+                    deleted.entry(namespace).or_default().insert(uid);
+                }
+                other => spawn(&state, &stop, other),
             }
-        });
+        }
+        for (namespace, uids) in deleted {
+            spawn(&state, &stop, Work::DeletedMany { uids, namespace });
+        }
     }
+}
+
+fn spawn(state: &Arc<AppState>, stop: &CancellationToken, work: Work) {
+    let state = state.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = process(&state, &work) => r,
+        };
+        if let Err(e) = result {
+            tracing::warn!(?work, error = %e, "garbage collector: work failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match work {
+                Work::DeletedMany { uids, namespace } => {
+                    for uid in uids {
+                        let _ = state.gc.send(Work::Deleted {
+                            uid,
+                            namespace: namespace.clone(),
+                        });
+                    }
+                }
+                other => {
+                    let _ = state.gc.send(other);
+                }
+            }
+        }
+    });
+}
+
+/// The stored objects of every (directly stored) resource type, in `namespace` when given
+/// (cluster-scoped types are then skipped).
+async fn stored_objects(
+    state: &AppState,
+    namespace: Option<&str>,
+) -> Result<Vec<(&'static ResourceType, StoredObject)>, ApiError> {
+    let mut out = Vec::new();
+    for rt in resources::RESOURCES.iter().filter(|r| r.storage.is_none()) {
+        if namespace.is_some() && !rt.namespaced {
+            continue;
+        }
+        let listing = state
+            .store
+            .list(&rt.storage_key(), namespace)
+            .await
+            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+        out.extend(listing.objects.into_iter().map(|o| (rt, o)));
+    }
+    Ok(out)
 }
 
 /// Every object: marked ones get their finalizers handled; dependents whose owners are all
 /// gone are collected.
 async fn resume(state: &AppState) -> Result<(), ApiError> {
-    let mut uids = std::collections::HashSet::new();
+    let mut uids = HashSet::new();
     let mut all = Vec::new();
-    for rt in resources::RESOURCES.iter().filter(|r| r.storage.is_none()) {
-        let listing = state
-            .store
-            .list(&rt.storage_key(), None)
-            .await
-            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-        for stored in &listing.objects {
-            let obj = handlers::materialize(rt, stored)?;
-            uids.insert(meta_str(&obj, "uid").to_string());
-            if obj
-                .pointer("/metadata/deletionTimestamp")
-                .is_some_and(|v| !v.is_null())
-            {
-                marked(state, rt, &obj);
-            }
-            all.push(obj);
+    for (rt, stored) in stored_objects(state, None).await? {
+        let obj = handlers::materialize(rt, &stored)?;
+        uids.insert(meta_str(&obj, "uid").to_string());
+        if obj
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|v| !v.is_null())
+        {
+            marked(state, rt, &obj);
         }
+        all.push(obj);
     }
-    let mut gone = std::collections::HashSet::new();
+    let mut gone = HashSet::new();
     for obj in &all {
         for r in owner_refs(obj) {
             let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
@@ -156,48 +207,49 @@ fn owner_refs(obj: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The objects (type, served JSON) whose ownerReferences name `uid`, in `namespace` (or
-/// everywhere when the owner is cluster-scoped).
+/// The objects (type, served JSON) whose ownerReferences name one of `uids`, in `namespace`
+/// (or everywhere when the owners are cluster-scoped). Objects without ownerReferences are
+/// skipped before they are parsed.
 async fn dependents(
     state: &AppState,
-    uid: &str,
+    uids: &HashSet<String>,
     namespace: &str,
 ) -> Result<Vec<(&'static ResourceType, Value)>, ApiError> {
+    const MARK: &[u8] = b"\"ownerReferences\"";
+    let ns = (!namespace.is_empty()).then_some(namespace);
     let mut out = Vec::new();
-    for rt in resources::RESOURCES.iter().filter(|r| r.storage.is_none()) {
-        let ns = (rt.namespaced && !namespace.is_empty()).then_some(namespace);
-        let listing = state
-            .store
-            .list(&rt.storage_key(), ns)
-            .await
-            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-        for stored in &listing.objects {
-            let obj = handlers::materialize(rt, stored)?;
-            if owner_refs(&obj)
-                .iter()
-                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-            {
-                out.push((rt, obj));
-            }
+    for (rt, stored) in stored_objects(state, ns).await? {
+        if !stored.data.windows(MARK.len()).any(|w| w == MARK) {
+            continue;
+        }
+        let obj = handlers::materialize(rt, &stored)?;
+        if owner_refs(&obj).iter().any(|r| {
+            r.get("uid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| uids.contains(u))
+        }) {
+            out.push((rt, obj));
         }
     }
     Ok(out)
 }
 
-/// Remove the reference to `uid` from a dependent (or delete it when `delete_if_last` and it
-/// has no other owner).
+/// Remove the references to `gone` owners from a dependent (or delete it when
+/// `delete_if_last` and it has no other owner).
 async fn release(
     state: &AppState,
     rt: &ResourceType,
     obj: &Value,
-    uid: &str,
+    gone: &HashSet<String>,
     delete_if_last: Option<&str>,
 ) -> Result<(), ApiError> {
-    let refs = owner_refs(obj);
-    let rest: Vec<Value> = refs
-        .iter()
-        .filter(|r| r.get("uid").and_then(Value::as_str) != Some(uid))
-        .cloned()
+    let rest: Vec<Value> = owner_refs(obj)
+        .into_iter()
+        .filter(|r| {
+            !r.get("uid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| gone.contains(u))
+        })
         .collect();
     let ns = meta_str(obj, "namespace");
     let name = meta_str(obj, "name");
@@ -227,11 +279,10 @@ async fn release(
 async fn process(state: &AppState, work: &Work) -> Result<(), ApiError> {
     match work {
         Work::Deleted { uid, namespace } => {
-            for (rt, obj) in dependents(state, uid, namespace).await? {
-                release(state, rt, &obj, uid, Some("Background")).await?;
-            }
-            Ok(())
+            let uids = HashSet::from([uid.clone()]);
+            collect(state, &uids, namespace).await
         }
+        Work::DeletedMany { uids, namespace } => collect(state, uids, namespace).await,
         Work::Marked {
             rt,
             namespace,
@@ -245,7 +296,7 @@ async fn process(state: &AppState, work: &Work) -> Result<(), ApiError> {
             if rt.kind == "Namespace" {
                 return terminate_namespace(state, rt, &obj).await;
             }
-            let uid = meta_str(&obj, "uid").to_string();
+            let uid = HashSet::from([meta_str(&obj, "uid").to_string()]);
             let fins = finalizers(&obj);
             if fins.iter().any(|f| f == "orphan") {
                 for (drt, d) in dependents(state, &uid, namespace).await? {
@@ -306,6 +357,18 @@ async fn remove_finalizer(
     }
 }
 
+/// Dependents of deleted owners go (or lose the reference when another owner remains).
+async fn collect(
+    state: &AppState,
+    uids: &HashSet<String>,
+    namespace: &str,
+) -> Result<(), ApiError> {
+    for (rt, obj) in dependents(state, uids, namespace).await? {
+        release(state, rt, &obj, uids, Some("Background")).await?;
+    }
+    Ok(())
+}
+
 /// Delete everything in a terminating namespace, wait until it is empty, then remove it.
 async fn terminate_namespace(
     state: &AppState,
@@ -315,29 +378,19 @@ async fn terminate_namespace(
     let ns = meta_str(namespace, "name").to_string();
     let q = Default::default();
     loop {
-        let mut left = 0;
-        for rt in resources::RESOURCES
-            .iter()
-            .filter(|r| r.namespaced && r.storage.is_none())
-        {
-            let listing = state
-                .store
-                .list(&rt.storage_key(), Some(&ns))
-                .await
-                .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-            for stored in &listing.objects {
-                left += 1;
-                let obj = handlers::materialize(rt, stored)?;
-                if obj
-                    .pointer("/metadata/deletionTimestamp")
-                    .is_some_and(|v| !v.is_null())
-                {
-                    continue;
-                }
-                match handlers::delete(state, rt, &ns, &stored.key.name, &json!({}), &q).await {
-                    Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+        let objects = stored_objects(state, Some(&ns)).await?;
+        let left = objects.len();
+        for (rt, stored) in objects {
+            let obj = handlers::materialize(rt, &stored)?;
+            if obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_some_and(|v| !v.is_null())
+            {
+                continue;
+            }
+            match handlers::delete(state, rt, &ns, &stored.key.name, &json!({}), &q).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         if left == 0 {

@@ -115,13 +115,17 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         (&Method::DELETE, true) => "DELETE",
         _ => "OTHER",
     };
-    let resource = match &target.sub {
-        Some(s) => format!("{}/{s}", target.rt.plural),
-        None => target.rt.plural.to_string(),
-    };
+    // parse_path only accepts subresources the type lists, so the static name is found.
+    let sub = target
+        .sub
+        .as_deref()
+        .and_then(|s| target.rt.subresources.iter().find(|x| **x == s))
+        .copied()
+        .unwrap_or("");
+    let resource = (target.rt.plural, sub);
     let result = route(&state, &parts.method, &parts.headers, target, q, body).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);
-    crate::metrics::request(verb, &resource, resp.status().as_u16(), started.elapsed());
+    crate::metrics::request(verb, resource, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -155,7 +159,7 @@ async fn route(
         }
         (Method::GET, Some(name), Some("scale")) => {
             let obj = get_object(state, rt, &ns, &name).await?;
-            Ok(axum::Json(super::kinds::scale_of(rt, &obj)).into_response())
+            Ok(axum::Json(super::kinds::scale_of(&obj)).into_response())
         }
         (Method::PUT | Method::PATCH, Some(name), Some("scale")) => {
             let patch_kind = if method == Method::PATCH {
@@ -325,7 +329,7 @@ async fn update_scale(
     let mut attempt = 0;
     loop {
         let old = get_object(state, rt, ns, name).await?;
-        let current = super::kinds::scale_of(rt, &old);
+        let current = super::kinds::scale_of(&old);
         let wanted = match patch_kind {
             Some(kind) => patch::apply_patch(&current, body, kind).map_err(|e| match e {
                 patch::PatchError::Failed(m) | patch::PatchError::Invalid(m) => {
@@ -375,7 +379,7 @@ async fn update_scale(
         };
         match write_update(state, rt, ns, name, &old, new, mode).await {
             Err(ApiError::Conflict { .. }) if pinned.is_none() && attempt < RETRIES => attempt += 1,
-            Ok((obj, _)) => return Ok(super::kinds::scale_of(rt, &obj)),
+            Ok((obj, _)) => return Ok(super::kinds::scale_of(&obj)),
             Err(e) => return Err(e),
         }
     }
@@ -498,13 +502,30 @@ pub(super) async fn list_matching(
     ns: Option<&str>,
     filter: &Filter,
 ) -> ApiResult<(Vec<Value>, u64)> {
+    list_after(state, rt, ns, filter, None).await
+}
+
+/// [`list_matching`] from the first object after the key `namespace/name` (a `continue`
+/// token's position); objects before it are not parsed.
+async fn list_after(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: Option<&str>,
+    filter: &Filter,
+    after: Option<&str>,
+) -> ApiResult<(Vec<Value>, u64)> {
     let listing = state
         .store
         .list(&rt.storage_key(), ns)
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+    let after = after.map(|a| a.split_once('/').unwrap_or(("", a)));
     let mut items = Vec::with_capacity(listing.objects.len());
     for stored in &listing.objects {
+        let key = (stored.key.namespace.as_str(), stored.key.name.as_str());
+        if after.is_some_and(|a| key <= a) {
+            continue;
+        }
         let obj = materialize(rt, stored)?;
         if filter.matches(&obj) {
             items.push(obj);
@@ -522,14 +543,14 @@ async fn list(
 ) -> ApiResult<Response> {
     let filter = Filter::from_query(rt, q)?;
     let page = Page::from_query(q)?;
-    let (mut items, revision) = list_matching(state, rt, ns, &filter).await?;
-    let revision = page.continued.as_ref().map_or(revision, |c| c.rv);
     if let Some(c) = &page.continued {
-        if revision < state.store.compacted() {
+        if c.rv < state.store.compacted() {
             return Err(ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into()));
         }
-        items.retain(|o| object_key_string(o) > c.start);
     }
+    let after = page.continued.as_ref().map(|c| c.start.as_str());
+    let (mut items, revision) = list_after(state, rt, ns, &filter, after).await?;
+    let revision = page.continued.as_ref().map_or(revision, |c| c.rv);
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if let Some(limit) = page.limit.filter(|l| *l < items.len()) {
         let rest = items.len() - limit;
@@ -1327,9 +1348,6 @@ pub(super) async fn delete(
             return Ok(obj);
         }
         let write = if !hold {
-            if already && rt.kind == "Namespace" {
-                return Ok(obj);
-            }
             Write::Delete {
                 key: key(rt, ns, name),
                 precondition: Some(rv),

@@ -654,14 +654,13 @@ pub fn validate_update(rt: &ResourceType, old: &Value, new: &Value, causes: &mut
 }
 
 /// The `autoscaling/v1` `Scale` view of a workload.
-pub fn scale_of(rt: &ResourceType, obj: &Value) -> Value {
+pub fn scale_of(obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
     let selector = obj
         .pointer("/spec/selector")
         .and_then(|s| LabelSelector::from_object(s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
-    let _ = rt;
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -932,7 +931,7 @@ mod tests {
         );
         d["spec"]["replicas"] = json!(3);
         d["status"] = json!({"replicas": 2});
-        let s = scale_of(rt("apps", "deployments"), &d);
+        let s = scale_of(&d);
         assert_eq!(s["spec"]["replicas"], 3);
         assert_eq!(s["status"]["replicas"], 2);
         assert_eq!(s["status"]["selector"], "app=web");

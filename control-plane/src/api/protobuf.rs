@@ -529,7 +529,11 @@ fn value(field: &Field, wire: Wire<'_>) -> Result<Value, String> {
         (Ty::Map(entry), Wire::Bytes(b)) => {
             // Empty values are dropped like any empty string; a map keeps them.
             let e = message(b, entry)?;
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let mut m = Map::new();
             m.insert(key, e.get("value").cloned().unwrap_or(json!("")));
             Ok(Value::Object(m))
@@ -639,7 +643,10 @@ mod tests {
         let meta = [field(1, 2, b"svc"), created, field(11, 2, &label)].concat();
         let raw = [field(1, 2, &meta), field(2, 2, &spec)].concat();
         let got = decode(&envelope("v1", "Service", &raw)).unwrap();
-        assert_eq!(got["spec"]["ports"][0], json!({"port": 80, "targetPort": "http"}));
+        assert_eq!(
+            got["spec"]["ports"][0],
+            json!({"port": 80, "targetPort": "http"})
+        );
         assert_eq!(got["metadata"]["labels"], json!({"empty": ""}));
         assert_eq!(got["metadata"]["creationTimestamp"], "1970-04-26T17:46:40Z");
     }

@@ -52,68 +52,75 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
             col("Message", "string", 0, "A human-readable description of the status of this operation."),
         ],
         "Lease" => vec![name, col("Holder", "string", 0, "The holder of the lease."), age],
-        "Deployment" => vec![
-            name,
-            col("Ready", "string", 0, "Number of the pod with ready state"),
-            col("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            col("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
-            age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."),
-        ],
-        "ReplicaSet" => vec![
-            name,
-            col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
-            col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
-            col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
-            age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "Selector is a label query over pods that should match the replica count."),
-        ],
-        "StatefulSet" => vec![
-            name,
-            col("Ready", "string", 0, "Number of the pod with ready state"),
-            age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-        ],
-        "DaemonSet" => vec![
-            name,
-            col("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod."),
-            col("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
-            col("Ready", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
-            col("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
-            col("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
-            col("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node."),
-            age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "A label query over pods that are managed by the daemon set."),
-        ],
-        "Job" => vec![
-            name,
-            col("Status", "string", 0, "Status of the job."),
-            col("Completions", "string", 0, "The desired number of successfully finished pods the job should be run with."),
-            col("Duration", "string", 0, "Time required to complete the job."),
-            age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "A label query over pods that should match the pod count."),
-        ],
-        "CronJob" => vec![
-            name,
-            col("Schedule", "string", 0, "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
-            col("Timezone", "string", 0, "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
-            col("Suspend", "boolean", 0, "This flag tells the controller to suspend subsequent executions."),
-            col("Active", "integer", 0, "A list of pointers to currently running jobs."),
-            col("Last Schedule", "string", 0, "Information when was the last time the job was successfully scheduled."),
-            age,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
-            col("Selector", "string", 1, "A label query over pods that should match the pod count."),
-        ],
+        "Deployment" => [
+            vec![
+                name,
+                col("Ready", "string", 0, "Number of the pod with ready state"),
+                col("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+                col("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+                age,
+            ],
+            template_cols(Some("Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.")),
+        ]
+        .concat(),
+        "ReplicaSet" => [
+            vec![
+                name,
+                col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
+                col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
+                col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
+                age,
+            ],
+            template_cols(Some("Selector is a label query over pods that should match the replica count.")),
+        ]
+        .concat(),
+        "StatefulSet" => [
+            vec![
+                name,
+                col("Ready", "string", 0, "Number of the pod with ready state"),
+                age,
+            ],
+            template_cols(None),
+        ]
+        .concat(),
+        "DaemonSet" => [
+            vec![
+                name,
+                col("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod."),
+                col("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
+                col("Ready", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
+                col("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
+                col("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
+                col("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node."),
+                age,
+            ],
+            template_cols(Some("A label query over pods that are managed by the daemon set.")),
+        ]
+        .concat(),
+        "Job" => [
+            vec![
+                name,
+                col("Status", "string", 0, "Status of the job."),
+                col("Completions", "string", 0, "The desired number of successfully finished pods the job should be run with."),
+                col("Duration", "string", 0, "Time required to complete the job."),
+                age,
+            ],
+            template_cols(Some("A label query over pods that should match the pod count.")),
+        ]
+        .concat(),
+        "CronJob" => [
+            vec![
+                name,
+                col("Schedule", "string", 0, "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
+                col("Timezone", "string", 0, "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
+                col("Suspend", "boolean", 0, "This flag tells the controller to suspend subsequent executions."),
+                col("Active", "integer", 0, "A list of pointers to currently running jobs."),
+                col("Last Schedule", "string", 0, "Information when was the last time the job was successfully scheduled."),
+                age,
+            ],
+            template_cols(Some("A label query over pods that should match the pod count.")),
+        ]
+        .concat(),
         "Service" => vec![
             name,
             col("Type", "string", 0, "type determines how the Service is exposed."),
@@ -154,6 +161,29 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
         ],
         _ => vec![name, age],
     }
+}
+
+/// The `-o wide` columns of a kind with a pod template: containers, images and (with its
+/// description) the selector.
+fn template_cols(selector: Option<&str>) -> Vec<Value> {
+    let mut cols = vec![
+        col(
+            "Containers",
+            "string",
+            1,
+            "Names of each container in the template.",
+        ),
+        col(
+            "Images",
+            "string",
+            1,
+            "Images referenced by each container in the template.",
+        ),
+    ];
+    if let Some(d) = selector {
+        cols.push(col("Selector", "string", 1, d));
+    }
+    cols
 }
 
 fn int_at(obj: &Value, p: &str) -> i64 {
