@@ -684,6 +684,16 @@ fn deletion_honours_finalizers_propagation_and_namespace_lifecycle() {
         "cm/dep-c",
         "--timeout=30s",
     ]);
+    // A dependent whose owner does not exist is collected as well.
+    c.apply(&owned("dep-d", "00000000-0000-0000-0000-000000000000"));
+    c.kubectl_ok(&[
+        "-n",
+        "lab",
+        "wait",
+        "--for=delete",
+        "cm/dep-d",
+        "--timeout=30s",
+    ]);
     // A finalizer holds an object after delete until it is removed.
     c.kubectl_ok(&["-n", "lab", "delete", "cm", "held", "--wait=false"]);
     assert_ne!(

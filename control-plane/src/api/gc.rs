@@ -1,42 +1,40 @@
 //! What follows a deletion: dependents of a deleted owner (by `ownerReferences`) are deleted
 //! in the background, or first (`foregroundDeletion`), or released (`orphan`); a terminating
-//! namespace is emptied and then removed. Work arrives on a queue from the delete paths and is
-//! re-derived from the store at start-up, so a restart in the middle loses nothing.
+//! namespace is emptied and then removed.
+//!
+//! An owner index (uid → dependents, and the uids that exist) is built from the store at
+//! start-up and kept current by one store-wide watch, in revision order: an owner's deletion
+//! event queues the collection of its dependents, and an object whose owners do not exist
+//! (deleted while the server was down, or never there) is collected too. Marked objects
+//! (`foregroundDeletion`, `orphan`, terminating namespaces) arrive on a queue from the delete
+//! path and are re-derived from the store at start-up, so a restart in the middle loses nothing.
 //!
 //! Invariants: an owner marked `foregroundDeletion` goes only once none of its dependents is
 //! left; an `orphan` owner goes only after every dependent's reference to it is removed; a
-//! namespace goes only once nothing is left in it.
+//! namespace goes only once nothing is left in it; looking dependents up never scans the store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::handlers::{self, finalizers};
 use super::AppState;
 use crate::resources::{self, ResourceType};
-use crate::store::{StoredObject, Write};
+use crate::store::{EventKind, ObjectKey, StoreError, StoredObject, Write};
 
 /// One unit of follow-up work.
 #[derive(Debug, Clone)]
 pub enum Work {
-    /// An object is gone: collect what it owned.
-    Deleted {
-        /// Its uid.
-        uid: String,
-        /// Its namespace ("" when cluster-scoped).
-        namespace: String,
-    },
-    /// Several objects of one namespace are gone (queued deletions, batched).
-    DeletedMany {
+    /// These owners are gone: collect what they owned.
+    Collect {
         /// Their uids.
-        uids: HashSet<String>,
-        /// Their namespace.
-        namespace: String,
+        owners: HashSet<String>,
     },
     /// An object was marked for deletion and holds finalizers this module handles.
     Marked {
@@ -67,14 +65,6 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Called after an object was removed from the store.
-pub(super) fn deleted(state: &AppState, _rt: &ResourceType, obj: &Value) {
-    let _ = state.gc.send(Work::Deleted {
-        uid: meta_str(obj, "uid").to_string(),
-        namespace: meta_str(obj, "namespace").to_string(),
-    });
-}
-
 /// Called after an object was marked for deletion.
 pub(super) fn marked(state: &AppState, rt: &ResourceType, obj: &Value) {
     let Some(rt) = resources::find(rt.group, rt.version, rt.plural) else {
@@ -93,57 +83,257 @@ pub(super) fn marked(state: &AppState, rt: &ResourceType, obj: &Value) {
     }
 }
 
-/// Process the queue until `stop`; first re-derive pending work from the store.
-pub async fn run(state: Arc<AppState>, mut rx: Receiver, stop: CancellationToken) {
-    if let Err(e) = resume(&state).await {
-        tracing::warn!(error = %e, "garbage collector: could not resume pending work");
+/// The part of an object the index reads (serde skips the rest without building it).
+#[derive(Deserialize, Default)]
+struct Head {
+    #[serde(default)]
+    metadata: HeadMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct HeadMeta {
+    #[serde(default)]
+    uid: String,
+    #[serde(default, rename = "ownerReferences")]
+    owner_references: Vec<OwnerRef>,
+}
+
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+struct OwnerRef {
+    #[serde(default)]
+    uid: String,
+    #[serde(default, rename = "apiVersion")]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+impl OwnerRef {
+    /// Only owners of kinds this server stores can be known to be missing.
+    fn served(&self) -> bool {
+        resources::RESOURCES
+            .iter()
+            .any(|r| r.kind == self.kind && r.api_version() == self.api_version)
     }
+}
+
+/// uid → dependents, and which uids exist. Pure data structure, fed in revision order.
+#[derive(Default)]
+pub struct OwnerIndex {
+    /// Live objects: uid → key.
+    live: HashMap<String, ObjectKey>,
+    /// key → (its uid, its owners).
+    objects: HashMap<ObjectKey, (String, Vec<OwnerRef>)>,
+    /// owner uid → keys of its dependents.
+    dependents: HashMap<String, HashSet<ObjectKey>>,
+}
+
+impl OwnerIndex {
+    /// An object was created or changed; returns the uids of its owners that do not exist.
+    fn upsert(&mut self, key: &ObjectKey, data: &[u8]) -> Vec<String> {
+        let head: Head = serde_json::from_slice(data).unwrap_or_default();
+        self.remove(key);
+        let HeadMeta {
+            uid,
+            owner_references: owners,
+        } = head.metadata;
+        for o in &owners {
+            self.dependents
+                .entry(o.uid.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        let dangling = self.dangling(&owners);
+        self.live.insert(uid.clone(), key.clone());
+        self.objects.insert(key.clone(), (uid, owners));
+        dangling
+    }
+
+    fn dangling(&self, owners: &[OwnerRef]) -> Vec<String> {
+        owners
+            .iter()
+            .filter(|o| o.served() && !self.live.contains_key(&o.uid))
+            .map(|o| o.uid.clone())
+            .collect()
+    }
+
+    /// An object is gone; returns its uid when something depends on it.
+    fn remove(&mut self, key: &ObjectKey) -> Option<String> {
+        let (uid, owners) = self.objects.remove(key)?;
+        if self.live.get(&uid) == Some(key) {
+            self.live.remove(&uid);
+        }
+        for o in owners {
+            if let Some(set) = self.dependents.get_mut(&o.uid) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(&o.uid);
+                }
+            }
+        }
+        self.dependents.contains_key(&uid).then_some(uid)
+    }
+
+    /// Keys of the objects that name one of `owners`.
+    fn dependents_of(&self, owners: &HashSet<String>) -> Vec<ObjectKey> {
+        let mut out: Vec<ObjectKey> = owners
+            .iter()
+            .filter_map(|u| self.dependents.get(u))
+            .flatten()
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every owner uid some object names but that does not exist.
+    fn all_dangling(&self) -> HashSet<String> {
+        self.objects
+            .values()
+            .flat_map(|(_, owners)| self.dangling(owners))
+            .collect()
+    }
+}
+
+/// The garbage collector's shared state.
+struct Gc {
+    state: Arc<AppState>,
+    index: Mutex<OwnerIndex>,
+    /// The last revision the index has applied.
+    applied: watch::Sender<u64>,
+    stop: CancellationToken,
+}
+
+impl Gc {
+    fn collect(&self, owners: HashSet<String>) {
+        if !owners.is_empty() {
+            let _ = self.state.gc.send(Work::Collect { owners });
+        }
+    }
+
+    /// Wait until the index has seen every write up to the store's current revision.
+    async fn caught_up(&self) {
+        let target = self.state.store.revision();
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|r| *r >= target).await;
+    }
+
+    /// Rebuild the index from a full listing; returns the revision it reflects.
+    async fn rebuild(&self) -> Result<u64, ApiError> {
+        let revision = self.state.store.revision();
+        let mut index = OwnerIndex::default();
+        let mut marked_objects = Vec::new();
+        for (rt, stored) in stored_objects(&self.state, None).await? {
+            index.upsert(&stored.key, &stored.data);
+            if contains(&stored.data, b"\"deletionTimestamp\"") {
+                marked_objects.push((rt, handlers::materialize(rt, &stored)?));
+            }
+        }
+        let dangling = index.all_dangling();
+        if let Ok(mut i) = self.index.lock() {
+            *i = index;
+        }
+        self.applied.send_replace(revision);
+        for (rt, obj) in marked_objects {
+            marked(&self.state, rt, &obj);
+        }
+        self.collect(dangling);
+        Ok(revision)
+    }
+
+    /// Keep the index current from one store-wide watch; rebuild when it falls behind.
+    async fn follow(self: Arc<Self>) {
+        loop {
+            let from = match self.rebuild().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collector: could not build the owner index");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut w = match self.state.store.watch_all(from).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "garbage collector: could not watch the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let ev = tokio::select! {
+                    _ = self.stop.cancelled() => return,
+                    ev = w.next() => ev,
+                };
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(StoreError::Closed) => return,
+                    Err(_) => break,
+                };
+                let gone = {
+                    let Ok(mut index) = self.index.lock() else {
+                        return;
+                    };
+                    match ev.kind {
+                        EventKind::Deleted => index.remove(&ev.object.key).into_iter().collect(),
+                        _ => index
+                            .upsert(&ev.object.key, &ev.object.data)
+                            .into_iter()
+                            .collect(),
+                    }
+                };
+                self.applied.send_replace(ev.object.revision);
+                self.collect(gone);
+            }
+        }
+    }
+}
+
+fn contains(data: &[u8], needle: &[u8]) -> bool {
+    data.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Build the index, then process the queue until `stop`.
+pub async fn run(state: Arc<AppState>, mut rx: Receiver, stop: CancellationToken) {
+    let gc = Arc::new(Gc {
+        state,
+        index: Mutex::new(OwnerIndex::default()),
+        applied: watch::channel(0).0,
+        stop: stop.clone(),
+    });
+    tokio::spawn(gc.clone().follow());
     loop {
         let first = tokio::select! {
             _ = stop.cancelled() => return,
             w = rx.recv() => match w { Some(w) => w, None => return },
         };
-        // Take everything queued: deletions in one namespace share one scan for dependents.
-        let mut deleted: HashMap<String, HashSet<String>> = HashMap::new();
+        // Take everything queued: collections share one pass.
+        let mut owners = HashSet::new();
         let mut next = Some(first);
         while let Some(work) = next.take().or_else(|| rx.try_recv().ok()) {
             match work {
-                Work::Deleted { uid, namespace } => {
-                    deleted.entry(namespace).or_default().insert(uid);
-                }
-                other => spawn(&state, &stop, other),
+                Work::Collect { owners: o } => owners.extend(o),
+                other => spawn(&gc, other),
             }
         }
-        for (namespace, uids) in deleted {
-            spawn(&state, &stop, Work::DeletedMany { uids, namespace });
+        if !owners.is_empty() {
+            spawn(&gc, Work::Collect { owners });
         }
     }
 }
 
-fn spawn(state: &Arc<AppState>, stop: &CancellationToken, work: Work) {
-    let state = state.clone();
-    let stop = stop.clone();
+fn spawn(gc: &Arc<Gc>, work: Work) {
+    let gc = gc.clone();
     tokio::spawn(async move {
         let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = process(&state, &work) => r,
+            _ = gc.stop.cancelled() => return,
+            r = process(&gc, &work) => r,
         };
         if let Err(e) = result {
             tracing::warn!(?work, error = %e, "garbage collector: work failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            match work {
-                Work::DeletedMany { uids, namespace } => {
-                    for uid in uids {
-                        let _ = state.gc.send(Work::Deleted {
-                            uid,
-                            namespace: namespace.clone(),
-                        });
-                    }
-                }
-                other => {
-                    let _ = state.gc.send(other);
-                }
-            }
+            let _ = gc.state.gc.send(work);
         }
     });
 }
@@ -169,37 +359,6 @@ async fn stored_objects(
     Ok(out)
 }
 
-/// Every object: marked ones get their finalizers handled; dependents whose owners are all
-/// gone are collected.
-async fn resume(state: &AppState) -> Result<(), ApiError> {
-    let mut uids = HashSet::new();
-    let mut all = Vec::new();
-    for (rt, stored) in stored_objects(state, None).await? {
-        let obj = handlers::materialize(rt, &stored)?;
-        uids.insert(meta_str(&obj, "uid").to_string());
-        if obj
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|v| !v.is_null())
-        {
-            marked(state, rt, &obj);
-        }
-        all.push(obj);
-    }
-    let mut gone = HashSet::new();
-    for obj in &all {
-        for r in owner_refs(obj) {
-            let uid = r.get("uid").and_then(Value::as_str).unwrap_or("");
-            if !uid.is_empty() && !uids.contains(uid) && gone.insert(uid.to_string()) {
-                let _ = state.gc.send(Work::Deleted {
-                    uid: uid.to_string(),
-                    namespace: meta_str(obj, "namespace").to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 fn owner_refs(obj: &Value) -> Vec<Value> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -207,28 +366,28 @@ fn owner_refs(obj: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The objects (type, served JSON) whose ownerReferences name one of `uids`, in `namespace`
-/// (or everywhere when the owners are cluster-scoped). Objects without ownerReferences are
-/// skipped before they are parsed.
+/// The objects (type, served JSON) that name one of `owners`, from the index.
 async fn dependents(
-    state: &AppState,
-    uids: &HashSet<String>,
-    namespace: &str,
+    gc: &Gc,
+    owners: &HashSet<String>,
 ) -> Result<Vec<(&'static ResourceType, Value)>, ApiError> {
-    const MARK: &[u8] = b"\"ownerReferences\"";
-    let ns = (!namespace.is_empty()).then_some(namespace);
+    gc.caught_up().await;
+    let keys = match gc.index.lock() {
+        Ok(index) => index.dependents_of(owners),
+        Err(_) => return Err(ApiError::Internal("owner index poisoned".into())),
+    };
     let mut out = Vec::new();
-    for (rt, stored) in stored_objects(state, ns).await? {
-        if !stored.data.windows(MARK.len()).any(|w| w == MARK) {
+    for key in keys {
+        let Some(rt) = resources::RESOURCES
+            .iter()
+            .find(|r| r.storage.is_none() && r.storage_key() == key.resource)
+        else {
             continue;
-        }
-        let obj = handlers::materialize(rt, &stored)?;
-        if owner_refs(&obj).iter().any(|r| {
-            r.get("uid")
-                .and_then(Value::as_str)
-                .is_some_and(|u| uids.contains(u))
-        }) {
-            out.push((rt, obj));
+        };
+        match gc.state.store.get(&key).await {
+            Ok(stored) => out.push((rt, handlers::materialize(rt, &stored)?)),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), &key.name)),
         }
     }
     Ok(out)
@@ -276,13 +435,16 @@ async fn release(
     }
 }
 
-async fn process(state: &AppState, work: &Work) -> Result<(), ApiError> {
+async fn process(gc: &Gc, work: &Work) -> Result<(), ApiError> {
+    let state = gc.state.as_ref();
     match work {
-        Work::Deleted { uid, namespace } => {
-            let uids = HashSet::from([uid.clone()]);
-            collect(state, &uids, namespace).await
+        Work::Collect { owners } => {
+            // Dependents of gone owners go (or lose the reference when another owner remains).
+            for (rt, obj) in dependents(gc, owners).await? {
+                release(state, rt, &obj, owners, Some("Background")).await?;
+            }
+            Ok(())
         }
-        Work::DeletedMany { uids, namespace } => collect(state, uids, namespace).await,
         Work::Marked {
             rt,
             namespace,
@@ -299,14 +461,14 @@ async fn process(state: &AppState, work: &Work) -> Result<(), ApiError> {
             let uid = HashSet::from([meta_str(&obj, "uid").to_string()]);
             let fins = finalizers(&obj);
             if fins.iter().any(|f| f == "orphan") {
-                for (drt, d) in dependents(state, &uid, namespace).await? {
+                for (drt, d) in dependents(gc, &uid).await? {
                     release(state, drt, &d, &uid, None).await?;
                 }
                 remove_finalizer(state, rt, namespace, name, "orphan").await?;
             }
             if fins.iter().any(|f| f == "foregroundDeletion") {
                 loop {
-                    let left = dependents(state, &uid, namespace).await?;
+                    let left = dependents(gc, &uid).await?;
                     if left.is_empty() {
                         break;
                     }
@@ -357,18 +519,6 @@ async fn remove_finalizer(
     }
 }
 
-/// Dependents of deleted owners go (or lose the reference when another owner remains).
-async fn collect(
-    state: &AppState,
-    uids: &HashSet<String>,
-    namespace: &str,
-) -> Result<(), ApiError> {
-    for (rt, obj) in dependents(state, uids, namespace).await? {
-        release(state, rt, &obj, uids, Some("Background")).await?;
-    }
-    Ok(())
-}
-
 /// Delete everything in a terminating namespace, wait until it is empty, then remove it.
 async fn terminate_namespace(
     state: &AppState,
@@ -408,5 +558,60 @@ async fn terminate_namespace(
     {
         Ok(_) | Err(crate::store::StoreError::NotFound) => Ok(()),
         Err(e) => Err(ApiError::from_store(e, "namespaces", &ns)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("configmaps", "default", name)
+    }
+
+    fn obj(uid: &str, owners: &[&str]) -> Vec<u8> {
+        let refs: Vec<Value> = owners
+            .iter()
+            .map(|o| json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": o}))
+            .collect();
+        serde_json::to_vec(&json!({"metadata": {"uid": uid, "ownerReferences": refs}})).unwrap()
+    }
+
+    #[test]
+    fn owner_index_table() {
+        let mut ix = OwnerIndex::default();
+        let d = ObjectKey::new("apps/deployments", "default", "web");
+        // (step, expected result)
+        assert_eq!(ix.upsert(&d, &obj("D", &[])), Vec::<String>::new());
+        assert_eq!(
+            ix.upsert(&key("a"), &obj("A", &["D"])),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ix.upsert(&key("b"), &obj("B", &["D", "X"])),
+            vec!["X".to_string()]
+        );
+        assert_eq!(
+            ix.dependents_of(&HashSet::from(["D".to_string()])),
+            vec![key("a"), key("b")]
+        );
+        assert_eq!(ix.all_dangling(), HashSet::from(["X".to_string()]));
+        // An update that drops the reference removes the dependency.
+        ix.upsert(&key("a"), &obj("A", &[]));
+        assert_eq!(
+            ix.dependents_of(&HashSet::from(["D".to_string()])),
+            vec![key("b")]
+        );
+        // Deleting the owner reports its uid (something depends on it); deleting a leaf does not.
+        assert_eq!(ix.remove(&d), Some("D".to_string()));
+        assert_eq!(ix.remove(&key("a")), None);
+        assert_eq!(ix.remove(&key("nothing")), None);
+        assert_eq!(
+            ix.all_dangling(),
+            HashSet::from(["D".to_string(), "X".to_string()])
+        );
+        // Owners of kinds this server does not store are never called missing.
+        let foreign = serde_json::to_vec(&json!({"metadata": {"uid": "F", "ownerReferences": [{"apiVersion": "example.com/v1", "kind": "Widget", "name": "w", "uid": "W"}]}})).unwrap();
+        assert_eq!(ix.upsert(&key("f"), &foreign), Vec::<String>::new());
     }
 }

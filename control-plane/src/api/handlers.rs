@@ -929,9 +929,6 @@ async fn write_update(
         .write(write)
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), name))?;
-    if finished {
-        super::gc::deleted(state, rt, &new);
-    }
     Ok((materialize(rt, &stored)?, warnings))
 }
 
@@ -1381,9 +1378,7 @@ pub(super) async fn delete(
         match state.store.write(write).await {
             Ok(stored) => {
                 let out = materialize(rt, &stored)?;
-                if deleted_now {
-                    super::gc::deleted(state, rt, &out);
-                } else {
+                if !deleted_now {
                     super::gc::marked(state, rt, &out);
                 }
                 return Ok(out);

@@ -328,6 +328,15 @@ impl Store {
 
     /// Watch `resource` for changes after revision `from`.
     pub async fn watch(&self, resource: &str, from: u64) -> Result<Watch, StoreError> {
+        self.watch_from(Some(resource), from).await
+    }
+
+    /// Watch every resource for changes after revision `from` (the garbage collector's view).
+    pub async fn watch_all(&self, from: u64) -> Result<Watch, StoreError> {
+        self.watch_from(None, from).await
+    }
+
+    async fn watch_from(&self, resource: Option<&str>, from: u64) -> Result<Watch, StoreError> {
         // Subscribe first, then read the backlog, so nothing committed in between is missed.
         let live = self.shared.events.subscribe();
         let compacted = self.shared.compacted.load(Ordering::Acquire);
@@ -337,13 +346,25 @@ impl Store {
                 compacted,
             });
         }
-        let rows = sqlx::query(
-            "SELECT revision, namespace, name, kind, data FROM history WHERE resource = ? AND revision > ? ORDER BY revision",
-        )
-        .bind(resource)
-        .bind(from as i64)
-        .fetch_all(&self.shared.reader)
-        .await?;
+        let rows = match resource {
+            Some(resource) => {
+                sqlx::query(
+                    "SELECT revision, namespace, name, kind, data, resource FROM history WHERE resource = ? AND revision > ? ORDER BY revision",
+                )
+                .bind(resource)
+                .bind(from as i64)
+                .fetch_all(&self.shared.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT revision, namespace, name, kind, data, resource FROM history WHERE revision > ? ORDER BY revision",
+                )
+                .bind(from as i64)
+                .fetch_all(&self.shared.reader)
+                .await?
+            }
+        };
         // Compaction may have raced the read: if it removed revisions we needed, say so.
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if from < compacted {
@@ -359,7 +380,7 @@ impl Store {
                     kind: EventKind::from_code(r.get(3)),
                     object: StoredObject {
                         key: ObjectKey {
-                            resource: resource.to_string(),
+                            resource: r.get(5),
                             namespace: r.get(1),
                             name: r.get(2),
                         },
@@ -371,7 +392,7 @@ impl Store {
             })
             .collect();
         Ok(Watch {
-            resource: resource.to_string(),
+            resource: resource.map(str::to_string),
             backlog,
             live,
             last: from,
@@ -379,9 +400,9 @@ impl Store {
     }
 }
 
-/// A stream of events for one resource, in revision order, with nothing skipped.
+/// A stream of events for one resource (or all), in revision order, with nothing skipped.
 pub struct Watch {
-    resource: String,
+    resource: Option<String>,
     backlog: VecDeque<Arc<Event>>,
     live: broadcast::Receiver<Arc<Event>>,
     last: u64,
@@ -398,7 +419,11 @@ impl Watch {
         loop {
             match self.live.recv().await {
                 Ok(ev) => {
-                    if ev.object.revision <= self.last || ev.object.key.resource != self.resource {
+                    let other = self
+                        .resource
+                        .as_ref()
+                        .is_some_and(|r| *r != ev.object.key.resource);
+                    if ev.object.revision <= self.last || other {
                         continue;
                     }
                     self.last = ev.object.revision;
