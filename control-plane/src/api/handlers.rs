@@ -502,30 +502,13 @@ pub(super) async fn list_matching(
     ns: Option<&str>,
     filter: &Filter,
 ) -> ApiResult<(Vec<Value>, u64)> {
-    list_after(state, rt, ns, filter, None).await
-}
-
-/// [`list_matching`] from the first object after the key `namespace/name` (a `continue`
-/// token's position); objects before it are not parsed.
-async fn list_after(
-    state: &AppState,
-    rt: &ResourceType,
-    ns: Option<&str>,
-    filter: &Filter,
-    after: Option<&str>,
-) -> ApiResult<(Vec<Value>, u64)> {
     let listing = state
         .store
         .list(&rt.storage_key(), ns)
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-    let after = after.map(|a| a.split_once('/').unwrap_or(("", a)));
     let mut items = Vec::with_capacity(listing.objects.len());
     for stored in &listing.objects {
-        let key = (stored.key.namespace.as_str(), stored.key.name.as_str());
-        if after.is_some_and(|a| key <= a) {
-            continue;
-        }
         let obj = materialize(rt, stored)?;
         if filter.matches(&obj) {
             items.push(obj);
@@ -548,14 +531,47 @@ async fn list(
             return Err(ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into()));
         }
     }
-    let after = page.continued.as_ref().map(|c| c.start.as_str());
-    let (mut items, revision) = list_after(state, rt, ns, &filter, after).await?;
-    let revision = page.continued.as_ref().map_or(revision, |c| c.rv);
+    let table = wants_table(headers);
+    // Plain JSON lists whose selectors the key answers are copied from the stored bytes;
+    // everything else is parsed.
+    let raw =
+        !table && rt.storage.is_none() && filter.labels.0.is_empty() && filter.fields.key_only();
+    let listing = state
+        .store
+        .list(&rt.storage_key(), ns)
+        .await
+        .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+    let after = page
+        .continued
+        .as_ref()
+        .map(|c| c.start.split_once('/').unwrap_or(("", c.start.as_str())));
+    let mut matching: Vec<(&StoredObject, Option<Value>)> = Vec::new();
+    for stored in &listing.objects {
+        let key = (stored.key.namespace.as_str(), stored.key.name.as_str());
+        if after.is_some_and(|a| key <= a) {
+            continue;
+        }
+        if raw {
+            let by_key = json!({"metadata": {"namespace": key.0, "name": key.1}});
+            if filter.fields.matches(&by_key) {
+                matching.push((stored, None));
+            }
+        } else {
+            let obj = materialize(rt, stored)?;
+            if filter.matches(&obj) {
+                matching.push((stored, Some(obj)));
+            }
+        }
+    }
+    let revision = page.continued.as_ref().map_or(listing.revision, |c| c.rv);
     let mut meta = json!({"resourceVersion": revision.to_string()});
-    if let Some(limit) = page.limit.filter(|l| *l < items.len()) {
-        let rest = items.len() - limit;
-        items.truncate(limit);
-        let last = items.last().map(object_key_string).unwrap_or_default();
+    if let Some(limit) = page.limit.filter(|l| *l < matching.len()) {
+        let rest = matching.len() - limit;
+        matching.truncate(limit);
+        let last = matching
+            .last()
+            .map(|(s, _)| format!("{}/{}", s.key.namespace, s.key.name))
+            .unwrap_or_default();
         meta["continue"] = json!(Continue {
             rv: revision,
             start: last
@@ -563,31 +579,37 @@ async fn list(
         .encode());
         meta["remainingItemCount"] = json!(rest);
     }
-    if wants_table(headers) {
+    if table {
+        let items: Vec<Value> = matching.into_iter().filter_map(|(_, o)| o).collect();
         let mut t = table::table(rt, &items, &revision.to_string(), true);
         t["metadata"] = meta;
         return Ok(axum::Json(t).into_response());
     }
-    for it in &mut items {
-        if let Some(m) = it.as_object_mut() {
-            m.remove("kind");
-            m.remove("apiVersion");
+    let head = json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta});
+    let mut body = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body.pop(); // the closing brace: items follow
+    body.extend_from_slice(b",\"items\":[");
+    for (i, (stored, parsed)) in matching.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        let copied =
+            parsed.is_none() && super::rawjson::list_item(&stored.data, stored.revision, &mut body);
+        if !copied {
+            let mut obj = match parsed {
+                Some(o) => o,
+                None => materialize(rt, stored)?,
+            };
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            serde_json::to_writer(&mut body, &obj)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         }
     }
-    Ok(axum::Json(json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": meta, "items": items})).into_response())
-}
-
-/// `namespace/name`, the order lists are served in.
-fn object_key_string(obj: &Value) -> String {
-    format!(
-        "{}/{}",
-        obj.pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-        obj.pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    )
+    body.extend_from_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// A `continue` token: the list revision and the last key served (opaque to clients).

@@ -15,6 +15,7 @@ mod modules;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
+mod rawjson;
 pub mod selectors;
 pub mod table;
 pub mod typed;

@@ -249,6 +249,14 @@ impl FieldSelector {
             .all(|(field, eq, want)| (field_value(obj, field) == *want) == *eq)
     }
 
+    /// Does every term name `metadata.name` or `metadata.namespace` (so an object's key is
+    /// enough to evaluate it)?
+    pub fn key_only(&self) -> bool {
+        self.0
+            .iter()
+            .all(|(f, _, _)| f == "metadata.name" || f == "metadata.namespace")
+    }
+
     /// The value this selector pins `field` to with `=`, if any.
     pub fn pinned(&self, field: &str) -> Option<&str> {
         self.0

@@ -7,6 +7,7 @@
 //! events are published in revision order, after commit. Objects are opaque bytes here: the API
 //! layer owns their meaning (and writes `metadata.resourceVersion` into them when serving).
 
+mod cache;
 mod writer;
 
 use std::collections::VecDeque;
@@ -168,6 +169,8 @@ impl Default for StoreConfig {
 
 struct Shared {
     reader: SqlitePool,
+    /// Current objects, updated after each commit (see [`cache`]).
+    cache: std::sync::RwLock<cache::Cache>,
     events: broadcast::Sender<Arc<Event>>,
     /// Last committed revision.
     revision: AtomicU64,
@@ -211,7 +214,13 @@ impl Store {
             .connect_with(options.read_only(true))
             .await?;
         let (events, _) = broadcast::channel(16_384);
+        let mut snapshot = cache::Cache::default();
+        snapshot.revision = revision;
+        for obj in writer::load_objects(&mut conn).await? {
+            snapshot.put(&obj);
+        }
         let shared = Arc::new(Shared {
+            cache: std::sync::RwLock::new(snapshot),
             reader,
             events,
             revision: AtomicU64::new(revision),
@@ -263,66 +272,23 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Read one object.
+    /// Read one object (from memory).
     pub async fn get(&self, key: &ObjectKey) -> Result<StoredObject, StoreError> {
-        let row = sqlx::query(
-            "SELECT revision, data FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
-        )
-        .bind(&key.resource)
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .fetch_optional(&self.shared.reader)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(StoredObject {
-            key: key.clone(),
-            revision: row.get::<i64, _>(0) as u64,
-            data: Bytes::from(row.get::<Vec<u8>, _>(1)),
-        })
+        let cache = self.shared.cache.read().map_err(|_| StoreError::Closed)?;
+        cache.get(key).ok_or(StoreError::NotFound)
     }
 
-    /// List the objects of `resource` (in `namespace` when given) at one consistent revision.
+    /// List the objects of `resource` (in `namespace` when given) at one consistent revision
+    /// (from memory; never blocks writers for longer than copying the references).
     pub async fn list(
         &self,
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<Listing, StoreError> {
-        let mut tx = self.shared.reader.begin().await?;
-        let revision: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'revision'")
-            .fetch_optional(&mut *tx)
-            .await?
-            .unwrap_or(0);
-        let rows = match namespace {
-            Some(ns) => {
-                sqlx::query("SELECT namespace, name, revision, data FROM objects WHERE resource = ? AND namespace = ? ORDER BY namespace, name")
-                    .bind(resource)
-                    .bind(ns)
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
-            None => {
-                sqlx::query("SELECT namespace, name, revision, data FROM objects WHERE resource = ? ORDER BY namespace, name")
-                    .bind(resource)
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
-        };
-        tx.commit().await?;
-        let objects = rows
-            .into_iter()
-            .map(|r| StoredObject {
-                key: ObjectKey {
-                    resource: resource.to_string(),
-                    namespace: r.get(0),
-                    name: r.get(1),
-                },
-                revision: r.get::<i64, _>(2) as u64,
-                data: Bytes::from(r.get::<Vec<u8>, _>(3)),
-            })
-            .collect();
+        let cache = self.shared.cache.read().map_err(|_| StoreError::Closed)?;
         Ok(Listing {
-            objects,
-            revision: revision as u64,
+            objects: cache.list(resource, namespace),
+            revision: cache.revision,
         })
     }
 

@@ -104,6 +104,14 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
     .await;
     match outcome {
         Ok((applied, rev)) => {
+            // Memory first, then the revision, then the events: whoever sees an event (or
+            // the new revision) can read the object.
+            if let Ok(mut cache) = shared.cache.write() {
+                for ev in applied.iter().filter_map(|a| a.event.as_ref()) {
+                    cache.apply(ev.kind, &ev.object);
+                }
+                cache.revision = rev;
+            }
             shared.revision.store(rev, Ordering::Release);
             for ((_, reply), a) in batch.into_iter().zip(applied) {
                 if let Some(ev) = a.event {
@@ -121,6 +129,27 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
             }
         }
     }
+}
+
+/// Every stored object (to fill the cache at start-up).
+pub(super) async fn load_objects(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<StoredObject>, sqlx::Error> {
+    let rows = sqlx::query("SELECT resource, namespace, name, revision, data FROM objects")
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StoredObject {
+            key: ObjectKey {
+                resource: r.get(0),
+                namespace: r.get(1),
+                name: r.get(2),
+            },
+            revision: r.get::<i64, _>(3) as u64,
+            data: Bytes::from(r.get::<Vec<u8>, _>(4)),
+        })
+        .collect())
 }
 
 async fn current(
