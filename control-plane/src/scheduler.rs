@@ -205,27 +205,58 @@ fn wants_us(pod: &Pod) -> bool {
         && !is_finished(pod)
 }
 
+/// A bound pod that has finished or is being deleted no longer counts against its node.
+fn frees_resources(pod: &Pod) -> bool {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    bound && (is_finished(pod) || pod.metadata.deletion_timestamp.is_some())
+}
+
 /// Run the scheduler until the client's server goes away for good.
 pub async fn run(client: kube::Client) {
     let pods_api: Api<Pod> = Api::all(client.clone());
     let nodes_api: Api<Node> = Api::all(client.clone());
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
+    // Each change says whether it can alter a decision: a pod that wants scheduling, a bound
+    // pod that goes or finishes (its resources free up), any node change or relist. Status
+    // updates of running pods, which are most writes, cost the scheduler nothing.
     let pod_events = reflector(pod_writer, watcher(pods_api, watcher::Config::default()))
         .default_backoff()
-        .map(|_| ());
+        .map(|ev| match ev {
+            Ok(watcher::Event::Apply(p)) => wants_us(&p) || frees_resources(&p),
+            Ok(watcher::Event::Delete(p)) => !p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .unwrap_or("")
+                .is_empty(),
+            Ok(watcher::Event::InitApply(_)) => false,
+            _ => true,
+        });
     let node_events = reflector(node_writer, watcher(nodes_api, watcher::Config::default()))
         .default_backoff()
-        .map(|_| ());
+        .map(|_| true);
     let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
     let mut reported: HashMap<String, String> = HashMap::new();
     loop {
         // Wait for a change (or retry periodically), then take whatever else is ready.
-        if let Ok(None) = tokio::time::timeout(Duration::from_secs(5), changes.next()).await {
-            return;
+        let mut relevant = match tokio::time::timeout(Duration::from_secs(5), changes.next()).await
+        {
+            Ok(None) => return,
+            Ok(Some(r)) => r,
+            Err(_) => true, // quiet for a while: retry what is pending
+        };
+        while let Some(Some(r)) = futures::FutureExt::now_or_never(changes.next()) {
+            relevant |= r;
         }
-        while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
+        if !relevant {
+            continue;
+        }
         let all_pods = pods.state();
         let mut snap = snapshot(&nodes.state(), &all_pods);
         let mut pending: Vec<&Arc<Pod>> = all_pods.iter().filter(|p| wants_us(p)).collect();
