@@ -182,6 +182,9 @@ pub async fn api(
         }
         report("watch-delivery", lat);
         // LIST of many pods.
+        if list_pods == 0 {
+            return Ok(());
+        }
         let have = pods.list(&ListParams::default()).await?.items.len();
         if list_pods > have {
             let api = pods.clone();
@@ -220,6 +223,40 @@ pub async fn api(
     .await;
     let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
     result
+}
+
+/// `skiff bench etcd`: puts of a value the size of the bench pod (as skiff stores it) through
+/// etcd's v3 JSON gateway, reported like `bench api`'s creates.
+pub async fn etcd(endpoint: &str, writes: usize, levels: &[usize]) -> Result<()> {
+    use base64::Engine as _;
+    let value = serde_json::to_vec(&bench_pod("etcd-value-size"))?;
+    let value = base64::engine::general_purpose::STANDARD.encode(&value);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()?;
+    let url = format!("{}/v3/kv/put", endpoint.trim_end_matches('/'));
+    for &c in levels {
+        let (http, url, value) = (http.clone(), url.clone(), value.clone());
+        let (lat, wall) = concurrent(writes, c, move |i| {
+            let (http, url, value) = (http.clone(), url.clone(), value.clone());
+            async move {
+                let key = base64::engine::general_purpose::STANDARD
+                    .encode(format!("/registry/pods/bench/c{c}-{i}"));
+                let resp = http
+                    .post(&url)
+                    .json(&serde_json::json!({"key": key, "value": value}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(resp.status().is_success(), "etcd answered {}", resp.status());
+                resp.bytes().await?;
+                Ok(())
+            }
+        })
+        .await?;
+        rate(&format!("etcd-put-c{c}"), writes, wall);
+        report(&format!("etcd-put-latency-c{c}"), lat);
+    }
+    Ok(())
 }
 
 /// Create a pod from `manifest` `n` times and time creation → `Succeeded` as a watch sees it.

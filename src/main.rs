@@ -123,6 +123,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10000)]
         list_pods: usize,
     },
+    /// The same durable-write load against etcd's v3 HTTP gateway (for `bench/etcd-compare.sh`):
+    /// puts of a pod-sized value at several concurrencies.
+    Etcd {
+        /// etcd client URL (plain HTTP on loopback).
+        #[arg(long, default_value = "http://127.0.0.1:2379")]
+        endpoint: String,
+        /// Puts per concurrency level.
+        #[arg(long, default_value_t = 2000)]
+        writes: usize,
+        /// Concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        clients: Vec<usize>,
+    },
 }
 
 fn hostname() -> String {
@@ -223,6 +236,14 @@ async fn main() -> Result<()> {
                     list_pods,
                 },
         } => bench::api(&kubeconfig, writes, &clients, list_pods).await,
+        Command::Bench {
+            which:
+                BenchCommand::Etcd {
+                    endpoint,
+                    writes,
+                    clients,
+                },
+        } => bench::etcd(&endpoint, writes, &clients).await,
     }
 }
 
