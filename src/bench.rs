@@ -247,7 +247,11 @@ pub async fn etcd(endpoint: &str, writes: usize, levels: &[usize]) -> Result<()>
                     .json(&serde_json::json!({"key": key, "value": value}))
                     .send()
                     .await?;
-                anyhow::ensure!(resp.status().is_success(), "etcd answered {}", resp.status());
+                anyhow::ensure!(
+                    resp.status().is_success(),
+                    "etcd answered {}",
+                    resp.status()
+                );
                 resp.bytes().await?;
                 Ok(())
             }

@@ -831,7 +831,14 @@ pub(super) async fn create(
         })
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), &name))?;
-    Ok((materialize(rt, &stored)?, warnings))
+    Ok((with_revision(obj, stored.revision), warnings))
+}
+
+/// The object just written, as served: what was stored plus its new resourceVersion (no
+/// second parse of the stored bytes).
+fn with_revision(mut obj: Value, revision: u64) -> Value {
+    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    obj
 }
 
 /// Write `new` over `old` (both served JSON) with the update rules; `precondition` is the
@@ -951,7 +958,10 @@ async fn write_update(
         .write(write)
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), name))?;
-    Ok((materialize(rt, &stored)?, warnings))
+    if finished {
+        return Ok((materialize(rt, &stored)?, warnings));
+    }
+    Ok((with_revision(new, stored.revision), warnings))
 }
 
 /// `metadata.finalizers` of a served object.

@@ -1,6 +1,7 @@
 //! The single writer: owns the only write connection, applies waiting writes in one
 //! transaction (group commit), assigns consecutive revisions, commits, then answers and publishes.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -88,8 +89,12 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
         let mut tx = conn.begin().await?;
         let mut rev = start_rev;
         let mut applied = Vec::with_capacity(batch.len());
+        let mut seen = Current {
+            shared,
+            batch: HashMap::new(),
+        };
         for (write, _) in &batch {
-            applied.push(apply(&mut tx, write, &mut rev).await?);
+            applied.push(apply(&mut tx, write, &mut rev, &mut seen).await?);
         }
         if rev != start_rev {
             sqlx::query("UPDATE meta SET value = ? WHERE key = 'revision'")
@@ -152,26 +157,6 @@ pub(super) async fn load_objects(
         .collect())
 }
 
-async fn current(
-    tx: &mut SqliteConnection,
-    key: &ObjectKey,
-) -> Result<Option<(u64, Bytes)>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT revision, data FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
-    )
-    .bind(&key.resource)
-    .bind(&key.namespace)
-    .bind(&key.name)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(row.map(|r| {
-        (
-            r.get::<i64, _>(0) as u64,
-            Bytes::from(r.get::<Vec<u8>, _>(1)),
-        )
-    }))
-}
-
 async fn record(
     tx: &mut SqliteConnection,
     rev: u64,
@@ -198,14 +183,54 @@ fn refused(e: StoreError) -> Applied {
     }
 }
 
+/// The current state of a key for the writer: what this batch wrote, else the committed state
+/// in memory (the writer is the only writer, and memory is updated after every commit).
+struct Current<'a> {
+    shared: &'a Shared,
+    batch: HashMap<ObjectKey, Option<(u64, Bytes)>>,
+}
+
+impl Current<'_> {
+    fn get(&self, key: &ObjectKey) -> Option<(u64, Bytes)> {
+        match self.batch.get(key) {
+            Some(v) => v.clone(),
+            None => self
+                .shared
+                .cache
+                .read()
+                .ok()?
+                .get(key)
+                .map(|o| (o.revision, o.data)),
+        }
+    }
+}
+
 async fn apply(
     tx: &mut SqliteConnection,
     write: &Write,
     rev: &mut u64,
+    seen: &mut Current<'_>,
+) -> Result<Applied, sqlx::Error> {
+    let applied = apply_one(tx, write, rev, seen).await?;
+    if let Some(ev) = &applied.event {
+        let state = match ev.kind {
+            EventKind::Deleted => None,
+            _ => Some((ev.object.revision, ev.object.data.clone())),
+        };
+        seen.batch.insert(ev.object.key.clone(), state);
+    }
+    Ok(applied)
+}
+
+async fn apply_one(
+    tx: &mut SqliteConnection,
+    write: &Write,
+    rev: &mut u64,
+    seen: &Current<'_>,
 ) -> Result<Applied, sqlx::Error> {
     match write {
         Write::Create { key, data } => {
-            if current(tx, key).await?.is_some() {
+            if seen.get(key).is_some() {
                 return Ok(refused(StoreError::AlreadyExists));
             }
             *rev += 1;
@@ -237,7 +262,7 @@ async fn apply(
             data,
             precondition,
         } => {
-            let Some((cur, old)) = current(tx, key).await? else {
+            let Some((cur, old)) = seen.get(key) else {
                 return Ok(refused(StoreError::NotFound));
             };
             if precondition.is_some_and(|p| p != cur) {
@@ -268,7 +293,7 @@ async fn apply(
             })
         }
         Write::Delete { key, precondition } => {
-            let Some((cur, old)) = current(tx, key).await? else {
+            let Some((cur, old)) = seen.get(key) else {
                 return Ok(refused(StoreError::NotFound));
             };
             if precondition.is_some_and(|p| p != cur) {
