@@ -328,3 +328,128 @@ mod tests {
         assert!(apply_patch(&json!({}), &json!([1]), PatchType::Strategic).is_err());
     }
 }
+
+/// Properties of strategic merge patch, checked against a model of Kubernetes' documented
+/// behaviour for lists with a merge key (containers by `name`) and for maps.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[derive(Clone, Debug)]
+    enum Entry {
+        Set(String, String),
+        Delete(String),
+    }
+
+    fn names() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c", "d", "e"]).prop_map(str::to_string)
+    }
+
+    fn base() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::btree_map(names(), "[a-z]{1,3}", 0..5)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    fn patch_entries() -> impl Strategy<Value = Vec<Entry>> {
+        prop::collection::btree_map(names(), prop::option::of("[a-z]{1,3}"), 0..5).prop_map(|m| {
+            m.into_iter()
+                .map(|(n, img)| match img {
+                    Some(i) => Entry::Set(n, i),
+                    None => Entry::Delete(n),
+                })
+                .collect()
+        })
+    }
+
+    /// The documented outcome: matched elements merge in place, `$patch: delete` removes,
+    /// new elements are appended in patch order.
+    fn model(base: &[(String, String)], patch: &[Entry]) -> Vec<(String, String)> {
+        let mut out = base.to_vec();
+        for e in patch {
+            match e {
+                Entry::Delete(n) => out.retain(|(m, _)| m != n),
+                Entry::Set(n, img) => match out.iter_mut().find(|(m, _)| m == n) {
+                    Some(c) => c.1 = img.clone(),
+                    None => out.push((n.clone(), img.clone())),
+                },
+            }
+        }
+        out
+    }
+
+    fn pod(containers: &[(String, String)]) -> Value {
+        let cs: Vec<Value> = containers
+            .iter()
+            .map(|(n, i)| json!({"name": n, "image": i, "args": ["x"]}))
+            .collect();
+        json!({"metadata": {"labels": {"keep": "1", "drop": "2"}}, "spec": {"containers": cs}})
+    }
+
+    fn patch_of(entries: &[Entry]) -> Value {
+        let cs: Vec<Value> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Set(n, i) => json!({"name": n, "image": i}),
+                Entry::Delete(n) => json!({"name": n, "$patch": "delete"}),
+            })
+            .collect();
+        json!({"metadata": {"labels": {"drop": null, "new": "3"}}, "spec": {"containers": cs}})
+    }
+
+    fn containers(v: &Value) -> Vec<(String, String)> {
+        v.pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or("").to_string(),
+                    c["image"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn merges_lists_by_key_like_the_model(base in base(), entries in patch_entries()) {
+            let out = apply_patch(&pod(&base), &patch_of(&entries), PatchType::Strategic).unwrap();
+            prop_assert_eq!(containers(&out), model(&base, &entries));
+            // Fields the patch does not name survive on merged elements.
+            for c in out["spec"]["containers"].as_array().unwrap() {
+                let was_there = base.iter().any(|(n, _)| c["name"] == json!(n));
+                prop_assert_eq!(c.get("args").is_some(), was_there);
+            }
+            // null deletes a map key; other keys stay; new keys are added.
+            prop_assert_eq!(&out["metadata"]["labels"], &json!({"keep": "1", "new": "3"}));
+        }
+
+        #[test]
+        fn applying_a_patch_twice_is_applying_it_once(base in base(), entries in patch_entries()) {
+            let p = patch_of(&entries);
+            let once = apply_patch(&pod(&base), &p, PatchType::Strategic).unwrap();
+            let twice = apply_patch(&once, &p, PatchType::Strategic).unwrap();
+            prop_assert_eq!(once, twice);
+        }
+
+        #[test]
+        fn replace_directive_replaces_the_list(base in base(), entries in patch_entries()) {
+            let mut items: Vec<Value> = entries
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Set(n, i) => Some(json!({"name": n, "image": i})),
+                    Entry::Delete(_) => None,
+                })
+                .collect();
+            let want: Vec<(String, String)> = items
+                .iter()
+                .map(|c| (c["name"].as_str().unwrap().into(), c["image"].as_str().unwrap().into()))
+                .collect();
+            items.push(json!({"$patch": "replace"}));
+            let out = apply_patch(&pod(&base), &json!({"spec": {"containers": items}}), PatchType::Strategic).unwrap();
+            prop_assert_eq!(containers(&out), want);
+        }
+    }
+}

@@ -406,3 +406,70 @@ mod tests {
         );
     }
 }
+
+/// Properties of label selectors against a model of Kubernetes' documented semantics.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["app", "tier", "env", "example.com/team"])
+            .prop_map(str::to_string)
+    }
+
+    fn val() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["web", "db", "prod", "a-1"]).prop_map(str::to_string)
+    }
+
+    fn requirement() -> impl Strategy<Value = Requirement> {
+        prop_oneof![
+            (key(), val()).prop_map(|(k, v)| Requirement::Equals(k, v)),
+            (key(), val()).prop_map(|(k, v)| Requirement::NotEquals(k, v)),
+            (key(), prop::collection::vec(val(), 1..3)).prop_map(|(k, v)| Requirement::In(k, v)),
+            (key(), prop::collection::vec(val(), 1..3)).prop_map(|(k, v)| Requirement::NotIn(k, v)),
+            key().prop_map(Requirement::Exists),
+            key().prop_map(Requirement::NotExists),
+        ]
+    }
+
+    /// Kubernetes' definition, requirement by requirement: `!=` and `notin` also match an
+    /// absent label; a selector matches when every requirement does.
+    fn model(reqs: &[Requirement], labels: &std::collections::BTreeMap<String, String>) -> bool {
+        reqs.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::In(k, s) => labels.get(k).is_some_and(|x| s.contains(x)),
+            Requirement::NotIn(k, s) => labels.get(k).is_none_or(|x| !s.contains(x)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn query_syntax_round_trips_and_matches_the_model(
+            reqs in prop::collection::vec(requirement(), 0..4),
+            labels in prop::collection::btree_map(key(), val(), 0..4),
+        ) {
+            let sel = LabelSelector(reqs.clone());
+            let parsed = LabelSelector::parse(&sel.to_string()).unwrap();
+            let lv = json!(labels);
+            prop_assert_eq!(parsed.matches(&lv), model(&reqs, &labels));
+            prop_assert_eq!(sel.matches(&lv), model(&reqs, &labels));
+        }
+
+        #[test]
+        fn selector_objects_match_like_their_query_form(
+            match_labels in prop::collection::btree_map(key(), val(), 0..3),
+            labels in prop::collection::btree_map(key(), val(), 0..4),
+        ) {
+            let sel = LabelSelector::from_object(&json!({"matchLabels": match_labels})).unwrap();
+            let text = LabelSelector::parse(&sel.to_string()).unwrap();
+            let lv = json!(labels);
+            prop_assert_eq!(sel.matches(&lv), text.matches(&lv));
+            prop_assert_eq!(sel.matches(&lv), match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        }
+    }
+}
