@@ -7,12 +7,13 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::store::{ObjectKey, Store, StoreError, Write};
+use crate::store::{ObjectKey, Storage, StoreError, Write};
 
 /// Storage key of module tags.
 pub const TAGS_RESOURCE: &str = "skiff.dev/moduletags";
@@ -51,12 +52,12 @@ pub struct ModuleDescriptor {
 #[derive(Clone)]
 pub struct ModuleStore {
     dir: PathBuf,
-    store: Store,
+    store: Arc<dyn Storage>,
 }
 
 impl ModuleStore {
     /// A module store under `dir`, with tags kept in `store`.
-    pub fn new(dir: &Path, store: Store) -> Result<Self, ModuleError> {
+    pub fn new(dir: &Path, store: Arc<dyn Storage>) -> Result<Self, ModuleError> {
         std::fs::create_dir_all(dir.join("blobs/sha256"))?;
         Ok(ModuleStore {
             dir: dir.to_path_buf(),

@@ -74,7 +74,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
     let pki = Pki::load_or_create(&config.data_dir, &pki::server_names(&[config.listen.ip()]))?;
-    let store = Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?;
+    let store: Arc<dyn crate::store::Storage> =
+        Arc::new(Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?);
     let modules = ModuleStore::new(&config.data_dir.join("modules"), store.clone())?;
 
     let listener = TcpListener::bind(config.listen)

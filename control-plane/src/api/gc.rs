@@ -253,7 +253,7 @@ impl Gc {
                     continue;
                 }
             };
-            let mut w = match self.state.store.watch_all(from).await {
+            let mut w = match self.state.store.watch(None, from).await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "garbage collector: could not watch the store");

@@ -3,7 +3,7 @@
 //!
 //! Invariants: every request but `/cacerts` and the health checks carries a valid bearer token;
 //! every error is a `metav1.Status`; single objects always carry `kind` and `apiVersion`; the
-//! API layer never touches SQLite (it goes through [`crate::store::Store`]).
+//! API layer never touches SQLite (it goes through the [`crate::store::Storage`] trait).
 
 pub mod discovery;
 pub mod error;
@@ -33,7 +33,7 @@ use axum::routing::{any, get, put};
 use axum::Router;
 
 use crate::modules::ModuleStore;
-use crate::store::Store;
+use crate::store::Storage;
 pub use error::{ApiError, ApiResult};
 
 /// Largest accepted API request body (Kubernetes uses 3 MiB).
@@ -79,7 +79,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Shared state of all handlers.
 pub struct AppState {
     /// The cluster store.
-    pub store: Store,
+    pub store: Arc<dyn Storage>,
     /// Accepted tokens.
     pub tokens: Tokens,
     /// The built-in module store.

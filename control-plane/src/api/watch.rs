@@ -98,7 +98,7 @@ pub(super) async fn serve(
         columns_sent: false,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let watch = state.store.watch(&rt.storage_key(), from).await;
+    let watch = state.store.watch(Some(&rt.storage_key()), from).await;
     tokio::spawn(async move {
         let _open = crate::metrics::watch_opened();
         let mut watch = match watch {

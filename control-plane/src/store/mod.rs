@@ -7,8 +7,11 @@
 //! events are published in revision order, after commit. Objects are opaque bytes here: the API
 //! layer owns their meaning (and writes `metadata.resourceVersion` into them when serving).
 
+mod backend;
 mod cache;
 mod writer;
+
+pub use backend::{EventStream, Storage};
 
 use std::collections::VecDeque;
 use std::path::Path;
