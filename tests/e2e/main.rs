@@ -755,3 +755,45 @@ fn lists_paginate_with_limit_and_continue() {
     assert_eq!(v["items"].as_array().map(Vec::len), Some(4));
     assert!(v["metadata"].get("continue").is_none());
 }
+
+#[test]
+fn server_side_apply_tracks_owners_conflicts_and_removals() {
+    let c = Cluster::start(&["--no-node"]);
+    let web = WEB.replacen("name: web\n", "name: web\n  labels: {tier: front}\n", 1);
+    let path = c.dir.path().join("web.yaml");
+    std::fs::write(&path, &web).expect("manifest");
+    let file = path.to_str().expect("utf-8 path");
+    let out = c.kubectl_ok(&["apply", "--server-side", "-f", file]);
+    assert!(out.contains("serverside-applied"), "{out}");
+    c.kubectl_ok(&["apply", "--server-side", "-f", file]);
+    // Another manager takes replicas; re-applying a different value conflicts.
+    c.kubectl_ok(&["scale", "deploy", "web", "--replicas=4"]);
+    std::fs::write(
+        &path,
+        web.replace("replicas: 2", "replicas: 3")
+            .replace("  labels: {tier: front}\n", ""),
+    )
+    .expect("manifest");
+    let out = c.kubectl(&["apply", "--server-side", "-f", file]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("Apply failed with 1 conflict")
+            && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    // Forced, the applier wins the field; the label it stopped applying is gone.
+    c.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", file]);
+    assert_eq!(
+        c.jsonpath(
+            &["deploy", "web"],
+            "{.spec.replicas} {.metadata.labels.tier}"
+        ),
+        "3 "
+    );
+    let owners = c.jsonpath(
+        &["deploy", "web", "--show-managed-fields"],
+        "{.metadata.managedFields[*].manager}",
+    );
+    assert!(owners.contains("kubectl"), "{owners}");
+}

@@ -71,6 +71,9 @@ pub enum ApiError {
         name: String,
         message: String,
     },
+    /// 409 from server-side apply: fields owned by other managers.
+    #[error("{0}")]
+    ApplyConflict(String),
     /// 422 with field causes.
     #[error("{kind} \"{name}\" is invalid: {}", .causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
     Invalid {
@@ -130,7 +133,9 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoRoute => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
-            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),

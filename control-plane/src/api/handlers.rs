@@ -102,7 +102,18 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
     let Some(target) = parse_path(parts.uri.path()) else {
         return ApiError::NoRoute.into_response();
     };
-    let q = parse_query(parts.uri.query());
+    let mut q = parse_query(parts.uri.query());
+    if !q.contains_key("fieldManager") {
+        // As Kubernetes does: the client's User-Agent up to its first '/'.
+        let agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.split('/').next())
+            .filter(|a| !a.is_empty())
+            .unwrap_or("unknown");
+        q.insert("fieldManager".into(), agent.to_string());
+    }
     let started = std::time::Instant::now();
     let verb = match (&parts.method, target.name.is_some()) {
         (&Method::GET, false) if flag(&q, "watch") => "WATCH",
@@ -189,7 +200,7 @@ async fn route(
             let body = read_body(body, MAX_BODY).await?;
             let value = decode_request(headers, &body)?;
             let dups = duplicates(&body, &q)?;
-            let (obj, mut warnings) = create(state, rt, &ns, value, &q).await?;
+            let (obj, mut warnings) = create(state, rt, &ns, value, &q, false).await?;
             warnings.extend(dups);
             Ok(with_warnings(
                 respond_object(rt, &obj, headers, StatusCode::CREATED),
@@ -229,6 +240,7 @@ async fn route(
                 WriteMode {
                     status_only: sub.is_some(),
                     query: &q,
+                    applied: false,
                 },
             )
             .await?;
@@ -376,6 +388,7 @@ async fn update_scale(
         let mode = WriteMode {
             status_only: false,
             query: q,
+            applied: false,
         };
         match write_update(state, rt, ns, name, &old, new, mode).await {
             Err(ApiError::Conflict { .. }) if pinned.is_none() && attempt < RETRIES => attempt += 1,
@@ -784,6 +797,7 @@ pub(super) async fn create(
     ns: &str,
     mut obj: Value,
     q: &Query,
+    applied: bool,
 ) -> ApiResult<(Value, Vec<String>)> {
     check_type(rt, &mut obj)?;
     if rt.namespaced {
@@ -796,6 +810,10 @@ pub(super) async fn create(
     objects::generate_name(&mut obj);
     let warnings = field_validation(rt, &mut obj, q)?;
     objects::prepare_create(rt, &mut obj, ns);
+    if !applied {
+        let now = objects::now_rfc3339();
+        super::ssa::record_update(None, &mut obj, &field_writer(rt, q, "", &now));
+    }
     let causes = objects::validate(rt, &obj);
     if !causes.is_empty() {
         return Err(invalid(rt, &obj, causes));
@@ -848,6 +866,23 @@ fn with_revision(mut obj: Value, revision: u64) -> Value {
 struct WriteMode<'a> {
     status_only: bool,
     query: &'a Query,
+    /// The body was computed by server-side apply, managedFields included.
+    applied: bool,
+}
+
+/// The field manager of a request (`fieldManager`, defaulted in `dispatch`).
+fn field_writer<'a>(
+    rt: &ResourceType,
+    q: &'a Query,
+    subresource: &'a str,
+    now: &'a str,
+) -> super::ssa::Writer<'a> {
+    super::ssa::Writer {
+        manager: q.get("fieldManager").map_or("unknown", String::as_str),
+        api_version: rt.api_version(),
+        subresource,
+        now,
+    }
 }
 
 async fn write_update(
@@ -899,6 +934,10 @@ async fn write_update(
         }
     }
     objects::prepare_update(&mut new, old, status_only);
+    if !status_only && !mode.applied {
+        let now = objects::now_rfc3339();
+        super::ssa::record_update(Some(old), &mut new, &field_writer(rt, q, "", &now));
+    }
     let mut causes = objects::validate(rt, &new);
     if rt.kind == "Pod" && !status_only {
         if let Err(c) = objects::pod_spec_change_allowed(
@@ -1149,6 +1188,7 @@ async fn update(
             WriteMode {
                 status_only,
                 query: q,
+                applied: false,
             },
         )
         .await
@@ -1184,11 +1224,35 @@ async fn patch_object(
                 if obj.get("metadata").and_then(|m| m.get("name")).is_none() {
                     obj["metadata"]["name"] = json!(name);
                 }
-                let (created, warnings) = create(state, rt, ns, obj, q).await?;
+                let now = objects::now_rfc3339();
+                let obj = super::ssa::apply(None, &obj, &field_writer(rt, q, "", &now), false)
+                    .map_err(|c| ApiError::ApplyConflict(c.0))?;
+                let (created, warnings) = create(state, rt, ns, obj, q, true).await?;
                 return Ok((created, warnings, true));
             }
             Err(e) => return Err(e),
         };
+        if kind == PatchType::Apply && !status_only {
+            let mut applied = p.clone();
+            check_type(rt, &mut applied)?;
+            let now = objects::now_rfc3339();
+            let force = flag(q, "force");
+            let new =
+                super::ssa::apply(Some(&old), &applied, &field_writer(rt, q, "", &now), force)
+                    .map_err(|c| ApiError::ApplyConflict(c.0))?;
+            let applied_mode = WriteMode {
+                applied: true,
+                ..mode
+            };
+            match write_update(state, rt, ns, name, &old, new, applied_mode).await {
+                Err(ApiError::Conflict { .. }) if attempt < RETRIES => {
+                    attempt += 1;
+                    continue;
+                }
+                Ok((obj, w)) => return Ok((obj, w, false)),
+                Err(e) => return Err(e),
+            }
+        }
         let mut new = patch::apply_patch(&old, p, kind).map_err(|e| match e {
             patch::PatchError::Failed(m) => ApiError::Invalid {
                 kind: rt.kind.into(),
@@ -1225,6 +1289,7 @@ pub(super) async fn merge_patch(
     let mode = WriteMode {
         status_only: false,
         query: &q,
+        applied: false,
     };
     patch_object(state, rt, ns, name, p, PatchType::Merge, mode)
         .await

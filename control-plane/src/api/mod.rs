@@ -17,6 +17,7 @@ pub mod patch;
 pub mod protobuf;
 mod rawjson;
 pub mod selectors;
+mod ssa;
 pub mod table;
 pub mod typed;
 mod watch;
@@ -270,7 +271,7 @@ pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     ] {
         let obj =
             serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match handlers::create(state, rt, "", obj, &Default::default()).await {
+        match handlers::create(state, rt, "", obj, &Default::default(), false).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -67,7 +67,7 @@ pub fn apply_patch(target: &Value, patch: &Value, kind: PatchType) -> Result<Val
 }
 
 /// The merge key of a list field, by field name and position (None: the list is replaced).
-fn merge_key(path: &[String], field: &str) -> Option<&'static str> {
+pub(super) fn merge_key(path: &[String], field: &str) -> Option<&'static str> {
     let under_container = path
         .iter()
         .any(|p| p == "containers" || p == "initContainers" || p == "ephemeralContainers");
