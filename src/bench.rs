@@ -41,6 +41,92 @@ async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
+/// A plain HTTPS client for the write benchmarks, built from the kubeconfig's server, CA and
+/// token: it sends the same requests kube-rs would but does not decode the answers into typed
+/// objects, so that on a machine shared with the server the client costs about what
+/// `bench etcd`'s client costs (the same reqwest client, with TLS on top).
+#[derive(Clone)]
+struct RawApi {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl RawApi {
+    fn from_kubeconfig(kubeconfig: &Path) -> Result<Self> {
+        use base64::Engine as _;
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("reading {}", kubeconfig.display()))?;
+        let ctx_name = kc.current_context.clone().unwrap_or_default();
+        let ctx = kc
+            .contexts
+            .iter()
+            .find(|c| c.name == ctx_name)
+            .and_then(|c| c.context.clone())
+            .context("kubeconfig has no current context")?;
+        let cluster = kc
+            .clusters
+            .iter()
+            .find(|c| c.name == ctx.cluster)
+            .and_then(|c| c.cluster.clone())
+            .context("kubeconfig names no cluster")?;
+        let user = kc
+            .auth_infos
+            .iter()
+            .find(|a| Some(&a.name) == ctx.user.as_ref())
+            .and_then(|a| a.auth_info.clone())
+            .context("kubeconfig names no user")?;
+        let token = user
+            .token
+            .map(|t| secrecy::ExposeSecret::expose_secret(&t).to_string())
+            .context("the benchmark needs a kubeconfig with a bearer token")?;
+        let mut http = reqwest::Client::builder().pool_max_idle_per_host(512);
+        if let Some(ca) = cluster.certificate_authority_data {
+            let pem = base64::engine::general_purpose::STANDARD.decode(ca.trim())?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: http.build()?,
+            base: cluster
+                .server
+                .context("kubeconfig cluster has no server")?
+                .trim_end_matches('/')
+                .to_string(),
+            token,
+        })
+    }
+
+    /// Send `body` and read the whole answer; anything but `expect` is an error.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        expect: u16,
+    ) -> Result<()> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .header("accept", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        anyhow::ensure!(
+            status == expect,
+            "{path} answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        Ok(())
+    }
+}
+
 /// A pod the size of a typical manifest, for a scheduler that does not exist: nothing
 /// schedules or runs it, so the numbers are the API's and the store's alone.
 fn bench_pod(name: &str) -> Pod {
@@ -110,7 +196,7 @@ pub async fn api(
 ) -> Result<()> {
     use futures::{StreamExt, TryStreamExt};
     use k8s_openapi::api::core::v1::Namespace;
-    use kube::api::{ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+    use kube::api::{ListParams, WatchEvent, WatchParams};
     let client = client_for(kubeconfig).await?;
     let ns_name = format!("skiff-bench-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -121,32 +207,35 @@ pub async fn api(
         )
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    let raw = RawApi::from_kubeconfig(kubeconfig)?;
+    let pods_path = format!("/api/v1/namespaces/{ns_name}/pods");
     let result = async {
         for &c in levels {
-            let api = pods.clone();
+            let (api, path) = (raw.clone(), pods_path.clone());
             let (lat, wall) = concurrent(writes, c, move |i| {
-                let api = api.clone();
+                let (api, path) = (api.clone(), path.clone());
                 async move {
-                    api.create(&PostParams::default(), &bench_pod(&format!("c{c}-{i}")))
-                        .await?;
-                    Ok(())
+                    let body = serde_json::to_vec(&bench_pod(&format!("c{c}-{i}")))?;
+                    api.send(reqwest::Method::POST, &path, "application/json", body, 201)
+                        .await
                 }
             })
             .await?;
             rate(&format!("create-c{c}"), writes, wall);
             report(&format!("create-latency-c{c}"), lat);
-            let api = pods.clone();
+            let (api, path) = (raw.clone(), pods_path.clone());
             let (lat, wall) = concurrent(writes, c, move |i| {
-                let api = api.clone();
+                let (api, path) = (api.clone(), path.clone());
                 async move {
                     let patch = serde_json::json!({"metadata": {"labels": {"rev": i.to_string()}}});
-                    api.patch(
-                        &format!("c{c}-{i}"),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
+                    api.send(
+                        reqwest::Method::PATCH,
+                        &format!("{path}/c{c}-{i}"),
+                        "application/merge-patch+json",
+                        serde_json::to_vec(&patch)?,
+                        200,
                     )
-                    .await?;
-                    Ok(())
+                    .await
                 }
             })
             .await?;
