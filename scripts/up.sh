@@ -49,6 +49,7 @@ W=wasm-examples/target
 "$SKIFF" push hello-p2:latest $W/wasm32-wasip2/release/hello.wasm
 "$SKIFF" push ticker:latest $W/wasm32-wasip1/release/ticker.wasm
 "$SKIFF" push crash:latest $W/wasm32-wasip1/release/crash.wasm
+for m in envprint memhog spinner; do "$SKIFF" push $m:latest $W/wasm32-wasip1/release/$m.wasm; done
 
 echo "==> applying wasm-examples/manifests/"
 kubectl apply -f wasm-examples/manifests/

@@ -44,6 +44,10 @@ enum Command {
         /// Pods the embedded node accepts.
         #[arg(long, default_value_t = 1000)]
         max_pods: u32,
+        /// A host directory pods of the embedded node may mount with hostPath (repeatable;
+        /// none by default).
+        #[arg(long = "allow-host-path")]
+        allow_host_paths: Vec<PathBuf>,
     },
     /// Join a running cluster as a node.
     Node {
@@ -71,6 +75,9 @@ enum Command {
         /// Most pods this node runs.
         #[arg(long, default_value_t = 1000)]
         max_pods: u32,
+        /// A host directory pods may mount with hostPath (repeatable; none by default).
+        #[arg(long = "allow-host-path")]
+        allow_host_paths: Vec<PathBuf>,
     },
     /// Upload a WebAssembly module to the cluster's module store as NAME:TAG.
     Push {
@@ -180,7 +187,18 @@ async fn main() -> Result<()> {
             no_node,
             node_name,
             max_pods,
-        } => server(data_dir, listen, no_node, node_name, max_pods).await,
+            allow_host_paths,
+        } => {
+            server(
+                data_dir,
+                listen,
+                no_node,
+                node_name,
+                max_pods,
+                allow_host_paths,
+            )
+            .await
+        }
         Command::Node {
             server,
             token,
@@ -190,6 +208,7 @@ async fn main() -> Result<()> {
             data_dir,
             listen,
             max_pods,
+            allow_host_paths,
         } => {
             let token = match (token, token_file) {
                 (Some(t), _) => t,
@@ -213,6 +232,7 @@ async fn main() -> Result<()> {
                 listen,
                 max_pods,
                 labels: vec![],
+                allow_host_paths,
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
@@ -258,6 +278,7 @@ async fn server(
     no_node: bool,
     node_name: Option<String>,
     max_pods: u32,
+    allow_host_paths: Vec<PathBuf>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let config = skiff_control_plane::ServerConfig {
@@ -291,6 +312,7 @@ async fn server(
                 "node-role.kubernetes.io/control-plane".into(),
                 "true".into(),
             )],
+            allow_host_paths,
         };
         let node_stop = stop.clone();
         node = Some(tokio::spawn(async move {

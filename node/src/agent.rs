@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{NodeConfig, NodeContext, NodeError};
 
 /// How often the Lease is renewed.
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+pub const LEASE_RENEW: Duration = Duration::from_secs(5);
 /// The Lease duration the node announces.
 pub const LEASE_SECONDS: i32 = 40;
 
@@ -36,6 +36,15 @@ fn meminfo_total_kib() -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The node's allocatable cpu (millicores) and memory (bytes): what a container without a limit
+/// may use.
+pub fn allocatable() -> (i64, i64) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (cpus as i64 * 1000, meminfo_total_kib() as i64 * 1024)
 }
 
 fn read_trim(path: &str) -> String {
@@ -350,9 +359,11 @@ pub async fn run(
             }
             watcher::Event::Apply(pod) => apply(&ctx, &mut workers, pod),
             watcher::Event::Delete(pod) => {
-                if let Some(w) = workers.remove(&pod.metadata.uid.clone().unwrap_or_default()) {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(w) = workers.remove(&uid) {
                     w.stop.cancel();
                 }
+                ctx.forget_pod(&uid);
             }
         }
     }

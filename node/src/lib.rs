@@ -11,6 +11,7 @@ pub mod logs;
 pub mod logserver;
 pub mod pod;
 pub mod runtime;
+pub mod volumes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct NodeConfig {
     pub max_pods: u32,
     /// Extra node labels.
     pub labels: Vec<(String, String)>,
+    /// Host directories pods may mount with `hostPath` (none by default).
+    pub allow_host_paths: Vec<PathBuf>,
 }
 
 /// What every part of a running agent shares.
@@ -87,6 +90,52 @@ pub struct NodeContext {
     pub log_root: PathBuf,
     /// Log files being written.
     pub active_logs: logs::ActiveLogs,
+    /// Host directories pods may mount with `hostPath`.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// CPU time per (pod uid, namespace/name, container), in nanoseconds, for `/metrics`.
+    pub cpu: std::sync::Mutex<
+        std::collections::BTreeMap<(String, String, String), Arc<std::sync::atomic::AtomicU64>>,
+    >,
+}
+
+impl NodeContext {
+    /// What `fieldRef` and `resourceFieldRef` can name for this pod on this node.
+    pub fn facts<'a>(&'a self, pod: &'a k8s_openapi::api::core::v1::Pod) -> volumes::PodFacts<'a> {
+        volumes::PodFacts {
+            pod,
+            node: &self.node_name,
+            host_ip: &self.host_ip,
+            allocatable: agent::allocatable(),
+        }
+    }
+
+    /// The CPU time counter of one container (kept across its restarts).
+    pub fn cpu_counter(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        container: &str,
+    ) -> Arc<std::sync::atomic::AtomicU64> {
+        let key = (
+            pod.metadata.uid.clone().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            container.to_string(),
+        );
+        match self.cpu.lock() {
+            Ok(mut m) => m.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Forget the counters of a pod that is gone.
+    pub fn forget_pod(&self, uid: &str) {
+        if let Ok(mut m) = self.cpu.lock() {
+            m.retain(|k, _| k.0 != uid);
+        }
+    }
 }
 
 /// Obtain the cluster CA: from `ca_file`, or fetched from the server and checked against the
@@ -171,6 +220,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         fetcher,
         log_root: config.data_dir.join("pods"),
         active_logs: logs::ActiveLogs::default(),
+        allowed_host_paths: config.allow_host_paths.clone(),
+        cpu: Default::default(),
     });
     let logs_stop = shutdown.clone();
     let log_app = logserver::router(ctx.clone(), config.token.clone());

@@ -57,6 +57,8 @@ pub struct Record {
     pub restart_count: i32,
     /// Is a terminated container going to run again?
     pub will_restart: bool,
+    /// An init container (runs to completion, in order, before the others).
+    pub init: bool,
 }
 
 fn time(t: Timestamp) -> Time {
@@ -99,8 +101,22 @@ fn kstate(s: &State) -> KState {
     }
 }
 
-/// The pod phase Kubernetes would report for these containers.
-pub fn phase(records: &[Record]) -> &'static str {
+/// The pod phase Kubernetes would report for these containers: Pending until every init
+/// container has succeeded (Failed if one failed for good), then by the app containers.
+pub fn phase(all: &[Record]) -> &'static str {
+    let succeeded =
+        |r: &Record| matches!(r.state, State::Terminated { exit_code: 0, .. }) && !r.will_restart;
+    for r in all.iter().filter(|r| r.init) {
+        if matches!(r.state, State::Terminated { exit_code, .. } if exit_code != 0)
+            && !r.will_restart
+        {
+            return "Failed";
+        }
+        if !succeeded(r) {
+            return "Pending";
+        }
+    }
+    let records: Vec<Record> = all.iter().filter(|r| !r.init).cloned().collect();
     let running = records
         .iter()
         .filter(|r| matches!(r.state, State::Running { .. }))
@@ -141,14 +157,26 @@ pub fn carry_transition_times(new: &mut [PodCondition], old: &[PodCondition]) {
 
 /// The pod status for these containers; conditions keep their transition times from `previous`. Pure.
 pub fn pod_status(
-    records: &[Record],
+    all: &[Record],
     start_time: Timestamp,
     host_ip: &str,
     uid: &str,
     previous: Option<&PodStatus>,
+    failure: Option<&(String, String)>,
 ) -> PodStatus {
     let now = Timestamp::now();
-    let phase = phase(records);
+    let phase = if failure.is_some() {
+        "Failed"
+    } else {
+        phase(all)
+    };
+    let records: Vec<&Record> = all.iter().filter(|r| !r.init).collect();
+    let inits: Vec<&Record> = all.iter().filter(|r| r.init).collect();
+    let uninitialized: Vec<&str> = inits
+        .iter()
+        .filter(|r| !matches!(r.state, State::Terminated { exit_code: 0, .. }) || r.will_restart)
+        .map(|r| r.name.as_str())
+        .collect();
     let unready: Vec<&str> = records
         .iter()
         .filter(|r| !matches!(r.state, State::Running { .. }))
@@ -177,27 +205,38 @@ pub fn pod_status(
             )),
         )
     };
-    let statuses = records
-        .iter()
-        .map(|r| ContainerStatus {
-            name: r.name.clone(),
-            image: r.image.clone(),
-            image_id: r.image_id.clone().unwrap_or_default(),
-            container_id: r
-                .image_id
-                .as_ref()
-                .map(|_| format!("wasm://{uid}/{}/{}", r.name, r.restart_count)),
-            ready: matches!(r.state, State::Running { .. }),
-            started: Some(matches!(r.state, State::Running { .. })),
-            restart_count: r.restart_count,
-            state: Some(kstate(&r.state)),
-            last_state: Some(r.last_state.as_ref().map(kstate).unwrap_or_default()),
-            ..Default::default()
-        })
-        .collect();
+    let status_of = |r: &&Record| ContainerStatus {
+        name: r.name.clone(),
+        image: r.image.clone(),
+        image_id: r.image_id.clone().unwrap_or_default(),
+        container_id: r
+            .image_id
+            .as_ref()
+            .map(|_| format!("wasm://{uid}/{}/{}", r.name, r.restart_count)),
+        ready: matches!(r.state, State::Running { .. }),
+        started: Some(matches!(r.state, State::Running { .. })),
+        restart_count: r.restart_count,
+        state: Some(kstate(&r.state)),
+        last_state: Some(r.last_state.as_ref().map(kstate).unwrap_or_default()),
+        ..Default::default()
+    };
+    let statuses = records.iter().map(status_of).collect();
+    let init_statuses: Vec<ContainerStatus> = inits.iter().map(status_of).collect();
+    let initialized = uninitialized.is_empty();
+    let (init_reason, init_message) = if initialized {
+        (None, None)
+    } else {
+        (
+            Some("ContainersNotInitialized"),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                uninitialized.join(" ")
+            )),
+        )
+    };
     let mut conditions = vec![
         cond("PodReadyToStartContainers", true, None, None),
-        cond("Initialized", true, None, None),
+        cond("Initialized", initialized, init_reason, init_message),
         cond("Ready", ready, reason, message.clone()),
         cond("ContainersReady", ready, reason, message),
         cond("PodScheduled", true, None, None),
@@ -207,8 +246,11 @@ pub fn pod_status(
     }
     PodStatus {
         phase: Some(phase.into()),
+        reason: failure.map(|f| f.0.clone()),
+        message: failure.map(|f| f.1.clone()),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         start_time: Some(time(start_time)),
         host_ip: Some(host_ip.into()),
         host_ips: Some(vec![HostIP { ip: host_ip.into() }]),
@@ -228,51 +270,6 @@ pub fn argv(c: &Container, module_name: &str) -> Vec<String> {
     }
 }
 
-/// The environment of a container. `valueFrom` supports `fieldRef` for the pod's own fields;
-/// other sources are reported as a configuration error until their resources are served.
-pub fn env(
-    c: &Container,
-    pod: &Pod,
-    node: &str,
-    host_ip: &str,
-) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for e in c.env.clone().unwrap_or_default() {
-        let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, None) => String::new(),
-            (None, Some(src)) => match &src.field_ref {
-                Some(f) => match f.field_path.as_str() {
-                    "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
-                    "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
-                    "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
-                    "spec.nodeName" => node.to_string(),
-                    "spec.serviceAccountName" => pod
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.service_account_name.clone())
-                        .unwrap_or_default(),
-                    "status.hostIP" => host_ip.to_string(),
-                    other => {
-                        return Err(format!(
-                            "env {}: fieldRef {other:?} is not supported",
-                            e.name
-                        ))
-                    }
-                },
-                None => {
-                    return Err(format!(
-                        "env {}: only value and valueFrom.fieldRef are supported so far",
-                        e.name
-                    ))
-                }
-            },
-        };
-        out.push((e.name.clone(), value));
-    }
-    Ok(out)
-}
-
 /// Kubernetes' restart back-off: 10 s doubling to 5 min, reset after 10 min of running.
 pub fn next_backoff(current: Duration, ran_for: Duration) -> Duration {
     if ran_for >= Duration::from_secs(600) {
@@ -282,14 +279,28 @@ pub fn next_backoff(current: Duration, ran_for: Duration) -> Duration {
     }
 }
 
-/// Shared record list plus a change signal for the status writer.
+/// A pod-level failure: `status.reason` and `status.message`.
+type Failure = (String, String);
+
+/// Shared record list plus a change signal for the status writer, and the pod-level failure
+/// (`DeadlineExceeded`, `Evicted`) that stops every container.
 #[derive(Clone)]
 struct Shared {
     records: Arc<Mutex<Vec<Record>>>,
     changed: Arc<Notify>,
+    failure: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl Shared {
+    fn fail(&self, reason: &str, message: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert((reason.to_string(), message));
+        }
+        self.changed.notify_one();
+    }
+    fn failure(&self) -> Option<(String, String)> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
     fn update(&self, i: usize, f: impl FnOnce(&mut Record)) {
         if let Ok(mut r) = self.records.lock() {
             if let Some(rec) = r.get_mut(i) {
@@ -313,34 +324,55 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
     let previous: Vec<ContainerStatus> = pod
         .status
         .as_ref()
-        .and_then(|s| s.container_statuses.clone())
-        .unwrap_or_default();
-    let records: Vec<Record> = spec
-        .containers
-        .iter()
-        .map(|c| {
-            let prev = previous.iter().find(|p| p.name == c.name);
-            let was_running =
-                prev.is_some_and(|p| p.state.as_ref().is_some_and(|s| s.running.is_some()));
-            Record {
-                name: c.name.clone(),
-                image: c.image.clone().unwrap_or_default(),
-                image_id: None,
-                state: State::Waiting {
-                    reason: "ContainerCreating".into(),
-                    message: None,
-                },
-                last_state: None,
-                restart_count: prev
-                    .map(|p| p.restart_count + i32::from(was_running))
-                    .unwrap_or(0),
-                will_restart: false,
-            }
+        .map(|s| {
+            s.container_statuses
+                .iter()
+                .chain(s.init_container_statuses.iter())
+                .flatten()
+                .cloned()
+                .collect()
         })
+        .unwrap_or_default();
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    let first_reason = if inits.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let record = |c: &Container, init: bool| {
+        let prev = previous.iter().find(|p| p.name == c.name);
+        let was_running =
+            prev.is_some_and(|p| p.state.as_ref().is_some_and(|s| s.running.is_some()));
+        Record {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: None,
+            state: State::Waiting {
+                reason: if init {
+                    "ContainerCreating"
+                } else {
+                    first_reason
+                }
+                .into(),
+                message: None,
+            },
+            last_state: None,
+            restart_count: prev
+                .map(|p| p.restart_count + i32::from(was_running))
+                .unwrap_or(0),
+            will_restart: false,
+            init,
+        }
+    };
+    let records: Vec<Record> = inits
+        .iter()
+        .map(|c| record(c, true))
+        .chain(spec.containers.iter().map(|c| record(c, false)))
         .collect();
     let shared = Shared {
         records: Arc::new(Mutex::new(records)),
         changed: Arc::new(Notify::new()),
+        failure: Arc::new(Mutex::new(None)),
     };
     let start_time = pod
         .status
@@ -350,6 +382,8 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
         .unwrap_or_else(Timestamp::now);
     let pod_dir = crate::logs::pod_dir(&ctx.log_root, &ns, &name, &uid);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Containers stop when the pod is stopped (deleted) or fails as a whole.
+    let containers_stop = stop.child_token();
 
     let writer_stop = CancellationToken::new();
     let initial_status = pod.status.clone();
@@ -362,14 +396,20 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
         let writer_stop = writer_stop.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut last: Option<Vec<Record>> = None;
+            let mut last: Option<(Vec<Record>, Option<Failure>)> = None;
             let mut last_status = initial_status;
             loop {
                 let finishing = writer_stop.is_cancelled();
-                let snap = shared.snapshot();
+                let snap = (shared.snapshot(), shared.failure());
                 if last.as_ref() != Some(&snap) && !stop.is_cancelled() {
-                    let status =
-                        pod_status(&snap, start_time, &host_ip, &uid, last_status.as_ref());
+                    let status = pod_status(
+                        &snap.0,
+                        start_time,
+                        &host_ip,
+                        &uid,
+                        last_status.as_ref(),
+                        snap.1.as_ref(),
+                    );
                     let patch = json!({"status": status});
                     match api
                         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -398,22 +438,161 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
         })
     };
 
-    let tasks = spec.containers.iter().enumerate().map(|(i, c)| {
-        let run = ContainerRun {
-            ctx: ctx.clone(),
-            pod: &pod,
-            c: c.clone(),
-            i,
-            shared: shared.clone(),
-            stop: stop.clone(),
-            object: pod_ref(&pod),
-            backoff: Duration::from_secs(10),
-        };
-        run.run(&pod_dir)
-    });
-    futures::future::join_all(tasks).await;
+    // activeDeadlineSeconds: counted from the pod's start, as Kubernetes does.
+    if let Some(secs) = spec.active_deadline_seconds.filter(|s| *s > 0) {
+        let shared = shared.clone();
+        let containers_stop = containers_stop.clone();
+        let elapsed = Timestamp::now()
+            .duration_since(start_time)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let left = Duration::from_secs(secs as u64).saturating_sub(elapsed);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {
+                    shared.fail("DeadlineExceeded", "Pod was active on the node longer than the specified deadline".into());
+                    containers_stop.cancel();
+                }
+                _ = containers_stop.cancelled() => {}
+            }
+        });
+    }
+
+    let object = pod_ref(&pod);
+    let laid = match lay_out_volumes(&ctx, &pod, &pod_dir, &containers_stop, &object).await {
+        Some(l) => Arc::new(l),
+        None => {
+            writer_stop.cancel();
+            let _ = writer.await;
+            return;
+        }
+    };
+    watch_empty_dirs(&laid, &shared, &containers_stop);
+
+    let make = |c: &Container, i: usize, init: bool| ContainerRun {
+        ctx: ctx.clone(),
+        pod: &pod,
+        c: c.clone(),
+        i,
+        init,
+        shared: shared.clone(),
+        stop: containers_stop.clone(),
+        object: object.clone(),
+        backoff: Duration::from_secs(10),
+        laid: laid.clone(),
+    };
+    let mut initialized = true;
+    for (i, c) in inits.iter().enumerate() {
+        if !make(c, i, true).run(&pod_dir).await {
+            initialized = false;
+            break;
+        }
+    }
+    if initialized && !containers_stop.is_cancelled() {
+        let tasks = spec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| make(c, inits.len() + i, false).run(&pod_dir));
+        futures::future::join_all(tasks).await;
+    }
+    containers_stop.cancel();
     writer_stop.cancel();
     let _ = writer.await;
+}
+
+/// Read the pod's ConfigMaps and Secrets and lay its volumes out under the pod's directory,
+/// retrying (with a `FailedMount` event) until it works or the pod is stopped.
+async fn lay_out_volumes(
+    ctx: &NodeContext,
+    pod: &Pod,
+    pod_dir: &std::path::Path,
+    stop: &CancellationToken,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+) -> Option<Vec<crate::volumes::Laid>> {
+    let has_volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| !v.is_empty());
+    if !has_volumes {
+        return Some(Vec::new());
+    }
+    let mut delay = Duration::from_secs(2);
+    loop {
+        let attempt = async {
+            let sources = crate::volumes::Sources::fetch(&ctx.client, pod).await?;
+            let plans =
+                crate::volumes::plan(pod, &sources, &ctx.facts(pod), &ctx.allowed_host_paths)?;
+            crate::volumes::materialize(pod_dir, &plans)
+        };
+        match attempt.await {
+            Ok(laid) => return Some(laid),
+            Err(e) => {
+                ctx.recorder
+                    .record(
+                        object,
+                        EventType::Warning,
+                        "FailedMount",
+                        &format!("MountVolume.SetUp failed: {e}"),
+                    )
+                    .await;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Evict the pod (as the kubelet does) when an `emptyDir` grows past its `sizeLimit`.
+fn watch_empty_dirs(
+    laid: &Arc<Vec<crate::volumes::Laid>>,
+    shared: &Shared,
+    stop: &CancellationToken,
+) {
+    if !laid.iter().any(|l| l.size_limit.is_some()) {
+        return;
+    }
+    let (laid, shared, stop) = (laid.clone(), shared.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            for l in laid.iter() {
+                let Some(limit) = l.size_limit else { continue };
+                let dir = l.dir.clone();
+                let used = tokio::task::spawn_blocking(move || crate::volumes::usage(&dir))
+                    .await
+                    .unwrap_or(0);
+                if used > limit {
+                    shared.fail(
+                        "Evicted",
+                        format!(
+                            "Usage of EmptyDir volume \"{}\" exceeds the limit \"{limit}\".",
+                            l.name
+                        ),
+                    );
+                    stop.cancel();
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// What a prepared container run needs.
+struct Prepared {
+    workload: Arc<crate::runtime::Prepared>,
+    env: Vec<(String, String)>,
+    preopens: Vec<crate::volumes::Preopen>,
+    cwd: Option<crate::volumes::Preopen>,
+    log: crate::logs::LogSink,
 }
 
 /// One container's life on this node, with what it reports to.
@@ -422,10 +601,12 @@ struct ContainerRun<'a> {
     pod: &'a Pod,
     c: Container,
     i: usize,
+    init: bool,
     shared: Shared,
     stop: CancellationToken,
     object: k8s_openapi::api::core::v1::ObjectReference,
     backoff: Duration,
+    laid: Arc<Vec<crate::volumes::Laid>>,
 }
 
 impl ContainerRun<'_> {
@@ -458,28 +639,40 @@ impl ContainerRun<'_> {
         self.back_off(Duration::ZERO).await
     }
 
-    /// The compiled workload, environment and log file of the next run, or why the container
-    /// cannot start (waiting reason, message).
+    /// The compiled workload, environment, mounts and log file of the next run, or why the
+    /// container cannot start (waiting reason, message).
     async fn prepare(
         &self,
         fetched: crate::fetch::Fetched,
         pod_dir: &std::path::Path,
-    ) -> Result<
-        (
-            Arc<crate::runtime::Prepared>,
-            Vec<(String, String)>,
-            crate::logs::LogSink,
-        ),
-        (&'static str, String),
-    > {
-        let prepared = self
+    ) -> Result<Prepared, (&'static str, String)> {
+        let workload = self
             .ctx
             .runtime
             .prepare(&fetched.digest, fetched.bytes)
             .await
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
-        let env = env(&self.c, self.pod, &self.ctx.node_name, &self.ctx.host_ip)
-            .map_err(|m| ("CreateContainerConfigError", m))?;
+        let config_err =
+            |e: crate::volumes::VolumeError| ("CreateContainerConfigError", e.to_string());
+        // The environment is resolved at each start, as Kubernetes does (ConfigMap and Secret
+        // changes show up on restart).
+        let needs_sources = self.c.env_from.as_ref().is_some_and(|f| !f.is_empty())
+            || self.c.env.iter().flatten().any(|e| {
+                e.value_from
+                    .as_ref()
+                    .is_some_and(|v| v.config_map_key_ref.is_some() || v.secret_key_ref.is_some())
+            });
+        let sources = if needs_sources {
+            crate::volumes::Sources::fetch(&self.ctx.client, self.pod)
+                .await
+                .map_err(config_err)?
+        } else {
+            Default::default()
+        };
+        let env = crate::volumes::env(&self.c, &sources, &self.ctx.facts(self.pod))
+            .map_err(config_err)?;
+        let (preopens, cwd) =
+            crate::volumes::mounts(&self.c, &self.laid, &env).map_err(config_err)?;
         let restart = self
             .shared
             .snapshot()
@@ -489,10 +682,18 @@ impl ContainerRun<'_> {
         let path = crate::logs::log_path(pod_dir, &self.c.name, restart.max(0) as u32);
         let log = crate::logs::LogSink::create(&path, self.ctx.active_logs.clone())
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
-        Ok((prepared, env, log))
+        Ok(Prepared {
+            workload,
+            env,
+            preopens,
+            cwd,
+            log,
+        })
     }
 
-    async fn run(mut self, pod_dir: &std::path::Path) {
+    /// Run the container until it is done for good (returns whether its last run succeeded)
+    /// or the pod is stopped (returns false).
+    async fn run(mut self, pod_dir: &std::path::Path) -> bool {
         let pod_name = self.pod.metadata.name.clone().unwrap_or_default();
         let policy = self
             .pod
@@ -503,14 +704,15 @@ impl ContainerRun<'_> {
         let image = self.c.image.clone().unwrap_or_default();
         let cname = self.c.name.clone();
         let mut pull_failures = 0u32;
-        let memory_limit = self
-            .c
-            .resources
-            .as_ref()
-            .and_then(|r| r.limits.as_ref())
+        let limits = self.c.resources.as_ref().and_then(|r| r.limits.as_ref());
+        let memory_limit = limits
             .and_then(|l| l.get("memory"))
             .and_then(|q| skiff_common::quantity::bytes(&q.0).ok())
             .map(|b| b.max(0) as usize);
+        let cpu_millis = limits
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| skiff_common::quantity::cpu_millis(&q.0).ok())
+            .map(|m| m.max(1) as u64);
         let module_name = skiff_common::image::ImageRef::parse(&image)
             .map(|r| r.short_name().to_string())
             .unwrap_or_else(|_| cname.clone());
@@ -534,7 +736,7 @@ impl ContainerRun<'_> {
                     pull_failures += 1;
                     let event = format!("Failed to pull module \"{image}\": {e}");
                     if !self.blocked(reason, e.to_string(), event).await {
-                        return;
+                        return false;
                     }
                     continue;
                 }
@@ -558,24 +760,42 @@ impl ContainerRun<'_> {
             let digest = fetched.digest.clone();
             self.shared.update(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
-            let (prepared, env, log) = match self.prepare(fetched, pod_dir).await {
+            let prepared = match self.prepare(fetched, pod_dir).await {
                 Ok(x) => x,
                 Err((reason, msg)) => {
                     if !self
                         .blocked(reason, msg.clone(), format!("Error: {msg}"))
                         .await
                     {
-                        return;
+                        return false;
                     }
                     continue;
                 }
             };
+            let log = prepared.log.clone();
+            let argv = argv(&self.c, &module_name)
+                .into_iter()
+                .map(|a| {
+                    crate::volumes::expand(&a, &|n| {
+                        prepared
+                            .env
+                            .iter()
+                            .find(|(k, _)| k == n)
+                            .map(|(_, v)| v.clone())
+                    })
+                })
+                .collect();
+            let cpu_used = self.ctx.cpu_counter(self.pod, &cname);
             // Run.
             let spec = RunSpec {
-                argv: argv(&self.c, &module_name),
-                env,
+                argv,
+                env: prepared.env,
                 memory_limit,
                 log: log.clone(),
+                preopens: prepared.preopens,
+                cwd: prepared.cwd,
+                cpu_millis,
+                cpu_used,
             };
             let started_at = Timestamp::now();
             self.shared
@@ -590,15 +810,31 @@ impl ContainerRun<'_> {
             let exit = self
                 .ctx
                 .runtime
-                .run(&prepared, spec, self.stop.clone())
+                .run(&prepared.workload, spec, self.stop.clone())
                 .await;
             let finished_at = Timestamp::now();
             let (exit_code, reason, message) = match &exit {
-                Exit::Stopped => return,
+                Exit::Stopped => {
+                    // The pod failed as a whole (deadline, eviction): the container was killed.
+                    if let Some((_, why)) = self.shared.failure() {
+                        self.shared.update(self.i, |r| {
+                            r.state = State::Terminated {
+                                exit_code: 137,
+                                reason: "Error".into(),
+                                message: Some(why),
+                                started_at,
+                                finished_at,
+                            };
+                            r.will_restart = false;
+                        });
+                    }
+                    return false;
+                }
                 Exit::Code(0) => (0, "Completed".to_string(), None),
                 Exit::Code(code) => (*code, "Error".to_string(), None),
                 Exit::Trap(msg) => (134, "Error".to_string(), Some(msg.clone())),
                 Exit::OutOfMemory(msg) => (137, "OOMKilled".to_string(), Some(msg.clone())),
+                Exit::Failed(msg) => (128, "StartError".to_string(), Some(msg.clone())),
             };
             let message = message.or_else(|| {
                 let fallback =
@@ -607,9 +843,9 @@ impl ContainerRun<'_> {
                     .then(|| log.tail_text(80))
                     .filter(|t| !t.is_empty())
             });
-            let restart = match policy.as_str() {
-                "Never" => false,
-                "OnFailure" => exit_code != 0,
+            let restart = match (self.init, policy.as_str()) {
+                (_, "Never") => false,
+                (true, _) | (false, "OnFailure") => exit_code != 0,
                 _ => true,
             };
             let terminated = State::Terminated {
@@ -625,7 +861,7 @@ impl ContainerRun<'_> {
                     r.state = terminated;
                     r.will_restart = false;
                 });
-                return;
+                return exit_code == 0;
             }
             if run_began.elapsed() >= Duration::from_secs(600) {
                 self.backoff = Duration::from_secs(10);
@@ -649,10 +885,11 @@ impl ContainerRun<'_> {
             )
             .await;
             if !self.back_off(run_began.elapsed()).await {
-                return;
+                return false;
             }
             self.shared.update(self.i, |r| r.restart_count += 1);
         }
+        false
     }
 }
 
@@ -669,6 +906,7 @@ mod tests {
             last_state: None,
             restart_count: restarts,
             will_restart,
+            init: false,
         }
     }
 

@@ -107,6 +107,77 @@ pub struct RunSpec {
     pub memory_limit: Option<usize>,
     /// Where stdout and stderr go.
     pub log: LogSink,
+    /// The directories the guest sees (volume mounts).
+    pub preopens: Vec<crate::volumes::Preopen>,
+    /// `workingDir`: also preopened as `.` and given as the initial cwd and `PWD`.
+    pub cwd: Option<crate::volumes::Preopen>,
+    /// `limits.cpu` in millicores: the guest runs at most this share of one core.
+    pub cpu_millis: Option<u64>,
+    /// CPU time this run used, in nanoseconds (added to as it runs).
+    pub cpu_used: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// CFS-like CPU bandwidth control on epoch ticks: in every `CPU_PERIOD` a limited guest runs at
+/// most `limit × CPU_PERIOD`, then sleeps to the end of the period. Every guest yields to the
+/// executor at each tick, limited or not, so a spinning guest never starves the agent.
+pub const CPU_PERIOD: Duration = Duration::from_millis(100);
+
+struct CpuShare {
+    quota: Option<Duration>,
+    period_start: std::time::Instant,
+    used_in_period: Duration,
+    resumed_at: Arc<Mutex<std::time::Instant>>,
+    total: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CpuShare {
+    fn new(cpu_millis: Option<u64>, total: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        let now = std::time::Instant::now();
+        CpuShare {
+            quota: cpu_millis.map(|m| CPU_PERIOD * (m.clamp(1, 1000) as u32) / 1000),
+            period_start: now,
+            used_in_period: Duration::ZERO,
+            resumed_at: Arc::new(Mutex::new(now)),
+            total,
+        }
+    }
+
+    /// Called at each epoch deadline: account the slice just run, then yield (sleeping out the
+    /// rest of the period when the quota is spent).
+    fn on_tick(&mut self) -> wasmtime::UpdateDeadline {
+        let now = std::time::Instant::now();
+        let resumed = self.resumed_at.lock().map(|t| *t).unwrap_or(now);
+        // At most one tick: a longer stretch was spent blocked in a host call, not running.
+        let ran = now.saturating_duration_since(resumed).min(EPOCH_TICK);
+        self.total.fetch_add(
+            ran.as_nanos().min(u128::from(u64::MAX)) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.used_in_period += ran;
+        let mut pause = Duration::ZERO;
+        if now.duration_since(self.period_start) >= CPU_PERIOD {
+            self.period_start = now;
+            self.used_in_period = Duration::ZERO;
+        } else if self.quota.is_some_and(|q| self.used_in_period >= q) {
+            pause = (self.period_start + CPU_PERIOD).saturating_duration_since(now);
+            self.period_start += CPU_PERIOD;
+            self.used_in_period = Duration::ZERO;
+        }
+        let resumed_at = self.resumed_at.clone();
+        wasmtime::UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                if pause.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(pause).await;
+                }
+                if let Ok(mut t) = resumed_at.lock() {
+                    *t = std::time::Instant::now();
+                }
+            }),
+        )
+    }
 }
 
 /// How a run ended.
@@ -120,6 +191,37 @@ pub enum Exit {
     OutOfMemory(String),
     /// It was stopped from outside.
     Stopped,
+    /// The sandbox could not be set up (a mount failed).
+    Failed(String),
+}
+
+/// Instance slots of the pooling allocator (core instances, memories, tables, stacks).
+pub const POOL_SLOTS: u32 = 2000;
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config.memory_init_cow(true);
+    if pooling {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_core_instances(POOL_SLOTS)
+            .total_component_instances(POOL_SLOTS)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS)
+            .total_stacks(POOL_SLOTS)
+            .max_memory_size(4 << 30)
+            .max_core_instance_size(16 << 20)
+            .max_component_instance_size(16 << 20)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
+            .max_tables_per_module(8)
+            .table_elements(100_000)
+            .max_unused_warm_slots(100);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
 }
 
 /// The node's runtime.
@@ -148,10 +250,17 @@ pub fn is_component(bytes: &[u8]) -> bool {
 impl Runtime {
     /// Configure the engine and linkers; compiled code is cached under `cache_dir`.
     pub fn new(cache_dir: &Path) -> Result<Arc<Self>, RuntimeError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let engine = match Engine::new(&engine_config(true)) {
+            Ok(e) => {
+                tracing::info!("wasmtime: pooling instance allocator, copy-on-write memory images");
+                e
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the pooling allocator is not available here (virtual memory?); allocating instances on demand");
+                Engine::new(&engine_config(false))
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))?
+            }
+        };
         let mut p1 = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1, |s: &mut P1State| &mut s.wasi)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
@@ -318,6 +427,34 @@ impl Runtime {
             .envs(&spec.env)
             .stdout(spec.log.stream(false))
             .stderr(spec.log.stream(true));
+        let mut dirs: Vec<&crate::volumes::Preopen> = spec.preopens.iter().collect();
+        if let Some(cwd) = &spec.cwd {
+            builder.env("PWD", &cwd.guest).initial_cwd(&cwd.guest);
+            dirs.push(cwd);
+        }
+        for p in dirs {
+            let perms = if p.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            if let Err(e) = builder.preopened_dir(&p.host, &p.guest, perms) {
+                spec.log.finish();
+                return Exit::Failed(format!("mounting {}: {e:#}", p.guest));
+            }
+        }
+        if let Some(cwd) = &spec.cwd {
+            let perms = if cwd.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            if let Err(e) = builder.preopened_dir(&cwd.host, ".", perms) {
+                spec.log.finish();
+                return Exit::Failed(format!("workingDir {}: {e:#}", cwd.guest));
+            }
+        }
+        let mut share = CpuShare::new(spec.cpu_millis, spec.cpu_used.clone());
         let outcome = match prepared {
             Prepared::Module(pre) => {
                 let mut store = Store::new(
@@ -329,7 +466,7 @@ impl Runtime {
                 );
                 store.limiter(|s| &mut s.limits);
                 store.set_epoch_deadline(1);
-                store.epoch_deadline_async_yield_and_update(1);
+                store.epoch_deadline_callback(move |_| Ok(share.on_tick()));
                 let run = async {
                     let instance = pre.instantiate_async(&mut store).await?;
                     let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
@@ -352,7 +489,7 @@ impl Runtime {
                 );
                 store.limiter(|s| &mut s.limits);
                 store.set_epoch_deadline(1);
-                store.epoch_deadline_async_yield_and_update(1);
+                store.epoch_deadline_callback(move |_| Ok(share.on_tick()));
                 let run = async {
                     let cmd = pre.instantiate_async(&mut store).await?;
                     cmd.wasi_cli_run().call_run(&mut store).await

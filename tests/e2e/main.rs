@@ -3,12 +3,13 @@
 
 mod crash;
 mod harness;
+mod node;
 
 use std::time::Duration;
 
 use harness::{example, pod, Cluster};
 
-const T: Duration = Duration::from_secs(60);
+pub(crate) const T: Duration = Duration::from_secs(60);
 
 fn push_examples(c: &Cluster) {
     c.push_ok("hello:latest", &example("hello", false));
@@ -17,7 +18,7 @@ fn push_examples(c: &Cluster) {
     c.push_ok("ticker:latest", &example("ticker", false));
 }
 
-fn manifest(name: &str) -> String {
+pub(crate) fn manifest(name: &str) -> String {
     std::fs::read_to_string(
         harness::root()
             .join("wasm-examples/manifests")

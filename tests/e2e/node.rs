@@ -1,0 +1,247 @@
+//! The node runtime end to end: the sandbox (env sources, volumes, no escapes, hostPath
+//! refused), init containers, memory and CPU limits, pod-level failures, agent restarts.
+
+use std::time::Duration;
+
+use crate::harness::{example, pod, Cluster};
+use crate::{manifest, T};
+
+fn push_node_examples(c: &Cluster) {
+    for m in ["envprint", "memhog", "spinner", "ticker", "hello"] {
+        c.push_ok(&format!("{m}:latest"), &example(m, false));
+    }
+}
+
+fn wait_phase(c: &Cluster, pod: &str, phase: &str) {
+    c.kubectl_ok(&[
+        "wait",
+        &format!("--for=jsonpath={{.status.phase}}={phase}"),
+        &format!("pod/{pod}"),
+        "--timeout=60s",
+    ]);
+}
+
+#[test]
+fn the_sandbox_shows_env_sources_and_volumes_and_nothing_else() {
+    let c = Cluster::start(&[]);
+    push_node_examples(&c);
+    c.apply(&manifest("sandbox"));
+    c.apply(&manifest("init-pair"));
+    wait_phase(&c, "sandbox", "Succeeded");
+    let logs = c.kubectl_ok(&["logs", "sandbox"]);
+    for want in [
+        "env GREETING=hello from a configmap",
+        "env PASSWORD=not-a-real-password",
+        "env POD_NAME=sandbox",
+        "env MEMORY_LIMIT_MI=64",
+        "env MESSAGE=sandbox says hello from a configmap",
+        "env CFG_mode=demo",
+        "/etc/config/greeting.txt = hello from a configmap",
+        "/etc/secret/password = not-a-real-password",
+        "/etc/podinfo/labels = app=\"sandbox\"",
+        "/etc/podinfo/name = sandbox",
+        "/etc/config is read-only",
+        "/scratch is writable",
+        "no escape from /etc/config",
+        "no escape from /scratch",
+        "no host filesystem",
+    ] {
+        assert!(logs.contains(want), "{want:?} missing from:\n{logs}");
+    }
+    assert!(!logs.contains("ESCAPED"), "{logs}");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.starts_with("env HOME=") || l.starts_with("env PATH=")),
+        "the host environment must not leak: {logs}"
+    );
+
+    // Init containers run first and share the emptyDir.
+    wait_phase(&c, "init-pair", "Succeeded");
+    assert_eq!(
+        c.kubectl_ok(&["logs", "init-pair", "-c", "reader"]).trim(),
+        "written by the init container"
+    );
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "init-pair"],
+            "{.status.initContainerStatuses[0].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+
+    // A failing init container keeps the app container from starting; the pod fails.
+    let m = pod(
+        "init-fails",
+        "envprint:latest",
+        "    args: [\"show\"]\n",
+        "  initContainers:\n  - name: first\n    image: envprint:latest\n    args: [\"cat\", \"/nowhere\"]\n",
+    );
+    c.apply(&m);
+    wait_phase(&c, "init-fails", "Failed");
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "init-fails"],
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "PodInitializing"
+    );
+
+    // Missing sources and refused hostPaths are explained, never silently dropped.
+    let m = pod(
+        "no-key",
+        "envprint:latest",
+        "    env:\n    - name: X\n      valueFrom:\n        configMapKeyRef: {name: sandbox-config, key: nope}\n",
+        "",
+    );
+    c.apply(&m);
+    c.wait_for(
+        &["pod", "no-key"],
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "CreateContainerConfigError",
+        T,
+    );
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "no-key"],
+            "{.status.containerStatuses[0].state.waiting.message}"
+        ),
+        "couldn't find key nope in ConfigMap default/sandbox-config"
+    );
+    let m = pod(
+        "host",
+        "envprint:latest",
+        "    volumeMounts: [{name: h, mountPath: /h}]\n",
+        "  volumes: [{name: h, hostPath: {path: /etc}}]\n",
+    );
+    c.apply(&m);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let events = c.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=host",
+        ]);
+        if events.contains("FailedMount") && events.contains("hostPath \"/etc\" is not allowed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no FailedMount event: {events}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(c.jsonpath(&["pod", "host"], "{.status.phase}"), "Pending");
+}
+
+#[test]
+fn memory_and_cpu_limits_hold_and_restarts_back_off() {
+    let c = Cluster::start(&[]);
+    push_node_examples(&c);
+    c.apply(&manifest("memhog"));
+    c.wait_for(
+        &["pod", "memhog"],
+        "{.status.containerStatuses[0].lastState.terminated.reason}",
+        "OOMKilled",
+        T,
+    );
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "memhog"],
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "137"
+    );
+    c.wait_for(
+        &["pod", "memhog"],
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "CrashLoopBackOff",
+        T,
+    );
+    let table = c.kubectl_ok(&["get", "pod", "memhog"]);
+    assert!(
+        table.contains("CrashLoopBackOff") || table.contains("OOMKilled"),
+        "{table}"
+    );
+
+    // Two spinners (one limited to 100m, one unlimited) do not keep another pod from running
+    // or the node from renewing its Lease.
+    c.apply(&manifest("spinner"));
+    let m = pod(
+        "spinner-free",
+        "spinner:latest",
+        "",
+        "  terminationGracePeriodSeconds: 0\n",
+    )
+    .replace("restartPolicy: Never", "restartPolicy: Always");
+    c.apply(&m);
+    wait_phase(&c, "spinner", "Running");
+    wait_phase(&c, "spinner-free", "Running");
+    let lease = |c: &Cluster| {
+        c.jsonpath(
+            &["leases", "-n", "kube-node-lease"],
+            "{.items[0].spec.renewTime}",
+        )
+    };
+    let before = lease(&c);
+    c.apply(&manifest("hello"));
+    wait_phase(&c, "hello", "Succeeded");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lease(&c) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node stopped renewing its lease while pods spin"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let logs = c.kubectl_ok(&["logs", "spinner", "--tail=1"]);
+    assert!(logs.contains("spinning"), "{logs}");
+}
+
+#[test]
+fn deadlines_and_empty_dir_limits_fail_the_pod_and_agent_restarts_resume_pods() {
+    let mut c = Cluster::start(&[]);
+    push_node_examples(&c);
+    let m = pod(
+        "deadline",
+        "ticker:latest",
+        "",
+        "  activeDeadlineSeconds: 2\n",
+    );
+    c.apply(&m);
+    wait_phase(&c, "deadline", "Failed");
+    assert_eq!(
+        c.jsonpath(&["pod", "deadline"], "{.status.reason}"),
+        "DeadlineExceeded"
+    );
+
+    let m = pod(
+        "filler",
+        "envprint:latest",
+        "    args: [\"fill\", \"/scratch\", \"3\"]\n    volumeMounts: [{name: scratch, mountPath: /scratch}]\n",
+        "  volumes: [{name: scratch, emptyDir: {sizeLimit: 1Mi}}]\n",
+    );
+    c.apply(&m);
+    wait_phase(&c, "filler", "Failed");
+    assert_eq!(
+        c.jsonpath(&["pod", "filler"], "{.status.reason}"),
+        "Evicted"
+    );
+    let msg = c.jsonpath(&["pod", "filler"], "{.status.message}");
+    assert!(msg.contains("exceeds the limit"), "{msg}");
+
+    // A running pod runs again after the agent (here: the whole server) is killed.
+    let m = pod("resumes", "ticker:latest", "", "")
+        .replace("restartPolicy: Never", "restartPolicy: Always");
+    c.apply(&m);
+    wait_phase(&c, "resumes", "Running");
+    c.kill9_and_restart(&[]);
+    c.wait_for(
+        &["pod", "resumes"],
+        "{.status.containerStatuses[0].restartCount}",
+        "1",
+        T,
+    );
+    wait_phase(&c, "resumes", "Running");
+}
