@@ -387,3 +387,191 @@ pub async fn pod_startup(kubeconfig: &Path, manifest: &Path, n: usize) -> Result
     report("pod-create-to-succeeded", samples);
     Ok(())
 }
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `skiff bench pods`.
+pub async fn pods(
+    kubeconfig: &Path,
+    n: usize,
+    rate: u32,
+    image: &str,
+    module: &Path,
+    pid: Option<u32>,
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::runtime::watcher;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    // In-process runtime numbers first (no cluster involved).
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let cache = tempfile_dir()?;
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    let rt = skiff_node::runtime::Runtime::new(&cache)?;
+    let t = Instant::now();
+    rt.prepare(&digest, bytes.clone().into()).await?;
+    let cold = t.elapsed();
+    let mut hits = Vec::new();
+    for _ in 0..20 {
+        let fresh = skiff_node::runtime::Runtime::new(&cache)?;
+        let t = Instant::now();
+        fresh.prepare(&digest, bytes.clone().into()).await?;
+        hits.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let prepared = rt.prepare(&digest, bytes.clone().into()).await?;
+    let mut inst = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        rt.instantiate(&prepared).await?;
+        inst.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(rt);
+    let _ = std::fs::remove_dir_all(&cache);
+    eprintln!("# compile (cold): {:.1} ms", cold.as_secs_f64() * 1000.0);
+    report("compile-cache-hit", hits);
+    inst.sort_by(f64::total_cmp);
+    let (med, p99) = (inst[inst.len() / 2], inst[inst.len() * 99 / 100]);
+    println!(
+        "{}",
+        serde_json::json!({"bench": "instantiate", "unit": "us", "median": med, "p99": p99, "n": inst.len()})
+    );
+    eprintln!(
+        "# instantiate: median {med:.1} us, p99 {p99:.1} us (n={})",
+        inst.len()
+    );
+
+    let client = client_for(kubeconfig).await?;
+    let ns_name = format!("skiff-bench-pods-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns_name}}))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
+    let rss_before = pid.and_then(rss_kib);
+    let result = async {
+        let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        // One watch sees every pod of the namespace reach Running.
+        let watch = {
+            let pods = pods.clone();
+            tokio::spawn(async move {
+                let mut stream = watcher(pods, watcher::Config::default()).boxed();
+                let mut seen = std::collections::HashSet::new();
+                while let Some(ev) = stream.try_next().await? {
+                    if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = ev {
+                        let running = p.status.as_ref().and_then(|s| s.phase.as_deref())
+                            == Some("Running");
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        if running && seen.insert(name.clone()) {
+                            let _ = tx.send((name, Instant::now()));
+                        }
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        };
+        let template = |name: &str| -> Result<Pod> {
+            Ok(serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"app": "bench-pods"}},
+                "spec": {"terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "c", "image": image,
+                        "resources": {"requests": {"cpu": "1m", "memory": "1Mi"},
+                            "limits": {"memory": "16Mi"}}}]}
+            }))?)
+        };
+        let t0 = Instant::now();
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+        let mut creates = Vec::new();
+        for i in 0..n {
+            let due = t0 + interval * i as u32;
+            tokio::time::sleep_until(due.into()).await;
+            let name = format!("p-{i}");
+            let pod = template(&name)?;
+            let (pods, sent) = (pods.clone(), sent.clone());
+            creates.push(tokio::spawn(async move {
+                let at = Instant::now();
+                if let Ok(mut m) = sent.lock() {
+                    m.insert(name, at);
+                }
+                pods.create(&PostParams::default(), &pod).await.map(|_| ())
+            }));
+        }
+        for c in creates {
+            c.await??;
+        }
+        let mut lat = Vec::with_capacity(n);
+        let mut last = t0;
+        while lat.len() < n {
+            let (name, at) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+                .await
+                .context("pods did not all reach Running within 120 s")?
+                .context("the watch ended")?;
+            let start = sent.lock().ok().and_then(|m| m.get(&name).copied());
+            if let Some(s) = start {
+                lat.push(at.duration_since(s).as_secs_f64() * 1000.0);
+                last = last.max(at);
+            }
+        }
+        watch.abort();
+        let wall = last.duration_since(t0);
+        self::rate("pods-running", n, wall);
+        report("pod-create-to-running", lat);
+        if let (Some(pid), Some(before)) = (pid, rss_before) {
+            if let Some(after) = rss_kib(pid) {
+                let per = after.saturating_sub(before) as f64 / n as f64;
+                println!("{}", serde_json::json!({"bench": "node-rss", "unit": "KiB",
+                    "before": before, "after": after, "per_pod": per, "pods": n}));
+                eprintln!(
+                    "# node RSS: {:.1} MiB before, {:.1} MiB with {n} running pods ({per:.0} KiB per pod)",
+                    before as f64 / 1024.0,
+                    after as f64 / 1024.0
+                );
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    // Deleting the namespace deletes every pod; the node stops them.
+    let t = Instant::now();
+    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    let gone = await_condition(namespaces.clone(), &ns_name, |ns: Option<&Namespace>| {
+        ns.is_none()
+    });
+    if tokio::time::timeout(Duration::from_secs(300), gone)
+        .await
+        .is_ok()
+    {
+        eprintln!(
+            "# delete {n} pods (namespace gone): {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        println!(
+            "{}",
+            serde_json::json!({"bench": "delete-all-pods", "unit": "s", "value": t.elapsed().as_secs_f64()})
+        );
+    }
+    result
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("skiff-bench-cache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

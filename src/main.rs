@@ -135,6 +135,32 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10000)]
         list_pods: usize,
     },
+    /// Pods: create N long-running pods at a steady rate and time create → Running as a watch
+    /// sees it, report the node's RSS per running pod (with --pid), delete them all; then the
+    /// runtime's own numbers in this process: compile, compile-cache hit, instantiate.
+    Pods {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// How many pods.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Creates per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Module the pods run (pushed already; it must keep running).
+        #[arg(long, default_value = "ticker:latest")]
+        image: String,
+        /// The same module as a file, for the in-process runtime numbers.
+        #[arg(
+            long,
+            default_value = "wasm-examples/target/wasm32-wasip1/release/ticker.wasm"
+        )]
+        module: PathBuf,
+        /// PID of the process that runs the node agent, to report its RSS.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// The same durable-write load against etcd's v3 HTTP gateway (for `bench/etcd-compare.sh`):
     /// puts of a pod-sized value at several concurrencies.
     Etcd {
@@ -261,6 +287,17 @@ async fn main() -> Result<()> {
                     list_pods,
                 },
         } => bench::api(&kubeconfig, writes, &clients, list_pods).await,
+        Command::Bench {
+            which:
+                BenchCommand::Pods {
+                    kubeconfig,
+                    n,
+                    rate,
+                    image,
+                    module,
+                    pid,
+                },
+        } => bench::pods(&kubeconfig, n, rate, &image, &module, pid).await,
         Command::Bench {
             which:
                 BenchCommand::Etcd {

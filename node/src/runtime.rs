@@ -230,7 +230,7 @@ pub struct Runtime {
     p1: Linker<P1State>,
     p2: wasmtime::component::Linker<P2State>,
     cache_dir: PathBuf,
-    prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+    prepared: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Prepared>>>>>,
     stop_ticker: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -252,7 +252,9 @@ impl Runtime {
     pub fn new(cache_dir: &Path) -> Result<Arc<Self>, RuntimeError> {
         let engine = match Engine::new(&engine_config(true)) {
             Ok(e) => {
-                tracing::info!("wasmtime: pooling instance allocator, copy-on-write memory images");
+                tracing::debug!(
+                    "wasmtime: pooling instance allocator, copy-on-write memory images"
+                );
                 e
             }
             Err(e) => {
@@ -308,30 +310,27 @@ impl Runtime {
             .join(format!("{hex}-{:016x}.cwasm", h.finish()))
     }
 
-    /// Compile (or load from the cache) and pre-instantiate the module with this digest.
+    /// Compile (or load from the cache) and pre-instantiate the module with this digest. Pods
+    /// starting together share one compilation per digest (single flight).
     pub async fn prepare(
         self: &Arc<Self>,
         digest: &str,
         bytes: bytes::Bytes,
     ) -> Result<Arc<Prepared>, RuntimeError> {
-        if let Some(p) = self
-            .prepared
-            .lock()
-            .ok()
-            .and_then(|m| m.get(digest).cloned())
-        {
-            return Ok(p);
-        }
-        let this = self.clone();
-        let digest_owned = digest.to_string();
-        let prepared = tokio::task::spawn_blocking(move || this.compile(&digest_owned, &bytes))
-            .await
-            .map_err(|e| RuntimeError::Engine(e.to_string()))??;
-        let prepared = Arc::new(prepared);
-        if let Ok(mut m) = self.prepared.lock() {
-            m.insert(digest.to_string(), prepared.clone());
-        }
-        Ok(prepared)
+        let cell = match self.prepared.lock() {
+            Ok(mut m) => m.entry(digest.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        cell.get_or_try_init(|| async {
+            let this = self.clone();
+            let digest_owned = digest.to_string();
+            let prepared = tokio::task::spawn_blocking(move || this.compile(&digest_owned, &bytes))
+                .await
+                .map_err(|e| RuntimeError::Engine(e.to_string()))??;
+            Ok(Arc::new(prepared))
+        })
+        .await
+        .cloned()
     }
 
     fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Prepared, RuntimeError> {
@@ -406,13 +405,50 @@ impl Runtime {
 
     fn store_cached(&self, path: &Path, bytes: wasmtime::Result<Vec<u8>>) {
         let Ok(bytes) = bytes else { return };
-        let tmp = path.with_extension("tmp");
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{seq}.tmp", std::process::id()));
         if std::fs::write(&tmp, &bytes)
             .and_then(|_| std::fs::rename(&tmp, path))
             .is_err()
         {
             tracing::warn!(path = %path.display(), "could not write the compile cache");
         }
+    }
+
+    /// Instantiate a prepared workload in a fresh store and drop it without running it: what a
+    /// pod start costs in the runtime (for `skiff bench pods`).
+    pub async fn instantiate(&self, prepared: &Prepared) -> Result<(), RuntimeError> {
+        let limits = || MemoryCap {
+            limit: None,
+            denied: false,
+        };
+        let err = |e: wasmtime::Error| RuntimeError::NotRunnable(format!("{e:#}"));
+        match prepared {
+            Prepared::Module(pre) => {
+                let wasi = WasiCtx::builder().build_p1();
+                let mut store = Store::new(
+                    &self.engine,
+                    P1State {
+                        wasi,
+                        limits: limits(),
+                    },
+                );
+                pre.instantiate_async(&mut store).await.map_err(err)?;
+            }
+            Prepared::Component(pre) => {
+                let mut store = Store::new(
+                    &self.engine,
+                    P2State {
+                        ctx: WasiCtx::builder().build(),
+                        table: ResourceTable::new(),
+                        limits: limits(),
+                    },
+                );
+                pre.instantiate_async(&mut store).await.map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Run a prepared workload to its end, or until `stop` is cancelled.
