@@ -1,5 +1,6 @@
 //! The agent's own HTTP endpoint: `GET /containerLogs/{ns}/{pod}/{container}`, called by the API
-//! server (with the join token) to serve `kubectl logs`, including `follow`.
+//! server (with the join token) to serve `kubectl logs`, including `follow`, and `GET /metrics`
+//! (Prometheus text, join token): CPU time per container, pods, resident memory.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub fn router(ctx: Arc<NodeContext>, token: String) -> Router {
             ),
             get(container_logs),
         )
+        .route("/metrics", get(metrics))
         .with_state(Arc::new(LogState { ctx, token }))
 }
 
@@ -85,6 +87,65 @@ fn runs(dir: &Path) -> Vec<u32> {
         .unwrap_or_default();
     v.sort_unstable();
     v
+}
+
+/// `GET /metrics` (join token): Prometheus text with CPU time per container and the pods and
+/// memory of this node.
+async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented != Some(state.token.as_str()) {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".into(),
+        );
+    }
+    let counters: Vec<((String, String, String), u64)> = match state.ctx.cpu.lock() {
+        Ok(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let pods: std::collections::HashSet<&str> = counters
+        .iter()
+        .map(|((uid, _, _), _)| uid.as_str())
+        .collect();
+    let rss_bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    let mut out = String::from(
+        "# HELP skiff_container_cpu_seconds_total CPU time the container's wasm instances ran.\n\
+         # TYPE skiff_container_cpu_seconds_total counter\n",
+    );
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    for ((_, nsname, container), nanos) in &counters {
+        let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
+        out.push_str(&format!(
+            "skiff_container_cpu_seconds_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {:.6}\n",
+            esc(ns),
+            esc(pod),
+            esc(container),
+            *nanos as f64 / 1e9
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP skiff_node_pods Pods with containers started on this node.\n\
+         # TYPE skiff_node_pods gauge\nskiff_node_pods {}\n\
+         # HELP skiff_node_resident_memory_bytes Resident memory of the process running the agent.\n\
+         # TYPE skiff_node_resident_memory_bytes gauge\nskiff_node_resident_memory_bytes {rss_bytes}\n",
+        pods.len()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn container_logs(
