@@ -89,19 +89,27 @@ fn runs(dir: &Path) -> Vec<u32> {
     v
 }
 
-/// `GET /metrics` (join token): Prometheus text with CPU time per container and the pods and
-/// memory of this node.
-async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Response {
+/// Only the API server (holding the join token) may call the agent endpoint: the refusal for
+/// anyone else.
+fn unauthorized(state: &LogState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(state.token.as_str()) {
-        return status(
+    (presented != Some(state.token.as_str())).then(|| {
+        status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Unauthorized".into(),
-        );
+        )
+    })
+}
+
+/// `GET /metrics` (join token): Prometheus text with CPU time per container and the pods and
+/// memory of this node.
+async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&state, &headers) {
+        return denied;
     }
     let counters: Vec<((String, String, String), u64)> = match state.ctx.cpu.lock() {
         Ok(m) => m
@@ -154,16 +162,8 @@ async fn container_logs(
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(state.token.as_str()) {
-        return status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized".into(),
-        );
+    if let Some(denied) = unauthorized(&state, &headers) {
+        return denied;
     }
     let Some(dir) = find_pod_dir(&state.ctx.log_root, &ns, &pod, q.uid.as_deref()) else {
         return status(

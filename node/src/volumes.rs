@@ -102,54 +102,17 @@ impl Sources {
     pub async fn fetch(client: &kube::Client, pod: &Pod) -> Result<Self, VolumeError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let (cm_names, secret_names) = referenced(pod);
-        let mut out = Sources::default();
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        for name in cm_names {
-            let got = cms
-                .get_opt(&name)
-                .await
-                .map_err(|e| VolumeError::Api(format!("reading configmap {name:?}: {e}")))?;
-            let data = got.map(|cm| {
-                let mut m: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                m.extend(
-                    cm.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                m
-            });
-            out.config_maps.insert(name, data);
-        }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-        for name in secret_names {
-            let got = secrets
-                .get_opt(&name)
-                .await
-                .map_err(|e| VolumeError::Api(format!("reading secret {name:?}: {e}")))?;
-            let data = got.map(|s| {
-                let mut m: BTreeMap<String, Vec<u8>> = s
-                    .string_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                m.extend(
-                    s.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                m
-            });
-            out.secrets.insert(name, data);
-        }
-        Ok(out)
+        Ok(Sources {
+            config_maps: read_all(&cms, cm_names, "configmap", |cm| (cm.data, cm.binary_data))
+                .await?,
+            // `stringData` is write-only in Kubernetes; `data` wins where both hold a key.
+            secrets: read_all(&secrets, secret_names, "secret", |s| {
+                (s.string_data, s.data)
+            })
+            .await?,
+        })
     }
 
     fn source(&self, secret: bool, name: &str) -> Option<&BTreeMap<String, Vec<u8>>> {
@@ -160,6 +123,49 @@ impl Sources {
         };
         map.get(name).and_then(Option::as_ref)
     }
+}
+
+type Keys = BTreeMap<String, Vec<u8>>;
+
+/// Get each named object (`None` when it does not exist) and flatten its text and binary keys.
+async fn read_all<K>(
+    api: &Api<K>,
+    names: HashSet<String>,
+    what: &str,
+    split: impl Fn(
+        K,
+    ) -> (
+        Option<BTreeMap<String, String>>,
+        Option<BTreeMap<String, k8s_openapi::ByteString>>,
+    ),
+) -> Result<HashMap<String, Option<Keys>>, VolumeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = HashMap::new();
+    for name in names {
+        let got = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| VolumeError::Api(format!("reading {what} {name:?}: {e}")))?;
+        let keys = got.map(|obj| {
+            let (text, binary) = split(obj);
+            let mut m: Keys = text
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            m.extend(
+                binary
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            m
+        });
+        out.insert(name, keys);
+    }
+    Ok(out)
 }
 
 fn kind_word(secret: bool) -> &'static str {
