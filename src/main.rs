@@ -48,6 +48,12 @@ enum Command {
         /// none by default).
         #[arg(long = "allow-host-path")]
         allow_host_paths: Vec<PathBuf>,
+        /// CPU kept back from pods for the host and the agent (a quantity: 500m, 1).
+        #[arg(long, default_value = "0")]
+        reserved_cpu: String,
+        /// Memory kept back from pods for the host and the agent (a quantity: 512Mi).
+        #[arg(long, default_value = "0")]
+        reserved_memory: String,
     },
     /// Join a running cluster as a node.
     Node {
@@ -78,6 +84,12 @@ enum Command {
         /// A host directory pods may mount with hostPath (repeatable; none by default).
         #[arg(long = "allow-host-path")]
         allow_host_paths: Vec<PathBuf>,
+        /// CPU kept back from pods for the host and the agent (a quantity: 500m, 1).
+        #[arg(long, default_value = "0")]
+        reserved_cpu: String,
+        /// Memory kept back from pods for the host and the agent (a quantity: 512Mi).
+        #[arg(long, default_value = "0")]
+        reserved_memory: String,
     },
     /// Upload a WebAssembly module to the cluster's module store as NAME:TAG.
     Push {
@@ -176,6 +188,15 @@ enum BenchCommand {
     },
 }
 
+/// `--reserved-cpu` and `--reserved-memory` as millicores and bytes.
+fn reserved(cpu: &str, memory: &str) -> Result<(i64, i64)> {
+    let cpu = skiff_common::quantity::cpu_millis(cpu)
+        .map_err(|e| anyhow::anyhow!("--reserved-cpu {cpu:?}: {e}"))?;
+    let memory = skiff_common::quantity::bytes(memory)
+        .map_err(|e| anyhow::anyhow!("--reserved-memory {memory:?}: {e}"))?;
+    Ok((cpu, memory))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_lowercase())
@@ -214,7 +235,10 @@ async fn main() -> Result<()> {
             node_name,
             max_pods,
             allow_host_paths,
+            reserved_cpu,
+            reserved_memory,
         } => {
+            let reserved = reserved(&reserved_cpu, &reserved_memory)?;
             server(
                 data_dir,
                 listen,
@@ -222,6 +246,7 @@ async fn main() -> Result<()> {
                 node_name,
                 max_pods,
                 allow_host_paths,
+                reserved,
             )
             .await
         }
@@ -235,7 +260,10 @@ async fn main() -> Result<()> {
             listen,
             max_pods,
             allow_host_paths,
+            reserved_cpu,
+            reserved_memory,
         } => {
+            let reserved = reserved(&reserved_cpu, &reserved_memory)?;
             let token = match (token, token_file) {
                 (Some(t), _) => t,
                 (None, Some(f)) => std::fs::read_to_string(&f)
@@ -259,6 +287,7 @@ async fn main() -> Result<()> {
                 max_pods,
                 labels: vec![],
                 allow_host_paths,
+                reserved,
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
@@ -316,6 +345,7 @@ async fn server(
     node_name: Option<String>,
     max_pods: u32,
     allow_host_paths: Vec<PathBuf>,
+    reserved: (i64, i64),
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let config = skiff_control_plane::ServerConfig {
@@ -350,6 +380,7 @@ async fn server(
                 "true".into(),
             )],
             allow_host_paths,
+            reserved,
         };
         let node_stop = stop.clone();
         node = Some(tokio::spawn(async move {

@@ -38,13 +38,19 @@ fn meminfo_total_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The node's allocatable cpu (millicores) and memory (bytes): what a container without a limit
-/// may use.
-pub fn allocatable() -> (i64, i64) {
+/// The host's cpu (millicores) and memory (bytes).
+fn capacity() -> (i64, i64) {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     (cpus as i64 * 1000, meminfo_total_kib() as i64 * 1024)
+}
+
+/// The node's allocatable cpu (millicores) and memory (bytes): capacity minus `reserved`, what
+/// the scheduler may place and what a container without a limit may use.
+pub fn allocatable(reserved: (i64, i64)) -> (i64, i64) {
+    let (cpu, mem) = capacity();
+    ((cpu - reserved.0).max(0), (mem - reserved.1).max(0))
 }
 
 fn read_trim(path: &str) -> String {
@@ -56,16 +62,22 @@ fn read_trim(path: &str) -> String {
 /// The Node's status as this agent reports it.
 fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16, since: &Time) -> NodeStatus {
     let now = skiff_common::now();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mem = meminfo_total_kib();
-    let capacity: BTreeMap<String, Quantity> = [
-        ("cpu".to_string(), Quantity(cpus.to_string())),
-        ("memory".to_string(), Quantity(format!("{mem}Ki"))),
-        ("pods".to_string(), Quantity(config.max_pods.to_string())),
-    ]
-    .into();
+    let quantities = |(cpu, mem): (i64, i64)| -> BTreeMap<String, Quantity> {
+        [
+            (
+                "cpu".to_string(),
+                Quantity(if cpu % 1000 == 0 {
+                    (cpu / 1000).to_string()
+                } else {
+                    format!("{cpu}m")
+                }),
+            ),
+            ("memory".to_string(), Quantity(format!("{}Ki", mem / 1024))),
+            ("pods".to_string(), Quantity(config.max_pods.to_string())),
+        ]
+        .into()
+    };
+    let capacity = quantities(capacity());
     let cond = |t: &str, s: &str, reason: &str, message: &str| NodeCondition {
         type_: t.into(),
         status: s.into(),
@@ -75,7 +87,7 @@ fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16, since: &Time) 
         last_transition_time: Some(since.clone()),
     };
     NodeStatus {
-        allocatable: Some(capacity.clone()),
+        allocatable: Some(quantities(ctx.allocatable)),
         capacity: Some(capacity),
         conditions: Some(vec![
             cond(

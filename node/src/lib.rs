@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub labels: Vec<(String, String)>,
     /// Host directories pods may mount with `hostPath` (none by default).
     pub allow_host_paths: Vec<PathBuf>,
+    /// CPU (millicores) and memory (bytes) kept back for the host and the agent: allocatable is
+    /// capacity minus these.
+    pub reserved: (i64, i64),
 }
 
 /// What every part of a running agent shares.
@@ -92,10 +95,11 @@ pub struct NodeContext {
     pub active_logs: logs::ActiveLogs,
     /// Host directories pods may mount with `hostPath`.
     pub allowed_host_paths: Vec<PathBuf>,
-    /// CPU time per (pod uid, namespace/name, container), in nanoseconds, for `/metrics`.
-    pub cpu: std::sync::Mutex<
-        std::collections::BTreeMap<(String, String, String), Arc<std::sync::atomic::AtomicU64>>,
-    >,
+    /// Allocatable cpu (millicores) and memory (bytes): capacity minus what is reserved.
+    pub allocatable: (i64, i64),
+    /// What each container uses, by (pod uid, namespace/name, container), for `/metrics`.
+    pub usage:
+        std::sync::Mutex<std::collections::BTreeMap<(String, String, String), Arc<runtime::Usage>>>,
 }
 
 impl NodeContext {
@@ -105,16 +109,16 @@ impl NodeContext {
             pod,
             node: &self.node_name,
             host_ip: &self.host_ip,
-            allocatable: agent::allocatable(),
+            allocatable: self.allocatable,
         }
     }
 
-    /// The CPU time counter of one container (kept across its restarts).
-    pub fn cpu_counter(
+    /// The usage counters of one container (kept across its restarts).
+    pub fn usage_of(
         &self,
         pod: &k8s_openapi::api::core::v1::Pod,
         container: &str,
-    ) -> Arc<std::sync::atomic::AtomicU64> {
+    ) -> Arc<runtime::Usage> {
         let key = (
             pod.metadata.uid.clone().unwrap_or_default(),
             format!(
@@ -124,7 +128,7 @@ impl NodeContext {
             ),
             container.to_string(),
         );
-        match self.cpu.lock() {
+        match self.usage.lock() {
             Ok(mut m) => m.entry(key).or_default().clone(),
             Err(_) => Arc::default(),
         }
@@ -132,7 +136,7 @@ impl NodeContext {
 
     /// Forget the counters of a pod that is gone.
     pub fn forget_pod(&self, uid: &str) {
-        if let Ok(mut m) = self.cpu.lock() {
+        if let Ok(mut m) = self.usage.lock() {
             m.retain(|k, _| k.0 != uid);
         }
     }
@@ -221,7 +225,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         log_root: config.data_dir.join("pods"),
         active_logs: logs::ActiveLogs::default(),
         allowed_host_paths: config.allow_host_paths.clone(),
-        cpu: Default::default(),
+        allocatable: agent::allocatable(config.reserved),
+        usage: Default::default(),
     });
     let logs_stop = shutdown.clone();
     let log_app = logserver::router(ctx.clone(), config.token.clone());

@@ -57,7 +57,35 @@ pub fn log_path(pod_dir: &Path, container: &str, restart: u32) -> PathBuf {
 struct SinkInner {
     file: std::fs::File,
     partial: [Vec<u8>; 2],
+    /// Bytes in the current file.
     bytes: u64,
+    path: PathBuf,
+    rotation: Rotation,
+}
+
+/// Size-based rotation, as the kubelet's `containerLogMaxSize`/`containerLogMaxFiles`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    /// Rotate when the current file grows past this.
+    pub max_bytes: u64,
+    /// Files kept per run, the current one included (`N.log`, `N.log.1`, ...).
+    pub max_files: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 10 * 1024 * 1024,
+            max_files: 5,
+        }
+    }
+}
+
+/// `path` with a rotation suffix (`N.log.1`...).
+pub fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
 }
 
 /// Where one container run writes; cheap to clone, shared by its stdout and stderr.
@@ -68,9 +96,6 @@ pub struct LogSink {
     active: ActiveLogs,
 }
 
-/// Most bytes one run writes before further output is dropped (a marker line says so).
-pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
-
 fn timestamp() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -78,11 +103,33 @@ fn timestamp() -> String {
 }
 
 impl LogSink {
-    /// Create (truncate) the log file of one run.
+    /// Create (truncate) the log file of one run, with the default rotation. The files of runs
+    /// before the previous one are removed (`--previous` needs only the last).
     pub fn create(path: &Path, active: ActiveLogs) -> Result<Self, LogError> {
+        Self::with_rotation(path, active, Rotation::default())
+    }
+
+    /// [`LogSink::create`] with a given rotation.
+    pub fn with_rotation(
+        path: &Path,
+        active: ActiveLogs,
+        rotation: Rotation,
+    ) -> Result<Self, LogError> {
         let io = |e| LogError::Io(path.to_path_buf(), e);
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d).map_err(io)?;
+            let run: Option<u32> = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse().ok());
+            if let Some(old) = run.and_then(|r| r.checked_sub(2)) {
+                let old = d.join(format!("{old}.log"));
+                let _ = std::fs::remove_file(&old);
+                for i in 1..rotation.max_files {
+                    let _ = std::fs::remove_file(rotated(&old, i));
+                }
+            }
         }
         let file = std::fs::File::create(path).map_err(io)?;
         active.set(path, true);
@@ -91,6 +138,8 @@ impl LogSink {
                 file,
                 partial: [Vec::new(), Vec::new()],
                 bytes: 0,
+                path: path.to_path_buf(),
+                rotation,
             })),
             path: path.to_path_buf(),
             active,
@@ -157,20 +206,40 @@ impl LogSink {
 }
 
 fn write_line(inner: &mut SinkInner, stream: usize, text: &[u8], tag: &str) {
-    if inner.bytes > MAX_LOG_BYTES {
-        return;
-    }
     let name = if stream == 1 { "stderr" } else { "stdout" };
     let mut out = format!("{} {name} {tag} ", timestamp()).into_bytes();
     out.extend_from_slice(text);
     out.push(b'\n');
-    inner.bytes += out.len() as u64;
-    if inner.bytes > MAX_LOG_BYTES {
-        out = format!("{} stderr F [skiff: log limit of {MAX_LOG_BYTES} bytes reached; further output dropped]\n", timestamp()).into_bytes();
+    if inner.bytes > 0 && inner.bytes + out.len() as u64 > inner.rotation.max_bytes {
+        if let Err(e) = rotate(inner) {
+            tracing::warn!(error = %e, path = %inner.path.display(), "could not rotate a log file");
+        }
     }
+    inner.bytes += out.len() as u64;
     if let Err(e) = inner.file.write_all(&out) {
         tracing::warn!(error = %e, "could not write a log line");
     }
+}
+
+/// `N.log` becomes `N.log.1` (older ones shift up, the oldest goes) and a fresh `N.log` starts.
+fn rotate(inner: &mut SinkInner) -> std::io::Result<()> {
+    inner.file.flush()?;
+    let keep = inner.rotation.max_files.max(1) - 1;
+    if keep == 0 {
+        inner.file = std::fs::File::create(&inner.path)?;
+    } else {
+        let _ = std::fs::remove_file(rotated(&inner.path, keep));
+        for i in (1..keep).rev() {
+            let from = rotated(&inner.path, i);
+            if from.exists() {
+                std::fs::rename(&from, rotated(&inner.path, i + 1))?;
+            }
+        }
+        std::fs::rename(&inner.path, rotated(&inner.path, 1))?;
+        inner.file = std::fs::File::create(&inner.path)?;
+    }
+    inner.bytes = 0;
+    Ok(())
 }
 
 /// One of a container's output streams; implements wasmtime-wasi's `StdoutStream`.
@@ -330,6 +399,45 @@ mod tests {
         assert!(!active.is_active(&path));
         let text = String::from_utf8(read_lines(&path, &ReadOptions::default()).unwrap()).unwrap();
         assert_eq!(text, "hello\nerr\nwor\n");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sink_rotates_by_size_and_keeps_max_files() {
+        let dir = std::env::temp_dir().join(format!("skiff-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("c/3.log");
+        // Runs before the previous one are removed when a run starts.
+        std::fs::create_dir_all(dir.join("c")).unwrap();
+        for old in ["1.log", "1.log.1", "2.log"] {
+            std::fs::write(dir.join("c").join(old), b"").unwrap();
+        }
+        let rotation = Rotation {
+            max_bytes: 200,
+            max_files: 3,
+        };
+        let sink = LogSink::with_rotation(&path, ActiveLogs::default(), rotation).unwrap();
+        assert!(!dir.join("c/1.log").exists() && !dir.join("c/1.log.1").exists());
+        assert!(
+            dir.join("c/2.log").exists(),
+            "the previous run stays for --previous"
+        );
+        for i in 0..20 {
+            sink.write(0, format!("line {i:02}\n").as_bytes());
+        }
+        sink.finish();
+        let files: Vec<u64> = [path.clone(), rotated(&path, 1), rotated(&path, 2)]
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap())
+            .collect();
+        assert!(files.iter().all(|&n| n > 0 && n <= 200), "{files:?}");
+        assert!(!rotated(&path, 3).exists());
+        let text = String::from_utf8(read_lines(&path, &ReadOptions::default()).unwrap()).unwrap();
+        assert!(text.ends_with("line 19\n"), "{text}");
+        assert!(
+            !text.contains("line 00"),
+            "the current file holds only the newest lines: {text}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -105,23 +105,27 @@ fn unauthorized(state: &LogState, headers: &HeaderMap) -> Option<Response> {
     })
 }
 
+/// One metric family: name, type, help, and the value of one container.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::runtime::Usage) -> String,
+);
+
 /// `GET /metrics` (join token): Prometheus text with CPU time per container and the pods and
 /// memory of this node.
 async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Response {
     if let Some(denied) = unauthorized(&state, &headers) {
         return denied;
     }
-    let counters: Vec<((String, String, String), u64)> = match state.ctx.cpu.lock() {
-        Ok(m) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), v.load(std::sync::atomic::Ordering::Relaxed)))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let pods: std::collections::HashSet<&str> = counters
-        .iter()
-        .map(|((uid, _, _), _)| uid.as_str())
-        .collect();
+    let usage: Vec<((String, String, String), Arc<crate::runtime::Usage>)> =
+        match state.ctx.usage.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        };
+    let pods: std::collections::HashSet<&str> =
+        usage.iter().map(|((uid, _, _), _)| uid.as_str()).collect();
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -131,20 +135,41 @@ async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Resp
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024);
-    let mut out = String::from(
-        "# HELP skiff_container_cpu_seconds_total CPU time the container's wasm instances ran.\n\
-         # TYPE skiff_container_cpu_seconds_total counter\n",
-    );
+    use std::sync::atomic::Ordering::Relaxed;
     let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
-    for ((_, nsname, container), nanos) in &counters {
-        let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
-        out.push_str(&format!(
-            "skiff_container_cpu_seconds_total{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {:.6}\n",
-            esc(ns),
-            esc(pod),
-            esc(container),
-            *nanos as f64 / 1e9
-        ));
+    let mut out = String::new();
+    let families: [Family; 3] = [
+        (
+            "skiff_container_cpu_seconds_total",
+            "counter",
+            "CPU time the container's wasm instances ran.",
+            |u| format!("{:.6}", u.cpu_nanos.load(Relaxed) as f64 / 1e9),
+        ),
+        (
+            "skiff_container_memory_bytes",
+            "gauge",
+            "Linear memory of the container's running instance.",
+            |u| u.memory_bytes.load(Relaxed).to_string(),
+        ),
+        (
+            "skiff_container_instances",
+            "gauge",
+            "Instances of the container running now.",
+            |u| u.instances.load(Relaxed).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for ((_, nsname, container), u) in &usage {
+            let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
+            out.push_str(&format!(
+                "{name}{{namespace=\"{}\",pod=\"{}\",container=\"{}\"}} {}\n",
+                esc(ns),
+                esc(pod),
+                esc(container),
+                value(u)
+            ));
+        }
     }
     out.push_str(&format!(
         "# HELP skiff_node_pods Pods with containers started on this node.\n\
@@ -252,6 +277,13 @@ async fn container_logs(
                     .rposition(|&b| b == b'\n')
                     .map(|p| p + 1)
                     .unwrap_or(0) as u64;
+                if end < offset {
+                    // Rotated: finish what is left of the file we were reading, then the new one.
+                    let rest = std::fs::read(logs::rotated(&path, 1)).unwrap_or_default();
+                    let from = (offset as usize).min(rest.len());
+                    let chunk = logs::render(&rest[from..], &opts);
+                    return Some((Ok(bytes::Bytes::from(chunk)), (None, 0, path, active, opts)));
+                }
                 if end > offset {
                     let chunk = logs::render(&data[offset as usize..end as usize], &opts);
                     return Some((

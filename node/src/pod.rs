@@ -785,7 +785,7 @@ impl ContainerRun<'_> {
                     })
                 })
                 .collect();
-            let cpu_used = self.ctx.cpu_counter(self.pod, &cname);
+            let usage = self.ctx.usage_of(self.pod, &cname);
             // Run.
             let spec = RunSpec {
                 argv,
@@ -795,7 +795,7 @@ impl ContainerRun<'_> {
                 preopens: prepared.preopens,
                 cwd: prepared.cwd,
                 cpu_millis,
-                cpu_used,
+                usage,
             };
             let started_at = Timestamp::now();
             self.shared

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,17 @@ impl WasiView for P2State {
 pub struct MemoryCap {
     limit: Option<usize>,
     denied: bool,
+    usage: Option<Arc<Usage>>,
+}
+
+/// Counts a run out of `Usage::instances` (and its memory) however the run ends.
+struct RunningGuard(Arc<Usage>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.instances.fetch_sub(1, Ordering::Relaxed);
+        self.0.memory_bytes.store(0, Ordering::Relaxed);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
@@ -76,6 +88,9 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         if self.limit.is_some_and(|l| desired > l) || maximum.is_some_and(|m| desired > m) {
             self.denied = true;
             return Ok(false);
+        }
+        if let Some(u) = &self.usage {
+            u.memory_bytes.store(desired as u64, Ordering::Relaxed);
         }
         Ok(true)
     }
@@ -113,8 +128,19 @@ pub struct RunSpec {
     pub cwd: Option<crate::volumes::Preopen>,
     /// `limits.cpu` in millicores: the guest runs at most this share of one core.
     pub cpu_millis: Option<u64>,
-    /// CPU time this run used, in nanoseconds (added to as it runs).
-    pub cpu_used: Arc<std::sync::atomic::AtomicU64>,
+    /// What this container uses, updated as it runs (for the node's `/metrics`).
+    pub usage: Arc<Usage>,
+}
+
+/// What one container uses, across its runs.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// CPU time its instances ran, in nanoseconds.
+    pub cpu_nanos: AtomicU64,
+    /// Linear memory of its running instance, in bytes.
+    pub memory_bytes: AtomicU64,
+    /// Instances running now (0 or 1 for a command).
+    pub instances: AtomicU64,
 }
 
 /// CFS-like CPU bandwidth control on epoch ticks: in every `CPU_PERIOD` a limited guest runs at
@@ -127,18 +153,18 @@ struct CpuShare {
     period_start: std::time::Instant,
     used_in_period: Duration,
     resumed_at: Arc<Mutex<std::time::Instant>>,
-    total: Arc<std::sync::atomic::AtomicU64>,
+    usage: Arc<Usage>,
 }
 
 impl CpuShare {
-    fn new(cpu_millis: Option<u64>, total: Arc<std::sync::atomic::AtomicU64>) -> Self {
+    fn new(cpu_millis: Option<u64>, usage: Arc<Usage>) -> Self {
         let now = std::time::Instant::now();
         CpuShare {
             quota: cpu_millis.map(|m| CPU_PERIOD * (m.clamp(1, 1000) as u32) / 1000),
             period_start: now,
             used_in_period: Duration::ZERO,
             resumed_at: Arc::new(Mutex::new(now)),
-            total,
+            usage,
         }
     }
 
@@ -149,9 +175,9 @@ impl CpuShare {
         let resumed = self.resumed_at.lock().map(|t| *t).unwrap_or(now);
         // At most one tick: a longer stretch was spent blocked in a host call, not running.
         let ran = now.saturating_duration_since(resumed).min(EPOCH_TICK);
-        self.total.fetch_add(
+        self.usage.cpu_nanos.fetch_add(
             ran.as_nanos().min(u128::from(u64::MAX)) as u64,
-            std::sync::atomic::Ordering::Relaxed,
+            Ordering::Relaxed,
         );
         self.used_in_period += ran;
         let mut pause = Duration::ZERO;
@@ -422,6 +448,7 @@ impl Runtime {
         let limits = || MemoryCap {
             limit: None,
             denied: false,
+            usage: None,
         };
         let err = |e: wasmtime::Error| RuntimeError::NotRunnable(format!("{e:#}"));
         match prepared {
@@ -456,6 +483,7 @@ impl Runtime {
         let limits = MemoryCap {
             limit: spec.memory_limit,
             denied: false,
+            usage: Some(spec.usage.clone()),
         };
         let mut builder = WasiCtx::builder();
         builder
@@ -490,7 +518,9 @@ impl Runtime {
                 return Exit::Failed(format!("workingDir {}: {e:#}", cwd.guest));
             }
         }
-        let mut share = CpuShare::new(spec.cpu_millis, spec.cpu_used.clone());
+        let mut share = CpuShare::new(spec.cpu_millis, spec.usage.clone());
+        spec.usage.instances.fetch_add(1, Ordering::Relaxed);
+        let _running = RunningGuard(spec.usage.clone());
         let outcome = match prepared {
             Prepared::Module(pre) => {
                 let mut store = Store::new(

@@ -231,6 +231,17 @@ fn memory_and_cpu_limits_hold_and_restarts_back_off() {
     let text = metrics();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("skiff_node_resident_memory_bytes"), "{text}");
+    assert!(
+        text.contains("skiff_container_instances{namespace=\"default\",pod=\"spinner\",container=\"spinner\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("skiff_container_memory_bytes")
+                && l.contains("pod=\"spinner\"")
+                && !l.ends_with(" 0")),
+        "{text}"
+    );
     let (limited, free) = (cpu(&text, "spinner"), cpu(&text, "spinner-free"));
     assert!(
         free > 2.0 * limited,
@@ -240,8 +251,24 @@ fn memory_and_cpu_limits_hold_and_restarts_back_off() {
 
 #[test]
 fn deadlines_and_empty_dir_limits_fail_the_pod_and_agent_restarts_resume_pods() {
-    let mut c = Cluster::start(&[]);
+    let reserved = ["--reserved-cpu", "500m", "--reserved-memory", "256Mi"];
+    let mut c = Cluster::start(&reserved);
     push_node_examples(&c);
+    // Allocatable is capacity minus what is reserved.
+    c.wait_for(
+        &["nodes"],
+        "{.items[0].status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+        T,
+    );
+    let cpu = |field: &str| -> i64 {
+        let q = c.jsonpath(&["nodes"], &format!("{{.items[0].status.{field}.cpu}}"));
+        match q.strip_suffix('m') {
+            Some(m) => m.parse().expect("millicores"),
+            None => q.parse::<i64>().expect("cores") * 1000,
+        }
+    };
+    assert_eq!(cpu("capacity") - cpu("allocatable"), 500);
     let m = pod(
         "deadline",
         "ticker:latest",
@@ -275,7 +302,7 @@ fn deadlines_and_empty_dir_limits_fail_the_pod_and_agent_restarts_resume_pods() 
         .replace("restartPolicy: Never", "restartPolicy: Always");
     c.apply(&m);
     wait_phase(&c, "resumes", "Running");
-    c.kill9_and_restart(&[]);
+    c.kill9_and_restart(&reserved);
     c.wait_for(
         &["pod", "resumes"],
         "{.status.containerStatuses[0].restartCount}",
