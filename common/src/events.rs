@@ -1,6 +1,8 @@
 //! A small event recorder: writes core/v1 `Event`s about an object through the API, as
 //! kubelet and kube-scheduler do, so `kubectl describe` shows what happened and why.
-//! Recording is best effort: a failure is logged and never fails the caller.
+//! Recording is best effort and never delays the caller: events are queued (at most
+//! `QUEUE` waiting; beyond that they are dropped with a warning) and a background task sends
+//! them, a few at a time. A failure is logged and never fails the caller.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -15,25 +17,49 @@ pub enum EventType {
     Warning,
 }
 
+/// Events waiting to be sent before new ones are dropped.
+pub const QUEUE: usize = 10_000;
+/// Events sent at the same time.
+pub const IN_FLIGHT: usize = 8;
+
 /// Records events on behalf of one component (`default-scheduler`, `kubelet`...).
 #[derive(Clone)]
 pub struct Recorder {
-    client: kube::Client,
+    queue: tokio::sync::mpsc::Sender<Event>,
     component: String,
     host: Option<String>,
 }
 
 impl Recorder {
-    /// A recorder for `component`, optionally naming the host it runs on.
+    /// A recorder for `component`, optionally naming the host it runs on. Starts the task that
+    /// sends the events (it ends when the last clone of the recorder is dropped).
     pub fn new(client: kube::Client, component: &str, host: Option<&str>) -> Self {
+        use futures::StreamExt;
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Event>(QUEUE);
+        let queued = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        tokio::spawn(queued.for_each_concurrent(IN_FLIGHT, move |event| {
+            let client = client.clone();
+            async move {
+                let ns = event.metadata.namespace.clone().unwrap_or_default();
+                let api: Api<Event> = Api::namespaced(client, &ns);
+                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                    tracing::warn!(
+                        reason = event.reason.as_deref().unwrap_or_default(),
+                        object = event.involved_object.name.as_deref().unwrap_or_default(),
+                        error = %e,
+                        "could not record event"
+                    );
+                }
+            }
+        }));
         Recorder {
-            client,
+            queue,
             component: component.to_string(),
             host: host.map(str::to_string),
         }
     }
 
-    /// Record one event about `object`.
+    /// Record one event about `object` (queued; returns at once).
     pub async fn record(
         &self,
         object: &ObjectReference,
@@ -78,9 +104,8 @@ impl Recorder {
             reporting_instance: self.host.clone(),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::warn!(%reason, object = %name, error = %e, "could not record event");
+        if self.queue.try_send(event).is_err() {
+            tracing::warn!(%reason, object = %name, "event queue full or closed; event dropped");
         }
     }
 }

@@ -243,6 +243,7 @@ pub async fn run(client: kube::Client) {
     let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
     let mut reported: HashMap<String, String> = HashMap::new();
+    let mut assumed: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         // Wait for a change (or retry periodically), then take whatever else is ready.
         let mut relevant = match tokio::time::timeout(Duration::from_secs(5), changes.next()).await
@@ -267,45 +268,27 @@ pub async fn run(client: kube::Client) {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         reported.retain(|uid, _| pending_uids.contains(uid.as_str()));
+        // Pods bound in an earlier pass whose binding the reflector has not seen yet.
+        assumed.retain(|uid| pending_uids.contains(uid.as_str()));
+        // Decide every pending pod against the snapshot (each decision takes its share), then
+        // bind them all concurrently: a pass costs about one API round trip, not one per pod.
+        let mut binds: Vec<(Arc<Pod>, String)> = Vec::new();
         for pod in pending {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if assumed.contains(&uid) {
+                continue;
+            }
             let req = pod_request(pod);
             match decide(&req, &snap) {
                 Decision::Bind(node) => {
-                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-                    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                    match api
-                        .create_subresource::<serde_json::Value, serde_json::Value>(
-                            "binding",
-                            &name,
-                            &PostParams::default(),
-                            &binding,
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            reported.remove(&uid);
-                            if let Some(n) = snap.iter_mut().find(|n| n.name == node) {
-                                n.requested.0 += req.cpu_millis;
-                                n.requested.1 += req.memory;
-                                n.requested.2 += 1;
-                            }
-                            tracing::info!(pod = %format!("{ns}/{name}"), %node, "scheduled");
-                            recorder
-                                .record(
-                                    &pod_ref(pod),
-                                    EventType::Normal,
-                                    "Scheduled",
-                                    &format!("Successfully assigned {ns}/{name} to {node}"),
-                                )
-                                .await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "binding failed; will retry")
-                        }
+                    if let Some(n) = snap.iter_mut().find(|n| n.name == node) {
+                        n.requested.0 += req.cpu_millis;
+                        n.requested.1 += req.memory;
+                        n.requested.2 += 1;
                     }
+                    binds.push((Arc::clone(pod), node));
                 }
                 Decision::Unschedulable(msg) => {
                     if reported.get(&uid) == Some(&msg) {
@@ -329,6 +312,61 @@ pub async fn run(client: kube::Client) {
                     }
                 }
             }
+        }
+        let outcomes = futures::stream::iter(binds)
+            .map(|(pod, node)| {
+                let (client, recorder) = (client.clone(), recorder.clone());
+                async move {
+                    let ok = bind(&client, &recorder, &pod, &node).await;
+                    (pod.metadata.uid.clone().unwrap_or_default(), ok)
+                }
+            })
+            .buffer_unordered(BIND_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        for (uid, ok) in outcomes {
+            if ok {
+                reported.remove(&uid);
+                assumed.insert(uid);
+            }
+        }
+    }
+}
+
+/// Bindings sent at the same time in one pass.
+const BIND_CONCURRENCY: usize = 32;
+
+/// Bind `pod` to `node` through `pods/binding` and record `Scheduled`; false if it failed (the
+/// pod stays pending and is retried).
+async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str) -> bool {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+    match api
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(pod = %format!("{ns}/{name}"), %node, "scheduled");
+            recorder
+                .record(
+                    &pod_ref(pod),
+                    EventType::Normal,
+                    "Scheduled",
+                    &format!("Successfully assigned {ns}/{name} to {node}"),
+                )
+                .await;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "binding failed; will retry");
+            false
         }
     }
 }
