@@ -232,6 +232,8 @@ async fn renew_lease(ctx: &NodeContext) -> Result<(), kube::Error> {
 
 struct Worker {
     stop: CancellationToken,
+    /// The deadline of a graceful deletion, once there is one.
+    terminate: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     done: Option<JoinHandle<()>>,
 }
 
@@ -242,12 +244,32 @@ fn is_terminal(pod: &Pod) -> bool {
     )
 }
 
-/// Finish a graceful deletion: stop the pod's worker, then remove the object.
+/// Finish a graceful deletion: give the pod's containers until the end of the grace period
+/// (`deletionGracePeriodSeconds` from now; a later, shorter one wins), then remove the object.
 fn finish_deletion(ctx: &Arc<NodeContext>, pod: &Pod, worker: Option<&mut Worker>) {
-    let done = worker.and_then(|w| {
-        w.stop.cancel();
-        w.done.take()
-    });
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(0)
+        .max(0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(grace as u64);
+    let done = match worker {
+        Some(w) => {
+            w.terminate.send_if_modified(|d| match d {
+                Some(at) if *at <= deadline => false,
+                _ => {
+                    *d = Some(deadline);
+                    true
+                }
+            });
+            match w.done.take() {
+                Some(done) => Some(done),
+                // Already finishing.
+                None => return,
+            }
+        }
+        None => None,
+    };
     let api: Api<Pod> = Api::namespaced(
         ctx.client.clone(),
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -405,12 +427,14 @@ fn apply(ctx: &Arc<NodeContext>, workers: &mut HashMap<String, Worker>, pod: Pod
         return;
     }
     let stop = CancellationToken::new();
+    let (terminate, termination) = tokio::sync::watch::channel(None);
     tracing::info!(pod = %pod.metadata.name.clone().unwrap_or_default(), "starting pod");
-    let done = tokio::spawn(crate::pod::run(ctx.clone(), pod, stop.clone()));
+    let done = tokio::spawn(crate::pod::run(ctx.clone(), pod, stop.clone(), termination));
     workers.insert(
         uid,
         Worker {
             stop,
+            terminate,
             done: Some(done),
         },
     );

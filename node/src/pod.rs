@@ -314,8 +314,13 @@ impl Shared {
     }
 }
 
-/// Run a pod until its containers are done for good or `stop` is cancelled.
-pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
+/// When a deleted pod's containers must be stopped: `None` while the pod is not being deleted.
+pub type Termination = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
+
+/// Run a pod until its containers are done for good or `stop` is cancelled. Once `terminate`
+/// names a deadline (the pod was deleted with a grace period), nothing starts or restarts any
+/// more, running containers may finish until the deadline and are interrupted there.
+pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, terminate: Termination) {
     let Some(spec) = pod.spec.clone() else { return };
     let name = pod.metadata.name.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -382,8 +387,15 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
         .unwrap_or_else(Timestamp::now);
     let pod_dir = crate::logs::pod_dir(&ctx.log_root, &ns, &name, &uid);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    // Containers stop when the pod is stopped (deleted) or fails as a whole.
+    // Containers stop when the pod is stopped (deleted) or fails as a whole, or when the grace
+    // period of a deletion is over; `terminating` stops starts and restarts.
     let containers_stop = stop.child_token();
+    let terminating = containers_stop.child_token();
+    tokio::spawn(grace_period(
+        terminate,
+        terminating.clone(),
+        containers_stop.clone(),
+    ));
 
     let writer_stop = CancellationToken::new();
     let initial_status = pod.status.clone();
@@ -477,18 +489,19 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
         init,
         shared: shared.clone(),
         stop: containers_stop.clone(),
+        terminating: terminating.clone(),
         object: object.clone(),
         backoff: Duration::from_secs(10),
         laid: laid.clone(),
     };
     let mut initialized = true;
     for (i, c) in inits.iter().enumerate() {
-        if !make(c, i, true).run(&pod_dir).await {
+        if terminating.is_cancelled() || !make(c, i, true).run(&pod_dir).await {
             initialized = false;
             break;
         }
     }
-    if initialized && !containers_stop.is_cancelled() {
+    if initialized && !terminating.is_cancelled() {
         let tasks = spec
             .containers
             .iter()
@@ -499,6 +512,34 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken) {
     containers_stop.cancel();
     writer_stop.cancel();
     let _ = writer.await;
+}
+
+/// Follow a deletion's deadline: cancel `terminating` as soon as there is one, `stop` when it
+/// passes (a later, shorter grace period moves it closer).
+async fn grace_period(
+    mut terminate: Termination,
+    terminating: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        let deadline = *terminate.borrow_and_update();
+        if let Some(at) = deadline {
+            terminating.cancel();
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {
+                    stop.cancel();
+                    return;
+                }
+                changed = terminate.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+        } else {
+            tokio::select! {
+                changed = terminate.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
 }
 
 /// Read the pod's ConfigMaps and Secrets and lay its volumes out under the pod's directory,
@@ -604,6 +645,8 @@ struct ContainerRun<'a> {
     init: bool,
     shared: Shared,
     stop: CancellationToken,
+    /// The pod is being deleted: no (re)starts, waits end.
+    terminating: CancellationToken,
     object: k8s_openapi::api::core::v1::ObjectReference,
     backoff: Duration,
     laid: Arc<Vec<crate::volumes::Laid>>,
@@ -621,7 +664,7 @@ impl ContainerRun<'_> {
     async fn back_off(&mut self, ran_for: Duration) -> bool {
         let go_on = tokio::select! {
             _ = tokio::time::sleep(self.backoff) => true,
-            _ = self.stop.cancelled() => false,
+            _ = self.terminating.cancelled() => false,
         };
         self.backoff = next_backoff(self.backoff, ran_for);
         go_on
@@ -716,7 +759,7 @@ impl ContainerRun<'_> {
         let module_name = skiff_common::image::ImageRef::parse(&image)
             .map(|r| r.short_name().to_string())
             .unwrap_or_else(|_| cname.clone());
-        while !self.stop.is_cancelled() {
+        while !self.terminating.is_cancelled() {
             // Fetch.
             self.event(
                 EventType::Normal,
@@ -797,6 +840,9 @@ impl ContainerRun<'_> {
                 cpu_millis,
                 usage,
             };
+            if self.terminating.is_cancelled() {
+                return false;
+            }
             let started_at = Timestamp::now();
             self.shared
                 .update(self.i, |r| r.state = State::Running { started_at });
@@ -815,19 +861,19 @@ impl ContainerRun<'_> {
             let finished_at = Timestamp::now();
             let (exit_code, reason, message) = match &exit {
                 Exit::Stopped => {
-                    // The pod failed as a whole (deadline, eviction): the container was killed.
-                    if let Some((_, why)) = self.shared.failure() {
-                        self.shared.update(self.i, |r| {
-                            r.state = State::Terminated {
-                                exit_code: 137,
-                                reason: "Error".into(),
-                                message: Some(why),
-                                started_at,
-                                finished_at,
-                            };
-                            r.will_restart = false;
-                        });
-                    }
+                    // The pod failed as a whole (deadline, eviction) or its deletion's grace
+                    // period ran out: the container was killed.
+                    let why = self.shared.failure().map(|(_, why)| why);
+                    self.shared.update(self.i, |r| {
+                        r.state = State::Terminated {
+                            exit_code: 137,
+                            reason: "Error".into(),
+                            message: why,
+                            started_at,
+                            finished_at,
+                        };
+                        r.will_restart = false;
+                    });
                     return false;
                 }
                 Exit::Code(0) => (0, "Completed".to_string(), None),
@@ -844,6 +890,7 @@ impl ContainerRun<'_> {
                     .filter(|t| !t.is_empty())
             });
             let restart = match (self.init, policy.as_str()) {
+                _ if self.terminating.is_cancelled() => false,
                 (_, "Never") => false,
                 (true, _) | (false, "OnFailure") => exit_code != 0,
                 _ => true,

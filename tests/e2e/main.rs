@@ -194,7 +194,7 @@ fn missing_or_invalid_modules_are_explained() {
 }
 
 #[test]
-fn deleting_a_running_pod_stops_it() {
+fn deleting_a_running_pod_waits_its_grace_period() {
     let c = Cluster::start(&[]);
     c.push_ok("ticker:latest", &example("ticker", false));
     c.apply(&pod(
@@ -215,9 +215,37 @@ fn deleting_a_running_pod_stops_it() {
         assert!(std::time::Instant::now() < deadline, "ticker never ticked");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // kubectl delete waits (watching) until the node stopped the pod and it is gone.
+    // A deleted pod keeps running through its grace period (30 s by default)...
+    c.kubectl_ok(&["delete", "pod", "tick", "--wait=false"]);
+    c.wait_for(
+        &["pod", "tick"],
+        "{.metadata.deletionGracePeriodSeconds}",
+        "30",
+        T,
+    );
+    let ticks = |c: &Cluster| c.kubectl_ok(&["logs", "tick"]).lines().count();
+    let before = ticks(&c);
+    let deadline = std::time::Instant::now() + T;
+    while ticks(&c) < before + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ticker stopped at once"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!c
+        .kubectl_ok(&[
+            "get",
+            "pod",
+            "tick",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.running.startedAt}"
+        ])
+        .is_empty());
+    // ...until a shorter one ends it; kubectl delete waits (watching) until the node stopped
+    // the pod and it is gone.
     assert!(c
-        .kubectl_ok(&["delete", "pod", "tick", "--timeout=60s"])
+        .kubectl_ok(&["delete", "pod", "tick", "--grace-period=1", "--timeout=60s"])
         .contains("deleted"));
     let out = c.kubectl(&["get", "pod", "tick"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
