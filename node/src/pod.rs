@@ -59,6 +59,16 @@ pub struct Record {
     pub will_restart: bool,
     /// An init container (runs to completion, in order, before the others).
     pub init: bool,
+    /// A sidecar: an init container with `restartPolicy: Always`, started in order with the init
+    /// containers, running (and restarted) alongside the app containers, stopped after them.
+    pub sidecar: bool,
+}
+
+impl Record {
+    /// A sidecar counts as initialized once it has started.
+    fn sidecar_started(&self) -> bool {
+        self.restart_count > 0 || !matches!(self.state, State::Waiting { .. })
+    }
 }
 
 fn time(t: Timestamp) -> Time {
@@ -107,6 +117,12 @@ pub fn phase(all: &[Record]) -> &'static str {
     let succeeded =
         |r: &Record| matches!(r.state, State::Terminated { exit_code: 0, .. }) && !r.will_restart;
     for r in all.iter().filter(|r| r.init) {
+        if r.sidecar {
+            if !r.sidecar_started() {
+                return "Pending";
+            }
+            continue;
+        }
         if matches!(r.state, State::Terminated { exit_code, .. } if exit_code != 0)
             && !r.will_restart
         {
@@ -174,11 +190,19 @@ pub fn pod_status(
     let inits: Vec<&Record> = all.iter().filter(|r| r.init).collect();
     let uninitialized: Vec<&str> = inits
         .iter()
-        .filter(|r| !matches!(r.state, State::Terminated { exit_code: 0, .. }) || r.will_restart)
+        .filter(|r| {
+            if r.sidecar {
+                !r.sidecar_started()
+            } else {
+                !matches!(r.state, State::Terminated { exit_code: 0, .. }) || r.will_restart
+            }
+        })
         .map(|r| r.name.as_str())
         .collect();
+    // Sidecars count towards readiness, as on Kubernetes.
     let unready: Vec<&str> = records
         .iter()
+        .chain(inits.iter().filter(|r| r.sidecar))
         .filter(|r| !matches!(r.state, State::Running { .. }))
         .map(|r| r.name.as_str())
         .collect();
@@ -354,7 +378,7 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
             image_id: None,
             state: State::Waiting {
                 reason: if init {
-                    "ContainerCreating"
+                    "PodInitializing"
                 } else {
                     first_reason
                 }
@@ -367,6 +391,7 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
                 .unwrap_or(0),
             will_restart: false,
             init,
+            sidecar: init && c.restart_policy.as_deref() == Some("Always"),
         }
     };
     let records: Vec<Record> = inits
@@ -481,9 +506,10 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
     };
     watch_empty_dirs(&laid, &shared, &containers_stop);
 
+    let pod = Arc::new(pod);
     let make = |c: &Container, i: usize, init: bool| ContainerRun {
         ctx: ctx.clone(),
-        pod: &pod,
+        pod: pod.clone(),
         c: c.clone(),
         i,
         init,
@@ -493,10 +519,47 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
         object: object.clone(),
         backoff: Duration::from_secs(10),
         laid: laid.clone(),
+        sidecar: false,
+        started: None,
     };
+    // Sidecars stop after the app containers (or with the pod); they stop restarting as soon as
+    // the pod is terminating.
+    let sidecars_stop = containers_stop.child_token();
+    let sidecars_terminating = sidecars_stop.child_token();
+    {
+        let (terminating, sidecars_terminating) =
+            (terminating.clone(), sidecars_terminating.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminating.cancelled() => sidecars_terminating.cancel(),
+                _ = sidecars_terminating.cancelled() => {}
+            }
+        });
+    }
+    let mut sidecars = Vec::new();
     let mut initialized = true;
     for (i, c) in inits.iter().enumerate() {
-        if terminating.is_cancelled() || !make(c, i, true).run(&pod_dir).await {
+        if terminating.is_cancelled() {
+            initialized = false;
+            break;
+        }
+        if c.restart_policy.as_deref() == Some("Always") {
+            // The next init container starts once this sidecar has started.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let mut run = make(c, i, true);
+            run.sidecar = true;
+            run.started = Some(tx);
+            run.stop = sidecars_stop.clone();
+            run.terminating = sidecars_terminating.clone();
+            let dir = pod_dir.clone();
+            sidecars.push(tokio::spawn(async move { run.run(&dir).await }));
+            tokio::select! {
+                _ = rx => {}
+                _ = terminating.cancelled() => {}
+            }
+            continue;
+        }
+        if !make(c, i, true).run(&pod_dir).await {
             initialized = false;
             break;
         }
@@ -509,6 +572,8 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
             .map(|(i, c)| make(c, inits.len() + i, false).run(&pod_dir));
         futures::future::join_all(tasks).await;
     }
+    sidecars_stop.cancel();
+    futures::future::join_all(sidecars).await;
     containers_stop.cancel();
     writer_stop.cancel();
     let _ = writer.await;
@@ -637,9 +702,9 @@ struct Prepared {
 }
 
 /// One container's life on this node, with what it reports to.
-struct ContainerRun<'a> {
+struct ContainerRun {
     ctx: Arc<NodeContext>,
-    pod: &'a Pod,
+    pod: Arc<Pod>,
     c: Container,
     i: usize,
     init: bool,
@@ -650,9 +715,13 @@ struct ContainerRun<'a> {
     object: k8s_openapi::api::core::v1::ObjectReference,
     backoff: Duration,
     laid: Arc<Vec<crate::volumes::Laid>>,
+    /// A sidecar: restarted whatever the pod's `restartPolicy`.
+    sidecar: bool,
+    /// Told the first time the container runs.
+    started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl ContainerRun<'_> {
+impl ContainerRun {
     async fn event(&self, kind: EventType, reason: &str, message: &str) {
         self.ctx
             .recorder
@@ -706,13 +775,13 @@ impl ContainerRun<'_> {
                     .is_some_and(|v| v.config_map_key_ref.is_some() || v.secret_key_ref.is_some())
             });
         let sources = if needs_sources {
-            crate::volumes::Sources::fetch(&self.ctx.client, self.pod)
+            crate::volumes::Sources::fetch(&self.ctx.client, &self.pod)
                 .await
                 .map_err(config_err)?
         } else {
             Default::default()
         };
-        let env = crate::volumes::env(&self.c, &sources, &self.ctx.facts(self.pod))
+        let env = crate::volumes::env(&self.c, &sources, &self.ctx.facts(&self.pod))
             .map_err(config_err)?;
         let (preopens, cwd) =
             crate::volumes::mounts(&self.c, &self.laid, &env).map_err(config_err)?;
@@ -828,7 +897,7 @@ impl ContainerRun<'_> {
                     })
                 })
                 .collect();
-            let usage = self.ctx.usage_of(self.pod, &cname);
+            let usage = self.ctx.usage_of(&self.pod, &cname);
             // Run.
             let spec = RunSpec {
                 argv,
@@ -846,6 +915,9 @@ impl ContainerRun<'_> {
             let started_at = Timestamp::now();
             self.shared
                 .update(self.i, |r| r.state = State::Running { started_at });
+            if let Some(started) = self.started.take() {
+                let _ = started.send(());
+            }
             self.event(
                 EventType::Normal,
                 "Started",
@@ -891,6 +963,7 @@ impl ContainerRun<'_> {
             });
             let restart = match (self.init, policy.as_str()) {
                 _ if self.terminating.is_cancelled() => false,
+                _ if self.sidecar => true,
                 (_, "Never") => false,
                 (true, _) | (false, "OnFailure") => exit_code != 0,
                 _ => true,
@@ -954,6 +1027,16 @@ mod tests {
             restart_count: restarts,
             will_restart,
             init: false,
+            sidecar: false,
+        }
+    }
+
+    fn sidecar(state: State, restarts: i32) -> Record {
+        Record {
+            init: true,
+            sidecar: true,
+            will_restart: true,
+            ..rec(state, true, restarts)
         }
     }
 
@@ -987,11 +1070,29 @@ mod tests {
                 "Failed",
             ),
             (
-                vec![rec(term(0), false, 0), rec(running, false, 0)],
+                vec![rec(term(0), false, 0), rec(running.clone(), false, 0)],
                 "Running",
             ),
-            (vec![rec(waiting, false, 2)], "Running"),
+            (vec![rec(waiting.clone(), false, 2)], "Running"),
             (vec![rec(term(1), true, 0)], "Running"),
+            // A sidecar that has not started holds the pod in Pending; once started it does
+            // not count for the phase, whatever its state.
+            (
+                vec![sidecar(waiting.clone(), 0), rec(running.clone(), false, 0)],
+                "Pending",
+            ),
+            (
+                vec![sidecar(running.clone(), 0), rec(term(0), false, 0)],
+                "Succeeded",
+            ),
+            (
+                vec![sidecar(term(137), 0), rec(term(1), false, 0)],
+                "Failed",
+            ),
+            (
+                vec![sidecar(waiting.clone(), 1), rec(running.clone(), false, 0)],
+                "Running",
+            ),
         ];
         for (records, want) in cases {
             assert_eq!(phase(&records), want, "{records:?}");

@@ -70,6 +70,51 @@ fn the_sandbox_shows_env_sources_and_volumes_and_nothing_else() {
         "Completed"
     );
 
+    // A sidecar starts first, runs beside the app container and is stopped after it; the pod
+    // completes by its app container.
+    c.apply(&manifest("sidecar"));
+    wait_phase(&c, "with-sidecar", "Succeeded");
+    let at = |path: &str| c.jsonpath(&["pod", "with-sidecar"], path);
+    assert_eq!(
+        at("{.status.containerStatuses[0].state.terminated.reason}"),
+        "Completed"
+    );
+    assert!(c
+        .kubectl_ok(&["logs", "with-sidecar", "-c", "work"])
+        .contains("tick 30"));
+    assert!(c
+        .kubectl_ok(&["logs", "with-sidecar", "-c", "shipper"])
+        .contains("tick 1"));
+    let sidecar_started = at("{.status.initContainerStatuses[0].state.terminated.startedAt}");
+    let work_started = at("{.status.containerStatuses[0].state.terminated.startedAt}");
+    assert!(
+        !sidecar_started.is_empty() && sidecar_started <= work_started,
+        "sidecar started {sidecar_started:?}, app container {work_started:?}"
+    );
+    let sidecar_finished = at("{.status.initContainerStatuses[0].state.terminated.finishedAt}");
+    let work_finished = at("{.status.containerStatuses[0].state.terminated.finishedAt}");
+    assert!(
+        sidecar_finished >= work_finished,
+        "sidecar stopped {sidecar_finished:?}, before the app container {work_finished:?}"
+    );
+    // A restartPolicy on an app container is refused, as Kubernetes does.
+    let bad = pod(
+        "bad-policy",
+        "hello:latest",
+        "    restartPolicy: Always\n",
+        "",
+    );
+    let file = c.data().join("bad-policy.yaml");
+    std::fs::write(&file, bad).expect("write manifest");
+    let out = c.kubectl(&["apply", "-f", file.to_str().expect("utf-8 path")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "spec.containers[0].restartPolicy: Forbidden: may not be set for non-init containers"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A failing init container keeps the app container from starting; the pod fails.
     let m = pod(
         "init-fails",

@@ -184,6 +184,18 @@ pub(super) fn validate_pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Fie
                     "Linux capabilities do not apply to WebAssembly workloads",
                 ));
             }
+            match (list, c.get("restartPolicy").and_then(Value::as_str)) {
+                (_, None) | ("initContainers", Some("Always")) => {}
+                ("initContainers", Some(p)) => causes.push(FieldCause {
+                    reason: "FieldValueNotSupported",
+                    field: format!("{at}.restartPolicy"),
+                    message: format!("Unsupported value: {p:?}: supported values: \"Always\""),
+                }),
+                (_, Some(_)) => causes.push(FieldCause::forbidden(
+                    format!("{at}.restartPolicy"),
+                    "may not be set for non-init containers",
+                )),
+            }
             for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
                 if c.get(probe).and_then(|p| p.get("exec")).is_some() {
                     causes.push(FieldCause::forbidden(format!("{at}.{probe}.exec"), "exec probes are not supported for WebAssembly workloads; use httpGet or tcpSocket"));
@@ -481,6 +493,13 @@ mod tests {
                     "spec.containers[0].livenessProbe.exec",
                     "spec.restartPolicy",
                     "spec.hostNetwork",
+                ],
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "spec": {"initContainers": [{"name": "s", "image": "x", "restartPolicy": "Always"}, {"name": "i", "image": "x", "restartPolicy": "Never"}], "containers": [{"name": "c", "image": "x", "restartPolicy": "Always"}]}}),
+                vec![
+                    "spec.initContainers[1].restartPolicy",
+                    "spec.containers[0].restartPolicy",
                 ],
             ),
         ];

@@ -621,12 +621,29 @@ fn pod_cells(pod: &Value, name: String, age: String, now: jiff::Timestamp) -> Ve
         .and_then(Value::as_array)
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    let total = pod
+    let init_specs: Vec<&Value> = pod
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let is_sidecar = |name: Option<&str>| {
+        init_specs.iter().any(|c| {
+            c.get("name").and_then(Value::as_str) == name
+                && c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
+        })
+    };
+    // Sidecars (restartable init containers) count in READY, as kubectl prints it.
+    let mut total = pod
         .pointer("/spec/containers")
         .and_then(Value::as_array)
         .map(Vec::len)
-        .unwrap_or(0);
-    let ready = statuses
+        .unwrap_or(0)
+        + init_specs
+            .iter()
+            .filter(|c| is_sidecar(c.get("name").and_then(Value::as_str)))
+            .count();
+    total = total.max(statuses.len());
+    let mut ready = statuses
         .iter()
         .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
         .count();
@@ -639,18 +656,83 @@ fn pod_cells(pod: &Value, name: String, age: String, now: jiff::Timestamp) -> Ve
         .or_else(|| pod.pointer("/status/phase").and_then(Value::as_str))
         .unwrap_or("Pending")
         .to_string();
-    let mut has_running = false;
-    for c in statuses.iter().rev() {
-        restarts += c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+    let mut note_restart = |c: &Value, restarts: &mut i64| {
+        *restarts += c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
         if let Some(t) = c
             .pointer("/lastState/terminated/finishedAt")
             .and_then(Value::as_str)
-            .and_then(|t| t.parse().ok())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         {
             if last_restart.is_none_or(|l| t > l) {
                 last_restart = Some(t);
             }
         }
+    };
+    // Init containers first: `Init:N/M`, `Init:<reason>` while they have not all completed.
+    let init_statuses: Vec<&Value> = pod
+        .pointer("/status/initContainerStatuses")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut initializing = false;
+    let mut sidecar_restarts = 0;
+    for (i, c) in init_statuses.iter().enumerate() {
+        note_restart(c, &mut restarts);
+        if is_sidecar(c.get("name").and_then(Value::as_str)) {
+            note_restart(c, &mut sidecar_restarts);
+            if c.get("started").and_then(Value::as_bool) == Some(true)
+                && c.get("ready").and_then(Value::as_bool) == Some(true)
+            {
+                ready += 1;
+            }
+            continue;
+        }
+        let terminated = c.pointer("/state/terminated");
+        let waiting = c
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty() && *r != "PodInitializing");
+        match (terminated, waiting) {
+            (Some(t), _) if t.get("exitCode").and_then(Value::as_i64) == Some(0) => continue,
+            (Some(t), _) => {
+                reason = match t
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+                {
+                    Some(r) => format!("Init:{r}"),
+                    None => match t.get("signal").and_then(Value::as_i64).filter(|s| *s != 0) {
+                        Some(sig) => format!("Init:Signal:{sig}"),
+                        None => format!(
+                            "Init:ExitCode:{}",
+                            t.get("exitCode").and_then(Value::as_i64).unwrap_or(0)
+                        ),
+                    },
+                };
+            }
+            (None, Some(w)) => reason = format!("Init:{w}"),
+            (None, None) => reason = format!("Init:{i}/{}", init_specs.len()),
+        }
+        initializing = true;
+        break;
+    }
+    let initialized = pod
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Initialized")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        });
+    let mut has_running = false;
+    // Until the init containers are done, the app containers' statuses say nothing yet.
+    let show_containers = !initializing || initialized;
+    if show_containers {
+        restarts = sidecar_restarts;
+    }
+    for c in statuses.iter().rev().filter(|_| show_containers) {
+        note_restart(c, &mut restarts);
         if let Some(r) = c
             .pointer("/state/waiting/reason")
             .and_then(Value::as_str)
@@ -962,6 +1044,43 @@ mod tests {
             ),
         ];
         let now = "2026-01-01T00:01:00Z".parse().unwrap();
+        // An init container, then a sidecar (restartable init container), then the app.
+        let with_inits = |status: Value| json!({"metadata": {"name": "p", "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {"initContainers": [{"name": "i"}, {"name": "s", "restartPolicy": "Always"}], "containers": [{"name": "c"}]}, "status": status});
+        let waiting = |name: &str, reason: &str| json!({"name": name, "ready": false, "restartCount": 0, "state": {"waiting": {"reason": reason}}});
+        let init_cases = vec![
+            (
+                json!({"phase": "Pending", "initContainerStatuses": [waiting("i", "PodInitializing"), waiting("s", "PodInitializing")], "containerStatuses": [waiting("c", "PodInitializing")]}),
+                "0/2",
+                "Init:0/2",
+            ),
+            (
+                json!({"phase": "Pending", "initContainerStatuses": [waiting("i", "ErrImagePull"), waiting("s", "PodInitializing")], "containerStatuses": [waiting("c", "PodInitializing")]}),
+                "0/2",
+                "Init:ErrImagePull",
+            ),
+            (
+                json!({"phase": "Failed", "initContainerStatuses": [{"name": "i", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 2, "reason": "Error"}}}, waiting("s", "PodInitializing")], "containerStatuses": [waiting("c", "PodInitializing")]}),
+                "0/2",
+                "Init:Error",
+            ),
+            (
+                json!({"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"}], "initContainerStatuses": [{"name": "i", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}, {"name": "s", "ready": true, "started": true, "restartCount": 1, "state": {"running": {}}}], "containerStatuses": [{"name": "c", "ready": true, "restartCount": 0, "state": {"running": {}}}]}),
+                "2/2",
+                "Running",
+            ),
+        ];
+        for (status, ready, want) in init_cases {
+            let c = cells(rt, &with_inits(status.clone()), now);
+            assert_eq!(
+                (
+                    c[1].as_str().unwrap(),
+                    c[2].as_str().unwrap(),
+                    c[3].as_str().unwrap()
+                ),
+                (ready, want, if want == "Running" { "1" } else { "0" }),
+                "{status}"
+            );
+        }
         for (status, ready, want) in cases {
             let c = cells(rt, &base(status.clone()), now);
             assert_eq!(
