@@ -468,19 +468,27 @@ pub async fn pods(
     let result = async {
         let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
-        // One watch sees every pod of the namespace reach Running.
+        // When each pod was first seen bound to the node (for the breakdown of the latency).
+        let bound: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+        // One watch sees every pod of the namespace get bound and reach Running.
         let watch = {
-            let pods = pods.clone();
+            let (pods, bound) = (pods.clone(), bound.clone());
             tokio::spawn(async move {
                 let mut stream = watcher(pods, watcher::Config::default()).boxed();
                 let mut seen = std::collections::HashSet::new();
                 while let Some(ev) = stream.try_next().await? {
                     if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = ev {
+                        let now = Instant::now();
                         let running = p.status.as_ref().and_then(|s| s.phase.as_deref())
                             == Some("Running");
                         let name = p.metadata.name.clone().unwrap_or_default();
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                            if let Ok(mut b) = bound.lock() {
+                                b.entry(name.clone()).or_insert(now);
+                            }
+                        }
                         if running && seen.insert(name.clone()) {
-                            let _ = tx.send((name, Instant::now()));
+                            let _ = tx.send((name, now));
                         }
                     }
                 }
@@ -496,6 +504,22 @@ pub async fn pods(
                             "limits": {"memory": "16Mi"}}}]}
             }))?)
         };
+        // The targets are for a module the node already has: one pod first fetches and
+        // compiles it, and is gone before the measured pods start.
+        let warm = "warm-up";
+        pods.create(&PostParams::default(), &template(warm)?).await?;
+        let running = await_condition(pods.clone(), warm, |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.phase.as_deref())
+                == Some("Running")
+        });
+        tokio::time::timeout(Duration::from_secs(60), running)
+            .await
+            .context("the warm-up pod did not reach Running within 60 s")??;
+        pods.delete(warm, &DeleteParams::default()).await?;
+        if let Ok(mut m) = sent.lock() {
+            m.remove(warm);
+        }
         let t0 = Instant::now();
         let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
         let mut creates = Vec::new();
@@ -517,7 +541,10 @@ pub async fn pods(
             c.await??;
         }
         let mut lat = Vec::with_capacity(n);
+        let mut slowest: Vec<(f64, String, f64, Option<f64>)> = Vec::new();
+        let (mut to_bound, mut bound_to_running) = (Vec::new(), Vec::new());
         let mut last = t0;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         while lat.len() < n {
             let (name, at) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
                 .await
@@ -525,14 +552,30 @@ pub async fn pods(
                 .context("the watch ended")?;
             let start = sent.lock().ok().and_then(|m| m.get(&name).copied());
             if let Some(s) = start {
-                lat.push(at.duration_since(s).as_secs_f64() * 1000.0);
+                lat.push(ms(at.duration_since(s)));
                 last = last.max(at);
+                let b = bound.lock().ok().and_then(|m| m.get(&name).copied());
+                if let Some(b) = b {
+                    to_bound.push(ms(b.duration_since(s)));
+                    bound_to_running.push(ms(at.duration_since(b)));
+                }
+                let b = b.map(|b| ms(b.duration_since(s)));
+                slowest.push((ms(at.duration_since(s)), name, ms(s.duration_since(t0)), b));
             }
         }
         watch.abort();
         let wall = last.duration_since(t0);
         self::rate("pods-running", n, wall);
         report("pod-create-to-running", lat);
+        // Where the time goes: the control plane (create, schedule, bind) and the node (start,
+        // status write), as seen by the same watch.
+        report("pod-create-to-bound", to_bound);
+        report("pod-bound-to-running", bound_to_running);
+        slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (took, name, at, bound) in slowest.iter().take(5) {
+            let bound = bound.map_or("-".into(), |b| format!("{b:.1} ms"));
+            eprintln!("# slow: {name} created at +{:.2} s took {took:.1} ms (bound after {bound})", at / 1000.0);
+        }
         if let (Some(pid), Some(before)) = (pid, rss_before) {
             if let Some(after) = rss_kib(pid) {
                 let per = after.saturating_sub(before) as f64 / n as f64;

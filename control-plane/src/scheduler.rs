@@ -143,8 +143,35 @@ fn is_finished(pod: &Pod) -> bool {
     )
 }
 
-fn snapshot(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Vec<NodeSnapshot> {
+/// What each pod requests, by uid: computed once per pod (a pod's requests do not change).
+#[derive(Default)]
+struct Requests(HashMap<String, (i64, i64)>);
+
+impl Requests {
+    fn of(&mut self, pod: &Pod) -> (i64, i64) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        if let Some(r) = self.0.get(uid) {
+            return *r;
+        }
+        let r = pod_request(pod);
+        self.0.insert(uid.to_string(), (r.cpu_millis, r.memory));
+        (r.cpu_millis, r.memory)
+    }
+    /// Forget pods that are gone.
+    fn retain(&mut self, pods: &[Arc<Pod>]) {
+        if self.0.len() > pods.len() {
+            let live: std::collections::HashSet<&str> = pods
+                .iter()
+                .filter_map(|p| p.metadata.uid.as_deref())
+                .collect();
+            self.0.retain(|uid, _| live.contains(uid.as_str()));
+        }
+    }
+}
+
+fn snapshot(nodes: &[Arc<Node>], pods: &[Arc<Pod>], requests: &mut Requests) -> Vec<NodeSnapshot> {
     let mut used: HashMap<&str, (i64, i64, i64)> = HashMap::new();
+    requests.retain(pods);
     for p in pods {
         let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
             continue;
@@ -152,10 +179,10 @@ fn snapshot(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Vec<NodeSnapshot> {
         if is_finished(p) {
             continue;
         }
-        let r = pod_request(p);
+        let (cpu_millis, memory) = requests.of(p);
         let e = used.entry(n).or_default();
-        e.0 += r.cpu_millis;
-        e.1 += r.memory;
+        e.0 += cpu_millis;
+        e.1 += memory;
         e.2 += 1;
     }
     nodes
@@ -243,23 +270,39 @@ pub async fn run(client: kube::Client) {
     let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
     let mut reported: HashMap<String, String> = HashMap::new();
-    let mut assumed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Pods bound (or being bound) whose binding the reflector has not shown yet: their node and
+    // what they request, counted against that node as kube-scheduler's "assume" does.
+    let mut assumed: HashMap<String, (String, i64, i64)> = HashMap::new();
+    let mut requests = Requests::default();
+    // Bindings run in the background, so a slow one never holds up the next pass.
+    let mut binding: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(BIND_CONCURRENCY));
     loop {
-        // Wait for a change (or retry periodically), then take whatever else is ready.
-        let mut relevant = match tokio::time::timeout(Duration::from_secs(5), changes.next()).await
-        {
-            Ok(None) => return,
-            Ok(Some(r)) => r,
-            Err(_) => true, // quiet for a while: retry what is pending
+        // Wait for a change, a finished binding (or retry periodically), then take whatever else
+        // is ready.
+        let mut relevant = tokio::select! {
+            change = changes.next() => match change {
+                None => return,
+                Some(r) => r,
+            },
+            Some(done) = binding.join_next(), if !binding.is_empty() => {
+                bound(done, &mut assumed, &mut reported);
+                false
+            }
+            _ = tokio::time::sleep(Duration::from_secs(5)) => true, // quiet: retry what is pending
         };
         while let Some(Some(r)) = futures::FutureExt::now_or_never(changes.next()) {
             relevant |= r;
         }
+        while let Some(done) = binding.try_join_next() {
+            bound(done, &mut assumed, &mut reported);
+        }
         if !relevant {
             continue;
         }
+        let pass_began = std::time::Instant::now();
         let all_pods = pods.state();
-        let mut snap = snapshot(&nodes.state(), &all_pods);
+        let mut snap = snapshot(&nodes.state(), &all_pods, &mut requests);
         let mut pending: Vec<&Arc<Pod>> = all_pods.iter().filter(|p| wants_us(p)).collect();
         pending.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
         // Forget what we reported about pods that are no longer pending.
@@ -268,16 +311,21 @@ pub async fn run(client: kube::Client) {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         reported.retain(|uid, _| pending_uids.contains(uid.as_str()));
-        // Pods bound in an earlier pass whose binding the reflector has not seen yet.
-        assumed.retain(|uid| pending_uids.contains(uid.as_str()));
-        // Decide every pending pod against the snapshot (each decision takes its share), then
-        // bind them all concurrently: a pass costs about one API round trip, not one per pod.
-        let mut binds: Vec<(Arc<Pod>, String)> = Vec::new();
+        // Assumed pods the reflector now shows bound (or gone) count through the snapshot.
+        assumed.retain(|uid, _| pending_uids.contains(uid.as_str()));
+        for (node, cpu, memory) in assumed.values() {
+            if let Some(n) = snap.iter_mut().find(|n| &n.name == node) {
+                n.requested.0 += cpu;
+                n.requested.1 += memory;
+                n.requested.2 += 1;
+            }
+        }
+        let mut binds = 0;
         for pod in pending {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if assumed.contains(&uid) {
+            if assumed.contains_key(&uid) {
                 continue;
             }
             let req = pod_request(pod);
@@ -288,7 +336,15 @@ pub async fn run(client: kube::Client) {
                         n.requested.1 += req.memory;
                         n.requested.2 += 1;
                     }
-                    binds.push((Arc::clone(pod), node));
+                    assumed.insert(uid.clone(), (node.clone(), req.cpu_millis, req.memory));
+                    let (client, recorder, permits) =
+                        (client.clone(), recorder.clone(), permits.clone());
+                    let pod = Arc::clone(pod);
+                    binding.spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        (uid, self::bind(&client, &recorder, &pod, &node).await)
+                    });
+                    binds += 1;
                 }
                 Decision::Unschedulable(msg) => {
                     if reported.get(&uid) == Some(&msg) {
@@ -313,27 +369,34 @@ pub async fn run(client: kube::Client) {
                 }
             }
         }
-        let outcomes = futures::stream::iter(binds)
-            .map(|(pod, node)| {
-                let (client, recorder) = (client.clone(), recorder.clone());
-                async move {
-                    let ok = bind(&client, &recorder, &pod, &node).await;
-                    (pod.metadata.uid.clone().unwrap_or_default(), ok)
-                }
-            })
-            .buffer_unordered(BIND_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        for (uid, ok) in outcomes {
-            if ok {
-                reported.remove(&uid);
-                assumed.insert(uid);
-            }
-        }
+        tracing::debug!(
+            binds,
+            pending = pending_uids.len(),
+            pass_us = pass_began.elapsed().as_micros() as u64,
+            "scheduling pass"
+        );
     }
 }
 
-/// Bindings sent at the same time in one pass.
+/// A binding finished: a failed one is no longer assumed (the pod is decided again at the next
+/// change or retry); a successful one stays assumed until the reflector shows it bound.
+fn bound(
+    done: Result<(String, bool), tokio::task::JoinError>,
+    assumed: &mut HashMap<String, (String, i64, i64)>,
+    reported: &mut HashMap<String, String>,
+) {
+    match done {
+        Ok((uid, true)) => {
+            reported.remove(&uid);
+        }
+        Ok((uid, false)) => {
+            assumed.remove(&uid);
+        }
+        Err(e) => tracing::warn!(error = %e, "a binding task failed"),
+    }
+}
+
+/// Bindings in flight at once.
 const BIND_CONCURRENCY: usize = 32;
 
 /// Bind `pod` to `node` through `pods/binding` and record `Scheduled`; false if it failed (the

@@ -303,6 +303,9 @@ pub fn next_backoff(current: Duration, ran_for: Duration) -> Duration {
     }
 }
 
+/// How long the first status report of a pod waits for its containers to start.
+const FIRST_REPORT_WAIT: Duration = Duration::from_millis(20);
+
 /// A pod-level failure: `status.reason` and `status.message`.
 type Failure = (String, String);
 
@@ -326,12 +329,16 @@ impl Shared {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
     fn update(&self, i: usize, f: impl FnOnce(&mut Record)) {
+        self.note(i, f);
+        self.changed.notify_one();
+    }
+    /// Change a record without waking the status writer: it goes out with the next report.
+    fn note(&self, i: usize, f: impl FnOnce(&mut Record)) {
         if let Ok(mut r) = self.records.lock() {
             if let Some(rec) = r.get_mut(i) {
                 f(rec);
             }
         }
-        self.changed.notify_one();
     }
     fn snapshot(&self) -> Vec<Record> {
         self.records.lock().map(|r| r.clone()).unwrap_or_default()
@@ -435,6 +442,13 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
         tokio::spawn(async move {
             let mut last: Option<(Vec<Record>, Option<Failure>)> = None;
             let mut last_status = initial_status;
+            // A pod whose module is at hand starts within milliseconds: the first report waits
+            // that long for the first change, so such a start costs one status write, not two.
+            tokio::select! {
+                _ = shared.changed.notified() => {}
+                _ = tokio::time::sleep(FIRST_REPORT_WAIT) => {}
+                _ = writer_stop.cancelled() => {}
+            }
             loop {
                 let finishing = writer_stop.is_cancelled();
                 let snap = (shared.snapshot(), shared.failure());
@@ -870,7 +884,7 @@ impl ContainerRun {
             )
             .await;
             let digest = fetched.digest.clone();
-            self.shared.update(self.i, |r| r.image_id = Some(digest));
+            self.shared.note(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
             let prepared = match self.prepare(fetched, pod_dir).await {
                 Ok(x) => x,
