@@ -138,7 +138,7 @@ async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Resp
     use std::sync::atomic::Ordering::Relaxed;
     let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
     let mut out = String::new();
-    let families: [Family; 3] = [
+    let families: [Family; 4] = [
         (
             "skiff_container_cpu_seconds_total",
             "counter",
@@ -156,6 +156,12 @@ async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Resp
             "gauge",
             "Instances of the container running now.",
             |u| u.instances.load(Relaxed).to_string(),
+        ),
+        (
+            "skiff_container_restarts_total",
+            "counter",
+            "Times the container was restarted.",
+            |u| u.restarts.load(Relaxed).to_string(),
         ),
     ];
     for (name, kind, help, value) in families {

@@ -711,8 +711,75 @@ struct Prepared {
     workload: Arc<crate::runtime::Prepared>,
     env: Vec<(String, String)>,
     preopens: Vec<crate::volumes::Preopen>,
+    /// Where the guest's `terminationMessagePath` is on the host.
+    termination: Option<std::path::PathBuf>,
     cwd: Option<crate::volumes::Preopen>,
     log: crate::logs::LogSink,
+}
+
+/// Kubernetes' cap on a termination message.
+const TERMINATION_MESSAGE_MAX: u64 = 4096;
+
+/// The host file behind the container's `terminationMessagePath` (default
+/// `/dev/termination-log`). When no mount holds its directory, that directory becomes a fresh
+/// writable preopen holding an empty file, as the kubelet bind-mounts one.
+fn termination_file(
+    c: &Container,
+    pod_dir: &std::path::Path,
+    preopens: &mut Vec<crate::volumes::Preopen>,
+) -> std::io::Result<Option<std::path::PathBuf>> {
+    let path = c
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/dev/termination-log");
+    let Some((dir, file)) = path.rsplit_once('/') else {
+        return Ok(None);
+    };
+    let dir = if dir.is_empty() { "/" } else { dir };
+    if file.is_empty() || file == "." || file == ".." || path.split('/').any(|p| p == "..") {
+        return Ok(None);
+    }
+    // A mount that holds the directory: the file lives in that volume.
+    let inside = |guest: &str| {
+        let guest = guest.trim_end_matches('/');
+        dir == guest
+            || guest.is_empty()
+            || dir
+                .strip_prefix(guest)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if let Some(p) = preopens.iter().find(|p| inside(&p.guest)) {
+        let rest = path
+            .strip_prefix(p.guest.trim_end_matches('/'))
+            .unwrap_or(path)
+            .trim_start_matches('/');
+        return Ok(Some(p.host.join(rest)));
+    }
+    let host_dir = pod_dir.join(&c.name).join("termination");
+    let _ = std::fs::remove_dir_all(&host_dir);
+    std::fs::create_dir_all(&host_dir)?;
+    let host_file = host_dir.join(file);
+    std::fs::File::create(&host_file)?;
+    preopens.push(crate::volumes::Preopen {
+        host: host_dir,
+        guest: dir.to_string(),
+        read_only: false,
+    });
+    Ok(Some(host_file))
+}
+
+/// The termination message a guest wrote (at most 4 KiB, as Kubernetes keeps), if any.
+fn read_termination_message(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(TERMINATION_MESSAGE_MAX)
+        .read_to_end(&mut buf)
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    (!text.trim().is_empty()).then_some(text)
 }
 
 /// One container's life on this node, with what it reports to.
@@ -797,8 +864,10 @@ impl ContainerRun {
         };
         let env = crate::volumes::env(&self.c, &sources, &self.ctx.facts(&self.pod))
             .map_err(config_err)?;
-        let (preopens, cwd) =
+        let (mut preopens, cwd) =
             crate::volumes::mounts(&self.c, &self.laid, &env).map_err(config_err)?;
+        let termination = termination_file(&self.c, pod_dir, &mut preopens)
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
         let restart = self
             .shared
             .snapshot()
@@ -812,6 +881,7 @@ impl ContainerRun {
             workload,
             env,
             preopens,
+            termination,
             cwd,
             log,
         })
@@ -899,6 +969,7 @@ impl ContainerRun {
                 }
             };
             let log = prepared.log.clone();
+            let termination = prepared.termination.clone();
             let argv = argv(&self.c, &module_name)
                 .into_iter()
                 .map(|a| {
@@ -912,6 +983,14 @@ impl ContainerRun {
                 })
                 .collect();
             let usage = self.ctx.usage_of(&self.pod, &cname);
+            let restarts = self
+                .shared
+                .snapshot()
+                .get(self.i)
+                .map_or(0, |r| r.restart_count.max(0) as u64);
+            usage
+                .restarts
+                .store(restarts, std::sync::atomic::Ordering::Relaxed);
             // Run.
             let spec = RunSpec {
                 argv,
@@ -968,7 +1047,9 @@ impl ContainerRun {
                 Exit::OutOfMemory(msg) => (137, "OOMKilled".to_string(), Some(msg.clone())),
                 Exit::Failed(msg) => (128, "StartError".to_string(), Some(msg.clone())),
             };
-            let message = message.or_else(|| {
+            // What the guest wrote to its terminationMessagePath comes first, as in Kubernetes.
+            let written = termination.as_deref().and_then(read_termination_message);
+            let message = written.or(message).or_else(|| {
                 let fallback =
                     self.c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
                 (fallback && exit_code != 0)

@@ -141,6 +141,8 @@ pub struct Usage {
     pub memory_bytes: AtomicU64,
     /// Instances running now (0 or 1 for a command).
     pub instances: AtomicU64,
+    /// Times the container was restarted (its `restartCount`).
+    pub restarts: AtomicU64,
 }
 
 /// CFS-like CPU bandwidth control on epoch ticks: in every `CPU_PERIOD` a limited guest runs at

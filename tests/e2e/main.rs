@@ -126,6 +126,49 @@ fn crash_fails_with_exit_code_3() {
         logs.contains("exiting with code 3"),
         "stderr reaches the log: {logs}"
     );
+    // What the module wrote to its terminationMessagePath is the terminated state's message.
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "crash: gave up on purpose (exit code 3)"
+    );
+    // A path inside a volume works too; FallbackToLogsOnError takes the log when the file is
+    // empty.
+    c.apply(&pod(
+        "crash-custom",
+        "crash:latest",
+        "    terminationMessagePath: /scratch/why\n    env: [{name: TERMINATION_LOG, value: /scratch/why}]\n    volumeMounts: [{name: scratch, mountPath: /scratch}]\n",
+        "  volumes: [{name: scratch, emptyDir: {}}]\n",
+    ));
+    c.apply(&pod(
+        "crash-fallback",
+        "crash:latest",
+        "    terminationMessagePolicy: FallbackToLogsOnError\n    env: [{name: TERMINATION_LOG, value: /nowhere}]\n",
+        "",
+    ));
+    for p in ["crash-custom", "crash-fallback"] {
+        c.kubectl_ok(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Failed",
+            &format!("pod/{p}"),
+            "--timeout=60s",
+        ]);
+    }
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "crash-custom"],
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "crash: gave up on purpose (exit code 3)"
+    );
+    assert!(c
+        .jsonpath(
+            &["pod", "crash-fallback"],
+            "{.status.containerStatuses[0].state.terminated.message}"
+        )
+        .contains("exiting with code 3"));
 }
 
 #[test]

@@ -277,6 +277,10 @@ fn memory_and_cpu_limits_hold_and_restarts_back_off() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("skiff_node_resident_memory_bytes"), "{text}");
     assert!(
+        text.contains("skiff_container_restarts_total{namespace=\"default\",pod=\"memhog\",container=\"memhog\"}"),
+        "{text}"
+    );
+    assert!(
         text.contains("skiff_container_instances{namespace=\"default\",pod=\"spinner\",container=\"spinner\"} 1"),
         "{text}"
     );
