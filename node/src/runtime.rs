@@ -66,6 +66,29 @@ pub struct MemoryCap {
     limit: Option<usize>,
     denied: bool,
     usage: Option<Arc<Usage>>,
+    /// Bytes of linear memory and of table elements in use (all memories and tables).
+    memory: usize,
+    tables: usize,
+}
+
+/// What one table element costs against the memory limit (a pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+impl MemoryCap {
+    fn new(limit: Option<usize>, usage: Option<Arc<Usage>>) -> Self {
+        MemoryCap {
+            limit,
+            denied: false,
+            usage,
+            memory: 0,
+            tables: 0,
+        }
+    }
+    /// Would `memory` + `tables` bytes stay within the limit?
+    fn fits(&self, memory: usize, tables: usize) -> bool {
+        self.limit
+            .is_none_or(|l| memory.saturating_add(tables) <= l)
+    }
 }
 
 /// Counts a run out of `Usage::instances` (and its memory) however the run ends.
@@ -81,26 +104,40 @@ impl Drop for RunningGuard {
 impl wasmtime::ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if self.limit.is_some_and(|l| desired > l) || maximum.is_some_and(|m| desired > m) {
+        let memory = self.memory.saturating_sub(current).saturating_add(desired);
+        if !self.fits(memory, self.tables) || maximum.is_some_and(|m| desired > m) {
             self.denied = true;
             return Ok(false);
         }
+        self.memory = memory;
         if let Some(u) = &self.usage {
-            u.memory_bytes.store(desired as u64, Ordering::Relaxed);
+            u.memory_bytes.store(memory as u64, Ordering::Relaxed);
         }
         Ok(true)
     }
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000 && maximum.is_none_or(|m| desired <= m))
+        let tables = self
+            .tables
+            .saturating_sub(current.saturating_mul(TABLE_ELEMENT_BYTES))
+            .saturating_add(desired.saturating_mul(TABLE_ELEMENT_BYTES));
+        if desired > 10_000_000
+            || !self.fits(self.memory, tables)
+            || maximum.is_some_and(|m| desired > m)
+        {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.tables = tables;
+        Ok(true)
     }
 }
 
@@ -447,11 +484,7 @@ impl Runtime {
     /// Instantiate a prepared workload in a fresh store and drop it without running it: what a
     /// pod start costs in the runtime (for `skiff bench pods`).
     pub async fn instantiate(&self, prepared: &Prepared) -> Result<(), RuntimeError> {
-        let limits = || MemoryCap {
-            limit: None,
-            denied: false,
-            usage: None,
-        };
+        let limits = || MemoryCap::new(None, None);
         let err = |e: wasmtime::Error| RuntimeError::NotRunnable(format!("{e:#}"));
         match prepared {
             Prepared::Module(pre) => {
@@ -482,11 +515,7 @@ impl Runtime {
 
     /// Run a prepared workload to its end, or until `stop` is cancelled.
     pub async fn run(&self, prepared: &Prepared, spec: RunSpec, stop: CancellationToken) -> Exit {
-        let limits = MemoryCap {
-            limit: spec.memory_limit,
-            denied: false,
-            usage: Some(spec.usage.clone()),
-        };
+        let limits = MemoryCap::new(spec.memory_limit, Some(spec.usage.clone()));
         let mut builder = WasiCtx::builder();
         builder
             .args(&spec.argv)
@@ -590,6 +619,67 @@ fn classify(r: Option<wasmtime::Result<i32>>, oom: bool) -> Exit {
                 Exit::OutOfMemory(msg)
             } else {
                 Exit::Trap(msg)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn memory_cap_counts_memories_and_tables_together() {
+        const MIB: usize = 1 << 20;
+        // (limit, steps: memory (current, desired) or table (current, desired), allowed?)
+        enum Step {
+            Mem(usize, usize),
+            Table(usize, usize),
+        }
+        use Step::*;
+        type Case = (Option<usize>, Vec<(Step, bool)>);
+        let cases: Vec<Case> = vec![
+            (
+                None,
+                vec![(Mem(0, 512 * MIB), true), (Table(0, 1000), true)],
+            ),
+            (
+                Some(4 * MIB),
+                vec![
+                    (Mem(0, MIB), true),
+                    (Mem(MIB, 4 * MIB), true),
+                    (Mem(4 * MIB, 5 * MIB), false),
+                ],
+            ),
+            // Table elements count against the same limit.
+            (
+                Some(4 * MIB),
+                vec![
+                    (Mem(0, 3 * MIB), true),
+                    (Table(0, MIB / 8), true),
+                    (Table(MIB / 8, MIB / 4), false),
+                ],
+            ),
+            // A second memory adds to the first.
+            (
+                Some(4 * MIB),
+                vec![
+                    (Mem(0, 2 * MIB), true),
+                    (Mem(0, 2 * MIB), true),
+                    (Mem(0, MIB), false),
+                ],
+            ),
+        ];
+        for (i, (limit, steps)) in cases.into_iter().enumerate() {
+            let mut cap = MemoryCap::new(limit, None);
+            for (j, (step, want)) in steps.into_iter().enumerate() {
+                let got = match step {
+                    Mem(c, d) => cap.memory_growing(c, d, None),
+                    Table(c, d) => cap.table_growing(c, d, None),
+                }
+                .unwrap_or(false);
+                assert_eq!(got, want, "case {i} step {j}");
             }
         }
     }
