@@ -25,6 +25,65 @@ struct Cli {
     command: Command,
 }
 
+/// What a node (embedded or joined) is configured with.
+#[derive(clap::Args)]
+struct NodeOptions {
+    /// Most pods the node runs.
+    #[arg(long, default_value_t = 1000)]
+    max_pods: u32,
+    /// A host directory pods may mount with hostPath (repeatable; none by default).
+    #[arg(long = "allow-host-path")]
+    allow_host_paths: Vec<PathBuf>,
+    /// CPU kept back from pods for the host and the agent (a quantity: 500m, 1).
+    #[arg(long, default_value = "0")]
+    reserved_cpu: String,
+    /// Memory kept back from pods for the host and the agent (a quantity: 512Mi).
+    #[arg(long, default_value = "0")]
+    reserved_memory: String,
+    /// A container's log file is rotated when it grows past this (a quantity, as the kubelet's
+    /// containerLogMaxSize).
+    #[arg(long, default_value = "10Mi")]
+    container_log_max_size: String,
+    /// Log files kept per container run, the current one included (containerLogMaxFiles).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    container_log_max_files: u32,
+}
+
+/// The parts of a node's configuration that come from [`NodeOptions`].
+struct NodeSettings {
+    max_pods: u32,
+    allow_host_paths: Vec<PathBuf>,
+    reserved: (i64, i64),
+    log_rotation: skiff_node::logs::Rotation,
+}
+
+impl NodeOptions {
+    fn settings(self) -> Result<NodeSettings> {
+        let cpu = skiff_common::quantity::cpu_millis(&self.reserved_cpu)
+            .map_err(|e| anyhow::anyhow!("--reserved-cpu {:?}: {e}", self.reserved_cpu))?;
+        let memory = skiff_common::quantity::bytes(&self.reserved_memory)
+            .map_err(|e| anyhow::anyhow!("--reserved-memory {:?}: {e}", self.reserved_memory))?;
+        let max_bytes = skiff_common::quantity::bytes(&self.container_log_max_size)
+            .ok()
+            .filter(|b| *b >= 1024)
+            .with_context(|| {
+                format!(
+                    "--container-log-max-size {:?}: give a size of at least 1Ki (10Mi, 512Ki)",
+                    self.container_log_max_size
+                )
+            })?;
+        Ok(NodeSettings {
+            max_pods: self.max_pods,
+            allow_host_paths: self.allow_host_paths,
+            reserved: (cpu, memory),
+            log_rotation: skiff_node::logs::Rotation {
+                max_bytes: max_bytes as u64,
+                max_files: self.container_log_max_files,
+            },
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane (and, unless --no-node, a node in the same process).
@@ -41,19 +100,9 @@ enum Command {
         /// Name of the embedded node (default: the host name).
         #[arg(long)]
         node_name: Option<String>,
-        /// Pods the embedded node accepts.
-        #[arg(long, default_value_t = 1000)]
-        max_pods: u32,
-        /// A host directory pods of the embedded node may mount with hostPath (repeatable;
-        /// none by default).
-        #[arg(long = "allow-host-path")]
-        allow_host_paths: Vec<PathBuf>,
-        /// CPU kept back from pods for the host and the agent (a quantity: 500m, 1).
-        #[arg(long, default_value = "0")]
-        reserved_cpu: String,
-        /// Memory kept back from pods for the host and the agent (a quantity: 512Mi).
-        #[arg(long, default_value = "0")]
-        reserved_memory: String,
+        /// The embedded node's settings.
+        #[command(flatten)]
+        node: NodeOptions,
     },
     /// Join a running cluster as a node.
     Node {
@@ -78,18 +127,9 @@ enum Command {
         /// Address of the node's endpoint for the API server (its IP becomes the node's InternalIP).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
-        /// Most pods this node runs.
-        #[arg(long, default_value_t = 1000)]
-        max_pods: u32,
-        /// A host directory pods may mount with hostPath (repeatable; none by default).
-        #[arg(long = "allow-host-path")]
-        allow_host_paths: Vec<PathBuf>,
-        /// CPU kept back from pods for the host and the agent (a quantity: 500m, 1).
-        #[arg(long, default_value = "0")]
-        reserved_cpu: String,
-        /// Memory kept back from pods for the host and the agent (a quantity: 512Mi).
-        #[arg(long, default_value = "0")]
-        reserved_memory: String,
+        /// The node's settings.
+        #[command(flatten)]
+        node: NodeOptions,
     },
     /// Upload a WebAssembly module to the cluster's module store as NAME:TAG.
     Push {
@@ -189,14 +229,6 @@ enum BenchCommand {
 }
 
 /// `--reserved-cpu` and `--reserved-memory` as millicores and bytes.
-fn reserved(cpu: &str, memory: &str) -> Result<(i64, i64)> {
-    let cpu = skiff_common::quantity::cpu_millis(cpu)
-        .map_err(|e| anyhow::anyhow!("--reserved-cpu {cpu:?}: {e}"))?;
-    let memory = skiff_common::quantity::bytes(memory)
-        .map_err(|e| anyhow::anyhow!("--reserved-memory {memory:?}: {e}"))?;
-    Ok((cpu, memory))
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_lowercase())
@@ -233,23 +265,8 @@ async fn main() -> Result<()> {
             listen,
             no_node,
             node_name,
-            max_pods,
-            allow_host_paths,
-            reserved_cpu,
-            reserved_memory,
-        } => {
-            let reserved = reserved(&reserved_cpu, &reserved_memory)?;
-            server(
-                data_dir,
-                listen,
-                no_node,
-                node_name,
-                max_pods,
-                allow_host_paths,
-                reserved,
-            )
-            .await
-        }
+            node,
+        } => server(data_dir, listen, no_node, node_name, node.settings()?).await,
         Command::Node {
             server,
             token,
@@ -258,12 +275,9 @@ async fn main() -> Result<()> {
             ca_file,
             data_dir,
             listen,
-            max_pods,
-            allow_host_paths,
-            reserved_cpu,
-            reserved_memory,
+            node,
         } => {
-            let reserved = reserved(&reserved_cpu, &reserved_memory)?;
+            let settings = node.settings()?;
             let token = match (token, token_file) {
                 (Some(t), _) => t,
                 (None, Some(f)) => std::fs::read_to_string(&f)
@@ -284,10 +298,11 @@ async fn main() -> Result<()> {
                 ca_file,
                 data_dir,
                 listen,
-                max_pods,
+                max_pods: settings.max_pods,
                 labels: vec![],
-                allow_host_paths,
-                reserved,
+                allow_host_paths: settings.allow_host_paths,
+                reserved: settings.reserved,
+                log_rotation: settings.log_rotation,
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
@@ -343,9 +358,7 @@ async fn server(
     listen: SocketAddr,
     no_node: bool,
     node_name: Option<String>,
-    max_pods: u32,
-    allow_host_paths: Vec<PathBuf>,
-    reserved: (i64, i64),
+    settings: NodeSettings,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let config = skiff_control_plane::ServerConfig {
@@ -374,13 +387,14 @@ async fn server(
             ca_file: Some(data_dir.join("tls/ca.crt")),
             data_dir: data_dir.join("node"),
             listen: "127.0.0.1:0".parse()?,
-            max_pods,
+            max_pods: settings.max_pods,
             labels: vec![(
                 "node-role.kubernetes.io/control-plane".into(),
                 "true".into(),
             )],
-            allow_host_paths,
-            reserved,
+            allow_host_paths: settings.allow_host_paths,
+            reserved: settings.reserved,
+            log_rotation: settings.log_rotation,
         };
         let node_stop = stop.clone();
         node = Some(tokio::spawn(async move {

@@ -73,6 +73,8 @@ pub struct NodeConfig {
     /// CPU (millicores) and memory (bytes) kept back for the host and the agent: allocatable is
     /// capacity minus these.
     pub reserved: (i64, i64),
+    /// When container log files rotate and how many are kept.
+    pub log_rotation: logs::Rotation,
 }
 
 /// What every part of a running agent shares.
@@ -93,6 +95,8 @@ pub struct NodeContext {
     pub log_root: PathBuf,
     /// Log files being written.
     pub active_logs: logs::ActiveLogs,
+    /// When container log files rotate and how many are kept.
+    pub log_rotation: logs::Rotation,
     /// Host directories pods may mount with `hostPath`.
     pub allowed_host_paths: Vec<PathBuf>,
     /// Allocatable cpu (millicores) and memory (bytes): capacity minus what is reserved.
@@ -224,6 +228,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         fetcher,
         log_root: config.data_dir.join("pods"),
         active_logs: logs::ActiveLogs::default(),
+        log_rotation: config.log_rotation,
         allowed_host_paths: config.allow_host_paths.clone(),
         allocatable: agent::allocatable(config.reserved),
         usage: Default::default(),

@@ -237,7 +237,15 @@ async fn container_logs(
         since,
         offset: 0,
     };
-    let data = match std::fs::read(&path) {
+    // The open handle is what follow goes on reading: a rotation renames the file away, the
+    // handle keeps the rest of it.
+    let read = std::fs::File::open(&path).and_then(|mut f| {
+        use std::io::Read;
+        let mut data = Vec::new();
+        f.read_to_end(&mut data)?;
+        Ok((f, data))
+    });
+    let (file, data) = match read {
         Ok(d) => d,
         Err(e) => {
             return status(
@@ -266,47 +274,75 @@ async fn container_logs(
         since: None,
         ..opts
     };
-    let stream = futures::stream::unfold(
-        (Some(first), whole as u64, path, active, follow_opts),
-        |(pending, offset, path, active, opts)| async move {
-            if let Some(chunk) = pending {
-                return Some((
-                    Ok::<_, Infallible>(bytes::Bytes::from(chunk)),
-                    (None, offset, path, active, opts),
-                ));
-            }
-            loop {
-                let still_writing = active.is_active(&path);
-                let data = std::fs::read(&path).ok()?;
-                let end = data
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map(|p| p + 1)
-                    .unwrap_or(0) as u64;
-                if end < offset {
-                    // Rotated: finish what is left of the file we were reading, then the new one.
-                    let rest = std::fs::read(logs::rotated(&path, 1)).unwrap_or_default();
-                    let from = (offset as usize).min(rest.len());
-                    let chunk = logs::render(&rest[from..], &opts);
-                    return Some((Ok(bytes::Bytes::from(chunk)), (None, 0, path, active, opts)));
-                }
-                if end > offset {
-                    let chunk = logs::render(&data[offset as usize..end as usize], &opts);
-                    return Some((
-                        Ok(bytes::Bytes::from(chunk)),
-                        (None, end, path, active, opts),
-                    ));
-                }
-                if !still_writing {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        },
-    );
+    let follow = Follow {
+        ino: file_id(&file),
+        file: tokio::fs::File::from_std(file),
+        carry: data[whole..].to_vec(),
+        path,
+        active,
+        opts: follow_opts,
+    };
+    let stream = futures::stream::unfold((Some(first), follow), |(pending, mut f)| async move {
+        if let Some(chunk) = pending {
+            return Some((Ok::<_, Infallible>(bytes::Bytes::from(chunk)), (None, f)));
+        }
+        f.next_chunk()
+            .await
+            .map(|chunk| (Ok(bytes::Bytes::from(chunk)), (None, f)))
+    });
     (
         [(header::CONTENT_TYPE, "text/plain")],
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// The identity of an open file (device, inode), to tell a rotated log from the current one.
+fn file_id(file: &std::fs::File) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map_or((0, 0), |m| (m.dev(), m.ino()))
+}
+
+/// A followed log: the open file, the bytes of a line not yet complete, and where new runs of
+/// the file appear after a rotation.
+struct Follow {
+    file: tokio::fs::File,
+    ino: (u64, u64),
+    carry: Vec<u8>,
+    path: std::path::PathBuf,
+    active: crate::logs::ActiveLogs,
+    opts: ReadOptions,
+}
+
+impl Follow {
+    /// The next whole lines, rendered; None once the run is over and everything was sent.
+    async fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let still_writing = self.active.is_active(&self.path);
+            self.file.read_to_end(&mut self.carry).await.ok()?;
+            if let Some(p) = self.carry.iter().rposition(|&b| b == b'\n') {
+                let lines: Vec<u8> = self.carry.drain(..=p).collect();
+                return Some(logs::render(&lines, &self.opts));
+            }
+            // Rotated: the path names a new file. What was written to the old one before the
+            // rename was read above (once more now, for a last write); go on with the new one.
+            let current = tokio::fs::metadata(&self.path).await.ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
+            if current.is_some_and(|id| id != self.ino) {
+                self.file.read_to_end(&mut self.carry).await.ok()?;
+                if let Ok(f) = tokio::fs::File::open(&self.path).await {
+                    self.ino = current.unwrap_or_default();
+                    self.file = f;
+                }
+                continue;
+            }
+            if !still_writing {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

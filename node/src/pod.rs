@@ -875,8 +875,12 @@ impl ContainerRun {
             .map(|r| r.restart_count)
             .unwrap_or(0);
         let path = crate::logs::log_path(pod_dir, &self.c.name, restart.max(0) as u32);
-        let log = crate::logs::LogSink::create(&path, self.ctx.active_logs.clone())
-            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        let log = crate::logs::LogSink::with_rotation(
+            &path,
+            self.ctx.active_logs.clone(),
+            self.ctx.log_rotation,
+        )
+        .map_err(|e| ("CreateContainerError", e.to_string()))?;
         Ok(Prepared {
             workload,
             env,

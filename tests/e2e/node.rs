@@ -360,3 +360,41 @@ fn deadlines_and_empty_dir_limits_fail_the_pod_and_agent_restarts_resume_pods() 
     );
     wait_phase(&c, "resumes", "Running");
 }
+
+#[test]
+fn logs_follow_a_running_container_across_rotations() {
+    let c = Cluster::start(&["--container-log-max-size", "64Ki"]);
+    c.push_ok("ticker:latest", &example("ticker", false));
+    // About 200 KiB of log in 4-8 s: the file rotates a few times while kubectl follows it.
+    c.apply(&pod(
+        "chatty",
+        "ticker:latest",
+        "    env: [{name: TICK_MS, value: \"1\"}, {name: TICKS, value: \"4000\"}]\n",
+        "",
+    ));
+    wait_phase(&c, "chatty", "Running");
+    // `kubectl logs -f` ends when the container does.
+    let followed = c.kubectl_ok(&["logs", "-f", "chatty"]);
+    let ticks: Vec<u64> = followed
+        .lines()
+        .map(|l| {
+            l.strip_prefix("tick ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("not a tick line: {l:?}"))
+        })
+        .collect();
+    assert_eq!(ticks.last(), Some(&4000), "follow stopped early");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "follow lost, repeated or reordered lines across a rotation"
+    );
+    assert!(
+        ticks.len() > 3000,
+        "follow started too late to see a rotation: {} lines",
+        ticks.len()
+    );
+    // Without -f, kubectl logs shows the current file only: the last lines, never all 4000.
+    let current = c.kubectl_ok(&["logs", "chatty"]);
+    assert!(current.ends_with("tick 4000\n"), "{current}");
+    assert!(current.lines().count() < 4000);
+}
