@@ -112,13 +112,22 @@ impl Recorder {
 
 /// An `ObjectReference` to a pod.
 pub fn pod_ref(pod: &k8s_openapi::api::core::v1::Pod) -> ObjectReference {
+    object_ref(&pod.metadata, "Pod", "v1")
+}
+
+/// An `ObjectReference` to any object.
+pub fn object_ref(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: &str,
+    api_version: &str,
+) -> ObjectReference {
     ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: pod.metadata.name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        resource_version: pod.metadata.resource_version.clone(),
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
         ..Default::default()
     }
 }

@@ -129,6 +129,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         token: pki.admin_token.clone(),
     };
     let client = admin.client()?;
+    crate::controllers::run(client.clone(), shutdown.clone());
     let sched_stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -176,7 +176,15 @@ impl LabelSelector {
 
     /// Does an object with these labels (a JSON map, or null) match?
     pub fn matches(&self, labels: &Value) -> bool {
-        let get = |k: &str| labels.get(k).and_then(Value::as_str);
+        self.matches_with(|k| labels.get(k).and_then(Value::as_str))
+    }
+
+    /// Does it select these labels (a typed object's `metadata.labels`)?
+    pub fn matches_map(&self, labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        self.matches_with(|k| labels.and_then(|l| l.get(k)).map(String::as_str))
+    }
+
+    fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|r| match r {
             Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),

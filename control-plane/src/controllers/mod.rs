@@ -1,0 +1,228 @@
+//! The built-in controllers (ReplicaSet, Deployment), run in the server process as API clients
+//! like any other: they read through watch caches and write through the API server, never the
+//! store. Each is a kube-rs `Controller` (level-triggered, by key, never two reconciles of one
+//! key at once); they share one pod watch ([`PodInformer`]) instead of one each.
+//!
+//! Invariants: a controller acts on what its caches show plus what it is still waiting to see
+//! ([`Expectations`]), so a slow watch never makes it create or delete twice.
+
+pub mod deployment;
+pub mod replicaset;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a controller's reconcile can fail with (it is retried with a back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The API server refused or failed a request.
+    #[error("API request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// An object the controller reads is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// JSON (de)serialisation of an object.
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One watch of all pods, shared by the controllers: a cache to read and a copy of every
+/// change (deletions included) for each subscriber.
+#[derive(Clone)]
+pub struct PodInformer {
+    /// Every pod, as last seen.
+    pub store: Store<Pod>,
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Pod>>>>,
+}
+
+impl PodInformer {
+    /// Start watching pods until `stop`.
+    pub fn start(client: kube::Client, stop: CancellationToken) -> PodInformer {
+        let (store, writer) = reflector::store();
+        let informer = PodInformer {
+            store,
+            subscribers: Arc::default(),
+        };
+        let subscribers = informer.subscribers.clone();
+        let pods: Api<Pod> = Api::all(client);
+        let events = reflector::reflector(writer, watcher(pods, watcher::Config::default()))
+            .default_backoff()
+            .for_each(move |ev| {
+                let changed = match ev {
+                    Ok(watcher::Event::Apply(p))
+                    | Ok(watcher::Event::Delete(p))
+                    | Ok(watcher::Event::InitApply(p)) => Some(p),
+                    _ => None,
+                };
+                if let (Some(p), Ok(mut subs)) = (changed, subscribers.lock()) {
+                    subs.retain(|s| s.send(p.clone()).is_ok());
+                }
+                futures::future::ready(())
+            });
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = events => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+        informer
+    }
+
+    /// Every pod change from now on, as a stream a `Controller` can own.
+    pub fn subscribe(&self) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.push(tx);
+        }
+        tokio_stream_from(rx).map(Ok)
+    }
+
+    /// The pods of one namespace.
+    pub fn in_namespace(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .collect()
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Pods a controller created or deleted and has not seen so in its cache yet, by owner key.
+/// While some are outstanding the owner is not managed again (only its status is written); an
+/// expectation older than [`EXPECTATION_TTL`] is dropped, as kube-controller-manager does.
+#[derive(Default)]
+pub struct Expectations(Mutex<HashMap<String, Pending>>);
+
+struct Pending {
+    creates: HashSet<String>,
+    deletes: HashSet<String>,
+    since: Instant,
+}
+
+/// How long a controller waits to see its own writes before acting again anyway.
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+
+impl Expectations {
+    /// Expect these pods (by name) to appear and these (by uid) to go or be marked deleted.
+    pub fn expect(&self, key: &str, creates: Vec<String>, deletes: Vec<String>) {
+        if creates.is_empty() && deletes.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.0.lock() {
+            let e = m.entry(key.to_string()).or_insert_with(|| Pending {
+                creates: HashSet::new(),
+                deletes: HashSet::new(),
+                since: Instant::now(),
+            });
+            e.creates.extend(creates);
+            e.deletes.extend(deletes);
+            e.since = Instant::now();
+        }
+    }
+
+    /// A create that failed will never be seen.
+    pub fn forget_create(&self, key: &str, name: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            if let Some(e) = m.get_mut(key) {
+                e.creates.remove(name);
+            }
+        }
+    }
+
+    /// Has the cache (`pods`, the owner's namespace) caught up with what `key` did?
+    pub fn satisfied(&self, key: &str, pods: &[Arc<Pod>]) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return true;
+        };
+        let Some(e) = m.get_mut(key) else {
+            return true;
+        };
+        e.creates.retain(|name| {
+            !pods
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+        });
+        e.deletes.retain(|uid| {
+            pods.iter().any(|p| {
+                p.metadata.uid.as_deref() == Some(uid.as_str())
+                    && p.metadata.deletion_timestamp.is_none()
+            })
+        });
+        let done =
+            (e.creates.is_empty() && e.deletes.is_empty()) || e.since.elapsed() > EXPECTATION_TTL;
+        if done {
+            m.remove(key);
+        }
+        done
+    }
+}
+
+/// Start the controllers; they stop with `stop`.
+pub fn run(client: kube::Client, stop: CancellationToken) {
+    let pods = PodInformer::start(client.clone(), stop.clone());
+    let rs = replicaset::run(client.clone(), pods.clone());
+    let deploy = deployment::run(client);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = rs => {}
+            _ = deploy => {}
+            _ = stop.cancelled() => {}
+        }
+    });
+}
+
+/// A write whose object is already gone did what it had to.
+pub fn ignore_missing<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Is the pod running and Ready, and since when?
+pub fn ready_since(pod: &Pod) -> Option<jiff::Timestamp> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| {
+            c.last_transition_time
+                .as_ref()
+                .map_or_else(jiff::Timestamp::now, |t| t.0)
+        })
+}
+
+/// Not finished and not being deleted: a pod that counts as a replica.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// The uid of the object that controls `pod` (its controller ownerReference), if any.
+pub fn controller_uid(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}

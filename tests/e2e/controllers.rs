@@ -1,0 +1,163 @@
+//! The controllers end to end with kubectl: a Deployment's rollout (status, history, undo,
+//! restart, pause), scaling, ReplicaSet adoption, and cascading deletion.
+
+use crate::harness::{example, Cluster};
+use crate::T;
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: ticker:v1
+";
+
+fn rollout_ok(c: &Cluster) {
+    let out = c.kubectl_ok(&["rollout", "status", "deploy/web", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+}
+
+/// The images of the Deployment's pods that are not being deleted, sorted.
+fn images(c: &Cluster) -> Vec<String> {
+    let out = c.jsonpath(
+        &["pods", "-l", "app=web"],
+        "{range .items[*]}{.metadata.deletionTimestamp}/{.spec.containers[0].image}{\"\\n\"}{end}",
+    );
+    let mut v: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with('/'))
+        .map(|l| l.trim_start_matches('/').to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn deployments_roll_out_undo_restart_scale_and_cascade() {
+    let c = Cluster::start(&[]);
+    for tag in ["v1", "v2"] {
+        c.push_ok(&format!("ticker:{tag}"), &example("ticker", false));
+    }
+    c.apply(DEPLOYMENT);
+    rollout_ok(&c);
+    assert_eq!(images(&c), vec!["ticker:v1"; 3]);
+    let table = c.kubectl_ok(&["get", "deploy", "web"]);
+    assert!(table.contains("3/3"), "{table}");
+
+    // A new image rolls out through a second ReplicaSet; the first is scaled to zero and kept.
+    c.kubectl_ok(&["set", "image", "deploy/web", "web=ticker:v2"]);
+    rollout_ok(&c);
+    assert_eq!(images(&c), vec!["ticker:v2"; 3]);
+    let sets = c.jsonpath(&["rs", "-l", "app=web"], "{.items[*].spec.replicas}");
+    let mut sets: Vec<&str> = sets.split_whitespace().collect();
+    sets.sort();
+    assert_eq!(sets, vec!["0", "3"]);
+    let history = c.kubectl_ok(&["rollout", "history", "deploy/web"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+
+    // Undo goes back to v1 (revision 3); restart rolls out new pods of the same template.
+    c.kubectl_ok(&["rollout", "undo", "deploy/web"]);
+    rollout_ok(&c);
+    assert_eq!(images(&c), vec!["ticker:v1"; 3]);
+    assert_eq!(
+        c.jsonpath(
+            &["deploy", "web"],
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+        ),
+        "3"
+    );
+    c.kubectl_ok(&["rollout", "restart", "deploy/web"]);
+    rollout_ok(&c);
+    let history = c.kubectl_ok(&["rollout", "history", "deploy/web"]);
+    assert!(history.contains("4 "), "{history}");
+
+    // A paused Deployment does not roll out until resumed.
+    c.kubectl_ok(&["rollout", "pause", "deploy/web"]);
+    c.kubectl_ok(&["set", "image", "deploy/web", "web=ticker:v2"]);
+    c.wait_for(
+        &["deploy", "web"],
+        "{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        "DeploymentPaused",
+        T,
+    );
+    assert_eq!(images(&c), vec!["ticker:v1"; 3]);
+    c.kubectl_ok(&["rollout", "resume", "deploy/web"]);
+    rollout_ok(&c);
+    assert_eq!(images(&c), vec!["ticker:v2"; 3]);
+
+    // Scale up and down.
+    c.kubectl_ok(&["scale", "deploy/web", "--replicas=5"]);
+    rollout_ok(&c);
+    c.wait_for(&["deploy", "web"], "{.status.readyReplicas}", "5", T);
+    c.kubectl_ok(&["scale", "deploy/web", "--replicas=2"]);
+    c.wait_for(&["deploy", "web"], "{.status.replicas}", "2", T);
+    assert_eq!(images(&c).len(), 2);
+
+    // A ReplicaSet adopts a matching orphan and creates only what is missing.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: stray, labels: {app: solo}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: ticker:v1}]
+",
+    );
+    c.apply(
+        "apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: solo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: solo}}
+  template:
+    metadata: {labels: {app: solo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: ticker:v1}]
+",
+    );
+    c.wait_for(&["rs", "solo"], "{.status.readyReplicas}", "2", T);
+    assert_eq!(
+        c.jsonpath(&["pod", "stray"], "{.metadata.ownerReferences[0].name}"),
+        "solo"
+    );
+    let solo = c.jsonpath(&["pods", "-l", "app=solo"], "{.items[*].metadata.name}");
+    assert_eq!(solo.split_whitespace().count(), 2, "{solo}");
+    // A deleted pod is replaced.
+    c.kubectl_ok(&["delete", "pod", "stray", "--wait=false"]);
+    c.wait_for(&["rs", "solo"], "{.status.readyReplicas}", "2", T);
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it.
+    c.kubectl_ok(&["delete", "deploy", "web"]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "rs",
+        "-l",
+        "app=web",
+        "--timeout=60s",
+    ]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "pods",
+        "-l",
+        "app=web",
+        "--timeout=60s",
+    ]);
+}
