@@ -161,3 +161,115 @@ spec:
         "--timeout=60s",
     ]);
 }
+
+const JOBS: &str = "apiVersion: batch/v1
+kind: Job
+metadata: {name: three}
+spec:
+  completions: 3
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: hello, image: hello:latest}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: show, image: envprint:latest, args: [show]}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: failing}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: crash, image: crash:latest}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: short-lived}
+spec:
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: hello, image: hello:latest}]
+";
+
+#[test]
+fn jobs_complete_count_indexes_back_off_and_expire() {
+    let c = Cluster::start(&[]);
+    for m in ["hello", "envprint", "crash"] {
+        c.push_ok(&format!("{m}:latest"), &example(m, false));
+    }
+    c.apply(JOBS);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/three",
+        "job/indexed",
+        "--timeout=60s",
+    ]);
+    assert_eq!(c.jsonpath(&["job", "three"], "{.status.succeeded}"), "3");
+    let pods = c.jsonpath(
+        &["pods", "-l", "batch.kubernetes.io/job-name=three"],
+        "{.items[*].status.phase}",
+    );
+    assert_eq!(
+        pods.split_whitespace().collect::<Vec<_>>(),
+        vec!["Succeeded"; 3]
+    );
+    assert_eq!(
+        c.jsonpath(&["job", "indexed"], "{.status.completedIndexes}"),
+        "0-2"
+    );
+    let logs = c.kubectl_ok(&["logs", "-l", "batch.kubernetes.io/job-name=indexed"]);
+    for i in 0..3 {
+        assert!(
+            logs.contains(&format!("env JOB_COMPLETION_INDEX={i}")),
+            "{logs}"
+        );
+    }
+    let table = c.kubectl_ok(&["get", "job", "three"]);
+    assert!(
+        table.contains("Complete") && table.contains("3/3"),
+        "{table}"
+    );
+
+    // Two failures (the second after the 10 s back-off) exceed backoffLimit 1.
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/failing",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        c.jsonpath(
+            &["job", "failing"],
+            "{.status.conditions[?(@.type==\"Failed\")].reason}"
+        ),
+        "BackoffLimitExceeded"
+    );
+    assert_eq!(c.jsonpath(&["job", "failing"], "{.status.failed}"), "2");
+
+    // ttlSecondsAfterFinished: 0 deletes the finished Job and its pods.
+    c.kubectl_ok(&["wait", "--for=delete", "job/short-lived", "--timeout=60s"]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "pods",
+        "-l",
+        "batch.kubernetes.io/job-name=short-lived",
+        "--timeout=60s",
+    ]);
+}

@@ -448,9 +448,8 @@ pub(super) fn ensure_object<'a>(obj: &'a mut Value, key: &str) -> &'a mut Map<St
 
 /// Now as RFC 3339 with second precision, as Kubernetes writes `metav1.Time`.
 pub fn now_rfc3339() -> String {
+    // Truncated to the second, as Kubernetes does (never a time in the future).
     jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }

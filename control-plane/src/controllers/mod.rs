@@ -7,6 +7,7 @@
 //! ([`Expectations`]), so a slow watch never makes it create or delete twice.
 
 pub mod deployment;
+pub mod job;
 pub mod replicaset;
 
 use std::collections::{HashMap, HashSet};
@@ -176,10 +177,12 @@ impl Expectations {
 pub fn run(client: kube::Client, stop: CancellationToken) {
     let pods = PodInformer::start(client.clone(), stop.clone());
     let rs = replicaset::run(client.clone(), pods.clone());
+    let jobs = job::run(client.clone(), pods.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
             _ = rs => {}
+            _ = jobs => {}
             _ = deploy => {}
             _ = stop.cancelled() => {}
         }
