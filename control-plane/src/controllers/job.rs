@@ -650,7 +650,7 @@ mod tests {
         let failed = pod("a", "Failed", None); // created at 00:00:00
         let early = decide(
             &j,
-            &[failed.clone()],
+            std::slice::from_ref(&failed),
             "2026-01-01T00:00:04Z".parse().unwrap(),
             true,
         );
