@@ -103,6 +103,14 @@ enum Command {
         /// The embedded node's settings.
         #[command(flatten)]
         node: NodeOptions,
+        /// A node whose Lease was not renewed for this long (seconds, or with a unit: 20s, 1m)
+        /// becomes Ready=Unknown and is tainted node.kubernetes.io/unreachable:NoExecute.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        node_monitor_grace_period: std::time::Duration,
+        /// How long new pods tolerate a not-ready or unreachable node before they are evicted
+        /// (and replaced elsewhere by their controllers).
+        #[arg(long, default_value_t = 30)]
+        default_unreachable_toleration_seconds: i64,
     },
     /// Join a running cluster as a node.
     Node {
@@ -229,6 +237,22 @@ enum BenchCommand {
 }
 
 /// `--reserved-cpu` and `--reserved-memory` as millicores and bytes.
+/// `20`, `20s`, `500ms`, `2m`: a duration for a flag.
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (20s, 500ms, 2m)"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration (20s, 500ms, 2m)")),
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_lowercase())
@@ -266,7 +290,18 @@ async fn main() -> Result<()> {
             no_node,
             node_name,
             node,
-        } => server(data_dir, listen, no_node, node_name, node.settings()?).await,
+            node_monitor_grace_period,
+            default_unreachable_toleration_seconds,
+        } => {
+            let config = skiff_control_plane::ServerConfig {
+                data_dir,
+                listen,
+                store: Default::default(),
+                node_monitor_grace: node_monitor_grace_period,
+                default_toleration_seconds: default_unreachable_toleration_seconds,
+            };
+            server(config, no_node, node_name, node.settings()?).await
+        }
         Command::Node {
             server,
             token,
@@ -354,18 +389,13 @@ async fn main() -> Result<()> {
 }
 
 async fn server(
-    data_dir: PathBuf,
-    listen: SocketAddr,
+    config: skiff_control_plane::ServerConfig,
     no_node: bool,
     node_name: Option<String>,
     settings: NodeSettings,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let config = skiff_control_plane::ServerConfig {
-        data_dir: data_dir.clone(),
-        listen,
-        store: Default::default(),
-    };
+    let data_dir = config.data_dir.clone();
     let running = skiff_control_plane::start(config)
         .await
         .context("starting the control plane")?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::json;
@@ -26,6 +26,8 @@ pub struct PodRequest {
     pub memory: i64,
     /// `spec.nodeSelector`.
     pub node_selector: BTreeMap<String, String>,
+    /// `spec.tolerations`.
+    pub tolerations: Vec<Toleration>,
 }
 
 /// A node as the scheduler sees it.
@@ -43,6 +45,8 @@ pub struct NodeSnapshot {
     pub allocatable: (i64, i64, i64),
     /// What bound, unfinished pods request: cpu, memory, pod count.
     pub requested: (i64, i64, i64),
+    /// `spec.taints`.
+    pub taints: Vec<Taint>,
 }
 
 /// The scheduler's answer.
@@ -56,13 +60,26 @@ pub enum Decision {
 
 /// Choose a node for `pod`: filter, then score by least allocated (ties by name).
 pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
-    let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(f64, &str)> = None;
     for n in nodes {
-        let why = if !n.ready {
-            Some("node(s) were not ready")
-        } else if n.unschedulable {
+        // A taint with a scheduling effect the pod does not tolerate.
+        let untolerated = n.taints.iter().find(|t| {
+            (t.effect == "NoSchedule" || t.effect == "NoExecute")
+                && !crate::controllers::nodelifecycle::tolerates(&pod.tolerations, t)
+        });
+        let taint_reason;
+        let why = if n.unschedulable {
             Some("node(s) were unschedulable")
+        } else if let Some(t) = untolerated {
+            taint_reason = format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                t.key,
+                t.value.as_deref().unwrap_or("")
+            );
+            Some(taint_reason.as_str())
+        } else if !n.ready {
+            Some("node(s) were not ready")
         } else if !pod
             .node_selector
             .iter()
@@ -79,7 +96,7 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
             None
         };
         match why {
-            Some(r) => *reasons.entry(r).or_default() += 1,
+            Some(r) => *reasons.entry(r.to_string()).or_default() += 1,
             None => {
                 let free = |used: i64, want: i64, cap: i64| {
                     if cap <= 0 {
@@ -132,6 +149,7 @@ fn pod_request(pod: &Pod) -> PodRequest {
                 .unwrap_or(0);
         }
         r.node_selector = spec.node_selector.clone().unwrap_or_default();
+        r.tolerations = spec.tolerations.clone().unwrap_or_default();
     }
     r
 }
@@ -211,6 +229,11 @@ fn snapshot(nodes: &[Arc<Node>], pods: &[Arc<Pod>], requests: &mut Requests) -> 
                     .and_then(|s| s.unschedulable)
                     .unwrap_or(false),
                 labels: n.metadata.labels.clone().unwrap_or_default(),
+                taints: n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default(),
                 allocatable: (
                     q("cpu", quantity::cpu_millis),
                     q("memory", quantity::bytes),
@@ -474,6 +497,30 @@ mod tests {
         labelled.labels.insert("disk".into(), "ssd".into());
         let mut cordoned = node("d", true, (2000, 4 * gi, 10), (0, 0, 0));
         cordoned.unschedulable = true;
+        let unreachable = NodeSnapshot {
+            taints: vec![Taint {
+                key: "node.kubernetes.io/unreachable".into(),
+                effect: "NoExecute".into(),
+                ..Default::default()
+            }],
+            ..node("u", true, (2000, 4 * gi, 10), (0, 0, 0))
+        };
+        let unreachable_too = NodeSnapshot {
+            name: "v".into(),
+            ..unreachable.clone()
+        };
+        let huge_on_one = PodRequest {
+            memory: 8 * gi,
+            ..Default::default()
+        };
+        let tolerant = PodRequest {
+            tolerations: vec![Toleration {
+                key: Some("node.kubernetes.io/unreachable".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
         let cases: Vec<(&str, PodRequest, Vec<NodeSnapshot>, Decision)> = vec![
             ("no nodes", small.clone(), vec![], Decision::Unschedulable("0/0 nodes are available.".into())),
             ("one ready node", small.clone(), vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0))], Decision::Bind("a".into())),
@@ -503,6 +550,13 @@ mod tests {
                 vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0))],
                 Decision::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".into()),
             ),
+            (
+                "untolerated taints, as kube-scheduler words them",
+                huge_on_one.clone(),
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0)), unreachable.clone(), unreachable_too.clone()],
+                Decision::Unschedulable("0/3 nodes are available: 1 Insufficient memory, 2 node(s) had untolerated taint {node.kubernetes.io/unreachable: }.".into()),
+            ),
+            ("a tolerated taint", tolerant, vec![unreachable], Decision::Bind("u".into())),
         ];
         for (what, pod, nodes, want) in cases {
             assert_eq!(decide(&pod, &nodes), want, "{what}");

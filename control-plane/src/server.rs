@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Store tuning.
     pub store: StoreConfig,
+    /// A node whose Lease is older than this is `Ready=Unknown` and tainted unreachable.
+    pub node_monitor_grace: Duration,
+    /// How long new pods tolerate a not-ready or unreachable node before eviction.
+    pub default_toleration_seconds: i64,
 }
 
 /// A running control plane.
@@ -129,7 +133,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         token: pki.admin_token.clone(),
     };
     let client = admin.client()?;
-    crate::controllers::run(client.clone(), shutdown.clone());
+    crate::api::objects::set_default_toleration_seconds(config.default_toleration_seconds);
+    crate::controllers::run(client.clone(), shutdown.clone(), config.node_monitor_grace);
     let sched_stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -330,17 +330,22 @@ pub async fn run(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(LEASE_RENEW);
         let mut n: u64 = 0;
+        let mut unreachable = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = hb_stop.cancelled() => return,
             }
-            if let Err(e) = renew_lease(&hb_ctx).await {
+            let renewed = renew_lease(&hb_ctx).await;
+            if let Err(e) = &renewed {
                 tracing::warn!(error = %e, "lease renewal failed");
             }
             n += 1;
-            // The Node's conditions carry a heartbeat too, refreshed less often.
-            if n.is_multiple_of(6) {
+            // The Node's conditions carry a heartbeat too, refreshed less often, and at once
+            // when the server can be reached again (it may have marked the node unknown).
+            let back = renewed.is_ok() && unreachable;
+            unreachable = renewed.is_err();
+            if n.is_multiple_of(6) || back {
                 let status = node_status(&hb_ctx, &hb_config, port, &since);
                 let nodes: Api<Node> = Api::all(hb_ctx.client.clone());
                 if let Err(e) = nodes

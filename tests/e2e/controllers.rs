@@ -273,3 +273,127 @@ fn jobs_complete_count_indexes_back_off_and_expire() {
         "--timeout=60s",
     ]);
 }
+
+#[test]
+fn a_dead_nodes_pods_are_replaced_elsewhere_and_stopped_when_it_returns() {
+    let mut c = Cluster::start(&[
+        "--node-monitor-grace-period",
+        "3s",
+        "--default-unreachable-toleration-seconds",
+        "2",
+    ]);
+    c.push_ok("ticker:v1", &example("ticker", false));
+    c.join_node("worker");
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "node/worker",
+        "--timeout=60s",
+    ]);
+    // Two replicas that each request half a core land on different nodes (least allocated).
+    c.apply(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: ticker:v1
+        resources: {requests: {cpu: 500m}}
+",
+    );
+    c.kubectl_ok(&["rollout", "status", "deploy/spread", "--timeout=60s"]);
+    let on_worker = c.jsonpath(
+        &[
+            "pods",
+            "-l",
+            "app=spread",
+            "--field-selector",
+            "spec.nodeName=worker",
+        ],
+        "{.items[*].metadata.name}",
+    );
+    assert!(!on_worker.is_empty(), "no replica on the worker");
+    // New pods tolerate an unreachable node for the configured seconds.
+    assert_eq!(
+        c.jsonpath(
+            &["pod", &on_worker],
+            "{.spec.tolerations[?(@.key==\"node.kubernetes.io/unreachable\")].tolerationSeconds}"
+        ),
+        "2"
+    );
+
+    // The worker dies: it becomes Unknown, tainted, and its pod is replaced on the other node.
+    drop(c.extra.pop());
+    c.wait_for(
+        &["node", "worker"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "Unknown",
+        T,
+    );
+    assert!(c
+        .jsonpath(&["node", "worker"], "{.spec.taints[*].key}")
+        .contains("node.kubernetes.io/unreachable"));
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let live = c.jsonpath(
+            &["pods", "-l", "app=spread"],
+            "{range .items[*]}{.metadata.deletionTimestamp}/{.spec.nodeName}/{.status.phase}{\"\\n\"}{end}",
+        );
+        let running: Vec<&str> = live
+            .lines()
+            .filter(|l| l.starts_with('/') && l.ends_with("/Running"))
+            .collect();
+        if running.len() == 2 && running.iter().all(|l| l.contains("/testnode/")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not replaced: {live}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Nothing new is scheduled onto it, and the reason says why.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: only-worker}
+spec:
+  nodeSelector: {kubernetes.io/hostname: worker}
+  containers: [{name: c, image: ticker:v1}]
+",
+    );
+    c.wait_for(
+        &["pod", "only-worker"],
+        "{.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        "Unschedulable",
+        T,
+    );
+    let why = c.jsonpath(
+        &["pod", "only-worker"],
+        "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+    );
+    assert!(
+        why.contains("1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }"),
+        "{why}"
+    );
+
+    // When it comes back, it stops the pod that was replaced and is schedulable again.
+    c.join_node("worker");
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        &format!("pod/{on_worker}"),
+        "--timeout=60s",
+    ]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "node/worker",
+        "--timeout=60s",
+    ]);
+    c.wait_for(&["pod", "only-worker"], "{.status.phase}", "Running", T);
+}

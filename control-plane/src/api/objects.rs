@@ -241,6 +241,7 @@ pub fn prepare_create(rt: &ResourceType, obj: &mut Value, namespace: &str) {
     match rt.kind {
         "Pod" => {
             default_pod_spec(ensure_object(obj, "spec"));
+            default_tolerations(ensure_object(obj, "spec"));
             let qos = qos_class(obj.get("spec").unwrap_or(&Value::Null));
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
@@ -280,6 +281,40 @@ pub fn generate_name(obj: &mut Value) {
             .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
             .collect();
         ensure_object(obj, "metadata").insert("name".into(), json!(format!("{prefix}{suffix}")));
+    }
+}
+
+/// How long a new pod tolerates its node being not ready or unreachable before it is evicted
+/// (the `DefaultTolerationSeconds` admission; skiff's default is 30 s, set by the server).
+static DEFAULT_TOLERATION_SECONDS: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(30);
+
+/// Set the toleration seconds new pods get (server start-up).
+pub fn set_default_toleration_seconds(secs: i64) {
+    DEFAULT_TOLERATION_SECONDS.store(secs.max(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Add `NoExecute` tolerations for `node.kubernetes.io/not-ready` and `unreachable` with the
+/// default seconds, unless the pod already tolerates them (as the admission plugin does).
+fn default_tolerations(spec: &mut Map<String, Value>) {
+    let secs = DEFAULT_TOLERATION_SECONDS.load(std::sync::atomic::Ordering::Relaxed);
+    let list = spec.entry("tolerations").or_insert(json!([]));
+    let Some(list) = list.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let covered = list.iter().any(|t| {
+            let k = t.get("key").and_then(Value::as_str).unwrap_or("");
+            let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
+            let exists = t.get("operator").and_then(Value::as_str) == Some("Exists");
+            (k == key || (k.is_empty() && exists)) && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
+        }
     }
 }
 

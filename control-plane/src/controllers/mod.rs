@@ -8,6 +8,7 @@
 
 pub mod deployment;
 pub mod job;
+pub mod nodelifecycle;
 pub mod replicaset;
 
 use std::collections::{HashMap, HashSet};
@@ -173,16 +174,19 @@ impl Expectations {
     }
 }
 
-/// Start the controllers; they stop with `stop`.
-pub fn run(client: kube::Client, stop: CancellationToken) {
+/// Start the controllers; they stop with `stop`. `node_grace`: how long a node may go without
+/// renewing its Lease before it is marked unreachable.
+pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) {
     let pods = PodInformer::start(client.clone(), stop.clone());
     let rs = replicaset::run(client.clone(), pods.clone());
     let jobs = job::run(client.clone(), pods.clone());
+    let nodes = nodelifecycle::run(client.clone(), pods.clone(), node_grace);
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
             _ = rs => {}
             _ = jobs => {}
+            _ = nodes => {}
             _ = deploy => {}
             _ = stop.cancelled() => {}
         }
