@@ -397,3 +397,62 @@ spec:
     ]);
     c.wait_for(&["pod", "only-worker"], "{.status.phase}", "Running", T);
 }
+
+#[test]
+fn a_daemonset_runs_one_pod_per_node_and_rolls_out_updates() {
+    let mut c = Cluster::start(&[]);
+    for tag in ["v1", "v2"] {
+        c.push_ok(&format!("ticker:{tag}"), &example("ticker", false));
+    }
+    for n in ["node-b", "node-c"] {
+        c.join_node(n);
+    }
+    for n in ["node-b", "node-c"] {
+        c.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("node/{n}"),
+            "--timeout=60s",
+        ]);
+    }
+    c.apply(
+        "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: ticker:v1}]
+",
+    );
+    c.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    let nodes = |c: &Cluster| {
+        let out = c.jsonpath(
+            &["pods", "-l", "app=agent"],
+            "{range .items[*]}{.metadata.deletionTimestamp}/{.spec.nodeName}/{.spec.containers[0].image}{\"\\n\"}{end}",
+        );
+        let mut v: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with('/'))
+            .map(|l| l[1..].to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        nodes(&c),
+        vec!["node-b/ticker:v1", "node-c/ticker:v1", "testnode/ticker:v1"]
+    );
+    assert_eq!(c.jsonpath(&["ds", "agent"], "{.status.numberReady}"), "3");
+    c.kubectl_ok(&["set", "image", "ds/agent", "c=ticker:v2"]);
+    c.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    c.wait_for(&["ds", "agent"], "{.status.updatedNumberScheduled}", "3", T);
+    let deadline = std::time::Instant::now() + T;
+    while nodes(&c) != vec!["node-b/ticker:v2", "node-c/ticker:v2", "testnode/ticker:v2"] {
+        assert!(std::time::Instant::now() < deadline, "{:?}", nodes(&c));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

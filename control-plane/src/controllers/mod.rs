@@ -6,6 +6,7 @@
 //! Invariants: a controller acts on what its caches show plus what it is still waiting to see
 //! ([`Expectations`]), so a slow watch never makes it create or delete twice.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod job;
 pub mod nodelifecycle;
@@ -181,12 +182,14 @@ pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) 
     let rs = replicaset::run(client.clone(), pods.clone());
     let jobs = job::run(client.clone(), pods.clone());
     let nodes = nodelifecycle::run(client.clone(), pods.clone(), node_grace);
+    let daemons = daemonset::run(client.clone(), pods.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
             _ = rs => {}
             _ = jobs => {}
             _ = nodes => {}
+            _ = daemons => {}
             _ = deploy => {}
             _ = stop.cancelled() => {}
         }
