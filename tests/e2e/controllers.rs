@@ -204,6 +204,19 @@ spec:
     spec:
       restartPolicy: Never
       containers: [{name: hello, image: hello:latest}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: every-minute}
+spec:
+  schedule: \"* * * * *\"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: hello, image: hello:latest}]
 ";
 
 #[test]
@@ -272,6 +285,26 @@ fn jobs_complete_count_indexes_back_off_and_expire() {
         "batch.kubernetes.io/job-name=short-lived",
         "--timeout=60s",
     ]);
+
+    // The CronJob fires at the next minute and its Job completes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while c
+        .jsonpath(&["cronjob", "every-minute"], "{.status.lastSuccessfulTime}")
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CronJob never ran a Job to completion"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let owned = c.jsonpath(
+        &["jobs"],
+        "{range .items[?(@.metadata.ownerReferences[0].kind==\"CronJob\")]}{.metadata.name}{\"\\n\"}{end}",
+    );
+    assert!(owned.starts_with("every-minute-"), "{owned}");
+    let table = c.kubectl_ok(&["get", "cronjob", "every-minute"]);
+    assert!(table.contains("* * * * *"), "{table}");
 }
 
 #[test]

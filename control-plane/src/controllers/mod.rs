@@ -6,6 +6,7 @@
 //! Invariants: a controller acts on what its caches show plus what it is still waiting to see
 //! ([`Expectations`]), so a slow watch never makes it create or delete twice.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod job;
@@ -183,6 +184,7 @@ pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) 
     let jobs = job::run(client.clone(), pods.clone());
     let nodes = nodelifecycle::run(client.clone(), pods.clone(), node_grace);
     let daemons = daemonset::run(client.clone(), pods.clone());
+    let crons = cronjob::run(client.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -190,6 +192,7 @@ pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) 
             _ = jobs => {}
             _ = nodes => {}
             _ = daemons => {}
+            _ = crons => {}
             _ = deploy => {}
             _ = stop.cancelled() => {}
         }
