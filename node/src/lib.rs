@@ -93,6 +93,8 @@ pub struct NodeContext {
     pub recorder: Recorder,
     /// Root of the pod log directories.
     pub log_root: PathBuf,
+    /// Root of the directories behind persistentVolumeClaims (they outlive pods).
+    pub claims_root: PathBuf,
     /// Log files being written.
     pub active_logs: logs::ActiveLogs,
     /// When container log files rotate and how many are kept.
@@ -227,6 +229,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         runtime,
         fetcher,
         log_root: config.data_dir.join("pods"),
+        claims_root: config.data_dir.join("claims"),
         active_logs: logs::ActiveLogs::default(),
         log_rotation: config.log_rotation,
         allowed_host_paths: config.allow_host_paths.clone(),

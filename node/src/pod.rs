@@ -644,7 +644,7 @@ async fn lay_out_volumes(
             let sources = crate::volumes::Sources::fetch(&ctx.client, pod).await?;
             let plans =
                 crate::volumes::plan(pod, &sources, &ctx.facts(pod), &ctx.allowed_host_paths)?;
-            crate::volumes::materialize(pod_dir, &plans)
+            crate::volumes::materialize(pod_dir, &ctx.claims_root, &plans)
         };
         match attempt.await {
             Ok(laid) => return Some(laid),

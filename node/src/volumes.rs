@@ -446,6 +446,9 @@ pub enum Plan {
     Files(Vec<(String, Vec<u8>)>),
     /// A directory of the host the node allows.
     HostPath { path: PathBuf, create: bool },
+    /// A persistentVolumeClaim: a directory of the node that outlives the pod
+    /// (`<claims>/<namespace>/<claim>`), as a StatefulSet's `volumeClaimTemplates` give each pod.
+    Claim { namespace: String, claim: String },
 }
 
 /// A checked relative path: no absolute paths, no `..`, not empty.
@@ -620,9 +623,21 @@ pub fn plan(
                 }
             };
             Plan::HostPath { path, create }
+        } else if let Some(c) = &v.persistent_volume_claim {
+            relative(&c.claim_name, &format!("volume {name:?}: claimName"))?;
+            if c.claim_name.contains('/') {
+                return Err(config(format!(
+                    "volume {name:?}: claimName {:?} is not a name",
+                    c.claim_name
+                )));
+            }
+            Plan::Claim {
+                namespace: ns.to_string(),
+                claim: c.claim_name.clone(),
+            }
         } else {
             return Err(config(format!(
-                "volume {name:?}: this volume type is not supported on skiff nodes (emptyDir, configMap, secret, downwardAPI, projected and hostPath are)"
+                "volume {name:?}: this volume type is not supported on skiff nodes (emptyDir, configMap, secret, downwardAPI, projected, hostPath and persistentVolumeClaim are)"
             )));
         };
         if let Plan::Files(files) = &plan {
@@ -654,7 +669,11 @@ fn io(what: &Path, e: std::io::Error) -> VolumeError {
 
 /// Write the planned volumes under `pod_dir/volumes/`. Files volumes are rewritten whole (into a
 /// fresh directory renamed into place), emptyDirs are kept (they survive container restarts).
-pub fn materialize(pod_dir: &Path, plans: &[(String, Plan)]) -> Result<Vec<Laid>, VolumeError> {
+pub fn materialize(
+    pod_dir: &Path,
+    claims: &Path,
+    plans: &[(String, Plan)],
+) -> Result<Vec<Laid>, VolumeError> {
     let root = pod_dir.join("volumes");
     std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
     let mut out = Vec::new();
@@ -687,6 +706,16 @@ pub fn materialize(pod_dir: &Path, plans: &[(String, Plan)]) -> Result<Vec<Laid>
                     name: name.clone(),
                     dir,
                     read_only: true,
+                    size_limit: None,
+                }
+            }
+            Plan::Claim { namespace, claim } => {
+                let dir = claims.join(namespace).join(claim);
+                std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                Laid {
+                    name: name.clone(),
+                    dir,
+                    read_only: false,
                     size_limit: None,
                 }
             }
@@ -1046,7 +1075,11 @@ mod tests {
             (json!([{"name": "h", "hostPath": {"path": "/srv/shared/f", "type": "File"}}]),
                 Err("volume \"h\": hostPath type \"File\" is not supported: only directories can be mounted into a wasm sandbox")),
             (json!([{"name": "v", "persistentVolumeClaim": {"claimName": "x"}}]),
-                Err("volume \"v\": this volume type is not supported on skiff nodes (emptyDir, configMap, secret, downwardAPI, projected and hostPath are)")),
+                Ok(vec![Plan::Claim { namespace: "ns".into(), claim: "x".into() }])),
+            (json!([{"name": "v", "persistentVolumeClaim": {"claimName": "../x"}}]),
+                Err("volume \"v\": claimName \"../x\" must be a relative path without '..'")),
+            (json!([{"name": "v", "iscsi": {"targetPortal": "x", "iqn": "y", "lun": 0}}]),
+                Err("volume \"v\": this volume type is not supported on skiff nodes (emptyDir, configMap, secret, downwardAPI, projected, hostPath and persistentVolumeClaim are)")),
         ];
         for (vols, want) in cases {
             let want = want.map_err(str::to_string);
@@ -1065,7 +1098,7 @@ mod tests {
                 Plan::Files(vec![("a/b".into(), b"x".to_vec())]),
             ),
         ];
-        let laid = materialize(&tmp, &plans).unwrap();
+        let laid = materialize(&tmp, &tmp.join("claims"), &plans).unwrap();
         assert_eq!(std::fs::read(tmp.join("volumes/cfg/a/b")).unwrap(), b"x");
         let c = |v: serde_json::Value| -> Container { serde_json::from_value(v).unwrap() };
         let env = vec![("POD".to_string(), "p1".to_string())];

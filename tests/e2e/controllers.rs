@@ -489,3 +489,65 @@ spec:
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_statefulset_starts_in_order_with_stable_names_and_storage() {
+    let c = Cluster::start(&[]);
+    c.push_ok("ticker:v1", &example("ticker", false));
+    c.push_ok("envprint:latest", &example("envprint", false));
+    // Each pod shows what its claim directory held at start, then leaves a note in it.
+    c.apply(
+        "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  serviceName: web
+  replicas: 3
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      initContainers:
+      - {name: show, image: envprint:latest, args: [show, /data], volumeMounts: [{name: data, mountPath: /data}]}
+      - name: note
+        image: envprint:latest
+        args: [write, /data/note, \"written by $(POD_NAME)\"]
+        env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+        volumeMounts: [{name: data, mountPath: /data}]
+      containers:
+      - {name: c, image: ticker:v1}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+",
+    );
+    c.kubectl_ok(&["rollout", "status", "sts/web", "--timeout=60s"]);
+    c.wait_for(&["sts", "web"], "{.status.readyReplicas}", "3", T);
+    // Ordered: each pod was created once the one before was Ready.
+    let ready_at = |pod: &str| {
+        c.jsonpath(
+            &["pod", pod],
+            "{.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+        )
+    };
+    let created = |pod: &str| c.jsonpath(&["pod", pod], "{.metadata.creationTimestamp}");
+    assert!(created("web-1") >= ready_at("web-0"));
+    assert!(created("web-2") >= ready_at("web-1"));
+    assert_eq!(c.jsonpath(&["pod", "web-1"], "{.spec.hostname}"), "web-1");
+    // A new web-1 finds what the old one wrote in its claim.
+    c.kubectl_ok(&["delete", "pod", "web-1"]);
+    c.wait_for(&["pod", "web-1"], "{.status.phase}", "Running", T);
+    let shown = c.kubectl_ok(&["logs", "web-1", "-c", "show"]);
+    assert!(shown.contains("/data/note = written by web-1"), "{shown}");
+    // Scale down removes the highest ordinals.
+    c.kubectl_ok(&["scale", "sts/web", "--replicas=1"]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "pod/web-2",
+        "pod/web-1",
+        "--timeout=60s",
+    ]);
+    assert_eq!(c.jsonpath(&["pod", "web-0"], "{.status.phase}"), "Running");
+}

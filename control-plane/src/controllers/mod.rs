@@ -12,6 +12,7 @@ pub mod deployment;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod statefulset;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -185,6 +186,7 @@ pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) 
     let nodes = nodelifecycle::run(client.clone(), pods.clone(), node_grace);
     let daemons = daemonset::run(client.clone(), pods.clone());
     let crons = cronjob::run(client.clone());
+    let sets = statefulset::run(client.clone(), pods.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -193,6 +195,7 @@ pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) 
             _ = nodes => {}
             _ = daemons => {}
             _ = crons => {}
+            _ = sets => {}
             _ = deploy => {}
             _ = stop.cancelled() => {}
         }
