@@ -3,10 +3,15 @@
 //! Recording is best effort and never delays the caller: events are queued (at most
 //! `QUEUE` waiting; beyond that they are dropped with a warning) and a background task sends
 //! them, a few at a time. A failure is logged and never fails the caller.
+//! As Kubernetes' recorder does, an event that repeats (same object, type, reason and message
+//! within `DEDUP_WINDOW`) updates the first one's `count` and `lastTimestamp` instead of
+//! adding another, so `kubectl describe` shows `(x12 over 3m)`.
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// `Normal` or `Warning`, as Kubernetes has them.
 #[derive(Clone, Copy, Debug)]
@@ -22,12 +27,26 @@ pub const QUEUE: usize = 10_000;
 /// Events sent at the same time.
 pub const IN_FLIGHT: usize = 8;
 
+/// How long a repeated event adds to the first one's count.
+pub const DEDUP_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+/// Repeated events remembered (the oldest are forgotten beyond this).
+const DEDUP_ENTRIES: usize = 4096;
+
+/// An event already sent: its name, count, and first time.
+struct Seen {
+    name: String,
+    count: i32,
+    first: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    at: std::time::Instant,
+}
+
 /// Records events on behalf of one component (`default-scheduler`, `kubelet`...).
 #[derive(Clone)]
 pub struct Recorder {
     queue: tokio::sync::mpsc::Sender<Event>,
     component: String,
     host: Option<String>,
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
 }
 
 impl Recorder {
@@ -42,6 +61,19 @@ impl Recorder {
             async move {
                 let ns = event.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Event> = Api::namespaced(client, &ns);
+                // A repeat updates the event it repeats (created anew if that one is gone).
+                if event.count.unwrap_or(1) > 1 {
+                    let name = event.metadata.name.clone().unwrap_or_default();
+                    let patch = serde_json::json!({"count": event.count, "lastTimestamp": event.last_timestamp});
+                    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                        Ok(_) => return,
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "could not update a repeated event");
+                            return;
+                        }
+                    }
+                }
                 if let Err(e) = api.create(&PostParams::default(), &event).await {
                     tracing::warn!(
                         reason = event.reason.as_deref().unwrap_or_default(),
@@ -56,6 +88,7 @@ impl Recorder {
             queue,
             component: component.to_string(),
             host: host.map(str::to_string),
+            seen: Arc::default(),
         }
     }
 
@@ -104,6 +137,41 @@ impl Recorder {
             reporting_instance: self.host.clone(),
             ..Default::default()
         };
+        let mut event = event;
+        let key = format!(
+            "{}/{}/{}/{:?}/{reason}/{message}",
+            ns,
+            object.uid.as_deref().unwrap_or(&name),
+            object.field_path.as_deref().unwrap_or(""),
+            event.type_
+        );
+        if let Ok(mut seen) = self.seen.lock() {
+            match seen.get_mut(&key) {
+                Some(s) if s.at.elapsed() < DEDUP_WINDOW => {
+                    s.count += 1;
+                    event.metadata.name = Some(s.name.clone());
+                    event.count = Some(s.count);
+                    event.first_timestamp = Some(s.first.clone());
+                }
+                _ => {
+                    if seen.len() >= DEDUP_ENTRIES {
+                        seen.retain(|_, s| s.at.elapsed() < DEDUP_WINDOW);
+                        if seen.len() >= DEDUP_ENTRIES {
+                            seen.clear();
+                        }
+                    }
+                    seen.insert(
+                        key,
+                        Seen {
+                            name: event.metadata.name.clone().unwrap_or_default(),
+                            count: 1,
+                            first: event.first_timestamp.clone().unwrap_or_else(crate::now),
+                            at: std::time::Instant::now(),
+                        },
+                    );
+                }
+            }
+        }
         if self.queue.try_send(event).is_err() {
             tracing::warn!(%reason, object = %name, "event queue full or closed; event dropped");
         }

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PreferredSchedulingTerm,
+    Taint, Toleration,
+};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::json;
@@ -28,6 +31,70 @@ pub struct PodRequest {
     pub node_selector: BTreeMap<String, String>,
     /// `spec.tolerations`.
     pub tolerations: Vec<Toleration>,
+    /// `affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution`.
+    pub required_affinity: Option<NodeSelector>,
+    /// `affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution`.
+    pub preferred_affinity: Vec<PreferredSchedulingTerm>,
+    /// `topologySpreadConstraints`, with the matching pods counted per node.
+    pub spread: Vec<Spread>,
+    /// Pods of the same owner per node (spread by the default SelectorSpread score).
+    pub siblings: HashMap<String, i64>,
+}
+
+/// One topology spread constraint with what it counts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spread {
+    /// The node label whose values are the domains.
+    pub topology_key: String,
+    /// The most the domains may differ by.
+    pub max_skew: i64,
+    /// `DoNotSchedule` (a filter) rather than `ScheduleAnyway` (a score).
+    pub hard: bool,
+    /// Pods matching the constraint's selector, per node name.
+    pub per_node: HashMap<String, i64>,
+}
+
+/// Does `node` (its name and labels) satisfy a node selector (terms ORed, requirements ANDed)?
+pub fn node_matches(
+    selector: &NodeSelector,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector
+        .node_selector_terms
+        .iter()
+        .any(|t| term_matches(t, name, labels))
+}
+
+fn term_matches(term: &NodeSelectorTerm, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = term.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    let req = |r: &NodeSelectorRequirement, value: Option<&str>| {
+        let values = r.values.as_deref().unwrap_or(&[]);
+        let num = |v: &str| v.parse::<i64>().ok();
+        match r.operator.as_str() {
+            "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+            "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            "Gt" => {
+                matches!((value.and_then(num), values.first().and_then(|x| num(x))), (Some(a), Some(b)) if a > b)
+            }
+            "Lt" => {
+                matches!((value.and_then(num), values.first().and_then(|x| num(x))), (Some(a), Some(b)) if a < b)
+            }
+            _ => false,
+        }
+    };
+    exprs
+        .iter()
+        .all(|r| req(r, labels.get(&r.key).map(String::as_str)))
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && req(r, Some(name)))
 }
 
 /// A node as the scheduler sees it.
@@ -58,6 +125,79 @@ pub enum Decision {
     Unschedulable(String),
 }
 
+/// The skew a constraint would have with the pod on `n`: its domain's count plus one, minus the
+/// smallest count of any domain (None when `n` has no value for the key).
+fn skew_after(c: &Spread, n: &NodeSnapshot, nodes: &[NodeSnapshot]) -> Option<i64> {
+    let domain = n.labels.get(&c.topology_key)?;
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for m in nodes {
+        if let Some(d) = m.labels.get(&c.topology_key) {
+            *counts.entry(d.as_str()).or_default() += c.per_node.get(&m.name).copied().unwrap_or(0);
+        }
+    }
+    let min = counts.values().copied().min().unwrap_or(0);
+    Some(counts.get(domain.as_str()).copied().unwrap_or(0) + 1 - min)
+}
+
+/// Kubernetes' default scores, weighted as kube-scheduler weighs them: least allocated (1),
+/// balanced allocation (1), preferred node affinity (2), topology spread and spreading an
+/// owner's pods (2). Each part is in 0..=1.
+fn score(
+    pod: &PodRequest,
+    n: &NodeSnapshot,
+    nodes: &[NodeSnapshot],
+    free: &dyn Fn(i64, i64, i64) -> f64,
+) -> f64 {
+    let cpu = free(n.requested.0, pod.cpu_millis, n.allocatable.0);
+    let mem = free(n.requested.1, pod.memory, n.allocatable.1);
+    let least = (cpu + mem) / 2.0;
+    let balanced = 1.0 - (cpu - mem).abs();
+    let total_weight: i64 = pod
+        .preferred_affinity
+        .iter()
+        .map(|p| i64::from(p.weight))
+        .sum();
+    let affinity = if total_weight > 0 {
+        pod.preferred_affinity
+            .iter()
+            .filter(|p| term_matches(&p.preference, &n.name, &n.labels))
+            .map(|p| i64::from(p.weight))
+            .sum::<i64>() as f64
+            / total_weight as f64
+    } else {
+        0.0
+    };
+    // Fewer matching pods in the node's domain (soft constraints) and fewer siblings on the node
+    // score higher.
+    let fewer = |mine: i64, most: i64| {
+        if most <= 0 {
+            1.0
+        } else {
+            1.0 - mine as f64 / (most + 1) as f64
+        }
+    };
+    let soft: Vec<f64> = pod
+        .spread
+        .iter()
+        .filter(|c| !c.hard)
+        .filter_map(|c| {
+            let skew = skew_after(c, n, nodes)?;
+            let most = nodes.iter().filter_map(|m| skew_after(c, m, nodes)).max()?;
+            Some(fewer(skew, most))
+        })
+        .collect();
+    let siblings_most = pod.siblings.values().copied().max().unwrap_or(0);
+    let spread = if soft.is_empty() {
+        fewer(
+            pod.siblings.get(&n.name).copied().unwrap_or(0),
+            siblings_most,
+        )
+    } else {
+        soft.iter().sum::<f64>() / soft.len() as f64
+    };
+    least + balanced + 2.0 * affinity + 2.0 * spread
+}
+
 /// Choose a node for `pod`: filter, then score by least allocated (ties by name).
 pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -84,8 +224,18 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
             .node_selector
             .iter()
             .all(|(k, v)| n.labels.get(k) == Some(v))
+            || pod
+                .required_affinity
+                .as_ref()
+                .is_some_and(|a| !node_matches(a, &n.name, &n.labels))
         {
             Some("node(s) didn't match Pod's node affinity/selector")
+        } else if pod
+            .spread
+            .iter()
+            .any(|c| c.hard && skew_after(c, n, nodes).is_none_or(|skew| skew > c.max_skew))
+        {
+            Some("node(s) didn't match pod topology spread constraints")
         } else if n.requested.2 + 1 > n.allocatable.2 {
             Some("Too many pods")
         } else if n.requested.0 + pod.cpu_millis > n.allocatable.0 {
@@ -105,9 +255,7 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
                         (cap - used - want) as f64 / cap as f64
                     }
                 };
-                let score = (free(n.requested.0, pod.cpu_millis, n.allocatable.0)
-                    + free(n.requested.1, pod.memory, n.allocatable.1))
-                    / 2.0;
+                let score = score(pod, n, nodes, &free);
                 if best.is_none_or(|(s, name)| score > s || (score == s && n.name.as_str() < name))
                 {
                     best = Some((score, &n.name));
@@ -150,6 +298,20 @@ fn pod_request(pod: &Pod) -> PodRequest {
         }
         r.node_selector = spec.node_selector.clone().unwrap_or_default();
         r.tolerations = spec.tolerations.clone().unwrap_or_default();
+        let node_affinity = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref());
+        r.required_affinity = node_affinity.and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        });
+        r.preferred_affinity = node_affinity
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .clone()
+            })
+            .unwrap_or_default();
     }
     r
 }
@@ -159,6 +321,41 @@ fn is_finished(pod: &Pod) -> bool {
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded") | Some("Failed")
     )
+}
+
+/// The pod's topology spread constraints with the matching pods (same namespace, selected by
+/// the constraint's `labelSelector`) counted per node.
+fn spread_counts(pod: &Pod, placed: &[(Arc<Pod>, String)]) -> Vec<Spread> {
+    let ns = pod.metadata.namespace.as_deref();
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let selector = c
+                .label_selector
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| crate::api::selectors::LabelSelector::from_object(&v).ok());
+            let mut per_node: HashMap<String, i64> = HashMap::new();
+            if let Some(sel) = selector {
+                for (p, node) in placed {
+                    if p.metadata.namespace.as_deref() == ns
+                        && sel.matches_map(p.metadata.labels.as_ref())
+                    {
+                        *per_node.entry(node.clone()).or_default() += 1;
+                    }
+                }
+            }
+            Spread {
+                topology_key: c.topology_key.clone(),
+                max_skew: i64::from(c.max_skew.max(1)),
+                hard: c.when_unsatisfiable != "ScheduleAnyway",
+                per_node,
+            }
+        })
+        .collect()
 }
 
 /// What each pod requests, by uid: computed once per pod (a pod's requests do not change).
@@ -343,6 +540,34 @@ pub async fn run(client: kube::Client) {
                 n.requested.2 += 1;
             }
         }
+        // Where every placed pod is (bound, or assumed in flight), for spreading.
+        let mut placed: Vec<(Arc<Pod>, String)> = all_pods
+            .iter()
+            .filter(|p| !is_finished(p) && p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| {
+                let node = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .filter(|n| !n.is_empty())
+                    .or_else(|| {
+                        assumed
+                            .get(p.metadata.uid.as_deref().unwrap_or_default())
+                            .map(|a| a.0.clone())
+                    })?;
+                Some((p.clone(), node))
+            })
+            .collect();
+        let mut by_owner: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        for (p, node) in &placed {
+            if let Some(owner) = crate::controllers::controller_uid(&p.metadata) {
+                *by_owner
+                    .entry(owner.to_string())
+                    .or_default()
+                    .entry(node.clone())
+                    .or_default() += 1;
+            }
+        }
         let mut binds = 0;
         for pod in pending {
             let name = pod.metadata.name.clone().unwrap_or_default();
@@ -351,9 +576,22 @@ pub async fn run(client: kube::Client) {
             if assumed.contains_key(&uid) {
                 continue;
             }
-            let req = pod_request(pod);
+            let mut req = pod_request(pod);
+            let owner = crate::controllers::controller_uid(&pod.metadata).map(str::to_string);
+            if let Some(o) = &owner {
+                req.siblings = by_owner.get(o).cloned().unwrap_or_default();
+            }
+            req.spread = spread_counts(pod, &placed);
             match decide(&req, &snap) {
                 Decision::Bind(node) => {
+                    placed.push((Arc::clone(pod), node.clone()));
+                    if let Some(o) = owner {
+                        *by_owner
+                            .entry(o)
+                            .or_default()
+                            .entry(node.clone())
+                            .or_default() += 1;
+                    }
                     if let Some(n) = snap.iter_mut().find(|n| n.name == node) {
                         n.requested.0 += req.cpu_millis;
                         n.requested.1 += req.memory;
@@ -521,6 +759,41 @@ mod tests {
             }],
             ..Default::default()
         };
+        let zone_b = NodeSnapshot {
+            labels: [("zone".to_string(), "b".to_string())].into(),
+            ..node("zb", true, (2000, 4 * gi, 10), (0, 0, 0))
+        };
+        let zone_term = |values: &[&str]| NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: "zone".into(),
+                operator: "In".into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            match_fields: None,
+        };
+        let affine = PodRequest {
+            required_affinity: Some(NodeSelector {
+                node_selector_terms: vec![zone_term(&["b", "c"])],
+            }),
+            ..Default::default()
+        };
+        let prefers_b = PodRequest {
+            preferred_affinity: vec![PreferredSchedulingTerm {
+                weight: 50,
+                preference: zone_term(&["b"]),
+            }],
+            ..Default::default()
+        };
+        let host = |name: &str| NodeSnapshot {
+            labels: [("kubernetes.io/hostname".to_string(), name.to_string())].into(),
+            ..node(name, true, (2000, 4 * gi, 10), (0, 0, 0))
+        };
+        let hostname_spread = |hard: bool, counts: &[(&str, i64)]| Spread {
+            topology_key: "kubernetes.io/hostname".into(),
+            max_skew: 1,
+            hard,
+            per_node: counts.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+        };
         let cases: Vec<(&str, PodRequest, Vec<NodeSnapshot>, Decision)> = vec![
             ("no nodes", small.clone(), vec![], Decision::Unschedulable("0/0 nodes are available.".into())),
             ("one ready node", small.clone(), vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0))], Decision::Bind("a".into())),
@@ -557,6 +830,42 @@ mod tests {
                 Decision::Unschedulable("0/3 nodes are available: 1 Insufficient memory, 2 node(s) had untolerated taint {node.kubernetes.io/unreachable: }.".into()),
             ),
             ("a tolerated taint", tolerant, vec![unreachable], Decision::Bind("u".into())),
+            (
+                "required node affinity",
+                affine.clone(),
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0)), zone_b.clone()],
+                Decision::Bind("zb".into()),
+            ),
+            (
+                "required node affinity that nothing matches",
+                affine,
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0))],
+                Decision::Unschedulable("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.".into()),
+            ),
+            (
+                "preferred node affinity outweighs a little free capacity",
+                prefers_b,
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 0)), NodeSnapshot { requested: (200, gi / 4, 1), ..zone_b.clone() }],
+                Decision::Bind("zb".into()),
+            ),
+            (
+                "an owner's pods spread over nodes",
+                PodRequest { siblings: [("a".to_string(), 2)].into(), ..Default::default() },
+                vec![node("a", true, (2000, 4 * gi, 10), (0, 0, 2)), node("b", true, (2000, 4 * gi, 10), (100, gi / 8, 3))],
+                Decision::Bind("b".into()),
+            ),
+            (
+                "hard topology spread: skew 1 on hostname",
+                PodRequest { spread: vec![hostname_spread(true, &[("a", 2), ("b", 1)])], ..Default::default() },
+                vec![host("a"), host("b")],
+                Decision::Bind("b".into()),
+            ),
+            (
+                "hard topology spread that no node satisfies",
+                PodRequest { spread: vec![hostname_spread(true, &[("a", 2), ("b", 0)])], ..Default::default() },
+                vec![host("a"), NodeSnapshot { ready: false, ..host("b") }],
+                Decision::Unschedulable("0/2 nodes are available: 1 node(s) didn't match pod topology spread constraints, 1 node(s) were not ready.".into()),
+            ),
         ];
         for (what, pod, nodes, want) in cases {
             assert_eq!(decide(&pod, &nodes), want, "{what}");
