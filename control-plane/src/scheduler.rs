@@ -463,26 +463,26 @@ fn frees_resources(pod: &Pod) -> bool {
 }
 
 /// Run the scheduler until the client's server goes away for good.
-pub async fn run(client: kube::Client) {
-    let pods_api: Api<Pod> = Api::all(client.clone());
+pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer) {
+    use crate::controllers::PodChange;
     let nodes_api: Api<Node> = Api::all(client.clone());
-    let (pods, pod_writer) = reflector::store();
+    let pods = informer.store.clone();
     let (nodes, node_writer) = reflector::store();
     // Each change says whether it can alter a decision: a pod that wants scheduling, a bound
     // pod that goes or finishes (its resources free up), any node change or relist. Status
     // updates of running pods, which are most writes, cost the scheduler nothing.
-    let pod_events = reflector(pod_writer, watcher(pods_api, watcher::Config::default()))
-        .default_backoff()
-        .map(|ev| match ev {
-            Ok(watcher::Event::Apply(p)) => wants_us(&p) || frees_resources(&p),
-            Ok(watcher::Event::Delete(p)) => !p
+    // A first pass at start, then one per relevant change.
+    let pod_events = futures::stream::once(futures::future::ready(PodChange::Resynced))
+        .chain(informer.changes())
+        .map(|c| match c {
+            PodChange::Applied(p) => wants_us(&p) || frees_resources(&p),
+            PodChange::Deleted(p) => !p
                 .spec
                 .as_ref()
                 .and_then(|s| s.node_name.as_deref())
                 .unwrap_or("")
                 .is_empty(),
-            Ok(watcher::Event::InitApply(_)) => false,
-            _ => true,
+            PodChange::Resynced => true,
         });
     let node_events = reflector(node_writer, watcher(nodes_api, watcher::Config::default()))
         .default_backoff()
@@ -540,9 +540,18 @@ pub async fn run(client: kube::Client) {
                 n.requested.2 += 1;
             }
         }
-        // Where every placed pod is (bound, or assumed in flight), for spreading.
+        // Where every placed pod is (bound, or assumed in flight), for spreading (only worked out
+        // when a pending pod has an owner or spread constraints).
+        let spreads = pending.iter().any(|p| {
+            crate::controllers::controller_uid(&p.metadata).is_some()
+                || p.spec
+                    .as_ref()
+                    .and_then(|s| s.topology_spread_constraints.as_ref())
+                    .is_some_and(|c| !c.is_empty())
+        });
         let mut placed: Vec<(Arc<Pod>, String)> = all_pods
             .iter()
+            .filter(|_| spreads)
             .filter(|p| !is_finished(p) && p.metadata.deletion_timestamp.is_none())
             .filter_map(|p| {
                 let node = p

@@ -134,11 +134,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let client = admin.client()?;
     crate::api::objects::set_default_toleration_seconds(config.default_toleration_seconds);
-    crate::controllers::run(client.clone(), shutdown.clone(), config.node_monitor_grace);
+    // One pod watch for the controllers and the scheduler.
+    let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
+    crate::controllers::run(
+        client.clone(),
+        pods.clone(),
+        shutdown.clone(),
+        config.node_monitor_grace,
+    );
     let sched_stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = crate::scheduler::run(client) => {}
+            _ = crate::scheduler::run(client, pods) => {}
             _ = sched_stop.cancelled() => {}
         }
     });

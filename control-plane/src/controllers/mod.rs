@@ -40,13 +40,24 @@ pub enum ControllerError {
     Json(#[from] serde_json::Error),
 }
 
-/// One watch of all pods, shared by the controllers: a cache to read and a copy of every
-/// change (deletions included) for each subscriber.
+/// One watch of all pods, shared by the controllers and the scheduler: a cache to read and a
+/// copy of every change (deletions included) for each subscriber.
 #[derive(Clone)]
 pub struct PodInformer {
     /// Every pod, as last seen.
     pub store: Store<Pod>,
-    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<Pod>>>>,
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<PodChange>>>>,
+}
+
+/// A change the pod watch saw (the store already shows it).
+#[derive(Clone, Debug)]
+pub enum PodChange {
+    /// Created or updated (or listed again after a relist).
+    Applied(Pod),
+    /// Deleted; its last state.
+    Deleted(Pod),
+    /// A relist finished: anything may have changed.
+    Resynced,
 }
 
 impl PodInformer {
@@ -63,13 +74,15 @@ impl PodInformer {
             .default_backoff()
             .for_each(move |ev| {
                 let changed = match ev {
-                    Ok(watcher::Event::Apply(p))
-                    | Ok(watcher::Event::Delete(p))
-                    | Ok(watcher::Event::InitApply(p)) => Some(p),
+                    Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
+                        Some(PodChange::Applied(p))
+                    }
+                    Ok(watcher::Event::Delete(p)) => Some(PodChange::Deleted(p)),
+                    Ok(watcher::Event::InitDone) => Some(PodChange::Resynced),
                     _ => None,
                 };
-                if let (Some(p), Ok(mut subs)) = (changed, subscribers.lock()) {
-                    subs.retain(|s| s.send(p.clone()).is_ok());
+                if let (Some(c), Ok(mut subs)) = (changed, subscribers.lock()) {
+                    subs.retain(|s| s.send(c.clone()).is_ok());
                 }
                 futures::future::ready(())
             });
@@ -84,11 +97,21 @@ impl PodInformer {
 
     /// Every pod change from now on, as a stream a `Controller` can own.
     pub fn subscribe(&self) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> {
+        self.changes().filter_map(|c| {
+            futures::future::ready(match c {
+                PodChange::Applied(p) | PodChange::Deleted(p) => Some(Ok(p)),
+                PodChange::Resynced => None,
+            })
+        })
+    }
+
+    /// Every change from now on, with its kind.
+    pub fn changes(&self) -> impl futures::Stream<Item = PodChange> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut subs) = self.subscribers.lock() {
             subs.push(tx);
         }
-        tokio_stream_from(rx).map(Ok)
+        tokio_stream_from(rx)
     }
 
     /// The pods of one namespace.
@@ -179,8 +202,7 @@ impl Expectations {
 
 /// Start the controllers; they stop with `stop`. `node_grace`: how long a node may go without
 /// renewing its Lease before it is marked unreachable.
-pub fn run(client: kube::Client, stop: CancellationToken, node_grace: Duration) {
-    let pods = PodInformer::start(client.clone(), stop.clone());
+pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, node_grace: Duration) {
     let rs = replicaset::run(client.clone(), pods.clone());
     let jobs = job::run(client.clone(), pods.clone());
     let nodes = nodelifecycle::run(client.clone(), pods.clone(), node_grace);
