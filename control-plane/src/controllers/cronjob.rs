@@ -66,14 +66,9 @@ pub async fn run(client: kube::Client) {
         watcher::Config::default(),
     )
     .owns(Api::<Job>::all(client), watcher::Config::default())
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile, super::retry, ctx)
     .for_each(|_| futures::future::ready(()))
     .await;
-}
-
-fn error_policy(cj: Arc<CronJob>, e: &ControllerError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(cronjob = ?cj.metadata.name, error = %e, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 fn finished(job: &Job) -> Option<&'static str> {

@@ -18,7 +18,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use skiff_common::events::{EventType, Recorder};
 
-use super::{controller_uid, is_active, ready_since, ControllerError, Expectations, PodInformer};
+use super::{is_active, ready_since, ControllerError, Expectations, PodInformer};
 
 /// The label that names the template revision a DaemonSet pod was made from.
 pub const REVISION_HASH: &str = "controller-revision-hash";
@@ -201,14 +201,9 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn error_policy(ds: Arc<DaemonSet>, e: &ControllerError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(daemonset = ?ds.metadata.name, error = %e, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
@@ -227,11 +222,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     let pod_spec = template.spec.clone().unwrap_or_default();
     let hash = super::deployment::template_hash(&serde_json::to_value(&template)?, None);
     let all = ctx.pods.in_namespace(&ns);
-    let mine: Vec<Arc<Pod>> = all
-        .iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .cloned()
-        .collect();
+    let mine = super::owned_by(&all, &uid);
     let nodes = ctx.nodes.state();
     let strategy = spec.update_strategy.as_ref();
     let max_unavailable = if strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete") {

@@ -181,14 +181,9 @@ pub async fn run(client: kube::Client) {
     let sets: Api<ReplicaSet> = Api::all(client);
     Controller::new(deployments, watcher::Config::default())
         .owns(sets, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn error_policy(d: Arc<Deployment>, e: &ControllerError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(deployment = ?d.metadata.name, error = %e, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn is_ours(rs: &ReplicaSet, uid: &str) -> bool {

@@ -19,7 +19,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use skiff_common::events::{EventType, Recorder};
 
-use super::{controller_uid, ready_since, ControllerError, Expectations, PodInformer};
+use super::{ready_since, ControllerError, Expectations, PodInformer};
 
 /// The annotation (and label) that carries an Indexed Job pod's index.
 pub const INDEX: &str = "batch.kubernetes.io/job-completion-index";
@@ -292,14 +292,9 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     let api: Api<Job> = Api::all(client);
     Controller::new(api, watcher::Config::default())
         .owns_stream(pods.subscribe())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn error_policy(job: Arc<Job>, e: &ControllerError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(job = ?job.metadata.name, error = %e, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
@@ -311,11 +306,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, ControllerErr
         return Ok(Action::await_change());
     }
     let all = ctx.pods.in_namespace(&ns);
-    let mine: Vec<Arc<Pod>> = all
-        .iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .cloned()
-        .collect();
+    let mine = super::owned_by(&all, &uid);
     let manage = ctx.expectations.satisfied(&key, &all);
     let now = jiff::Timestamp::now();
     let d = decide(&job, &mine, now, manage);

@@ -224,6 +224,27 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
     });
 }
 
+/// Every controller's error policy: log, then retry after `RETRY`.
+pub fn retry<K: kube::Resource<DynamicType = ()>, C>(
+    obj: Arc<K>,
+    e: &ControllerError,
+    _: Arc<C>,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(kind = %K::kind(&()), name = ?obj.meta().name, error = %e, "reconcile failed; retrying");
+    kube::runtime::controller::Action::requeue(RETRY)
+}
+
+/// How long a failed reconcile waits before it runs again.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// The pods among `pods` that the object with `uid` controls.
+pub fn owned_by(pods: &[Arc<Pod>], uid: &str) -> Vec<Arc<Pod>> {
+    pods.iter()
+        .filter(|p| controller_uid(&p.metadata) == Some(uid))
+        .cloned()
+        .collect()
+}
+
 /// A write whose object is already gone did what it had to.
 pub fn ignore_missing<T>(r: Result<T, kube::Error>) -> Result<(), kube::Error> {
     match r {

@@ -197,14 +197,9 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     let api: Api<ReplicaSet> = Api::all(client);
     Controller::new(api, watcher::Config::default())
         .owns_stream(pods.subscribe())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn error_policy(rs: Arc<ReplicaSet>, e: &ControllerError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(replicaset = ?rs.metadata.name, error = %e, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn owner_ref(rs: &ReplicaSet) -> serde_json::Value {

@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use skiff_common::events::{EventType, Recorder};
 
-use super::{controller_uid, is_active, ready_since, ControllerError, Expectations, PodInformer};
+use super::{is_active, ready_since, ControllerError, Expectations, PodInformer};
 
 /// One pod of the set as the plan sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -126,14 +126,9 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     });
     Controller::new(Api::<StatefulSet>::all(client), watcher::Config::default())
         .owns_stream(pods.subscribe())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn error_policy(s: Arc<StatefulSet>, e: &ControllerError, _: Arc<Ctx>) -> Action {
-    tracing::warn!(statefulset = ?s.metadata.name, error = %e, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 const HASH: &str = "controller-revision-hash";
@@ -155,11 +150,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Contr
         super::deployment::template_hash(&serde_json::to_value(&spec.template)?, None)
     );
     let all = ctx.pods.in_namespace(&ns);
-    let mine: Vec<Arc<Pod>> = all
-        .iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
-        .cloned()
-        .collect();
+    let mine = super::owned_by(&all, &uid);
     let ordinal = |p: &Pod| {
         p.metadata
             .name
