@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use skiff_common::events::{pod_ref, EventType, Recorder};
@@ -76,7 +76,10 @@ pub fn eviction_at(
 /// Watch Nodes and Leases; every second, mark silent nodes, clear recovered ones and evict.
 pub async fn run(client: kube::Client, pods: PodInformer, grace: Duration) {
     let nodes = reflect::<Node>(Api::all(client.clone()));
-    let leases = reflect::<Lease>(Api::namespaced(client.clone(), "kube-node-lease"));
+    let leases = reflect::<Lease>(Api::namespaced(
+        client.clone(),
+        skiff_common::NODE_LEASE_NAMESPACE,
+    ));
     let recorder = Recorder::new(client.clone(), "node-controller", None);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -119,9 +122,7 @@ async fn check(
 ) -> Result<(), kube::Error> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let renewed = leases
-        .state()
-        .iter()
-        .find(|l| l.metadata.name.as_deref() == Some(name.as_str()))
+        .get(&ObjectRef::new(&name).within(skiff_common::NODE_LEASE_NAMESPACE))
         .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0))
         .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let Some(renewed) = renewed else {
