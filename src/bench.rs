@@ -46,14 +46,14 @@ async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
 /// objects, so that on a machine shared with the server the client costs about what
 /// `bench etcd`'s client costs (the same reqwest client, with TLS on top).
 #[derive(Clone)]
-struct RawApi {
+pub(crate) struct RawApi {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl RawApi {
-    fn from_kubeconfig(kubeconfig: &Path) -> Result<Self> {
+    pub(crate) fn from_kubeconfig(kubeconfig: &Path) -> Result<Self> {
         use base64::Engine as _;
         let kc = kube::config::Kubeconfig::read_from(kubeconfig)
             .with_context(|| format!("reading {}", kubeconfig.display()))?;
@@ -99,7 +99,7 @@ impl RawApi {
     }
 
     /// Send `body` and read the whole answer; anything but `expect` is an error.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -107,6 +107,33 @@ impl RawApi {
         body: Vec<u8>,
         expect: u16,
     ) -> Result<()> {
+        let (status, bytes) = self.exchange(method, path, content_type, body).await?;
+        anyhow::ensure!(
+            status == expect,
+            "{path} answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        Ok(())
+    }
+
+    /// Send `body`, read the whole answer and return its status code.
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<u16> {
+        Ok(self.exchange(method, path, content_type, body).await?.0)
+    }
+
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, bytes::Bytes)> {
         let resp = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -117,13 +144,7 @@ impl RawApi {
             .send()
             .await?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await?;
-        anyhow::ensure!(
-            status == expect,
-            "{path} answered {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        Ok(())
+        Ok((status, resp.bytes().await?))
     }
 }
 
@@ -144,7 +165,11 @@ fn bench_pod(name: &str) -> Pod {
 
 /// Run `total` operations with `clients` concurrent workers; returns per-op latencies (ms) and
 /// the wall time.
-async fn concurrent<F, Fut>(total: usize, clients: usize, op: F) -> Result<(Vec<f64>, Duration)>
+pub(crate) async fn concurrent<F, Fut>(
+    total: usize,
+    clients: usize,
+    op: F,
+) -> Result<(Vec<f64>, Duration)>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -617,4 +642,379 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("skiff-bench-cache-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// The scheduler's decision function alone, in this process, over `nodes` hollow-shaped nodes
+/// and `n` pods: decisions per second, with no API in the way.
+fn decisions(nodes: usize, n: usize) -> Result<()> {
+    use skiff_control_plane::scheduler::{
+        decide_among, feasible_nodes_to_find, Decision, NodeSnapshot, PodRequest,
+    };
+    let taint: k8s_openapi::api::core::v1::Taint = serde_json::from_value(
+        serde_json::json!({"key": crate::hollow::KEY, "value": "x", "effect": "NoSchedule"}),
+    )?;
+    let mut snap: Vec<NodeSnapshot> = (0..nodes)
+        .map(|i| {
+            let name = format!("hollow-x-{i}");
+            NodeSnapshot {
+                labels: [
+                    ("kubernetes.io/hostname".to_string(), name.clone()),
+                    (crate::hollow::KEY.to_string(), "x".to_string()),
+                ]
+                .into(),
+                name,
+                ready: true,
+                allocatable: (64_000, 256 << 30, 110),
+                taints: vec![taint.clone()],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let index: std::collections::HashMap<String, usize> = snap
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
+    let placement: k8s_openapi::api::core::v1::PodSpec =
+        serde_json::from_value(crate::hollow::placement("x"))?;
+    let req = PodRequest {
+        cpu_millis: 10,
+        memory: 16 << 20,
+        node_selector: placement.node_selector.unwrap_or_default(),
+        tolerations: placement.tolerations.unwrap_or_default(),
+        ..Default::default()
+    };
+    // As the scheduler's passes decide: each decision examines nodes until enough fit, and the
+    // next one starts after them.
+    let enough = feasible_nodes_to_find(snap.len());
+    let mut start = 0;
+    let t = Instant::now();
+    for _ in 0..n {
+        let (decision, examined) = decide_among(&req, &snap, start, enough);
+        start = (start + examined) % snap.len().max(1);
+        match decision {
+            Decision::Bind(node) => {
+                let at = *index.get(&node).context("decided on an unknown node")?;
+                let r = &mut snap[at].requested;
+                r.0 += req.cpu_millis;
+                r.1 += req.memory;
+                r.2 += 1;
+            }
+            Decision::Unschedulable(why) => anyhow::bail!("the in-process pass failed: {why}"),
+        }
+    }
+    rate("scheduler-decisions-in-process", n, t.elapsed());
+    Ok(())
+}
+
+/// A scratch namespace for one benchmark, deleted (and waited for) by [`Scratch::delete`].
+struct Scratch {
+    api: Api<k8s_openapi::api::core::v1::Namespace>,
+    name: String,
+}
+
+impl Scratch {
+    async fn create(client: &kube::Client, prefix: &str) -> Result<Self> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let name = format!("{prefix}-{}", std::process::id());
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?,
+        )
+        .await?;
+        Ok(Self { api, name })
+    }
+
+    /// Delete the namespace and wait (up to 5 minutes) until its pods are gone.
+    async fn delete(self) -> Option<Duration> {
+        let t = Instant::now();
+        let _ = self.api.delete(&self.name, &DeleteParams::default()).await;
+        let gone = await_condition(self.api.clone(), &self.name, |ns: Option<&_>| ns.is_none());
+        tokio::time::timeout(Duration::from_secs(300), gone)
+            .await
+            .ok()
+            .map(|_| t.elapsed())
+    }
+}
+
+/// `skiff bench scheduler`: `nodes` hollow nodes, `n` pods created by `clients` concurrent
+/// clients as fast as the API takes them; pods/s scheduled and bound, and Running, as a watch
+/// sees them. First, the same decisions in this process without the API.
+pub async fn scheduler(kubeconfig: &Path, nodes: usize, n: usize, clients: usize) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::watcher;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    decisions(nodes, n)?;
+    let client = client_for(kubeconfig).await?;
+    let raw = RawApi::from_kubeconfig(kubeconfig)?;
+    let run = std::process::id().to_string();
+    let ns = Scratch::create(&client, "skiff-bench-sched").await?;
+    let per_node = u32::try_from(n / nodes.max(1) + 110)?;
+    let t = Instant::now();
+    let hollow = match crate::hollow::Hollow::start(
+        client.clone(),
+        raw.clone(),
+        &run,
+        nodes,
+        per_node,
+        &ns.name,
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            ns.delete().await;
+            return Err(e);
+        }
+    };
+    eprintln!(
+        "# registered {nodes} hollow nodes in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let result = async {
+        // One watch sees every pod get bound and reach Running.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
+        let watch = tokio::spawn({
+            let pods = pods.clone();
+            async move {
+                let mut stream = watcher(pods, watcher::Config::default()).boxed();
+                let (mut bound, mut running) = (
+                    std::collections::HashSet::new(),
+                    std::collections::HashSet::new(),
+                );
+                while let Some(ev) = stream.try_next().await? {
+                    if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = ev {
+                        let now = Instant::now();
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                            && bound.insert(name.clone())
+                        {
+                            let _ = tx.send((name.clone(), false, now));
+                        }
+                        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                            && running.insert(name.clone())
+                        {
+                            let _ = tx.send((name, true, now));
+                        }
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        let template = |name: &str| -> Result<Vec<u8>> {
+            let mut pod = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "bench-scheduler"}},
+                "spec": {"containers": [{"name": "c", "image": "hello",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}
+            });
+            if let (Some(spec), serde_json::Value::Object(extra)) =
+                (pod["spec"].as_object_mut(), crate::hollow::placement(&run))
+            {
+                spec.extend(extra);
+            }
+            Ok(serde_json::to_vec(&pod)?)
+        };
+        let path = format!("/api/v1/namespaces/{}/pods", ns.name);
+        // A warm-up pod: the scheduler has seen the nodes once it binds this one.
+        raw.send(
+            reqwest::Method::POST,
+            &path,
+            "application/json",
+            template("warm-up")?,
+            201,
+        )
+        .await?;
+        loop {
+            let (name, running, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .context("the warm-up pod was not Running within 60 s")?
+                .context("the watch ended")?;
+            if running && name == "warm-up" {
+                break;
+            }
+        }
+        let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+        let t0 = Instant::now();
+        let creating = tokio::spawn({
+            let (raw, path, sent) = (raw.clone(), path.clone(), sent.clone());
+            let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+                (0..n)
+                    .map(|i| {
+                        let name = format!("s-{i}");
+                        template(&name).map(|b| (name, b))
+                    })
+                    .collect::<Result<_>>()?,
+            );
+            concurrent(n, clients, move |i| {
+                let (raw, path, sent, bodies) =
+                    (raw.clone(), path.clone(), sent.clone(), bodies.clone());
+                async move {
+                    let (name, body) = &bodies[i];
+                    if let Ok(mut m) = sent.lock() {
+                        m.insert(name.clone(), Instant::now());
+                    }
+                    raw.send(
+                        reqwest::Method::POST,
+                        &path,
+                        "application/json",
+                        body.clone(),
+                        201,
+                    )
+                    .await
+                }
+            })
+        });
+        let (mut to_bound, mut to_running) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut last_bound, mut last_running) = (t0, t0);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        while to_bound.len() < n || to_running.len() < n {
+            let (name, running, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .with_context(|| {
+                    format!(
+                        "no progress for 60 s ({} of {n} bound, {} Running)",
+                        to_bound.len(),
+                        to_running.len()
+                    )
+                })?
+                .context("the watch ended")?;
+            let Some(s) = sent.lock().ok().and_then(|m| m.get(&name).copied()) else {
+                continue;
+            };
+            if running {
+                to_running.push(ms(at.duration_since(s)));
+                last_running = last_running.max(at);
+            } else {
+                to_bound.push(ms(at.duration_since(s)));
+                last_bound = last_bound.max(at);
+            }
+        }
+        let (_, create_wall) = creating.await??;
+        watch.abort();
+        rate("scheduler-pods-created", n, create_wall);
+        rate(
+            "scheduler-pods-scheduled-and-bound",
+            n,
+            last_bound.duration_since(t0),
+        );
+        rate("scheduler-pods-running", n, last_running.duration_since(t0));
+        report("scheduler-create-to-bound", to_bound);
+        report("scheduler-create-to-running", to_running);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Some(took) = ns.delete().await {
+        eprintln!(
+            "# delete {n} pods (namespace gone): {:.2} s",
+            took.as_secs_f64()
+        );
+    }
+    hollow.stop().await;
+    result
+}
+
+/// `skiff bench deployments`: a Deployment of `replicas` on `nodes` hollow nodes, `runs` times:
+/// time from create to Available (every replica available), then a rolling update to complete.
+pub async fn deployments(
+    kubeconfig: &Path,
+    nodes: usize,
+    replicas: i32,
+    runs: usize,
+) -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+
+    let client = client_for(kubeconfig).await?;
+    let raw = RawApi::from_kubeconfig(kubeconfig)?;
+    let run = std::process::id().to_string();
+    let ns = Scratch::create(&client, "skiff-bench-deploy").await?;
+    // Room for the surge of a rolling update (25 %) and the pods still terminating.
+    let per_node = u32::try_from(replicas.max(0) as usize * 2 / nodes.max(1) + 10)?;
+    let hollow =
+        match crate::hollow::Hollow::start(client.clone(), raw, &run, nodes, per_node, &ns.name)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                ns.delete().await;
+                return Err(e);
+            }
+        };
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    // `kubectl rollout status`'s test: the generation is observed and every replica is updated
+    // and available, with no old replica left.
+    let complete = |generation: i64, replicas: i32| {
+        move |d: Option<&Deployment>| {
+            let Some(d) = d else { return false };
+            let Some(s) = d.status.as_ref() else {
+                return false;
+            };
+            s.observed_generation.unwrap_or(0) >= generation
+                && s.updated_replicas.unwrap_or(0) == replicas
+                && s.replicas.unwrap_or(0) == replicas
+                && s.available_replicas.unwrap_or(0) == replicas
+        }
+    };
+    let result = async {
+        let (mut available, mut rolled) = (Vec::new(), Vec::new());
+        for k in 0..runs {
+            let name = format!("bench-{k}");
+            let mut spec = serde_json::json!({
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "hello",
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}});
+            if let (Some(pod), serde_json::Value::Object(extra)) = (
+                spec["template"]["spec"].as_object_mut(),
+                crate::hollow::placement(&run),
+            ) {
+                pod.extend(extra);
+            }
+            let d: Deployment = serde_json::from_value(
+                serde_json::json!({"metadata": {"name": name}, "spec": spec}),
+            )?;
+            let t = Instant::now();
+            api.create(&PostParams::default(), &d).await?;
+            tokio::time::timeout(
+                Duration::from_secs(300),
+                await_condition(api.clone(), &name, complete(1, replicas)),
+            )
+            .await
+            .with_context(|| format!("{name} was not Available within 300 s"))??;
+            available.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {"skiff.dev/bench-rollout": "2"}}}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+            tokio::time::timeout(
+                Duration::from_secs(300),
+                await_condition(api.clone(), &name, complete(2, replicas)),
+            )
+            .await
+            .with_context(|| format!("{name}'s rolling update did not complete within 300 s"))??;
+            rolled.push(t.elapsed().as_secs_f64() * 1000.0);
+            eprintln!(
+                "# run {k}: Available after {:.0} ms, rolling update complete after {:.0} ms",
+                available[k], rolled[k]
+            );
+            api.delete(&name, &DeleteParams::foreground()).await?;
+            tokio::time::timeout(
+                Duration::from_secs(300),
+                await_condition(api.clone(), &name, |d: Option<&Deployment>| d.is_none()),
+            )
+            .await
+            .with_context(|| format!("{name} was not deleted within 300 s"))??;
+        }
+        report(&format!("deployment-{replicas}-available"), available);
+        report(&format!("deployment-{replicas}-rolling-update"), rolled);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    ns.delete().await;
+    hollow.stop().await;
+    result
 }

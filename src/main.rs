@@ -1,6 +1,7 @@
 //! The `skiff` binary: command-line parsing and wiring only.
 
 mod bench;
+mod hollow;
 
 /// mimalloc: the API server allocates and frees many small JSON values per request, and glibc's
 /// allocator spent a fifth of the server's CPU time (and contended on its arena locks) under load.
@@ -221,6 +222,39 @@ enum BenchCommand {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Scheduler: register hollow nodes (they renew Leases and report their pods Running, as
+    /// KWOK's do), create pods as fast as the API takes them and report pods/s scheduled and
+    /// bound; first the decision function's own rate in this process.
+    Scheduler {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Hollow nodes.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Pods.
+        #[arg(long, default_value_t = 10000)]
+        pods: usize,
+        /// Concurrent clients creating the pods.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+    },
+    /// Deployments: on hollow nodes, time a Deployment from create to every replica Available,
+    /// then a rolling update of it to complete (as `kubectl rollout status` judges it).
+    Deployments {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Hollow nodes.
+        #[arg(long, default_value_t = 10)]
+        nodes: usize,
+        /// Replicas of the Deployment.
+        #[arg(long, default_value_t = 1000)]
+        replicas: i32,
+        /// Deployments to time, one after another.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The same durable-write load against etcd's v3 HTTP gateway (for `bench/etcd-compare.sh`):
     /// puts of a pod-sized value at several concurrencies.
     Etcd {
@@ -377,6 +411,24 @@ async fn main() -> Result<()> {
                     pid,
                 },
         } => bench::pods(&kubeconfig, n, rate, &image, &module, pid).await,
+        Command::Bench {
+            which:
+                BenchCommand::Scheduler {
+                    kubeconfig,
+                    nodes,
+                    pods,
+                    clients,
+                },
+        } => bench::scheduler(&kubeconfig, nodes, pods, clients).await,
+        Command::Bench {
+            which:
+                BenchCommand::Deployments {
+                    kubeconfig,
+                    nodes,
+                    replicas,
+                    runs,
+                },
+        } => bench::deployments(&kubeconfig, nodes, replicas, runs).await,
         Command::Bench {
             which:
                 BenchCommand::Etcd {

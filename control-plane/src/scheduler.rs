@@ -125,29 +125,58 @@ pub enum Decision {
     Unschedulable(String),
 }
 
-/// The skew a constraint would have with the pod on `n`: its domain's count plus one, minus the
-/// smallest count of any domain (None when `n` has no value for the key).
-fn skew_after(c: &Spread, n: &NodeSnapshot, nodes: &[NodeSnapshot]) -> Option<i64> {
-    let domain = n.labels.get(&c.topology_key)?;
-    let mut counts: HashMap<&str, i64> = HashMap::new();
-    for m in nodes {
-        if let Some(d) = m.labels.get(&c.topology_key) {
-            *counts.entry(d.as_str()).or_default() += c.per_node.get(&m.name).copied().unwrap_or(0);
+/// One topology spread constraint's pods counted per domain (value of its key), worked out once
+/// per decision.
+struct Domains<'a> {
+    constraint: &'a Spread,
+    counts: HashMap<&'a str, i64>,
+    min: i64,
+    max: i64,
+}
+
+impl<'a> Domains<'a> {
+    fn new(constraint: &'a Spread, nodes: &'a [NodeSnapshot]) -> Self {
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for m in nodes {
+            if let Some(d) = m.labels.get(&constraint.topology_key) {
+                *counts.entry(d.as_str()).or_default() +=
+                    constraint.per_node.get(&m.name).copied().unwrap_or(0);
+            }
+        }
+        let min = counts.values().copied().min().unwrap_or(0);
+        let max = counts.values().copied().max().unwrap_or(0);
+        Self {
+            constraint,
+            counts,
+            min,
+            max,
         }
     }
-    let min = counts.values().copied().min().unwrap_or(0);
-    Some(counts.get(domain.as_str()).copied().unwrap_or(0) + 1 - min)
+
+    /// The skew with the pod on `n`: its domain's count plus one, minus the smallest count of
+    /// any domain (None when `n` has no value for the key).
+    fn skew_after(&self, n: &NodeSnapshot) -> Option<i64> {
+        let domain = n.labels.get(&self.constraint.topology_key)?;
+        Some(self.counts.get(domain.as_str()).copied().unwrap_or(0) + 1 - self.min)
+    }
+
+    /// The largest skew the pod could cause on any node.
+    fn most(&self) -> Option<i64> {
+        (!self.counts.is_empty()).then(|| self.max + 1 - self.min)
+    }
 }
 
 /// Kubernetes' default scores, weighted as kube-scheduler weighs them: least allocated (1),
 /// balanced allocation (1), preferred node affinity (2), topology spread and spreading an
 /// owner's pods (2). Each part is in 0..=1.
-fn score(
-    pod: &PodRequest,
-    n: &NodeSnapshot,
-    nodes: &[NodeSnapshot],
-    free: &dyn Fn(i64, i64, i64) -> f64,
-) -> f64 {
+fn score(pod: &PodRequest, n: &NodeSnapshot, domains: &[Domains], siblings_most: i64) -> f64 {
+    let free = |used: i64, want: i64, cap: i64| {
+        if cap <= 0 {
+            0.0
+        } else {
+            (cap - used - want) as f64 / cap as f64
+        }
+    };
     let cpu = free(n.requested.0, pod.cpu_millis, n.allocatable.0);
     let mem = free(n.requested.1, pod.memory, n.allocatable.1);
     let least = (cpu + mem) / 2.0;
@@ -176,17 +205,11 @@ fn score(
             1.0 - mine as f64 / (most + 1) as f64
         }
     };
-    let soft: Vec<f64> = pod
-        .spread
+    let soft: Vec<f64> = domains
         .iter()
-        .filter(|c| !c.hard)
-        .filter_map(|c| {
-            let skew = skew_after(c, n, nodes)?;
-            let most = nodes.iter().filter_map(|m| skew_after(c, m, nodes)).max()?;
-            Some(fewer(skew, most))
-        })
+        .filter(|d| !d.constraint.hard)
+        .filter_map(|d| Some(fewer(d.skew_after(n)?, d.most()?)))
         .collect();
-    let siblings_most = pod.siblings.values().copied().max().unwrap_or(0);
     let spread = if soft.is_empty() {
         fewer(
             pod.siblings.get(&n.name).copied().unwrap_or(0),
@@ -198,11 +221,45 @@ fn score(
     least + balanced + 2.0 * affinity + 2.0 * spread
 }
 
-/// Choose a node for `pod`: filter, then score by least allocated (ties by name).
+/// How many feasible nodes kube-scheduler looks for before it stops filtering (its
+/// `numFeasibleNodesToFind` with the default, adaptive `percentageOfNodesToScore`): every node
+/// of a cluster up to 100 nodes; beyond that 50 % less one point per 125 nodes (5 % at least),
+/// and 100 nodes at least.
+pub fn feasible_nodes_to_find(all: usize) -> usize {
+    if all <= 100 {
+        return all;
+    }
+    let percent = 50usize.saturating_sub(all / 125).max(5);
+    (all * percent / 100).max(100)
+}
+
+/// Choose a node for `pod`: filter, then score (ties by name). Every node is examined.
 pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
+    decide_among(pod, nodes, 0, nodes.len()).0
+}
+
+/// [`decide`] as kube-scheduler runs it: examine nodes from `start` on (wrapping around) and
+/// stop once `enough` of them fit (see [`feasible_nodes_to_find`]); when none fits, every node
+/// has been examined and the message counts them all. Also returns how many nodes were
+/// examined, so that the next pod can start after them.
+pub fn decide_among(
+    pod: &PodRequest,
+    nodes: &[NodeSnapshot],
+    start: usize,
+    enough: usize,
+) -> (Decision, usize) {
+    let domains: Vec<Domains> = pod.spread.iter().map(|c| Domains::new(c, nodes)).collect();
+    let siblings_most = pod.siblings.values().copied().max().unwrap_or(0);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(f64, &str)> = None;
-    for n in nodes {
+    let (mut feasible, mut examined) = (0, 0);
+    let len = nodes.len();
+    for k in 0..len {
+        if feasible >= enough.max(1) {
+            break;
+        }
+        let n = &nodes[(start + k) % len];
+        examined += 1;
         // A taint with a scheduling effect the pod does not tolerate.
         let untolerated = n.taints.iter().find(|t| {
             (t.effect == "NoSchedule" || t.effect == "NoExecute")
@@ -230,11 +287,11 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
                 .is_some_and(|a| !node_matches(a, &n.name, &n.labels))
         {
             Some("node(s) didn't match Pod's node affinity/selector")
-        } else if pod
-            .spread
-            .iter()
-            .any(|c| c.hard && skew_after(c, n, nodes).is_none_or(|skew| skew > c.max_skew))
-        {
+        } else if domains.iter().any(|d| {
+            d.constraint.hard
+                && d.skew_after(n)
+                    .is_none_or(|skew| skew > d.constraint.max_skew)
+        }) {
             Some("node(s) didn't match pod topology spread constraints")
         } else if n.requested.2 + 1 > n.allocatable.2 {
             Some("Too many pods")
@@ -248,14 +305,8 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
         match why {
             Some(r) => *reasons.entry(r.to_string()).or_default() += 1,
             None => {
-                let free = |used: i64, want: i64, cap: i64| {
-                    if cap <= 0 {
-                        0.0
-                    } else {
-                        (cap - used - want) as f64 / cap as f64
-                    }
-                };
-                let score = score(pod, n, nodes, &free);
+                feasible += 1;
+                let score = score(pod, n, &domains, siblings_most);
                 if best.is_none_or(|(s, name)| score > s || (score == s && n.name.as_str() < name))
                 {
                     best = Some((score, &n.name));
@@ -263,11 +314,11 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
             }
         }
     }
-    match best {
+    let decision = match best {
         Some((_, name)) => Decision::Bind(name.to_string()),
         None => {
             let detail: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
-            let mut msg = format!("0/{} nodes are available", nodes.len());
+            let mut msg = format!("0/{len} nodes are available");
             if !detail.is_empty() {
                 msg.push_str(": ");
                 msg.push_str(&detail.join(", "));
@@ -275,7 +326,8 @@ pub fn decide(pod: &PodRequest, nodes: &[NodeSnapshot]) -> Decision {
             msg.push('.');
             Decision::Unschedulable(msg)
         }
-    }
+    };
+    (decision, examined)
 }
 
 fn pod_request(pod: &Pod) -> PodRequest {
@@ -358,87 +410,42 @@ fn spread_counts(pod: &Pod, placed: &[(Arc<Pod>, String)]) -> Vec<Spread> {
         .collect()
 }
 
-/// What each pod requests, by uid: computed once per pod (a pod's requests do not change).
-#[derive(Default)]
-struct Requests(HashMap<String, (i64, i64)>);
-
-impl Requests {
-    fn of(&mut self, pod: &Pod) -> (i64, i64) {
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        if let Some(r) = self.0.get(uid) {
-            return *r;
-        }
-        let r = pod_request(pod);
-        self.0.insert(uid.to_string(), (r.cpu_millis, r.memory));
-        (r.cpu_millis, r.memory)
+/// A node's static part as the scheduler sees it (`requested` is left at zero).
+fn node_snapshot(n: &Node) -> NodeSnapshot {
+    let name = n.metadata.name.clone().unwrap_or_default();
+    let status = n.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+    let q = |k: &str, f: fn(&str) -> Result<i64, quantity::QuantityError>| {
+        alloc
+            .and_then(|m| m.get(k))
+            .and_then(|v| f(&v.0).ok())
+            .unwrap_or(0)
+    };
+    NodeSnapshot {
+        name,
+        ready,
+        unschedulable: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        taints: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default(),
+        allocatable: (
+            q("cpu", quantity::cpu_millis),
+            q("memory", quantity::bytes),
+            q("pods", |s| quantity::parse(s).map(|v| v as i64)),
+        ),
+        requested: (0, 0, 0),
     }
-    /// Forget pods that are gone.
-    fn retain(&mut self, pods: &[Arc<Pod>]) {
-        if self.0.len() > pods.len() {
-            let live: std::collections::HashSet<&str> = pods
-                .iter()
-                .filter_map(|p| p.metadata.uid.as_deref())
-                .collect();
-            self.0.retain(|uid, _| live.contains(uid.as_str()));
-        }
-    }
-}
-
-fn snapshot(nodes: &[Arc<Node>], pods: &[Arc<Pod>], requests: &mut Requests) -> Vec<NodeSnapshot> {
-    let mut used: HashMap<&str, (i64, i64, i64)> = HashMap::new();
-    requests.retain(pods);
-    for p in pods {
-        let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
-            continue;
-        };
-        if is_finished(p) {
-            continue;
-        }
-        let (cpu_millis, memory) = requests.of(p);
-        let e = used.entry(n).or_default();
-        e.0 += cpu_millis;
-        e.1 += memory;
-        e.2 += 1;
-    }
-    nodes
-        .iter()
-        .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            let status = n.status.as_ref();
-            let ready = status
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
-            let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
-            let q = |k: &str, f: fn(&str) -> Result<i64, quantity::QuantityError>| {
-                alloc
-                    .and_then(|m| m.get(k))
-                    .and_then(|v| f(&v.0).ok())
-                    .unwrap_or(0)
-            };
-            NodeSnapshot {
-                requested: used.get(name.as_str()).copied().unwrap_or_default(),
-                name,
-                ready,
-                unschedulable: n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.unschedulable)
-                    .unwrap_or(false),
-                labels: n.metadata.labels.clone().unwrap_or_default(),
-                taints: n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.clone())
-                    .unwrap_or_default(),
-                allocatable: (
-                    q("cpu", quantity::cpu_millis),
-                    q("memory", quantity::bytes),
-                    q("pods", |s| quantity::parse(s).map(|v| v as i64)),
-                ),
-            }
-        })
-        .collect()
 }
 
 fn wants_us(pod: &Pod) -> bool {
@@ -452,161 +459,313 @@ fn wants_us(pod: &Pod) -> bool {
         && !is_finished(pod)
 }
 
-/// A bound pod that has finished or is being deleted no longer counts against its node.
-fn frees_resources(pod: &Pod) -> bool {
-    let bound = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    bound && (is_finished(pod) || pod.metadata.deletion_timestamp.is_some())
+/// The node a pod counts against: bound, unfinished and not being deleted.
+fn counts_on(pod: &Pod) -> Option<&str> {
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    (!node.is_empty() && !is_finished(pod) && pod.metadata.deletion_timestamp.is_none())
+        .then_some(node)
+}
+
+/// A pod counted against a node: bound, or assumed bound while its binding is on its way.
+struct Placed {
+    node: String,
+    cpu_millis: i64,
+    memory: i64,
+    owner: Option<String>,
+}
+
+impl Placed {
+    fn of(pod: &Pod, node: &str) -> Self {
+        let r = pod_request(pod);
+        Placed {
+            node: node.to_string(),
+            cpu_millis: r.cpu_millis,
+            memory: r.memory,
+            owner: crate::controllers::controller_uid(&pod.metadata).map(str::to_string),
+        }
+    }
+}
+
+/// What the scheduler knows between passes, kept current from watch events (as kube-scheduler's
+/// cache and queue are) rather than rebuilt from every pod for each pass.
+#[derive(Default)]
+struct Cache {
+    /// The nodes, with what their placed pods request.
+    nodes: Vec<NodeSnapshot>,
+    /// Index of each node in `nodes`.
+    index: HashMap<String, usize>,
+    /// Pods counted against nodes, by uid.
+    placed: HashMap<String, Placed>,
+    /// Of those, the ones whose binding the watch has not shown yet (kube-scheduler's "assumed").
+    assumed: std::collections::HashSet<String>,
+    /// Placed pods per owner (controller uid) per node, for spreading an owner's pods.
+    by_owner: HashMap<String, HashMap<String, i64>>,
+    /// Pods waiting for a node, by uid, and whether a pass has tried them since the last change
+    /// that could help them.
+    pending: HashMap<String, (Arc<Pod>, bool)>,
+    /// Where the next decision starts examining nodes.
+    next_start: usize,
+}
+
+impl Cache {
+    /// Add (sign 1) or take away (-1) a placed pod's requests on its node and owner.
+    fn account(&mut self, p: &Placed, sign: i64) {
+        if let Some(&i) = self.index.get(&p.node) {
+            let r = &mut self.nodes[i].requested;
+            r.0 += sign * p.cpu_millis;
+            r.1 += sign * p.memory;
+            r.2 += sign;
+        }
+        if let Some(owner) = &p.owner {
+            let per_node = self.by_owner.entry(owner.clone()).or_default();
+            let count = per_node.entry(p.node.clone()).or_default();
+            *count += sign;
+            if *count <= 0 {
+                per_node.remove(&p.node);
+                if per_node.is_empty() {
+                    self.by_owner.remove(owner);
+                }
+            }
+        }
+    }
+
+    fn place(&mut self, uid: &str, p: Placed) {
+        self.account(&p, 1);
+        if let Some(old) = self.placed.insert(uid.to_string(), p) {
+            self.account(&old, -1);
+        }
+    }
+
+    fn unplace(&mut self, uid: &str) -> bool {
+        self.assumed.remove(uid);
+        match self.placed.remove(uid) {
+            Some(old) => {
+                self.account(&old, -1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every pending pod may fit now.
+    fn retry_all(&mut self) {
+        for entry in self.pending.values_mut() {
+            entry.1 = false;
+        }
+    }
+
+    /// The nodes changed: take their new static parts and count the placed pods again.
+    fn set_nodes(&mut self, nodes: &[Arc<Node>]) {
+        self.nodes = nodes.iter().map(|n| node_snapshot(n)).collect();
+        self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.index = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for p in self.placed.values() {
+            if let Some(&i) = self.index.get(&p.node) {
+                let r = &mut self.nodes[i].requested;
+                r.0 += p.cpu_millis;
+                r.1 += p.memory;
+                r.2 += 1;
+            }
+        }
+        self.retry_all();
+    }
+
+    /// A pod was created or changed; true if a pass may now bind something.
+    fn applied(&mut self, pod: Pod) -> bool {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if wants_us(&pod) {
+            // Any change to a pending pod (its tolerations, say) is worth another try.
+            self.pending.insert(uid, (Arc::new(pod), false));
+            return true;
+        }
+        self.pending.remove(&uid);
+        match counts_on(&pod) {
+            Some(node) => {
+                let known = self.placed.get(&uid).is_some_and(|p| p.node == node);
+                self.assumed.remove(&uid);
+                if !known {
+                    let p = Placed::of(&pod, node);
+                    self.place(&uid, p);
+                }
+                false
+            }
+            // Finished, being deleted or never bound: whatever it held is free again.
+            None => {
+                let freed = self.unplace(&uid);
+                if freed {
+                    self.retry_all();
+                }
+                freed
+            }
+        }
+    }
+
+    /// A pod is gone; true if that freed room for pending pods.
+    fn deleted(&mut self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.pending.remove(uid);
+        let freed = self.unplace(uid);
+        if freed {
+            self.retry_all();
+        }
+        freed
+    }
+
+    /// The watch listed every pod again: start over from them, keeping the bindings in flight.
+    fn resync(&mut self, pods: &[Arc<Pod>]) {
+        let in_flight: Vec<(String, Placed)> = self
+            .assumed
+            .iter()
+            .filter_map(|uid| Some((uid.clone(), self.placed.remove(uid)?)))
+            .collect();
+        self.placed.clear();
+        self.assumed.clear();
+        self.by_owner.clear();
+        self.pending.clear();
+        for n in &mut self.nodes {
+            n.requested = (0, 0, 0);
+        }
+        for p in pods {
+            self.applied(Pod::clone(p));
+        }
+        for (uid, p) in in_flight {
+            if self.pending.contains_key(&uid) {
+                self.place(&uid, p);
+                self.assumed.insert(uid);
+            }
+        }
+        self.retry_all();
+    }
 }
 
 /// Run the scheduler until the client's server goes away for good.
 pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer) {
     use crate::controllers::PodChange;
     let nodes_api: Api<Node> = Api::all(client.clone());
-    let pods = informer.store.clone();
     let (nodes, node_writer) = reflector::store();
-    // Each change says whether it can alter a decision: a pod that wants scheduling, a bound
-    // pod that goes or finishes (its resources free up), any node change or relist. Status
-    // updates of running pods, which are most writes, cost the scheduler nothing.
-    // A first pass at start, then one per relevant change.
+    // A relist at start, then every pod change; each may or may not give a pass work.
     let pod_events = futures::stream::once(futures::future::ready(PodChange::Resynced))
         .chain(informer.changes())
-        .map(|c| match c {
-            PodChange::Applied(p) => wants_us(&p) || frees_resources(&p),
-            PodChange::Deleted(p) => !p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .unwrap_or("")
-                .is_empty(),
-            PodChange::Resynced => true,
-        });
+        .map(Some);
     let node_events = reflector(node_writer, watcher(nodes_api, watcher::Config::default()))
         .default_backoff()
-        .map(|_| true);
+        .map(|_| None);
     let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
     let mut reported: HashMap<String, String> = HashMap::new();
-    // Pods bound (or being bound) whose binding the reflector has not shown yet: their node and
-    // what they request, counted against that node as kube-scheduler's "assume" does.
-    let mut assumed: HashMap<String, (String, i64, i64)> = HashMap::new();
-    let mut requests = Requests::default();
+    let mut cache = Cache::default();
     // Bindings run in the background, so a slow one never holds up the next pass.
     let mut binding: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(BIND_CONCURRENCY));
+    let mut nodes_changed = false;
     loop {
         // Wait for a change, a finished binding (or retry periodically), then take whatever else
         // is ready.
+        // A node change is None.
+        let take =
+            |change: Option<PodChange>, cache: &mut Cache, nodes_changed: &mut bool| match change {
+                Some(PodChange::Applied(p)) => cache.applied(p),
+                Some(PodChange::Deleted(p)) => cache.deleted(&p),
+                Some(PodChange::Resynced) => {
+                    cache.resync(&informer.store.state());
+                    true
+                }
+                None => {
+                    *nodes_changed = true;
+                    true
+                }
+            };
         let mut relevant = tokio::select! {
             change = changes.next() => match change {
                 None => return,
-                Some(r) => r,
+                Some(c) => take(c, &mut cache, &mut nodes_changed),
             },
             Some(done) = binding.join_next(), if !binding.is_empty() => {
-                bound(done, &mut assumed, &mut reported);
+                bound(done, &mut cache, &mut reported);
                 false
             }
-            _ = tokio::time::sleep(Duration::from_secs(5)) => true, // quiet: retry what is pending
+            // Quiet: try every pending pod again.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                cache.retry_all();
+                true
+            }
         };
-        while let Some(Some(r)) = futures::FutureExt::now_or_never(changes.next()) {
-            relevant |= r;
+        while let Some(Some(c)) = futures::FutureExt::now_or_never(changes.next()) {
+            relevant |= take(c, &mut cache, &mut nodes_changed);
         }
         while let Some(done) = binding.try_join_next() {
-            bound(done, &mut assumed, &mut reported);
+            bound(done, &mut cache, &mut reported);
+        }
+        if std::mem::take(&mut nodes_changed) {
+            cache.set_nodes(&nodes.state());
         }
         if !relevant {
             continue;
         }
         let pass_began = std::time::Instant::now();
-        let all_pods = pods.state();
-        let mut snap = snapshot(&nodes.state(), &all_pods, &mut requests);
-        let mut pending: Vec<&Arc<Pod>> = all_pods.iter().filter(|p| wants_us(p)).collect();
-        pending.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        // Forget what we reported about pods that are no longer pending.
-        let pending_uids: std::collections::HashSet<&str> = pending
-            .iter()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        reported.retain(|uid, _| pending_uids.contains(uid.as_str()));
-        // Assumed pods the reflector now shows bound (or gone) count through the snapshot.
-        assumed.retain(|uid, _| pending_uids.contains(uid.as_str()));
-        for (node, cpu, memory) in assumed.values() {
-            if let Some(n) = snap.iter_mut().find(|n| &n.name == node) {
-                n.requested.0 += cpu;
-                n.requested.1 += memory;
-                n.requested.2 += 1;
-            }
-        }
-        // Where every placed pod is (bound, or assumed in flight), for spreading (only worked out
-        // when a pending pod has an owner or spread constraints).
-        let spreads = pending.iter().any(|p| {
-            crate::controllers::controller_uid(&p.metadata).is_some()
-                || p.spec
-                    .as_ref()
-                    .and_then(|s| s.topology_spread_constraints.as_ref())
-                    .is_some_and(|c| !c.is_empty())
-        });
-        let mut placed: Vec<(Arc<Pod>, String)> = all_pods
-            .iter()
-            .filter(|_| spreads)
-            .filter(|p| !is_finished(p) && p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| {
-                let node = p
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .filter(|n| !n.is_empty())
-                    .or_else(|| {
-                        assumed
-                            .get(p.metadata.uid.as_deref().unwrap_or_default())
-                            .map(|a| a.0.clone())
-                    })?;
-                Some((p.clone(), node))
+        // The pods to try, oldest first.
+        let mut todo: Vec<Arc<Pod>> = cache
+            .pending
+            .iter_mut()
+            .filter(|(uid, (_, tried))| !tried && !cache.assumed.contains(uid.as_str()))
+            .map(|(_, entry)| {
+                entry.1 = true;
+                Arc::clone(&entry.0)
             })
             .collect();
-        let mut by_owner: HashMap<String, HashMap<String, i64>> = HashMap::new();
-        for (p, node) in &placed {
-            if let Some(owner) = crate::controllers::controller_uid(&p.metadata) {
-                *by_owner
-                    .entry(owner.to_string())
-                    .or_default()
-                    .entry(node.clone())
-                    .or_default() += 1;
+        todo.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        reported.retain(|uid, _| cache.pending.contains_key(uid));
+        // Where every placed pod is, for topology spread constraints (only worked out when a pod
+        // to try has some).
+        let constrained = todo.iter().any(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.topology_spread_constraints.as_ref())
+                .is_some_and(|c| !c.is_empty())
+        });
+        let mut located: Vec<(Arc<Pod>, String)> = Vec::new();
+        if constrained {
+            for p in informer.store.state() {
+                let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                if let Some(placed) = cache.placed.get(uid) {
+                    located.push((p, placed.node.clone()));
+                }
             }
         }
+        let enough = feasible_nodes_to_find(cache.nodes.len());
         let mut binds = 0;
-        for pod in pending {
+        for pod in &todo {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if assumed.contains_key(&uid) {
-                continue;
-            }
             let mut req = pod_request(pod);
             let owner = crate::controllers::controller_uid(&pod.metadata).map(str::to_string);
             if let Some(o) = &owner {
-                req.siblings = by_owner.get(o).cloned().unwrap_or_default();
+                req.siblings = cache.by_owner.get(o).cloned().unwrap_or_default();
             }
-            req.spread = spread_counts(pod, &placed);
-            match decide(&req, &snap) {
+            if constrained {
+                req.spread = spread_counts(pod, &located);
+            }
+            let (decision, examined) = decide_among(&req, &cache.nodes, cache.next_start, enough);
+            cache.next_start = (cache.next_start + examined) % cache.nodes.len().max(1);
+            match decision {
                 Decision::Bind(node) => {
-                    placed.push((Arc::clone(pod), node.clone()));
-                    if let Some(o) = owner {
-                        *by_owner
-                            .entry(o)
-                            .or_default()
-                            .entry(node.clone())
-                            .or_default() += 1;
+                    if constrained {
+                        located.push((Arc::clone(pod), node.clone()));
                     }
-                    if let Some(n) = snap.iter_mut().find(|n| n.name == node) {
-                        n.requested.0 += req.cpu_millis;
-                        n.requested.1 += req.memory;
-                        n.requested.2 += 1;
-                    }
-                    assumed.insert(uid.clone(), (node.clone(), req.cpu_millis, req.memory));
+                    let placed = Placed {
+                        node: node.clone(),
+                        cpu_millis: req.cpu_millis,
+                        memory: req.memory,
+                        owner,
+                    };
+                    cache.place(&uid, placed);
+                    cache.assumed.insert(uid.clone());
                     let (client, recorder, permits) =
                         (client.clone(), recorder.clone(), permits.clone());
                     let pod = Arc::clone(pod);
@@ -641,18 +800,19 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         }
         tracing::debug!(
             binds,
-            pending = pending_uids.len(),
+            tried = todo.len(),
+            pending = cache.pending.len(),
             pass_us = pass_began.elapsed().as_micros() as u64,
             "scheduling pass"
         );
     }
 }
 
-/// A binding finished: a failed one is no longer assumed (the pod is decided again at the next
-/// change or retry); a successful one stays assumed until the reflector shows it bound.
+/// A binding finished: a failed one is no longer assumed (the pod is tried again at the next
+/// change or retry); a successful one stays assumed until the watch shows it bound.
 fn bound(
     done: Result<(String, bool), tokio::task::JoinError>,
-    assumed: &mut HashMap<String, (String, i64, i64)>,
+    cache: &mut Cache,
     reported: &mut HashMap<String, String>,
 ) {
     match done {
@@ -660,7 +820,12 @@ fn bound(
             reported.remove(&uid);
         }
         Ok((uid, false)) => {
-            assumed.remove(&uid);
+            if cache.assumed.contains(&uid) {
+                cache.unplace(&uid);
+            }
+            if let Some(entry) = cache.pending.get_mut(&uid) {
+                entry.1 = false;
+            }
         }
         Err(e) => tracing::warn!(error = %e, "a binding task failed"),
     }
@@ -721,6 +886,193 @@ mod tests {
             requested: used,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn feasible_nodes_to_find_table() {
+        // (nodes, how many feasible nodes kube-scheduler looks for)
+        for (all, want) in [
+            (0, 0),
+            (3, 3),
+            (100, 100),
+            (101, 100),
+            (250, 120),
+            (1000, 420),
+            (5000, 500),
+            (6000, 300),
+            (15000, 750),
+        ] {
+            assert_eq!(feasible_nodes_to_find(all), want, "{all} nodes");
+        }
+    }
+
+    #[test]
+    fn decide_among_stops_early_and_rotates() {
+        let nodes: Vec<NodeSnapshot> = (0..10)
+            .map(|i| node(&format!("n{i}"), true, (1000, 1 << 30, 10), (0, 0, 0)))
+            .collect();
+        let pod = PodRequest::default();
+        // (start, enough, decision, examined): equal scores, so the first name examined wins.
+        for (start, enough, want, examined) in [
+            (0, 10, "n0", 10),
+            (0, 3, "n0", 3),
+            (4, 3, "n4", 3),
+            (8, 3, "n0", 3),
+            (13, 2, "n3", 2),
+        ] {
+            let (d, n) = decide_among(&pod, &nodes, start, enough);
+            assert_eq!(
+                (d, n),
+                (Decision::Bind(want.into()), examined),
+                "start {start}"
+            );
+        }
+        // Nothing fits: every node is examined and counted in the message.
+        let too_big = PodRequest {
+            cpu_millis: 5000,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide_among(&too_big, &nodes, 7, 3),
+            (
+                Decision::Unschedulable("0/10 nodes are available: 10 Insufficient cpu.".into()),
+                10
+            )
+        );
+    }
+
+    fn cache_pod(uid: &str, node: Option<&str>, phase: &str, owner: Option<&str>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "namespace": "d", "uid": uid,
+                "ownerReferences": owner.map(|o| vec![serde_json::json!({"apiVersion": "apps/v1",
+                    "kind": "ReplicaSet", "name": "rs", "uid": o, "controller": true})])},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
+                "resources": {"requests": {"cpu": "100m", "memory": "1Mi"}}}]},
+            "status": {"phase": phase}
+        }))
+        .expect("a valid pod")
+    }
+
+    #[test]
+    fn cache_follows_the_watch() {
+        let node_obj = |name: &str| -> Arc<Node> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+                    "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"},
+                        "conditions": [{"type": "Ready", "status": "True"}]}}))
+                .expect("a valid node"),
+            )
+        };
+        let mut c = Cache::default();
+        c.set_nodes(&[node_obj("b"), node_obj("a")]);
+        assert_eq!(c.nodes[0].name, "a", "nodes are kept in name order");
+        let used = |c: &Cache, n: usize| c.nodes[n].requested;
+        // (step, change, whether a pass may now bind something, a's and b's requests, pending)
+        type Step = (&'static str, Box<dyn Fn(&mut Cache) -> bool>);
+        type Used = (i64, i64, i64);
+        let steps: Vec<(Step, bool, Used, Used, usize)> = vec![
+            (
+                (
+                    "pending pod",
+                    Box::new(|c| c.applied(cache_pod("p1", None, "Pending", Some("rs1")))),
+                ),
+                true,
+                (0, 0, 0),
+                (0, 0, 0),
+                1,
+            ),
+            (
+                (
+                    "bound pod",
+                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Running", Some("rs1")))),
+                ),
+                false,
+                (100, 1 << 20, 1),
+                (0, 0, 0),
+                1,
+            ),
+            (
+                (
+                    "p1 bound",
+                    Box::new(|c| c.applied(cache_pod("p1", Some("b"), "Pending", Some("rs1")))),
+                ),
+                false,
+                (100, 1 << 20, 1),
+                (100, 1 << 20, 1),
+                0,
+            ),
+            (
+                (
+                    "p2 again",
+                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Running", Some("rs1")))),
+                ),
+                false,
+                (100, 1 << 20, 1),
+                (100, 1 << 20, 1),
+                0,
+            ),
+            (
+                (
+                    "p2 finished",
+                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Succeeded", Some("rs1")))),
+                ),
+                true,
+                (0, 0, 0),
+                (100, 1 << 20, 1),
+                0,
+            ),
+            (
+                (
+                    "p1 deleted",
+                    Box::new(|c| c.deleted(&cache_pod("p1", Some("b"), "Running", Some("rs1")))),
+                ),
+                true,
+                (0, 0, 0),
+                (0, 0, 0),
+                0,
+            ),
+            (
+                (
+                    "unknown pod deleted",
+                    Box::new(|c| c.deleted(&cache_pod("p9", None, "Pending", None))),
+                ),
+                false,
+                (0, 0, 0),
+                (0, 0, 0),
+                0,
+            ),
+        ];
+        for ((what, change), relevant, a, b, pending) in steps {
+            assert_eq!(change(&mut c), relevant, "{what}: relevant");
+            assert_eq!((used(&c, 0), used(&c, 1)), (a, b), "{what}: requests");
+            assert_eq!(c.pending.len(), pending, "{what}: pending");
+        }
+        assert!(c.by_owner.is_empty(), "owner counts go with the pods");
+
+        // An assumed pod survives a relist that still shows it pending, and counts once.
+        c.applied(cache_pod("p3", None, "Pending", Some("rs1")));
+        c.place(
+            "p3",
+            Placed {
+                node: "b".into(),
+                cpu_millis: 100,
+                memory: 1 << 20,
+                owner: Some("rs1".into()),
+            },
+        );
+        c.assumed.insert("p3".into());
+        let listed = vec![Arc::new(cache_pod("p3", None, "Pending", Some("rs1")))];
+        c.resync(&listed);
+        assert_eq!(used(&c, 1), (100, 1 << 20, 1));
+        assert!(c.assumed.contains("p3"));
+        assert_eq!(c.by_owner["rs1"]["b"], 1);
+        // The watch shows the binding: no longer assumed, still counted once.
+        c.applied(cache_pod("p3", Some("b"), "Pending", Some("rs1")));
+        assert!(c.assumed.is_empty());
+        assert_eq!(used(&c, 1), (100, 1 << 20, 1));
+        // A node change recounts from the placed pods.
+        c.set_nodes(&[node_obj("a"), node_obj("b"), node_obj("c")]);
+        assert_eq!(used(&c, 1), (100, 1 << 20, 1));
     }
 
     #[test]

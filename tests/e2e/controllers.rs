@@ -307,6 +307,9 @@ fn jobs_complete_count_indexes_back_off_and_expire() {
     assert!(table.contains("* * * * *"), "{table}");
 }
 
+/// A node's Ready condition, for `wait_for`.
+const NODE_READY: &str = "{.status.conditions[?(@.type==\"Ready\")].status}";
+
 #[test]
 fn a_dead_nodes_pods_are_replaced_elsewhere_and_stopped_when_it_returns() {
     let mut c = Cluster::start(&[
@@ -317,12 +320,8 @@ fn a_dead_nodes_pods_are_replaced_elsewhere_and_stopped_when_it_returns() {
     ]);
     c.push_ok("ticker:v1", &example("ticker", false));
     c.join_node("worker");
-    c.kubectl_ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "node/worker",
-        "--timeout=60s",
-    ]);
+    // A poll, not `kubectl wait`, which fails at once while the node has not registered yet.
+    c.wait_for(&["node", "worker"], NODE_READY, "True", T);
     // Two replicas that each request half a core land on different nodes (least allocated).
     c.apply(
         "apiVersion: apps/v1
@@ -441,12 +440,7 @@ fn a_daemonset_runs_one_pod_per_node_and_rolls_out_updates() {
         c.join_node(n);
     }
     for n in ["node-b", "node-c"] {
-        c.kubectl_ok(&[
-            "wait",
-            "--for=condition=Ready",
-            &format!("node/{n}"),
-            "--timeout=60s",
-        ]);
+        c.wait_for(&["node", n], NODE_READY, "True", T);
     }
     c.apply(
         "apiVersion: apps/v1
@@ -550,4 +544,48 @@ spec:
         "--timeout=60s",
     ]);
     assert_eq!(c.jsonpath(&["pod", "web-0"], "{.status.phase}"), "Running");
+}
+
+#[test]
+fn the_scheduler_and_deployment_benchmarks_run_on_hollow_nodes() {
+    let c = Cluster::start(&[]);
+    let bench = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(crate::harness::SKIFF)
+            .arg("bench")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .output()
+            .expect("skiff bench runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "bench {args:?} failed: {stderr}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    };
+    let lines = bench(&["scheduler", "--nodes", "20", "--pods", "200"]);
+    let names: Vec<&str> = lines.iter().filter_map(|l| l["bench"].as_str()).collect();
+    for want in [
+        "scheduler-decisions-in-process",
+        "scheduler-pods-scheduled-and-bound",
+        "scheduler-pods-running",
+        "scheduler-create-to-bound",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let bound = lines
+        .iter()
+        .find(|l| l["bench"] == "scheduler-create-to-bound")
+        .expect("create-to-bound");
+    assert_eq!(bound["n"], 200, "{bound}");
+    let lines = bench(&["deployments", "--nodes", "3", "--replicas", "30", "--runs", "1"]);
+    let available = lines
+        .iter()
+        .find(|l| l["bench"] == "deployment-30-available")
+        .expect("deployment-30-available");
+    assert_eq!(available["n"], 1, "{available}");
+    // The hollow nodes are gone afterwards and no real pod ever went to them.
+    let nodes = c.jsonpath(&["nodes"], "{.items[*].metadata.name}");
+    assert_eq!(nodes, "testnode", "hollow nodes left behind: {nodes}");
 }
