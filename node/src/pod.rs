@@ -942,21 +942,18 @@ impl ContainerRun {
                 }
             };
             pull_failures = 0;
-            let how = if fetched.cached {
-                "already present on the node"
+            // A module already on the node says so in the same words each time, so that
+            // restarts add to one event's count (as Kubernetes' "already present on machine").
+            let pulled = if fetched.cached {
+                format!("Module \"{image}\" already present on the node")
             } else {
-                "pulled"
-            };
-            self.event(
-                EventType::Normal,
-                "Pulled",
-                &format!(
-                    "Module \"{image}\" ({}) {how} in {:?}",
+                format!(
+                    "Successfully pulled module \"{image}\" ({}) in {:?}",
                     fetched.digest,
                     begun.elapsed()
-                ),
-            )
-            .await;
+                )
+            };
+            self.event(EventType::Normal, "Pulled", &pulled).await;
             let digest = fetched.digest.clone();
             self.shared.note(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
@@ -1022,11 +1019,27 @@ impl ContainerRun {
             )
             .await;
             let run_began = std::time::Instant::now();
-            let exit = self
-                .ctx
-                .runtime
-                .run(&prepared.workload, spec, self.stop.clone())
-                .await;
+            let exit = {
+                let run = self
+                    .ctx
+                    .runtime
+                    .run(&prepared.workload, spec, self.stop.clone());
+                tokio::pin!(run);
+                tokio::select! {
+                exit = &mut run => exit,
+                // A deletion: the container may finish within the grace period, as the kubelet
+                // says when it sends SIGTERM.
+                _ = self.terminating.cancelled() => {
+                    self.event(
+                        EventType::Normal,
+                        "Killing",
+                        &format!("Stopping container {cname}"),
+                    )
+                    .await;
+                    run.await
+                }
+                }
+            };
             let finished_at = Timestamp::now();
             let (exit_code, reason, message) = match &exit {
                 Exit::Stopped => {

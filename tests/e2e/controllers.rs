@@ -579,7 +579,15 @@ fn the_scheduler_and_deployment_benchmarks_run_on_hollow_nodes() {
         .find(|l| l["bench"] == "scheduler-create-to-bound")
         .expect("create-to-bound");
     assert_eq!(bound["n"], 200, "{bound}");
-    let lines = bench(&["deployments", "--nodes", "3", "--replicas", "30", "--runs", "1"]);
+    let lines = bench(&[
+        "deployments",
+        "--nodes",
+        "3",
+        "--replicas",
+        "30",
+        "--runs",
+        "1",
+    ]);
     let available = lines
         .iter()
         .find(|l| l["bench"] == "deployment-30-available")

@@ -286,6 +286,17 @@ fn deleting_a_running_pod_waits_its_grace_period() {
             "jsonpath={.status.containerStatuses[0].state.running.startedAt}"
         ])
         .is_empty());
+    // The node says it is stopping the container, as the kubelet does.
+    c.wait_for(
+        &[
+            "events",
+            "--field-selector",
+            "involvedObject.name=tick,reason=Killing",
+        ],
+        "{.items[0].message}",
+        "Stopping container main",
+        T,
+    );
     // ...until a shorter one ends it; kubectl delete waits (watching) until the node stopped
     // the pod and it is gone.
     assert!(c
