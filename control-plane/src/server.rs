@@ -122,17 +122,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let tls = tls_config(&pki)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(api::gc::run(state.clone(), gc_work, shutdown.clone()));
-    let serving = tokio::spawn(serve(listener, tls, api::router(state), shutdown.clone()));
+    let router = api::router(state);
+    let serving = tokio::spawn(serve(listener, tls, router.clone(), shutdown.clone()));
 
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     pki::write_secret(&kubeconfig, &pki.kubeconfig(&url))?;
 
-    let admin = skiff_common::client::ApiEndpoint {
-        url: url.clone(),
-        ca_pem: pki.ca_pem.clone().into_bytes(),
-        token: pki.admin_token.clone(),
-    };
-    let client = admin.client()?;
+    let client = loopback(router, &pki.admin_token)?;
     crate::api::objects::set_default_toleration_seconds(config.default_toleration_seconds);
     // One pod watch for the controllers and the scheduler.
     let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
@@ -158,6 +154,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown,
         serving,
     })
+}
+
+/// The client of the in-process controllers and scheduler: kube-rs sending its requests straight
+/// into the API router (kube-apiserver's loopback client, without its socket). Requests still go
+/// through authentication, admission and the store's one writer as any client's do; only TLS,
+/// TCP and HTTP framing are skipped.
+fn loopback(router: axum::Router, token: &str) -> Result<kube::Client, ServerError> {
+    let auth = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|e| ServerError::Io(format!("loopback token: {e}")))?;
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |req: axum::http::Request<kube::client::Body>| {
+            let (mut parts, body) = req.into_parts();
+            parts
+                .headers
+                .insert(axum::http::header::AUTHORIZATION, auth.clone());
+            axum::http::Request::from_parts(parts, axum::body::Body::new(body))
+        })
+        .service(router);
+    Ok(kube::Client::new(service, "default"))
 }
 
 fn tls_config(pki: &Pki) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
