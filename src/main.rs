@@ -372,6 +372,7 @@ async fn main() -> Result<()> {
                 allow_host_paths: settings.allow_host_paths,
                 reserved: settings.reserved,
                 log_rotation: settings.log_rotation,
+                client: None,
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
@@ -477,6 +478,7 @@ async fn server(
             allow_host_paths: settings.allow_host_paths,
             reserved: settings.reserved,
             log_rotation: settings.log_rotation,
+            client: Some(running.loopback_client(&running.node_token)?),
         };
         let node_stop = stop.clone();
         node = Some(tokio::spawn(async move {

@@ -71,6 +71,15 @@ pub struct RunningServer {
     pub shutdown: CancellationToken,
     /// Ends when the listener has stopped.
     pub serving: tokio::task::JoinHandle<()>,
+    router: axum::Router,
+}
+
+impl RunningServer {
+    /// A client for a component in this process that authenticates with `token` and sends its
+    /// requests straight into the API router (see [`loopback`]).
+    pub fn loopback_client(&self, token: &str) -> Result<kube::Client, ServerError> {
+        loopback(self.router.clone(), token)
+    }
 }
 
 /// Start the control plane and return once the API answers.
@@ -128,7 +137,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     pki::write_secret(&kubeconfig, &pki.kubeconfig(&url))?;
 
-    let client = loopback(router, &pki.admin_token)?;
+    let client = loopback(router.clone(), &pki.admin_token)?;
     crate::api::objects::set_default_toleration_seconds(config.default_toleration_seconds);
     // One pod watch for the controllers and the scheduler.
     let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
@@ -153,6 +162,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         kubeconfig,
         shutdown,
         serving,
+        router,
     })
 }
 

@@ -49,7 +49,7 @@ pub enum NodeError {
 }
 
 /// How to run a node agent.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// `https://host:port` of the API server.
     pub server: String,
@@ -75,6 +75,9 @@ pub struct NodeConfig {
     pub reserved: (i64, i64),
     /// When container log files rotate and how many are kept.
     pub log_rotation: logs::Rotation,
+    /// An API client to use instead of one built from `server` and `token` (the embedded node
+    /// of `skiff server` gets the control plane's loopback client).
+    pub client: Option<kube::Client>,
 }
 
 /// What every part of a running agent shares.
@@ -191,7 +194,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         ca_pem: ca.clone(),
         token: config.token.clone(),
     };
-    let client = endpoint.client()?;
+    let client = match config.client.clone() {
+        Some(c) => c,
+        None => endpoint.client()?,
+    };
     let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .tls_built_in_root_certs(false);
