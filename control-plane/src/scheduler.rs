@@ -486,6 +486,25 @@ impl Placed {
     }
 }
 
+/// A pod waiting for a node.
+struct Waiting {
+    pod: Arc<Pod>,
+    /// Tried since the last change that could help it.
+    tried: bool,
+    /// Found unschedulable this many times in a row.
+    failures: u32,
+    /// Not tried again before this: kube-scheduler's back-off for unschedulable pods.
+    not_before: Option<std::time::Instant>,
+}
+
+/// How long a pod found unschedulable `failures` times waits before it is tried again, as
+/// kube-scheduler's defaults: 1 s, doubling, 10 s at most.
+pub fn unschedulable_backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1);
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(4))
+        .min(Duration::from_secs(10))
+}
+
 /// What the scheduler knows between passes, kept current from watch events (as kube-scheduler's
 /// cache and queue are) rather than rebuilt from every pod for each pass.
 #[derive(Default)]
@@ -500,9 +519,8 @@ struct Cache {
     assumed: std::collections::HashSet<String>,
     /// Placed pods per owner (controller uid) per node, for spreading an owner's pods.
     by_owner: HashMap<String, HashMap<String, i64>>,
-    /// Pods waiting for a node, by uid, and whether a pass has tried them since the last change
-    /// that could help them.
-    pending: HashMap<String, (Arc<Pod>, bool)>,
+    /// Pods waiting for a node, by uid.
+    pending: HashMap<String, Waiting>,
     /// Where the next decision starts examining nodes.
     next_start: usize,
 }
@@ -549,8 +567,8 @@ impl Cache {
 
     /// Every pending pod may fit now.
     fn retry_all(&mut self) {
-        for entry in self.pending.values_mut() {
-            entry.1 = false;
+        for w in self.pending.values_mut() {
+            w.tried = false;
         }
     }
 
@@ -579,8 +597,26 @@ impl Cache {
     fn applied(&mut self, pod: Pod) -> bool {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if wants_us(&pod) {
-            // Any change to a pending pod (its tolerations, say) is worth another try.
-            self.pending.insert(uid, (Arc::new(pod), false));
+            // Any change to a pending pod (its tolerations, say) is worth another try, once its
+            // back-off is over.
+            let pod = Arc::new(pod);
+            match self.pending.get_mut(&uid) {
+                Some(w) => {
+                    w.pod = pod;
+                    w.tried = false;
+                }
+                None => {
+                    self.pending.insert(
+                        uid,
+                        Waiting {
+                            pod,
+                            tried: false,
+                            failures: 0,
+                            not_before: None,
+                        },
+                    );
+                }
+            }
             return true;
         }
         self.pending.remove(&uid);
@@ -659,8 +695,8 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
     let mut reported: HashMap<String, String> = HashMap::new();
     let mut cache = Cache::default();
-    // Bindings run in the background, so a slow one never holds up the next pass.
-    let mut binding: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
+    // Bindings and reports run in the background, so a slow one never holds up the next pass.
+    let mut writes: tokio::task::JoinSet<Written> = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(BIND_CONCURRENCY));
     let mut nodes_changed = false;
     loop {
@@ -680,17 +716,27 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                     true
                 }
             };
+        // The earliest end of a back-off of a pod still to try, or 5 s from now.
+        let quiet = tokio::time::Instant::now() + Duration::from_secs(5);
+        let wake = cache
+            .pending
+            .values()
+            .filter(|w| !w.tried)
+            .filter_map(|w| w.not_before)
+            .map(tokio::time::Instant::from_std)
+            .min()
+            .map_or(quiet, |t| t.min(quiet));
         let mut relevant = tokio::select! {
             change = changes.next() => match change {
                 None => return,
                 Some(c) => take(c, &mut cache, &mut nodes_changed),
             },
-            Some(done) = binding.join_next(), if !binding.is_empty() => {
-                bound(done, &mut cache, &mut reported);
+            Some(done) = writes.join_next(), if !writes.is_empty() => {
+                written(done, &mut cache, &mut reported);
                 false
             }
-            // Quiet: try every pending pod again.
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+            // A back-off is over, or 5 quiet seconds: try every pending pod again.
+            _ = tokio::time::sleep_until(wake) => {
                 cache.retry_all();
                 true
             }
@@ -698,8 +744,8 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         while let Some(Some(c)) = futures::FutureExt::now_or_never(changes.next()) {
             relevant |= take(c, &mut cache, &mut nodes_changed);
         }
-        while let Some(done) = binding.try_join_next() {
-            bound(done, &mut cache, &mut reported);
+        while let Some(done) = writes.try_join_next() {
+            written(done, &mut cache, &mut reported);
         }
         if std::mem::take(&mut nodes_changed) {
             cache.set_nodes(&nodes.state());
@@ -708,14 +754,19 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             continue;
         }
         let pass_began = std::time::Instant::now();
-        // The pods to try, oldest first.
+        // The pods to try, oldest first: not tried since the last change that could help them,
+        // not being bound, not backing off.
         let mut todo: Vec<Arc<Pod>> = cache
             .pending
             .iter_mut()
-            .filter(|(uid, (_, tried))| !tried && !cache.assumed.contains(uid.as_str()))
-            .map(|(_, entry)| {
-                entry.1 = true;
-                Arc::clone(&entry.0)
+            .filter(|(uid, w)| {
+                !w.tried
+                    && w.not_before.is_none_or(|t| t <= pass_began)
+                    && !cache.assumed.contains(uid.as_str())
+            })
+            .map(|(_, w)| {
+                w.tried = true;
+                Arc::clone(&w.pod)
             })
             .collect();
         todo.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
@@ -740,8 +791,6 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         let enough = feasible_nodes_to_find(cache.nodes.len());
         let mut binds = 0;
         for pod in &todo {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let mut req = pod_request(pod);
             let owner = crate::controllers::controller_uid(&pod.metadata).map(str::to_string);
@@ -769,32 +818,30 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                     let (client, recorder, permits) =
                         (client.clone(), recorder.clone(), permits.clone());
                     let pod = Arc::clone(pod);
-                    binding.spawn(async move {
+                    writes.spawn(async move {
                         let _permit = permits.acquire_owned().await;
-                        (uid, self::bind(&client, &recorder, &pod, &node).await)
+                        let ok = self::bind(&client, &recorder, &pod, &node).await;
+                        Written::Binding(uid, ok)
                     });
                     binds += 1;
                 }
                 Decision::Unschedulable(msg) => {
+                    if let Some(w) = cache.pending.get_mut(&uid) {
+                        w.failures += 1;
+                        w.not_before = Some(pass_began + unschedulable_backoff(w.failures));
+                    }
                     if reported.get(&uid) == Some(&msg) {
                         continue;
                     }
-                    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-                    let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": skiff_common::now()}]}});
-                    match api
-                        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
-                        .await
-                    {
-                        Ok(_) => {
-                            recorder
-                                .record(&pod_ref(pod), EventType::Warning, "FailedScheduling", &msg)
-                                .await;
-                            reported.insert(uid, msg);
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "could not report unschedulable pod")
-                        }
-                    }
+                    reported.insert(uid.clone(), msg.clone());
+                    let (client, recorder, permits) =
+                        (client.clone(), recorder.clone(), permits.clone());
+                    let pod = Arc::clone(pod);
+                    writes.spawn(async move {
+                        let _permit = permits.acquire_owned().await;
+                        let ok = self::report(&client, &recorder, &pod, &msg).await;
+                        Written::Report(uid, ok)
+                    });
                 }
             }
         }
@@ -808,31 +855,69 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
     }
 }
 
-/// A binding finished: a failed one is no longer assumed (the pod is tried again at the next
-/// change or retry); a successful one stays assumed until the watch shows it bound.
-fn bound(
-    done: Result<(String, bool), tokio::task::JoinError>,
+/// A write a pass started in the background, and whether it succeeded.
+enum Written {
+    /// A binding.
+    Binding(String, bool),
+    /// A pod's `PodScheduled=False` condition and `FailedScheduling` event.
+    Report(String, bool),
+}
+
+/// A background write finished. A failed binding is no longer assumed (the pod is tried again
+/// at the next change or retry); a successful one stays assumed until the watch shows it bound.
+/// A failed report is forgotten, so it is written again.
+fn written(
+    done: Result<Written, tokio::task::JoinError>,
     cache: &mut Cache,
     reported: &mut HashMap<String, String>,
 ) {
     match done {
-        Ok((uid, true)) => {
+        Ok(Written::Binding(uid, true)) => {
             reported.remove(&uid);
         }
-        Ok((uid, false)) => {
+        Ok(Written::Binding(uid, false)) => {
             if cache.assumed.contains(&uid) {
                 cache.unplace(&uid);
             }
-            if let Some(entry) = cache.pending.get_mut(&uid) {
-                entry.1 = false;
+            if let Some(w) = cache.pending.get_mut(&uid) {
+                w.tried = false;
             }
         }
-        Err(e) => tracing::warn!(error = %e, "a binding task failed"),
+        Ok(Written::Report(uid, ok)) => {
+            if !ok {
+                reported.remove(&uid);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "a scheduler write task failed"),
     }
 }
 
-/// Bindings in flight at once.
+/// Writes in flight at once.
 const BIND_CONCURRENCY: usize = 32;
+
+/// Say why `pod` fits nowhere: `PodScheduled=False`, reason `Unschedulable`, and a
+/// `FailedScheduling` event; false if the status could not be written.
+async fn report(client: &kube::Client, recorder: &Recorder, pod: &Pod, msg: &str) -> bool {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": skiff_common::now()}]}});
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+    {
+        Ok(_) => {
+            recorder
+                .record(&pod_ref(pod), EventType::Warning, "FailedScheduling", msg)
+                .await;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "could not report unschedulable pod");
+            false
+        }
+    }
+}
 
 /// Bind `pod` to `node` through `pods/binding` and record `Scheduled`; false if it failed (the
 /// pod stays pending and is retried).
@@ -903,6 +988,17 @@ mod tests {
             (15000, 750),
         ] {
             assert_eq!(feasible_nodes_to_find(all), want, "{all} nodes");
+        }
+    }
+
+    #[test]
+    fn unschedulable_backoff_table() {
+        for (failures, secs) in [(0, 1), (1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (40, 10)] {
+            assert_eq!(
+                unschedulable_backoff(failures),
+                Duration::from_secs(secs),
+                "{failures} failures"
+            );
         }
     }
 
