@@ -737,13 +737,52 @@ impl Scratch {
     }
 }
 
+/// What the scheduler benchmark's watch saw happen to a pod.
+#[derive(Clone, Copy, PartialEq)]
+enum Seen {
+    Unschedulable,
+    Bound,
+    Running,
+}
+
+/// Wait (at most 60 s without progress) until `want` has happened to `count` of the pods named
+/// in `names`; returns everything the watch reported meanwhile.
+async fn wait_seen(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Seen, Instant)>,
+    want: Seen,
+    count: usize,
+    names: &std::collections::HashMap<String, Instant>,
+) -> Result<Vec<(String, Seen, Instant)>> {
+    let mut got = 0;
+    let mut times = Vec::new();
+    while got < count {
+        let (name, what, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .with_context(|| format!("no progress for 60 s ({got} of {count})"))?
+            .context("the watch ended")?;
+        if what == want && names.contains_key(&name) {
+            got += 1;
+        }
+        times.push((name, what, at));
+    }
+    Ok(times)
+}
+
 /// `skiff bench scheduler`: `nodes` hollow nodes, `n` pods created by `clients` concurrent
 /// clients as fast as the API takes them; pods/s scheduled and bound, and Running, as a watch
-/// sees them. First, the same decisions in this process without the API.
-pub async fn scheduler(kubeconfig: &Path, nodes: usize, n: usize, clients: usize) -> Result<()> {
+/// sees them. With `backlog`, the pods are created (and found unschedulable) before the nodes
+/// exist, so that the rate of binding is the scheduler's alone, not the creates'. First, the
+/// same decisions in this process without the API.
+pub async fn scheduler(
+    kubeconfig: &Path,
+    nodes: usize,
+    n: usize,
+    clients: usize,
+    backlog: bool,
+) -> Result<()> {
     use futures::{StreamExt, TryStreamExt};
     use kube::runtime::watcher;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::sync::{Arc, Mutex};
 
     decisions(nodes, n)?;
@@ -752,52 +791,57 @@ pub async fn scheduler(kubeconfig: &Path, nodes: usize, n: usize, clients: usize
     let run = std::process::id().to_string();
     let ns = Scratch::create(&client, "skiff-bench-sched").await?;
     let per_node = u32::try_from(n / nodes.max(1) + 110)?;
-    let t = Instant::now();
-    let hollow = match crate::hollow::Hollow::start(
-        client.clone(),
-        raw.clone(),
-        &run,
-        nodes,
-        per_node,
-        &ns.name,
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            ns.delete().await;
-            return Err(e);
-        }
+    let start_nodes = || async {
+        let t = Instant::now();
+        let h = crate::hollow::Hollow::start(
+            client.clone(),
+            raw.clone(),
+            &run,
+            nodes,
+            per_node,
+            &ns.name,
+        )
+        .await?;
+        eprintln!(
+            "# registered {nodes} hollow nodes in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        Ok::<_, anyhow::Error>(h)
     };
-    eprintln!(
-        "# registered {nodes} hollow nodes in {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let mut hollow = None;
     let result = async {
-        // One watch sees every pod get bound and reach Running.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
+        // One watch sees every pod found unschedulable, bound and Running.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Seen, Instant)>();
         let watch = tokio::spawn({
             let pods = pods.clone();
             async move {
                 let mut stream = watcher(pods, watcher::Config::default()).boxed();
-                let (mut bound, mut running) = (
-                    std::collections::HashSet::new(),
-                    std::collections::HashSet::new(),
-                );
+                let mut seen: HashSet<(String, u8)> = HashSet::new();
                 while let Some(ev) = stream.try_next().await? {
                     if let watcher::Event::Apply(p) | watcher::Event::InitApply(p) = ev {
                         let now = Instant::now();
                         let name = p.metadata.name.clone().unwrap_or_default();
-                        if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
-                            && bound.insert(name.clone())
-                        {
-                            let _ = tx.send((name.clone(), false, now));
-                        }
-                        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                            && running.insert(name.clone())
-                        {
-                            let _ = tx.send((name, true, now));
+                        let status = p.status.as_ref();
+                        let unschedulable =
+                            status
+                                .and_then(|s| s.conditions.as_ref())
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| {
+                                        c.type_ == "PodScheduled"
+                                            && c.reason.as_deref() == Some("Unschedulable")
+                                    })
+                                });
+                        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+                        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+                        for (what, yes) in [
+                            (Seen::Unschedulable, unschedulable),
+                            (Seen::Bound, bound),
+                            (Seen::Running, running),
+                        ] {
+                            if yes && seen.insert((name.clone(), what as u8)) {
+                                let _ = tx.send((name.clone(), what, now));
+                            }
                         }
                     }
                 }
@@ -819,36 +863,34 @@ pub async fn scheduler(kubeconfig: &Path, nodes: usize, n: usize, clients: usize
             Ok(serde_json::to_vec(&pod)?)
         };
         let path = format!("/api/v1/namespaces/{}/pods", ns.name);
-        // A warm-up pod: the scheduler has seen the nodes once it binds this one.
-        raw.send(
-            reqwest::Method::POST,
-            &path,
-            "application/json",
-            template("warm-up")?,
-            201,
-        )
-        .await?;
-        loop {
-            let (name, running, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        if !backlog {
+            hollow = Some(start_nodes().await?);
+            // A warm-up pod: the scheduler has seen the nodes once it binds this one.
+            raw.send(
+                reqwest::Method::POST,
+                &path,
+                "application/json",
+                template("warm-up")?,
+                201,
+            )
+            .await?;
+            let warm: HashMap<String, Instant> = [("warm-up".to_string(), Instant::now())].into();
+            wait_seen(&mut rx, Seen::Running, 1, &warm)
                 .await
-                .context("the warm-up pod was not Running within 60 s")?
-                .context("the watch ended")?;
-            if running && name == "warm-up" {
-                break;
-            }
+                .context("the warm-up pod")?;
         }
         let sent: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+        let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+            (0..n)
+                .map(|i| {
+                    let name = format!("s-{i}");
+                    template(&name).map(|b| (name, b))
+                })
+                .collect::<Result<_>>()?,
+        );
         let t0 = Instant::now();
         let creating = tokio::spawn({
             let (raw, path, sent) = (raw.clone(), path.clone(), sent.clone());
-            let bodies: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
-                (0..n)
-                    .map(|i| {
-                        let name = format!("s-{i}");
-                        template(&name).map(|b| (name, b))
-                    })
-                    .collect::<Result<_>>()?,
-            );
             concurrent(n, clients, move |i| {
                 let (raw, path, sent, bodies) =
                     (raw.clone(), path.clone(), sent.clone(), bodies.clone());
@@ -868,42 +910,65 @@ pub async fn scheduler(kubeconfig: &Path, nodes: usize, n: usize, clients: usize
                 }
             })
         });
-        let (mut to_bound, mut to_running) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut last_bound, mut last_running) = (t0, t0);
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        while to_bound.len() < n || to_running.len() < n {
-            let (name, running, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        // The watch's reports wait in the channel meanwhile, with the times they were seen.
+        let (_, create_wall) = creating.await??;
+        rate("scheduler-pods-created", n, create_wall);
+        let names = sent.lock().map(|m| m.clone()).unwrap_or_default();
+        // In a backlog run, every pod is pending and explained before the nodes come.
+        let mut times = Vec::new();
+        let mut nodes_at = t0;
+        if backlog {
+            times = wait_seen(&mut rx, Seen::Unschedulable, n, &names)
                 .await
-                .with_context(|| {
-                    format!(
-                        "no progress for 60 s ({} of {n} bound, {} Running)",
-                        to_bound.len(),
-                        to_running.len()
-                    )
-                })?
-                .context("the watch ended")?;
-            let Some(s) = sent.lock().ok().and_then(|m| m.get(&name).copied()) else {
-                continue;
-            };
-            if running {
-                to_running.push(ms(at.duration_since(s)));
-                last_running = last_running.max(at);
-            } else {
-                to_bound.push(ms(at.duration_since(s)));
-                last_bound = last_bound.max(at);
+                .context("waiting for the scheduler to find every pod unschedulable")?;
+            nodes_at = Instant::now();
+            hollow = Some(start_nodes().await?);
+        }
+        times.extend(wait_seen(&mut rx, Seen::Running, n, &names).await?);
+        // A pod's binding reaches the watch before its Running status, so every binding is in.
+        watch.abort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let (mut to_bound, mut to_running) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut first_bound, mut last_bound, mut last_running) = (None::<Instant>, t0, t0);
+        for (name, what, at) in times {
+            let Some(&s) = names.get(&name) else { continue };
+            let since = if backlog { nodes_at } else { s };
+            match what {
+                Seen::Bound => {
+                    to_bound.push(ms(at.duration_since(since)));
+                    last_bound = last_bound.max(at);
+                    first_bound = Some(first_bound.map_or(at, |f| f.min(at)));
+                }
+                Seen::Running => {
+                    to_running.push(ms(at.duration_since(since)));
+                    last_running = last_running.max(at);
+                }
+                Seen::Unschedulable => {}
             }
         }
-        let (_, create_wall) = creating.await??;
-        watch.abort();
-        rate("scheduler-pods-created", n, create_wall);
+        let from = if backlog { nodes_at } else { t0 };
         rate(
             "scheduler-pods-scheduled-and-bound",
             n,
-            last_bound.duration_since(t0),
+            last_bound.duration_since(from),
         );
-        rate("scheduler-pods-running", n, last_running.duration_since(t0));
-        report("scheduler-create-to-bound", to_bound);
-        report("scheduler-create-to-running", to_running);
+        if backlog {
+            // Once the first node could take pods: the scheduler's own pace.
+            let first = first_bound.unwrap_or(nodes_at);
+            rate(
+                "scheduler-backlog-bound-after-first-binding",
+                n,
+                last_bound.duration_since(first),
+            );
+        }
+        rate(
+            "scheduler-pods-running",
+            n,
+            last_running.duration_since(from),
+        );
+        let since = if backlog { "nodes" } else { "create" };
+        report(&format!("scheduler-{since}-to-bound"), to_bound);
+        report(&format!("scheduler-{since}-to-running"), to_running);
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -913,7 +978,9 @@ pub async fn scheduler(kubeconfig: &Path, nodes: usize, n: usize, clients: usize
             took.as_secs_f64()
         );
     }
-    hollow.stop().await;
+    if let Some(h) = hollow {
+        h.stop().await;
+    }
     result
 }
 

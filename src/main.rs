@@ -106,6 +106,7 @@ enum Command {
         node: NodeOptions,
         /// A node whose Lease was not renewed for this long (seconds, or with a unit: 20s, 1m)
         /// becomes Ready=Unknown and is tainted node.kubernetes.io/unreachable:NoExecute.
+        /// Nodes renew their Leases every 5 s, so keep this well above that.
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         node_monitor_grace_period: std::time::Duration,
         /// How long new pods tolerate a not-ready or unreachable node before they are evicted
@@ -238,6 +239,10 @@ enum BenchCommand {
         /// Concurrent clients creating the pods.
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// Create every pod (and let the scheduler find it unschedulable) before the nodes
+        /// register, so the binding rate is the scheduler's alone rather than the creates'.
+        #[arg(long)]
+        backlog: bool,
     },
     /// Deployments: on hollow nodes, time a Deployment from create to every replica Available,
     /// then a rolling update of it to complete (as `kubectl rollout status` judges it).
@@ -327,6 +332,13 @@ async fn main() -> Result<()> {
             node_monitor_grace_period,
             default_unreachable_toleration_seconds,
         } => {
+            if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
+                tracing::warn!(
+                    grace = ?node_monitor_grace_period,
+                    renew = ?skiff_node::agent::LEASE_RENEW,
+                    "--node-monitor-grace-period is not longer than the nodes' Lease renewal interval: live nodes will be found silent between renewals"
+                );
+            }
             let config = skiff_control_plane::ServerConfig {
                 data_dir,
                 listen,
@@ -419,8 +431,9 @@ async fn main() -> Result<()> {
                     nodes,
                     pods,
                     clients,
+                    backlog,
                 },
-        } => bench::scheduler(&kubeconfig, nodes, pods, clients).await,
+        } => bench::scheduler(&kubeconfig, nodes, pods, clients, backlog).await,
         Command::Bench {
             which:
                 BenchCommand::Deployments {

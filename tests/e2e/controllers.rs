@@ -312,9 +312,11 @@ const NODE_READY: &str = "{.status.conditions[?(@.type==\"Ready\")].status}";
 
 #[test]
 fn a_dead_nodes_pods_are_replaced_elsewhere_and_stopped_when_it_returns() {
+    // The grace period must outlast the agents' Lease renewal interval (5 s), or the live node
+    // is found silent between two renewals.
     let mut c = Cluster::start(&[
         "--node-monitor-grace-period",
-        "3s",
+        "7s",
         "--default-unreachable-toleration-seconds",
         "2",
     ]);
@@ -385,7 +387,12 @@ spec:
         if running.len() == 2 && running.iter().all(|l| l.contains("/testnode/")) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "not replaced: {live}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not replaced: {live}\n{}\n{}",
+            c.kubectl_ok(&["describe", "pods", "-l", "app=spread"]),
+            c.server_log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // Nothing new is scheduled onto it, and the reason says why.
