@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodStatus,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -278,6 +278,9 @@ pub fn pod_status(
         start_time: Some(time(start_time)),
         host_ip: Some(host_ip.into()),
         host_ips: Some(vec![HostIP { ip: host_ip.into() }]),
+        // A pod is reached through its node's address (its gateway), so that is its IP.
+        pod_ip: Some(host_ip.into()),
+        pod_ips: Some(vec![PodIP { ip: host_ip.into() }]),
         ..Default::default()
     }
 }

@@ -604,3 +604,70 @@ fn the_scheduler_and_deployment_benchmarks_run_on_hollow_nodes() {
     let nodes = c.jsonpath(&["nodes"], "{.items[*].metadata.name}");
     assert_eq!(nodes, "testnode", "hollow nodes left behind: {nodes}");
 }
+
+#[test]
+fn services_get_endpoints_and_endpointslices_of_their_ready_pods() {
+    let c = Cluster::start(&[]);
+    c.push_ok("ticker:latest", &example("ticker", false));
+    c.apply(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: api
+        image: ticker:latest
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: api}
+  ports: [{name: web, port: 80, targetPort: http}]
+",
+    );
+    c.kubectl_ok(&["rollout", "status", "deploy/api", "--timeout=60s"]);
+    // Pods report their node's address as their IP.
+    let ips = c.jsonpath(&["pods", "-l", "app=api"], "{.items[*].status.podIP}");
+    assert_eq!(ips, "127.0.0.1 127.0.0.1");
+    let wide = c.kubectl_ok(&["get", "pods", "-l", "app=api", "-o", "wide"]);
+    assert!(wide.contains("127.0.0.1"), "{wide}");
+    // The named targetPort resolves to the container port; both pods are ready addresses.
+    c.wait_for(
+        &["endpoints", "api"],
+        "{.subsets[0].addresses[*].ip}:{.subsets[0].ports[0].port}",
+        "127.0.0.1 127.0.0.1:8080",
+        T,
+    );
+    let table = c.kubectl_ok(&["get", "endpoints", "api"]);
+    assert!(table.contains("127.0.0.1:8080,127.0.0.1:8080"), "{table}");
+    let slices = &["endpointslices", "-l", "kubernetes.io/service-name=api"];
+    c.wait_for(
+        slices,
+        "{.items[0].endpoints[*].conditions.ready}",
+        "true true",
+        T,
+    );
+    assert_eq!(
+        c.jsonpath(
+            slices,
+            "{.items[0].ports[0].name}/{.items[0].ports[0].port}"
+        ),
+        "web/8080"
+    );
+    // Scaled to zero: no addresses, one empty slice.
+    c.kubectl_ok(&["scale", "deploy/api", "--replicas=0"]);
+    c.wait_for(&["endpoints", "api"], "{.subsets}", "", T);
+    c.wait_for(slices, "{.items[0].endpoints}", "[]", T);
+    // The Service goes, and its endpoints with it.
+    c.kubectl_ok(&["delete", "service", "api"]);
+    c.wait_for(&["endpoints"], "{.items[*].metadata.name}", "", T);
+    c.wait_for(&["endpointslices"], "{.items[*].metadata.name}", "", T);
+}

@@ -9,6 +9,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -209,6 +210,7 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
     let daemons = daemonset::run(client.clone(), pods.clone());
     let crons = cronjob::run(client.clone());
     let sets = statefulset::run(client.clone(), pods.clone());
+    let endpoints = endpoints::run(client.clone(), pods.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -219,6 +221,7 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
             _ = crons => {}
             _ = sets => {}
             _ = deploy => {}
+            _ = endpoints => {}
             _ = stop.cancelled() => {}
         }
     });
