@@ -718,11 +718,12 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             };
         // The earliest end of a back-off of a pod still to try, or 5 s from now.
         let quiet = tokio::time::Instant::now() + Duration::from_secs(5);
+        // (Pods being bound wait for their binding, not for a timer.)
         let wake = cache
             .pending
-            .values()
-            .filter(|w| !w.tried)
-            .filter_map(|w| w.not_before)
+            .iter()
+            .filter(|(uid, w)| !w.tried && !cache.assumed.contains(uid.as_str()))
+            .filter_map(|(_, w)| w.not_before)
             .map(tokio::time::Instant::from_std)
             .min()
             .map_or(quiet, |t| t.min(quiet));
