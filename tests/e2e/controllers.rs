@@ -671,3 +671,46 @@ spec:
     c.wait_for(&["endpoints"], "{.items[*].metadata.name}", "", T);
     c.wait_for(&["endpointslices"], "{.items[*].metadata.name}", "", T);
 }
+
+#[test]
+fn a_control_plane_that_was_down_evicts_nothing_when_it_returns() {
+    let args = [
+        "--node-monitor-grace-period",
+        "6s",
+        "--default-unreachable-toleration-seconds",
+        "1",
+    ];
+    let mut c = Cluster::start(&args);
+    c.push_ok("ticker:latest", &example("ticker", false));
+    c.apply(
+        &crate::harness::pod("keep", "ticker:latest", "", "")
+            .replace("restartPolicy: Never", "restartPolicy: Always"),
+    );
+    c.wait_for(&["pod", "keep"], "{.status.phase}", "Running", T);
+    let uid = c.jsonpath(&["pod", "keep"], "{.metadata.uid}");
+    // The server (control plane and embedded node) is down for longer than the grace period:
+    // every Lease is old when it starts again, and the node has not renewed yet.
+    c.kill9_and_restart_after(std::time::Duration::from_secs(8), &args);
+    c.wait_for(&["node", "testnode"], NODE_READY, "True", T);
+    // For longer than the grace period and the toleration: the pod stays, and so does the node.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(9);
+    while std::time::Instant::now() < until {
+        let now = c.jsonpath(
+            &["pod", "keep"],
+            "{.metadata.uid}/{.metadata.deletionTimestamp}",
+        );
+        assert_eq!(
+            now,
+            format!("{uid}/"),
+            "the pod was evicted\n{}",
+            c.server_log()
+        );
+        let taints = c.jsonpath(&["node", "testnode"], "{.spec.taints[*].key}");
+        assert!(
+            !taints.contains("unreachable"),
+            "the live node was tainted: {taints}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    c.wait_for(&["pod", "keep"], "{.status.phase}", "Running", T);
+}

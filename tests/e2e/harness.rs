@@ -135,10 +135,17 @@ impl Cluster {
 
     /// Kill the server with SIGKILL and start it again on the same data dir.
     pub fn kill9_and_restart(&mut self, args: &[&str]) {
+        self.kill9_and_restart_after(Duration::ZERO, args);
+    }
+
+    /// Kill the server with SIGKILL, leave it down for `down`, and start it again on the same
+    /// data dir.
+    pub fn kill9_and_restart_after(&mut self, down: Duration, args: &[&str]) {
         if let Some(mut p) = self.server.take() {
             p.0.kill().expect("kill -9");
             let _ = p.0.wait();
         }
+        std::thread::sleep(down);
         let (server, url) = spawn_server(&self.data(), args);
         self.server = Some(server);
         self.url = url;

@@ -6,7 +6,7 @@
 //! stops them. [`tolerates`] and [`eviction_at`] are pure and table-tested.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -73,7 +73,43 @@ pub fn eviction_at(
     at
 }
 
+/// When each node's Lease renewal was first seen, by this controller's own clock (as
+/// kube-controller-manager's probe timestamps): a node is silent when its Lease has not changed
+/// for the grace period *as observed here*, so neither a clock difference nor a control plane
+/// that was down (its nodes' Leases all old when it starts) makes live nodes look dead.
+#[derive(Default)]
+pub struct Observed(std::collections::HashMap<String, (Option<jiff::Timestamp>, Instant)>);
+
+impl Observed {
+    /// Note `node`'s renew time as seen at `now`; how long it has stayed the same.
+    pub fn unchanged_for(
+        &mut self,
+        node: &str,
+        renewed: Option<jiff::Timestamp>,
+        now: Instant,
+    ) -> Duration {
+        let seen = self.0.entry(node.to_string()).or_insert((renewed, now));
+        if seen.0 != renewed {
+            *seen = (renewed, now);
+        }
+        now.saturating_duration_since(seen.1)
+    }
+
+    /// Forget nodes that are gone.
+    fn retain(&mut self, nodes: &[Arc<Node>]) {
+        if self.0.len() > nodes.len() {
+            let live: std::collections::HashSet<&str> = nodes
+                .iter()
+                .filter_map(|n| n.metadata.name.as_deref())
+                .collect();
+            self.0.retain(|name, _| live.contains(name.as_str()));
+        }
+    }
+}
+
 /// Watch Nodes and Leases; every second, mark silent nodes, clear recovered ones and evict.
+/// Nothing is evicted during the first grace period after start, so nodes that were tainted
+/// while the control plane was down can renew (and lose the taint) first.
 pub async fn run(client: kube::Client, pods: PodInformer, grace: Duration) {
     let nodes = reflect::<Node>(Api::all(client.clone()));
     let leases = reflect::<Lease>(Api::namespaced(
@@ -81,16 +117,27 @@ pub async fn run(client: kube::Client, pods: PodInformer, grace: Duration) {
         skiff_common::NODE_LEASE_NAMESPACE,
     ));
     let recorder = Recorder::new(client.clone(), "node-controller", None);
+    let mut observed = Observed::default();
+    let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let now = jiff::Timestamp::now();
-        for node in nodes.state() {
-            if let Err(e) = check(&client, &recorder, &node, &leases, grace, now).await {
-                tracing::warn!(node = ?node.metadata.name, error = %e, "node lifecycle check failed");
+        let all = nodes.state();
+        observed.retain(&all);
+        for node in all {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let renewed = leases
+                .get(&ObjectRef::new(&name).within(skiff_common::NODE_LEASE_NAMESPACE))
+                .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
+            let silent = observed.unchanged_for(&name, renewed, Instant::now()) > grace;
+            if let Err(e) = check(&client, &recorder, &node, silent).await {
+                tracing::warn!(node = %name, error = %e, "node lifecycle check failed");
             }
         }
-        evict(&client, &recorder, &nodes, &pods, now).await;
+        if started.elapsed() > grace {
+            evict(&client, &recorder, &nodes, &pods, now).await;
+        }
     }
 }
 
@@ -111,24 +158,14 @@ where
     store
 }
 
-/// Mark one node from its Lease.
+/// Mark one node: `silent` if its Lease has not been renewed within the grace period.
 async fn check(
     client: &kube::Client,
     recorder: &Recorder,
     node: &Node,
-    leases: &Store<Lease>,
-    grace: Duration,
-    now: jiff::Timestamp,
+    silent: bool,
 ) -> Result<(), kube::Error> {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let renewed = leases
-        .get(&ObjectRef::new(&name).within(skiff_common::NODE_LEASE_NAMESPACE))
-        .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0))
-        .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let Some(renewed) = renewed else {
-        return Ok(());
-    };
-    let silent = now.duration_since(renewed).as_secs_f64() > grace.as_secs_f64();
     let taints: Vec<Taint> = node
         .spec
         .as_ref()
@@ -309,6 +346,34 @@ mod tests {
         ];
         for (tolerations, want) in cases {
             assert_eq!(tolerates(&tolerations, &gpu), want, "{tolerations:?}");
+        }
+    }
+
+    #[test]
+    fn silence_is_measured_by_this_controllers_clock() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let old: jiff::Timestamp = "2020-01-01T00:00:00Z".parse().expect("a timestamp");
+        let new: jiff::Timestamp = "2020-01-01T00:00:10Z".parse().expect("a timestamp");
+        let mut o = Observed::default();
+        // (node, renew time seen, when, how long unchanged)
+        for (node, renewed, when, want) in [
+            // A Lease hours old when first seen counts from now (a restarted control plane).
+            ("a", Some(old), 0, 0),
+            ("a", Some(old), 15, 15),
+            ("a", Some(old), 25, 25),
+            // Renewed: counts again from when the change is seen.
+            ("a", Some(new), 26, 0),
+            ("a", Some(new), 30, 4),
+            // No Lease yet: from first sight too.
+            ("b", None, 30, 0),
+            ("b", None, 45, 15),
+        ] {
+            assert_eq!(
+                o.unchanged_for(node, renewed, at(when)),
+                Duration::from_secs(want),
+                "{node} at {when}"
+            );
         }
     }
 
