@@ -816,11 +816,8 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                     };
                     cache.place(&uid, placed);
                     cache.assumed.insert(uid.clone());
-                    let (client, recorder, permits) =
-                        (client.clone(), recorder.clone(), permits.clone());
-                    let pod = Arc::clone(pod);
-                    writes.spawn(async move {
-                        let _permit = permits.acquire_owned().await;
+                    let (client, recorder, pod) = (client.clone(), recorder.clone(), pod.clone());
+                    spawn_write(&mut writes, &permits, async move {
                         let ok = self::bind(&client, &recorder, &pod, &node).await;
                         Written::Binding(uid, ok)
                     });
@@ -835,11 +832,8 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                         continue;
                     }
                     reported.insert(uid.clone(), msg.clone());
-                    let (client, recorder, permits) =
-                        (client.clone(), recorder.clone(), permits.clone());
-                    let pod = Arc::clone(pod);
-                    writes.spawn(async move {
-                        let _permit = permits.acquire_owned().await;
+                    let (client, recorder, pod) = (client.clone(), recorder.clone(), pod.clone());
+                    spawn_write(&mut writes, &permits, async move {
                         let ok = self::report(&client, &recorder, &pod, &msg).await;
                         Written::Report(uid, ok)
                     });
@@ -891,6 +885,19 @@ fn written(
         }
         Err(e) => tracing::warn!(error = %e, "a scheduler write task failed"),
     }
+}
+
+/// Run one of a pass's writes in the background, at most [`BIND_CONCURRENCY`] at once.
+fn spawn_write(
+    writes: &mut tokio::task::JoinSet<Written>,
+    permits: &Arc<tokio::sync::Semaphore>,
+    write: impl std::future::Future<Output = Written> + Send + 'static,
+) {
+    let permits = Arc::clone(permits);
+    writes.spawn(async move {
+        let _permit = permits.acquire_owned().await;
+        write.await
+    });
 }
 
 /// Writes in flight at once.
