@@ -25,7 +25,7 @@ command -v kubectl >/dev/null || { echo "error: kubectl is required (any recent 
 command -v cargo >/dev/null || { echo "error: cargo (rustup) is required" >&2; exit 1; }
 
 echo "==> building the wasm examples (wasm-examples/, targets from its rust-toolchain.toml)"
-(cd wasm-examples && cargo build --release --target wasm32-wasip1 -q && cargo build --release --target wasm32-wasip2 -p hello -q)
+(cd wasm-examples && cargo build --release --target wasm32-wasip1 -q && cargo build --release --target wasm32-wasip2 -p hello -p http-hello -p http-api -p http-caller -q)
 echo "==> building skiff (release)"
 cargo build --release -q
 SKIFF=$PWD/target/release/skiff
@@ -50,11 +50,17 @@ W=wasm-examples/target
 "$SKIFF" push ticker:latest $W/wasm32-wasip1/release/ticker.wasm
 "$SKIFF" push crash:latest $W/wasm32-wasip1/release/crash.wasm
 for m in envprint memhog spinner; do "$SKIFF" push $m:latest $W/wasm32-wasip1/release/$m.wasm; done
+for m in http-hello http-api http-caller; do "$SKIFF" push $m:latest $W/wasm32-wasip2/release/${m//-/_}.wasm; done
 
 echo "==> applying wasm-examples/manifests/"
 kubectl apply -f wasm-examples/manifests/
 kubectl wait --for=jsonpath='{.status.phase}'=Succeeded pod/hello --timeout=60s >/dev/null
+kubectl rollout status deployment/http-hello --timeout=60s >/dev/null
 kubectl get pods
+echo "==> http-hello through the node's gateway (Service, Ingress, NodePort)"
+curl -sf -H 'Host: http-hello' http://127.0.0.1:8080/
+curl -sf -H 'Host: hello.local' http://127.0.0.1:8080/
+curl -sf http://127.0.0.1:30080/
 
 cat <<EOT
 
@@ -63,5 +69,7 @@ skiff is running. Next:
   kubectl get pods
   kubectl logs hello
   kubectl logs -f ticker
+  curl -H 'Host: http-hello' http://127.0.0.1:8080/
+  curl -H 'Host: api.local' http://127.0.0.1:8080/items
 Stop it with: scripts/up.sh down
 EOT

@@ -48,10 +48,15 @@ struct NodeOptions {
     /// Log files kept per container run, the current one included (containerLogMaxFiles).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     container_log_max_files: u32,
+    /// Port of the node's HTTP gateway (pods, Services and Ingresses by host name; 0 picks a
+    /// free port). It listens on the node's address.
+    #[arg(long, default_value_t = 8080)]
+    gateway_port: u16,
 }
 
 /// The parts of a node's configuration that come from [`NodeOptions`].
 struct NodeSettings {
+    gateway_port: u16,
     max_pods: u32,
     allow_host_paths: Vec<PathBuf>,
     reserved: (i64, i64),
@@ -74,6 +79,7 @@ impl NodeOptions {
                 )
             })?;
         Ok(NodeSettings {
+            gateway_port: self.gateway_port,
             max_pods: self.max_pods,
             allow_host_paths: self.allow_host_paths,
             reserved: (cpu, memory),
@@ -384,6 +390,7 @@ async fn main() -> Result<()> {
                 allow_host_paths: settings.allow_host_paths,
                 reserved: settings.reserved,
                 log_rotation: settings.log_rotation,
+                gateway_port: settings.gateway_port,
                 client: None,
             };
             skiff_node::run(config, stop).await.context("node agent")
@@ -491,6 +498,7 @@ async fn server(
             allow_host_paths: settings.allow_host_paths,
             reserved: settings.reserved,
             log_rotation: settings.log_rotation,
+            gateway_port: settings.gateway_port,
             client: Some(running.loopback_client(&running.node_token)?),
         };
         let node_stop = stop.clone();

@@ -162,10 +162,16 @@ async fn register(
     .into();
     labels.extend(config.labels.iter().cloned());
     let status = node_status(ctx, config, port, since);
+    let annotations: BTreeMap<String, String> = [(
+        crate::gateway::GATEWAY_PORT_ANNOTATION.to_string(),
+        ctx.gateway.addr.port().to_string(),
+    )]
+    .into();
     let node = Node {
         metadata: ObjectMeta {
             name: Some(config.name.clone()),
             labels: Some(labels.clone()),
+            annotations: Some(annotations.clone()),
             ..Default::default()
         },
         spec: None,
@@ -178,7 +184,9 @@ async fn register(
                 .patch(
                     &config.name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"labels": labels}})),
+                    &Patch::Merge(
+                        json!({"metadata": {"labels": labels, "annotations": annotations}}),
+                    ),
                 )
                 .await?;
         }

@@ -7,9 +7,11 @@
 
 pub mod agent;
 pub mod fetch;
+pub mod gateway;
 pub mod logs;
 pub mod logserver;
 pub mod pod;
+pub mod probe;
 pub mod runtime;
 pub mod volumes;
 
@@ -40,6 +42,9 @@ pub enum NodeError {
     /// Module cache set-up failed.
     #[error(transparent)]
     Fetch(#[from] fetch::FetchError),
+    /// The HTTP gateway could not start.
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
     /// Local IO (data dir, log listener) failed.
     #[error("{0}")]
     Io(String),
@@ -75,6 +80,8 @@ pub struct NodeConfig {
     pub reserved: (i64, i64),
     /// When container log files rotate and how many are kept.
     pub log_rotation: logs::Rotation,
+    /// Port of the node's HTTP gateway on the node's address (0: any free port).
+    pub gateway_port: u16,
     /// An API client to use instead of one built from `server` and `token` (the embedded node
     /// of `skiff server` gets the control plane's loopback client).
     pub client: Option<kube::Client>,
@@ -106,6 +113,8 @@ pub struct NodeContext {
     pub allowed_host_paths: Vec<PathBuf>,
     /// Allocatable cpu (millicores) and memory (bytes): capacity minus what is reserved.
     pub allocatable: (i64, i64),
+    /// The node's HTTP gateway.
+    pub gateway: Arc<gateway::Gateway>,
     /// What each container uses, by (pod uid, namespace/name, container), for `/metrics`.
     pub usage:
         std::sync::Mutex<std::collections::BTreeMap<(String, String, String), Arc<runtime::Usage>>>,
@@ -227,7 +236,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
     } else {
         local.ip()
     };
+    let gateway = gateway::Gateway::start(
+        &config.name,
+        SocketAddr::new(host_ip, config.gateway_port),
+        client.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(node = %config.name, addr = %gateway.addr, "HTTP gateway listening");
     let ctx = Arc::new(NodeContext {
+        gateway,
         recorder: Recorder::new(client.clone(), "kubelet", Some(&config.name)),
         client,
         node_name: config.name.clone(),

@@ -119,11 +119,10 @@ async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Resp
     if let Some(denied) = unauthorized(&state, &headers) {
         return denied;
     }
-    let usage: Vec<((String, String, String), Arc<crate::runtime::Usage>)> =
-        match state.ctx.usage.lock() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => Vec::new(),
-        };
+    let usage: Vec<UsageEntry> = match state.ctx.usage.lock() {
+        Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Err(_) => Vec::new(),
+    };
     let pods: std::collections::HashSet<&str> =
         usage.iter().map(|((uid, _, _), _)| uid.as_str()).collect();
     let rss_bytes = std::fs::read_to_string("/proc/self/status")
@@ -177,6 +176,7 @@ async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Resp
             ));
         }
     }
+    http_metrics(&mut out, &usage, &esc);
     out.push_str(&format!(
         "# HELP skiff_node_pods Pods with containers started on this node.\n\
          # TYPE skiff_node_pods gauge\nskiff_node_pods {}\n\
@@ -185,6 +185,66 @@ async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Resp
         pods.len()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// One container's counters: (pod uid, namespace/name, container) and usage.
+type UsageEntry = ((String, String, String), Arc<crate::runtime::Usage>);
+
+/// Requests, errors and latency of HTTP containers.
+fn http_metrics(out: &mut String, usage: &[UsageEntry], esc: &dyn Fn(&str) -> String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let served: Vec<_> = usage
+        .iter()
+        .filter(|(_, u)| u.http.count.load(Relaxed) > 0)
+        .collect();
+    let labels = |nsname: &str, container: &str| {
+        let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
+        format!(
+            "namespace=\"{}\",pod=\"{}\",container=\"{}\"",
+            esc(ns),
+            esc(pod),
+            esc(container)
+        )
+    };
+    out.push_str("# HELP skiff_http_requests_total Requests an HTTP container answered, by status class.\n# TYPE skiff_http_requests_total counter\n");
+    for ((_, nsname, c), u) in &served {
+        for (i, n) in u.http.by_class.iter().enumerate() {
+            out.push_str(&format!(
+                "skiff_http_requests_total{{{},code=\"{}xx\"}} {}\n",
+                labels(nsname, c),
+                i + 1,
+                n.load(Relaxed)
+            ));
+        }
+    }
+    out.push_str("# HELP skiff_http_request_errors_total Requests the container failed (trap, timeout, no response, overload).\n# TYPE skiff_http_request_errors_total counter\n");
+    for ((_, nsname, c), u) in &served {
+        out.push_str(&format!(
+            "skiff_http_request_errors_total{{{}}} {}\n",
+            labels(nsname, c),
+            u.http.errors.load(Relaxed)
+        ));
+    }
+    out.push_str("# HELP skiff_http_request_duration_seconds Time from a request to its response headers.\n# TYPE skiff_http_request_duration_seconds histogram\n");
+    for ((_, nsname, c), u) in &served {
+        let l = labels(nsname, c);
+        for (b, n) in crate::gateway::LATENCY_BUCKETS
+            .iter()
+            .zip(u.http.buckets.iter())
+        {
+            out.push_str(&format!(
+                "skiff_http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {}\n",
+                n.load(Relaxed)
+            ));
+        }
+        let count = u.http.count.load(Relaxed);
+        out.push_str(&format!(
+            "skiff_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}\n\
+             skiff_http_request_duration_seconds_sum{{{l}}} {:.6}\n\
+             skiff_http_request_duration_seconds_count{{{l}}} {count}\n",
+            u.http.sum_micros.load(Relaxed) as f64 / 1e6
+        ));
+    }
 }
 
 async fn container_logs(

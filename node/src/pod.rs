@@ -17,7 +17,9 @@ use skiff_common::events::{pod_ref, EventType};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Exit, RunSpec};
+use crate::gateway::Served;
+use crate::probe::{Counter, ProbeSpec};
+use crate::runtime::{Exit, Prepared as Workload, RunSpec};
 use crate::NodeContext;
 
 /// Where a container is in its life.
@@ -57,6 +59,8 @@ pub struct Record {
     pub restart_count: i32,
     /// Is a terminated container going to run again?
     pub will_restart: bool,
+    /// Running and passing its readiness probe (if it has one).
+    pub ready: bool,
     /// An init container (runs to completion, in order, before the others).
     pub init: bool,
     /// A sidecar: an init container with `restartPolicy: Always`, started in order with the init
@@ -203,7 +207,7 @@ pub fn pod_status(
     let unready: Vec<&str> = records
         .iter()
         .chain(inits.iter().filter(|r| r.sidecar))
-        .filter(|r| !matches!(r.state, State::Running { .. }))
+        .filter(|r| !(matches!(r.state, State::Running { .. }) && r.ready))
         .map(|r| r.name.as_str())
         .collect();
     let cond = |t: &str, ok: bool, reason: Option<&str>, message: Option<String>| PodCondition {
@@ -237,7 +241,7 @@ pub fn pod_status(
             .image_id
             .as_ref()
             .map(|_| format!("wasm://{uid}/{}/{}", r.name, r.restart_count)),
-        ready: matches!(r.state, State::Running { .. }),
+        ready: matches!(r.state, State::Running { .. }) && r.ready,
         started: Some(matches!(r.state, State::Running { .. })),
         restart_count: r.restart_count,
         state: Some(kstate(&r.state)),
@@ -400,6 +404,7 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
                 .map(|p| p.restart_count + i32::from(was_running))
                 .unwrap_or(0),
             will_restart: false,
+            ready: false,
             init,
             sidecar: init && c.restart_policy.as_deref() == Some("Always"),
         }
@@ -785,6 +790,30 @@ fn read_termination_message(path: &std::path::Path) -> Option<String> {
     (!text.trim().is_empty()).then_some(text)
 }
 
+/// A container's probes that skiff runs.
+struct Probes {
+    startup: Option<ProbeSpec>,
+    liveness: Option<ProbeSpec>,
+    readiness: Option<ProbeSpec>,
+}
+
+impl Probes {
+    fn of(c: &Container) -> Probes {
+        let read = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref().and_then(ProbeSpec::from_k8s)
+        };
+        Probes {
+            startup: read(&c.startup_probe),
+            liveness: read(&c.liveness_probe),
+            readiness: read(&c.readiness_probe),
+        }
+    }
+}
+
+async fn unreachable_pending() -> String {
+    std::future::pending().await
+}
+
 /// One container's life on this node, with what it reports to.
 struct ContainerRun {
     ctx: Arc<NodeContext>,
@@ -811,6 +840,150 @@ impl ContainerRun {
             .recorder
             .record(&self.object, kind, reason, message)
             .await;
+    }
+
+    /// Record a Warning event for each outbound HTTP call the policy denied.
+    fn report_denied_outbound(&self, mut denied: tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let recorder = self.ctx.recorder.clone();
+        let object = self.object.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = denied.recv().await {
+                recorder
+                    .record(&object, EventType::Warning, "OutboundDenied", &msg)
+                    .await;
+            }
+        });
+    }
+
+    /// The gateway's handle on this HTTP container.
+    fn served(
+        &self,
+        pre: wasmtime_wasi_http::p2::bindings::ProxyPre<crate::runtime::P2State>,
+        spec: RunSpec,
+    ) -> Arc<Served> {
+        let annotation = |k: &str| {
+            self.pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|v| *v > 0)
+        };
+        let ports = self
+            .c
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .map(|p| (p.name.clone(), p.container_port as u16))
+            .collect();
+        Served::new(
+            (
+                self.pod.metadata.namespace.clone().unwrap_or_default(),
+                self.pod.metadata.name.clone().unwrap_or_default(),
+            ),
+            self.c.name.clone(),
+            ports,
+            pre,
+            spec,
+            annotation(crate::gateway::CONCURRENCY_ANNOTATION)
+                .map_or(crate::gateway::DEFAULT_CONCURRENCY, |v| v as usize),
+            annotation(crate::gateway::TIMEOUT_ANNOTATION)
+                .map_or(crate::gateway::DEFAULT_TIMEOUT, Duration::from_secs),
+        )
+    }
+
+    /// Serve an HTTP container through the node's gateway until it is stopped; once the pod is
+    /// terminating, until its in-flight requests are done and no new ones come.
+    async fn serve(&self, served: &Arc<Served>, stop: &CancellationToken) -> Exit {
+        self.ctx.gateway.add(served.clone());
+        let exit = tokio::select! {
+            _ = stop.cancelled() => Exit::Stopped,
+            _ = self.terminating.cancelled() => {
+                served.mark_terminating();
+                tokio::select! {
+                    _ = served.drained() => Exit::Code(0),
+                    _ = stop.cancelled() => Exit::Stopped,
+                }
+            }
+        };
+        self.ctx.gateway.remove(served);
+        served.finish();
+        exit
+    }
+
+    /// Run the container's probes. Readiness is written to its record; the future ends only when
+    /// a startup or liveness probe has failed for good, with what to say.
+    async fn probe(&self, served: Option<Arc<Served>>, probes: &Probes) -> String {
+        let unhealthy = |kind: &'static str, e: String| async move {
+            self.event(
+                EventType::Warning,
+                "Unhealthy",
+                &format!("{kind} probe failed: {e}"),
+            )
+            .await;
+        };
+        if let Some(p) = &probes.startup {
+            tokio::time::sleep(p.initial_delay).await;
+            let mut c = Counter::new();
+            loop {
+                let r = crate::probe::check(p, served.as_ref()).await;
+                let ok = r.is_ok();
+                if let Err(e) = r {
+                    unhealthy("Startup", e).await;
+                }
+                match c.record(ok, p) {
+                    Some(true) => break,
+                    Some(false) => return "failed startup probe".into(),
+                    None => {}
+                }
+                tokio::time::sleep(p.period).await;
+            }
+            if probes.readiness.is_none() {
+                self.shared.update(self.i, |r| r.ready = true);
+            }
+        }
+        let readiness = async {
+            let Some(p) = &probes.readiness else {
+                return std::future::pending::<()>().await;
+            };
+            tokio::time::sleep(p.initial_delay).await;
+            let mut c = Counter::new();
+            loop {
+                let r = crate::probe::check(p, served.as_ref()).await;
+                let ok = r.is_ok();
+                if let Err(e) = r {
+                    unhealthy("Readiness", e).await;
+                }
+                if let Some(v) = c.record(ok, p) {
+                    self.shared.update(self.i, |r| r.ready = v);
+                }
+                tokio::time::sleep(p.period).await;
+            }
+        };
+        let liveness = async {
+            let Some(p) = &probes.liveness else {
+                return std::future::pending::<String>().await;
+            };
+            tokio::time::sleep(p.initial_delay).await;
+            let mut c = Counter::new();
+            loop {
+                let r = crate::probe::check(p, served.as_ref()).await;
+                let ok = r.is_ok();
+                if let Err(e) = r {
+                    unhealthy("Liveness", e).await;
+                }
+                if c.record(ok, p) == Some(false) {
+                    return "failed liveness probe".to_string();
+                }
+                tokio::time::sleep(p.period).await;
+            }
+        };
+        tokio::select! {
+            why = liveness => why,
+            _ = readiness => unreachable_pending().await,
+        }
     }
 
     /// Wait out the back-off (or until stopped: then false) and grow it.
@@ -996,6 +1169,22 @@ impl ContainerRun {
                 .restarts
                 .store(restarts, std::sync::atomic::Ordering::Relaxed);
             // Run.
+            let (denied_tx, denied_rx) = tokio::sync::mpsc::unbounded_channel();
+            self.report_denied_outbound(denied_rx);
+            let allowed = self
+                .pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::gateway::ALLOWED_OUTBOUND_ANNOTATION))
+                .map(|l| crate::gateway::HostPattern::parse_list(l))
+                .unwrap_or_default();
+            let outbound = crate::gateway::Outbound::factory(
+                &self.ctx.gateway,
+                self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+                allowed,
+                denied_tx,
+            );
             let spec = RunSpec {
                 argv,
                 env: prepared.env,
@@ -1005,13 +1194,22 @@ impl ContainerRun {
                 cwd: prepared.cwd,
                 cpu_millis,
                 usage,
+                outbound,
             };
             if self.terminating.is_cancelled() {
                 return false;
             }
+            let probes = Probes::of(&self.c);
+            let (served, spec) = match &*prepared.workload {
+                Workload::Http(pre) => (Some(self.served(pre.clone(), spec)), None),
+                _ => (None, Some(spec)),
+            };
             let started_at = Timestamp::now();
-            self.shared
-                .update(self.i, |r| r.state = State::Running { started_at });
+            let ready_now = probes.readiness.is_none() && probes.startup.is_none();
+            self.shared.update(self.i, |r| {
+                r.state = State::Running { started_at };
+                r.ready = ready_now;
+            });
             if let Some(started) = self.started.take() {
                 let _ = started.send(());
             }
@@ -1022,25 +1220,50 @@ impl ContainerRun {
             )
             .await;
             let run_began = std::time::Instant::now();
+            let run_stop = self.stop.child_token();
             let exit = {
-                let run = self
-                    .ctx
-                    .runtime
-                    .run(&prepared.workload, spec, self.stop.clone());
-                tokio::pin!(run);
-                tokio::select! {
-                exit = &mut run => exit,
-                // A deletion: the container may finish within the grace period, as the kubelet
-                // says when it sends SIGTERM.
-                _ = self.terminating.cancelled() => {
-                    self.event(
-                        EventType::Normal,
-                        "Killing",
-                        &format!("Stopping container {cname}"),
-                    )
-                    .await;
-                    run.await
-                }
+                let work = async {
+                    match (&served, spec) {
+                        (Some(s), _) => self.serve(s, &run_stop).await,
+                        (None, Some(spec)) => {
+                            self.ctx
+                                .runtime
+                                .run(&prepared.workload, spec, run_stop.clone())
+                                .await
+                        }
+                        (None, None) => Exit::Failed("nothing to run".into()),
+                    }
+                };
+                tokio::pin!(work);
+                let probing = self.probe(served.clone(), &probes);
+                tokio::pin!(probing);
+                let mut stopping = false;
+                loop {
+                    tokio::select! {
+                        exit = &mut work => break exit,
+                        // A deletion: the container may finish within the grace period, as the
+                        // kubelet says when it sends SIGTERM.
+                        _ = self.terminating.cancelled(), if !stopping => {
+                            stopping = true;
+                            self.event(
+                                EventType::Normal,
+                                "Killing",
+                                &format!("Stopping container {cname}"),
+                            )
+                            .await;
+                        }
+                        why = &mut probing, if !stopping => {
+                            self.event(
+                                EventType::Normal,
+                                "Killing",
+                                &format!("Container {cname} {why}, will be restarted"),
+                            )
+                            .await;
+                            run_stop.cancel();
+                            let _ = (&mut work).await;
+                            break Exit::Killed(format!("Container {why}"));
+                        }
+                    }
                 }
             };
             let finished_at = Timestamp::now();
@@ -1066,6 +1289,7 @@ impl ContainerRun {
                 Exit::Trap(msg) => (134, "Error".to_string(), Some(msg.clone())),
                 Exit::OutOfMemory(msg) => (137, "OOMKilled".to_string(), Some(msg.clone())),
                 Exit::Failed(msg) => (128, "StartError".to_string(), Some(msg.clone())),
+                Exit::Killed(msg) => (137, "Error".to_string(), Some(msg.clone())),
             };
             // What the guest wrote to its terminationMessagePath comes first, as in Kubernetes.
             let written = termination.as_deref().and_then(read_termination_message);
@@ -1141,6 +1365,7 @@ mod tests {
             last_state: None,
             restart_count: restarts,
             will_restart,
+            ready: true,
             init: false,
             sidecar: false,
         }

@@ -19,6 +19,8 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::logs::LogSink;
 
@@ -45,12 +47,67 @@ pub struct P1State {
     limits: MemoryCap,
 }
 
-/// Per-run host state for preview 2 components.
+/// Per-run host state for preview 2 components (commands, and HTTP handlers: one per request).
 pub struct P2State {
     ctx: WasiCtx,
     table: ResourceTable,
     limits: MemoryCap,
+    http: WasiHttpCtx,
+    /// What outbound HTTP may reach (`wasi:http/outgoing-handler`).
+    outbound: Box<dyn WasiHttpHooks>,
 }
+
+impl P2State {
+    /// State for one run or one request.
+    pub fn new(ctx: WasiCtx, limits: MemoryCap, outbound: Box<dyn WasiHttpHooks>) -> Self {
+        P2State {
+            ctx,
+            table: ResourceTable::new(),
+            limits,
+            http: WasiHttpCtx::new(),
+            outbound,
+        }
+    }
+    /// Did the guest try to grow past its memory limit?
+    pub fn out_of_memory(&self) -> bool {
+        self.limits.denied
+    }
+    /// The memory cap (for `Store::limiter`).
+    pub fn limits_mut(&mut self) -> &mut MemoryCap {
+        &mut self.limits
+    }
+}
+
+impl WasiHttpView for P2State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: self.outbound.as_mut(),
+        }
+    }
+}
+
+/// Outbound HTTP for a workload that may reach nothing: every request fails with
+/// `HTTP-request-denied`.
+pub struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = OutboundResult> + Send> {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// What a `send_request` hook resolves to.
+pub type OutboundResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
 
 impl WasiView for P2State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -75,7 +132,8 @@ pub struct MemoryCap {
 const TABLE_ELEMENT_BYTES: usize = 8;
 
 impl MemoryCap {
-    fn new(limit: Option<usize>, usage: Option<Arc<Usage>>) -> Self {
+    /// A cap of `limit` bytes (none: unlimited), reporting to `usage`.
+    pub fn new(limit: Option<usize>, usage: Option<Arc<Usage>>) -> Self {
         MemoryCap {
             limit,
             denied: false,
@@ -96,8 +154,9 @@ struct RunningGuard(Arc<Usage>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.instances.fetch_sub(1, Ordering::Relaxed);
-        self.0.memory_bytes.store(0, Ordering::Relaxed);
+        if self.0.instances.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.memory_bytes.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -147,6 +206,8 @@ pub enum Prepared {
     Module(InstancePre<P1State>),
     /// A WASI preview 2 command component.
     Component(CommandPre<P2State>),
+    /// A `wasi:http/incoming-handler` component: an HTTP service, one instance per request.
+    Http(ProxyPre<P2State>),
 }
 
 /// What one run gets.
@@ -167,6 +228,46 @@ pub struct RunSpec {
     pub cpu_millis: Option<u64>,
     /// What this container uses, updated as it runs (for the node's `/metrics`).
     pub usage: Arc<Usage>,
+    /// What outbound HTTP may reach (a fresh policy object per run or request).
+    pub outbound: OutboundFactory,
+}
+
+/// Makes the outbound HTTP policy of one run or request.
+pub type OutboundFactory = Arc<dyn Fn() -> Box<dyn WasiHttpHooks> + Send + Sync>;
+
+impl RunSpec {
+    /// The WASI context of one run (or one HTTP request): argv, env, log streams, mounts.
+    pub fn wasi(&self) -> Result<wasmtime_wasi::WasiCtxBuilder, String> {
+        let mut builder = WasiCtx::builder();
+        builder
+            .args(&self.argv)
+            .envs(&self.env)
+            .stdout(self.log.stream(false))
+            .stderr(self.log.stream(true));
+        let mut dirs: Vec<&crate::volumes::Preopen> = self.preopens.iter().collect();
+        if let Some(cwd) = &self.cwd {
+            builder.env("PWD", &cwd.guest).initial_cwd(&cwd.guest);
+            dirs.push(cwd);
+        }
+        let perms = |p: &crate::volumes::Preopen| {
+            if p.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            }
+        };
+        for p in dirs {
+            builder
+                .preopened_dir(&p.host, &p.guest, perms(p))
+                .map_err(|e| format!("mounting {}: {e:#}", p.guest))?;
+        }
+        if let Some(cwd) = &self.cwd {
+            builder
+                .preopened_dir(&cwd.host, ".", perms(cwd))
+                .map_err(|e| format!("workingDir {}: {e:#}", cwd.guest))?;
+        }
+        Ok(builder)
+    }
 }
 
 /// What one container uses, across its runs.
@@ -180,6 +281,16 @@ pub struct Usage {
     pub instances: AtomicU64,
     /// Times the container was restarted (its `restartCount`).
     pub restarts: AtomicU64,
+    /// Requests an HTTP container served.
+    pub http: crate::gateway::HttpMetrics,
+}
+
+impl Usage {
+    /// Count an instance in (for as long as the guard lives).
+    pub fn running(self: &Arc<Self>) -> impl Drop {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(self.clone())
+    }
 }
 
 /// CFS-like CPU bandwidth control on epoch ticks: in every `CPU_PERIOD` a limited guest runs at
@@ -187,7 +298,7 @@ pub struct Usage {
 /// executor at each tick, limited or not, so a spinning guest never starves the agent.
 pub const CPU_PERIOD: Duration = Duration::from_millis(100);
 
-struct CpuShare {
+pub struct CpuShare {
     quota: Option<Duration>,
     period_start: std::time::Instant,
     used_in_period: Duration,
@@ -196,7 +307,8 @@ struct CpuShare {
 }
 
 impl CpuShare {
-    fn new(cpu_millis: Option<u64>, usage: Arc<Usage>) -> Self {
+    /// A share of `cpu_millis` of one core (none: unlimited), accounted to `usage`.
+    pub fn new(cpu_millis: Option<u64>, usage: Arc<Usage>) -> Self {
         let now = std::time::Instant::now();
         CpuShare {
             quota: cpu_millis.map(|m| CPU_PERIOD * (m.clamp(1, 1000) as u32) / 1000),
@@ -209,7 +321,7 @@ impl CpuShare {
 
     /// Called at each epoch deadline: account the slice just run, then yield (sleeping out the
     /// rest of the period when the quota is spent).
-    fn on_tick(&mut self) -> wasmtime::UpdateDeadline {
+    pub fn on_tick(&mut self) -> wasmtime::UpdateDeadline {
         let now = std::time::Instant::now();
         let resumed = self.resumed_at.lock().map(|t| *t).unwrap_or(now);
         // At most one tick: a longer stretch was spent blocked in a host call, not running.
@@ -258,6 +370,8 @@ pub enum Exit {
     Stopped,
     /// The sandbox could not be set up (a mount failed).
     Failed(String),
+    /// The node stopped it (a failed liveness or startup probe); why.
+    Killed(String),
 }
 
 /// Instance slots of the pooling allocator (core instances, memories, tables, stacks).
@@ -333,6 +447,8 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
         std::fs::create_dir_all(cache_dir)
             .map_err(|e| RuntimeError::Engine(format!("{}: {e}", cache_dir.display())))?;
@@ -417,9 +533,24 @@ impl Runtime {
                 .p2
                 .instantiate_pre(&c)
                 .map_err(|e| RuntimeError::NotRunnable(format!("{e:#}")))?;
+            // A component that exports wasi:http/incoming-handler is an HTTP service.
+            let exports_handler = c
+                .get_export_index(None, "wasi:http/incoming-handler@0.2.0")
+                .is_some()
+                || c.component_type()
+                    .exports(&self.engine)
+                    .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2"));
+            if exports_handler {
+                let proxy = ProxyPre::new(pre).map_err(|e| {
+                    RuntimeError::NotRunnable(format!(
+                        "the component exports an unusable wasi:http/incoming-handler: {e:#}"
+                    ))
+                })?;
+                return Ok(Prepared::Http(proxy));
+            }
             let cmd = CommandPre::new(pre).map_err(|e| {
                 RuntimeError::NotRunnable(format!(
-                    "the component does not export wasi:cli/run: {e:#}"
+                    "the component exports neither wasi:cli/run nor wasi:http/incoming-handler: {e:#}"
                 ))
             })?;
             Ok(Prepared::Component(cmd))
@@ -481,6 +612,19 @@ impl Runtime {
         }
     }
 
+    fn bare_state(&self) -> P2State {
+        P2State::new(
+            WasiCtx::builder().build(),
+            MemoryCap::new(None, None),
+            Box::new(DenyOutbound),
+        )
+    }
+
+    /// The engine (HTTP requests make their stores on it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Instantiate a prepared workload in a fresh store and drop it without running it: what a
     /// pod start costs in the runtime (for `skiff bench pods`).
     pub async fn instantiate(&self, prepared: &Prepared) -> Result<(), RuntimeError> {
@@ -499,14 +643,11 @@ impl Runtime {
                 pre.instantiate_async(&mut store).await.map_err(err)?;
             }
             Prepared::Component(pre) => {
-                let mut store = Store::new(
-                    &self.engine,
-                    P2State {
-                        ctx: WasiCtx::builder().build(),
-                        table: ResourceTable::new(),
-                        limits: limits(),
-                    },
-                );
+                let mut store = Store::new(&self.engine, self.bare_state());
+                pre.instantiate_async(&mut store).await.map_err(err)?;
+            }
+            Prepared::Http(pre) => {
+                let mut store = Store::new(&self.engine, self.bare_state());
                 pre.instantiate_async(&mut store).await.map_err(err)?;
             }
         }
@@ -516,48 +657,21 @@ impl Runtime {
     /// Run a prepared workload to its end, or until `stop` is cancelled.
     pub async fn run(&self, prepared: &Prepared, spec: RunSpec, stop: CancellationToken) -> Exit {
         let limits = MemoryCap::new(spec.memory_limit, Some(spec.usage.clone()));
-        let mut builder = WasiCtx::builder();
-        builder
-            .args(&spec.argv)
-            .envs(&spec.env)
-            .stdout(spec.log.stream(false))
-            .stderr(spec.log.stream(true));
-        let mut dirs: Vec<&crate::volumes::Preopen> = spec.preopens.iter().collect();
-        if let Some(cwd) = &spec.cwd {
-            builder.env("PWD", &cwd.guest).initial_cwd(&cwd.guest);
-            dirs.push(cwd);
-        }
-        for p in dirs {
-            let perms = if p.read_only {
-                wasmtime_wasi::FsPerms::ReadOnly
-            } else {
-                wasmtime_wasi::FsPerms::ReadWrite
-            };
-            if let Err(e) = builder.preopened_dir(&p.host, &p.guest, perms) {
+        let mut wasi = match spec.wasi() {
+            Ok(w) => w,
+            Err(e) => {
                 spec.log.finish();
-                return Exit::Failed(format!("mounting {}: {e:#}", p.guest));
+                return Exit::Failed(e);
             }
-        }
-        if let Some(cwd) = &spec.cwd {
-            let perms = if cwd.read_only {
-                wasmtime_wasi::FsPerms::ReadOnly
-            } else {
-                wasmtime_wasi::FsPerms::ReadWrite
-            };
-            if let Err(e) = builder.preopened_dir(&cwd.host, ".", perms) {
-                spec.log.finish();
-                return Exit::Failed(format!("workingDir {}: {e:#}", cwd.guest));
-            }
-        }
+        };
         let mut share = CpuShare::new(spec.cpu_millis, spec.usage.clone());
-        spec.usage.instances.fetch_add(1, Ordering::Relaxed);
-        let _running = RunningGuard(spec.usage.clone());
+        let _running = spec.usage.running();
         let outcome = match prepared {
             Prepared::Module(pre) => {
                 let mut store = Store::new(
                     &self.engine,
                     P1State {
-                        wasi: builder.build_p1(),
+                        wasi: wasi.build_p1(),
                         limits,
                     },
                 );
@@ -578,11 +692,7 @@ impl Runtime {
             Prepared::Component(pre) => {
                 let mut store = Store::new(
                     &self.engine,
-                    P2State {
-                        ctx: builder.build(),
-                        table: ResourceTable::new(),
-                        limits,
-                    },
+                    P2State::new(wasi.build(), limits, (spec.outbound)()),
                 );
                 store.limiter(|s| &mut s.limits);
                 store.set_epoch_deadline(1);
@@ -600,6 +710,10 @@ impl Runtime {
                     store.data().limits.denied,
                 )
             }
+            // An HTTP service is served by the gateway (`crate::gateway`), not run to an end.
+            Prepared::Http(_) => Exit::Failed(
+                "an HTTP component is served by the node's gateway, not run as a command".into(),
+            ),
         };
         spec.log.finish();
         outcome

@@ -29,6 +29,12 @@ pub fn examples() -> &'static Path {
                 "wasm32-wasip2",
                 "-p",
                 "hello",
+                "-p",
+                "http-hello",
+                "-p",
+                "http-api",
+                "-p",
+                "http-caller",
             ][..],
         ] {
             let status = Command::new("cargo")
@@ -86,7 +92,14 @@ fn spawn_server(data_dir: &Path, args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(SKIFF)
         .args(["server", "--data-dir"])
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--node-name", "testnode"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            "testnode",
+            "--gateway-port",
+            "0",
+        ])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -246,6 +259,29 @@ impl Cluster {
         text[start..].to_string()
     }
 
+    /// `ip:port` of a node's HTTP gateway (from its Node object), once it has registered.
+    pub fn gateway(&self, node: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.kubectl(&[
+                "get",
+                "node",
+                node,
+                "-o",
+                "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}:{.metadata.annotations.skiff\\.dev/gateway-port}",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !text.starts_with(':') && !text.ends_with(':') {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} never published its gateway"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Start `skiff node` joining this cluster.
     pub fn join_node(&mut self, name: &str) {
         let log =
@@ -257,6 +293,8 @@ impl Cluster {
                 &self.url,
                 "--name",
                 name,
+                "--gateway-port",
+                "0",
                 "--token-file",
             ])
             .arg(self.data().join("node-token"))
@@ -286,4 +324,62 @@ pub fn pod(name: &str, image: &str, extra_container: &str, extra_spec: &str) -> 
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: Never\n{extra_spec}  containers:\n  - name: main\n    image: {image}\n{extra_container}"
     )
+}
+
+/// One HTTP/1.1 GET to `addr` with `Host: host`: (status, body), or why it failed.
+pub fn http_get(addr: &str, host: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: skiff-e2e\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes (then panic with `what`).
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

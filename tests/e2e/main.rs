@@ -4,6 +4,7 @@
 mod controllers;
 mod crash;
 mod harness;
+mod http;
 mod node;
 
 use std::time::Duration;

@@ -99,6 +99,22 @@ pub(super) fn wants_table(headers: &HeaderMap) -> bool {
 /// The single entry point for `/api/...` and `/apis/...`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    // Legacy discovery of one group/version (`kubectl drain` asks /api/v1 whether evictions
+    // are served).
+    if parts.method == Method::GET {
+        let segs: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
+        let gv = match segs.as_slice() {
+            ["api", v] => Some(("", *v)),
+            ["apis", g, v] => Some((*g, *v)),
+            _ => None,
+        };
+        if let Some((g, v)) = gv {
+            return match super::discovery::resource_list(g, v) {
+                Some(list) => axum::Json(list).into_response(),
+                None => ApiError::NoRoute.into_response(),
+            };
+        }
+    }
     let Some(target) = parse_path(parts.uri.path()) else {
         return ApiError::NoRoute.into_response();
     };
@@ -185,7 +201,7 @@ async fn route(
         }
         (Method::POST, Some(name), Some("eviction")) => {
             let body = read_body(body, MAX_BODY).await?;
-            let value = objects::decode_body(&body, false)?;
+            let value = decode_request(headers, &body)?;
             let opts = value.get("deleteOptions").cloned().unwrap_or(json!({}));
             delete(state, rt, &ns, &name, &opts, &q).await?;
             Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
@@ -260,7 +276,7 @@ async fn route(
             let opts = if body.is_empty() {
                 json!({})
             } else {
-                objects::decode_body(&body, false)?
+                decode_request(headers, &body)?
             };
             let obj = delete(state, rt, &ns, &name, &opts, &q).await?;
             Ok(respond_object(rt, &obj, headers, StatusCode::OK))
@@ -270,7 +286,7 @@ async fn route(
             let opts = if body.is_empty() {
                 json!({})
             } else {
-                objects::decode_body(&body, false)?
+                decode_request(headers, &body)?
             };
             delete_collection(state, rt, t.namespace.as_deref(), &opts, &q).await
         }

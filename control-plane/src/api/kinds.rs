@@ -135,6 +135,114 @@ pub fn default(rt: &ResourceType, obj: &mut Value) {
     }
 }
 
+/// An Ingress as networking.k8s.io/v1 validates it: rules or a default backend, absolute paths,
+/// a known `pathType`, and each backend a Service with a port number or name.
+fn validate_ingress(spec: &Value, causes: &mut Vec<FieldCause>) {
+    let backend = |b: &Value, at: &str, causes: &mut Vec<FieldCause>| {
+        let Some(svc) = b.get("service") else {
+            if b.get("resource").is_none() {
+                causes.push(FieldCause::invalid(
+                    at,
+                    "",
+                    "at least one backend must be specified",
+                ));
+            }
+            return;
+        };
+        match svc.get("name").and_then(Value::as_str) {
+            None | Some("") => causes.push(FieldCause::required(format!("{at}.service.name"))),
+            Some(n) if !is_dns1123_label(n) => causes.push(FieldCause::invalid(
+                format!("{at}.service.name"),
+                n,
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-'",
+            )),
+            _ => {}
+        }
+        let port = svc.get("port");
+        let number = port.and_then(|p| p.get("number")).and_then(Value::as_i64);
+        let name = port
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty());
+        match (number, name) {
+            (None, None) => causes.push(FieldCause::required(format!("{at}.service.port"))),
+            (Some(_), Some(_)) => causes.push(FieldCause::invalid(
+                format!("{at}.service.port"),
+                "",
+                "cannot set both port name & port number",
+            )),
+            (Some(n), None) if !(1..=65535).contains(&n) => causes.push(FieldCause::invalid(
+                format!("{at}.service.port.number"),
+                &n.to_string(),
+                "must be between 1 and 65535, inclusive",
+            )),
+            _ => {}
+        }
+    };
+    let rules = spec.get("rules").and_then(Value::as_array);
+    let default = spec.get("defaultBackend");
+    if rules.is_none_or(|r| r.is_empty()) && default.is_none() {
+        causes.push(FieldCause::invalid(
+            "spec",
+            "",
+            "either `defaultBackend` or `rules` must be specified",
+        ));
+    }
+    if let Some(b) = default {
+        backend(b, "spec.defaultBackend", causes);
+    }
+    for (i, rule) in rules.into_iter().flatten().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if let Some(h) = rule.get("host").and_then(Value::as_str) {
+            let bare = h.strip_prefix("*.").unwrap_or(h);
+            if h.contains(':')
+                || bare.is_empty()
+                || bare.contains('*')
+                || !bare.split('.').all(is_dns1123_label)
+            {
+                causes.push(FieldCause::invalid(
+                    format!("{at}.host"),
+                    h,
+                    "a lowercase RFC 1123 subdomain (a wildcard only as the whole first label)",
+                ));
+            }
+        }
+        for (j, p) in rule
+            .pointer("/http/paths")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{at}.http.paths[{j}]");
+            match p.get("pathType").and_then(Value::as_str) {
+                None => causes.push(FieldCause::required(format!("{at}.pathType"))),
+                Some(t) if !["Exact", "Prefix", "ImplementationSpecific"].contains(&t) => causes
+                    .push(not_supported(
+                        format!("{at}.pathType"),
+                        t,
+                        &["Exact", "ImplementationSpecific", "Prefix"],
+                    )),
+                _ => {}
+            }
+            if let Some(path) = p.get("path").and_then(Value::as_str) {
+                if !path.starts_with('/') {
+                    causes.push(FieldCause::invalid(
+                        format!("{at}.path"),
+                        path,
+                        "must be an absolute path",
+                    ));
+                }
+            }
+            backend(
+                p.get("backend").unwrap_or(&Value::Null),
+                &format!("{at}.backend"),
+                causes,
+            );
+        }
+    }
+}
+
 /// Job defaults; `owner` (uid, name) of a stored Job adds its selector and pod labels.
 fn default_job_spec(spec: &mut Map<String, Value>, owner: Option<(&str, &str)>) {
     if !spec.contains_key("completions") && !spec.contains_key("parallelism") {
@@ -317,6 +425,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
             );
         }
         "Service" => validate_service(obj, spec, causes),
+        "Ingress" => validate_ingress(spec, causes),
         "ConfigMap" | "Secret" => {
             let mut size = 0usize;
             for field in ["data", "binaryData"] {
@@ -813,6 +922,36 @@ mod tests {
                 rt("autoscaling", "horizontalpodautoscalers"),
                 json!({"metadata": {"name": "h"}, "spec": {"minReplicas": 3, "maxReplicas": 2, "scaleTargetRef": {"kind": "Deployment", "name": "web"}}}),
                 vec!["spec.maxReplicas"],
+            ),
+            (
+                rt("networking.k8s.io", "ingresses"),
+                json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": "*.shop.example", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"name": "http"}}}},
+                    {"path": "/api", "pathType": "Exact", "backend": {"service": {"name": "api", "port": {"number": 80}}}}]}}],
+                    "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}),
+                vec![],
+            ),
+            (
+                rt("networking.k8s.io", "ingresses"),
+                json!({"metadata": {"name": "i"}, "spec": {}}),
+                vec!["spec"],
+            ),
+            (
+                rt("networking.k8s.io", "ingresses"),
+                json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": "a*.b:80", "http": {"paths": [
+                    {"path": "api", "backend": {"service": {"name": "Web", "port": {}}}},
+                    {"path": "/x", "pathType": "Regex", "backend": {"service": {"name": "w", "port": {"number": 0}}}},
+                    {"path": "/y", "pathType": "Exact", "backend": {"service": {"name": "w", "port": {"number": 80, "name": "http"}}}}]}}]}}),
+                vec![
+                    "spec.rules[0].host",
+                    "spec.rules[0].http.paths[0].pathType",
+                    "spec.rules[0].http.paths[0].path",
+                    "spec.rules[0].http.paths[0].backend.service.name",
+                    "spec.rules[0].http.paths[0].backend.service.port",
+                    "spec.rules[0].http.paths[1].pathType",
+                    "spec.rules[0].http.paths[1].backend.service.port.number",
+                    "spec.rules[0].http.paths[2].backend.service.port",
+                ],
             ),
         ];
         for (rt, mut obj, want) in cases {

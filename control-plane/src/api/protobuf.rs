@@ -1,6 +1,6 @@
 //! Kubernetes' protobuf request encoding, decoded to JSON for the kinds stock kubectl sends
 //! that way (`kubectl create namespace|configmap|secret|serviceaccount|service|deployment|job|
-//! cronjob` use typed clients, which post `application/vnd.kubernetes.protobuf` from 1.32 on).
+//! cronjob` and `kubectl drain`'s evictions use typed clients, which post `application/vnd.kubernetes.protobuf` from 1.32 on).
 //!
 //! The body is the `k8s\0` magic and a `runtime.Unknown` envelope around the object. Each
 //! message is decoded by a table of its fields (numbers from k8s.io/api's generated.proto); a
@@ -113,6 +113,33 @@ static OBJECT_META: Schema = Schema {
         f(12, "annotations", Ty::Map(&MAP_STR)),
         r(13, "ownerReferences", Ty::Msg(&OWNER_REF)),
         r(14, "finalizers", Ty::Str),
+    ],
+};
+static PRECONDITIONS: Schema = Schema {
+    name: "Preconditions",
+    fields: &[f(1, "uid", Ty::Str), f(2, "resourceVersion", Ty::Str)],
+};
+static DELETE_OPTIONS: Schema = Schema {
+    name: "DeleteOptions",
+    fields: &[
+        f(1, "gracePeriodSeconds", Ty::Int),
+        f(2, "preconditions", Ty::Msg(&PRECONDITIONS)),
+        f(3, "orphanDependents", Ty::Bool),
+        f(4, "propagationPolicy", Ty::Str),
+        r(5, "dryRun", Ty::Str),
+        f(
+            6,
+            "ignoreStoreReadErrorWithClusterBreakingPotential",
+            Ty::Bool,
+        ),
+    ],
+};
+/// policy/v1 Eviction (`kubectl drain` posts it as protobuf).
+static EVICTION: Schema = Schema {
+    name: "Eviction",
+    fields: &[
+        f(1, "metadata", Ty::Msg(&OBJECT_META)),
+        f(2, "deleteOptions", Ty::Msg(&DELETE_OPTIONS)),
     ],
 };
 static EMPTY: Schema = Schema {
@@ -579,6 +606,8 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         "Deployment" => &DEPLOYMENT,
         "Job" => &JOB,
         "CronJob" => &CRONJOB,
+        "Eviction" => &EVICTION,
+        "DeleteOptions" => &DELETE_OPTIONS,
         other => {
             return Err(format!(
                 "protobuf bodies of kind {other:?} are not supported; send application/json"

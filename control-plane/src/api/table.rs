@@ -142,6 +142,20 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
             col("Endpoints", "string", 0, "endpoints is a list of unique endpoints in this slice."),
             age,
         ],
+        "Ingress" => vec![
+            name,
+            col("Class", "string", 0, "ingressClassName is the name of the IngressClass cluster resource."),
+            col("Hosts", "string", 0, "Hosts that incoming requests are matched against."),
+            col("Address", "string", 0, "Address is a list containing ingress points for the load-balancer."),
+            col("Ports", "string", 0, "Ports of the ingress points."),
+            age,
+        ],
+        "IngressClass" => vec![
+            name,
+            col("Controller", "string", 0, "controller refers to the name of the controller that should handle this class."),
+            col("Parameters", "string", 0, "parameters is a link to a custom resource containing additional configuration for the controller."),
+            age,
+        ],
         "ConfigMap" => vec![name, col("Data", "integer", 0, "Data contains the configuration data."), age],
         "Secret" => vec![
             name,
@@ -528,6 +542,57 @@ pub fn cells(rt: &ResourceType, obj: &Value, now: jiff::Timestamp) -> Vec<Value>
             ]
         }
         "Endpoints" => vec![json!(name), json!(endpoints_text(obj)), json!(age)],
+        "Ingress" => {
+            let mut hosts: Vec<String> = obj
+                .pointer("/spec/rules")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    r.get("host")
+                        .and_then(Value::as_str)
+                        .unwrap_or("*")
+                        .to_string()
+                })
+                .collect();
+            hosts.dedup();
+            let addrs: Vec<String> = obj
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
+                .map(str::to_string)
+                .collect();
+            let tls = obj
+                .pointer("/spec/tls")
+                .and_then(Value::as_array)
+                .is_some_and(|t| !t.is_empty());
+            vec![
+                json!(name),
+                json!(obj
+                    .pointer("/spec/ingressClassName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<none>")),
+                json!(if hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    hosts.join(",")
+                }),
+                json!(addrs.join(",")),
+                json!(if tls { "80, 443" } else { "80" }),
+                json!(age),
+            ]
+        }
+        "IngressClass" => vec![
+            json!(name),
+            json!(obj
+                .pointer("/spec/controller")
+                .and_then(Value::as_str)
+                .unwrap_or("")),
+            json!("<none>"),
+            json!(age),
+        ],
         "EndpointSlice" => {
             let ports: Vec<String> = obj
                 .get("ports")

@@ -62,6 +62,8 @@ typed_kinds! {
     "autoscaling" "HorizontalPodAutoscaler" => k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
     "coordination.k8s.io" "Lease" => k8s_openapi::api::coordination::v1::Lease,
     "discovery.k8s.io" "EndpointSlice" => k8s_openapi::api::discovery::v1::EndpointSlice,
+    "networking.k8s.io" "Ingress" => k8s_openapi::api::networking::v1::Ingress,
+    "networking.k8s.io" "IngressClass" => k8s_openapi::api::networking::v1::IngressClass,
     "events.k8s.io" "Event" => k8s_openapi::api::events::v1::Event,
     "autoscaling" "Scale" => k8s_openapi::api::autoscaling::v1::Scale,
 }
