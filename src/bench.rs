@@ -1085,3 +1085,369 @@ pub async fn deployments(
     hollow.stop().await;
     result
 }
+
+/// A component with a custom section that makes its digest (and so its compilation) its own.
+fn distinct_module(bytes: &[u8], i: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"skiff-bench";
+    let payload = i.to_le_bytes();
+    let mut content = Vec::new();
+    leb(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(&payload);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// Requests/s and latency of `connections` clients sending GETs with `Host: host` to `addr` for
+/// `duration`.
+async fn http_load(
+    name: &str,
+    addr: &str,
+    host: &str,
+    connections: usize,
+    duration: Duration,
+) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .http1_only()
+        .tcp_nodelay(true)
+        .build()?;
+    let url = format!("http://{addr}/");
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..connections)
+        .map(|_| {
+            let (client, url, host) = (client.clone(), url.clone(), host.to_string());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let ok = match client.get(&url).header("host", &host).send().await {
+                        Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if ok {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let began = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    let wall = began.elapsed().as_secs_f64();
+    let rps = all.len() as f64 / wall;
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        all.get(((p * all.len() as f64).ceil() as usize).clamp(1, all.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        serde_json::json!({"bench": name, "rps": rps, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "requests": all.len(), "errors": errors, "connections": connections})
+    );
+    eprintln!(
+        "# {name}: {rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, {errors} errors, {connections} connections)",
+        pct(0.5),
+        pct(0.99),
+        all.len()
+    );
+    Ok(())
+}
+
+/// The gateway address (`ip:port`) of a node.
+async fn gateway_of(client: &kube::Client, node: &str) -> Result<String> {
+    let n = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get(node)
+        .await?;
+    let port = n
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(skiff_node::gateway::GATEWAY_PORT_ANNOTATION))
+        .context("the node publishes no gateway port")?;
+    let ip = n
+        .status
+        .and_then(|s| s.addresses)
+        .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address)
+        .context("the node has no InternalIP")?;
+    Ok(format!("{ip}:{port}"))
+}
+
+fn http_pod(name: &str, image: &str, labels: serde_json::Value) -> Result<Pod> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "hello", "image": image,
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "env": [{"name": "POD_NAME", "value": name}]}],
+            "terminationGracePeriodSeconds": 1}
+    }))?)
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// `skiff bench http`: a `wasi:http` pod through its node's gateway, directly and through a
+/// Service, with `connections` clients; then `pods` pods of distinct modules on one node, the
+/// latency of each one's first request once it is Ready, and the node's RSS.
+pub async fn http(
+    kubeconfig: &Path,
+    module: &Path,
+    connections: usize,
+    duration: Duration,
+    pods: usize,
+    pid: Option<u32>,
+) -> Result<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::runtime::watcher;
+
+    let client = client_for(kubeconfig).await?;
+    let raw = RawApi::from_kubeconfig(kubeconfig)?;
+    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
+    let put = |reference: String, body: Vec<u8>| {
+        let raw = raw.clone();
+        async move {
+            let path = format!("{}/{reference}", skiff_common::MODULES_PATH);
+            let status = raw
+                .request(reqwest::Method::PUT, &path, "application/wasm", body)
+                .await?;
+            anyhow::ensure!(
+                (200..300).contains(&status),
+                "pushing {reference} answered {status}"
+            );
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    put("bench-http:latest".into(), bytes.clone()).await?;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "bench-http"},
+        "spec": {"selector": {"skiff-bench": "http"}, "ports": [{"port": 80, "targetPort": "http"}]}
+    }))?;
+    let _ = services
+        .delete("bench-http", &DeleteParams::default())
+        .await;
+    let _ = pods_api
+        .delete("bench-http", &DeleteParams::default())
+        .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(pods_api.clone(), "bench-http", |p: Option<&Pod>| {
+            p.is_none()
+        }),
+    )
+    .await;
+    services.create(&PostParams::default(), &svc).await?;
+    pods_api
+        .create(
+            &PostParams::default(),
+            &http_pod(
+                "bench-http",
+                "bench-http:latest",
+                serde_json::json!({"skiff-bench": "http"}),
+            )?,
+        )
+        .await?;
+    let ready = await_condition(pods_api.clone(), "bench-http", |p: Option<&Pod>| {
+        p.is_some_and(is_ready)
+    });
+    let pod = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .context("bench-http never became Ready")??
+        .context("bench-http is gone")?;
+    let node = pod
+        .spec
+        .and_then(|s| s.node_name)
+        .context("bench-http is not bound")?;
+    let gw = gateway_of(&client, &node).await?;
+    eprintln!("# gateway of {node}: {gw}");
+    // Let the Service's endpoints reach the gateway.
+    let probe = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = probe
+            .get(format!("http://{gw}/"))
+            .header("host", "bench-http")
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the Service never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    http_load(
+        "http-gateway-pod",
+        &gw,
+        "bench-http.default.pod",
+        connections,
+        duration,
+    )
+    .await?;
+    http_load(
+        "http-gateway-service",
+        &gw,
+        "bench-http",
+        connections,
+        duration,
+    )
+    .await?;
+    let _ = pods_api
+        .delete("bench-http", &DeleteParams::default())
+        .await;
+    let _ = services
+        .delete("bench-http", &DeleteParams::default())
+        .await;
+
+    if pods == 0 {
+        return Ok(());
+    }
+    // Many pods of distinct modules on one node: the first request once each is Ready.
+    let rss_before = pid.and_then(rss_kib);
+    let t = Instant::now();
+    let uploads = futures::stream::iter(
+        (0..pods).map(|i| put(format!("bench-http-{i}:latest"), distinct_module(&bytes, i))),
+    )
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await;
+    for u in uploads {
+        u?;
+    }
+    eprintln!(
+        "# pushed {pods} distinct modules in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let watch = {
+        let (pods_api, seen, gw) = (pods_api.clone(), seen.clone(), gw.clone());
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .build()?;
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().labels("skiff-bench=http-many");
+            let mut stream = watcher(pods_api, cfg).boxed();
+            while let Some(Ok(ev)) = stream.next().await {
+                let ps: Vec<Pod> = match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => vec![p],
+                    _ => continue,
+                };
+                for p in ps {
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    if !is_ready(&p) || !seen.lock().is_ok_and(|mut s| s.insert(name.clone())) {
+                        continue;
+                    }
+                    let (http, gw, tx) = (http.clone(), gw.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let t = Instant::now();
+                        let r = http
+                            .get(format!("http://{gw}/"))
+                            .header("host", format!("{name}.default.pod"))
+                            .send()
+                            .await;
+                        if let Ok(r) = r {
+                            if r.status().is_success() && r.bytes().await.is_ok() {
+                                let _ = tx.send(t.elapsed().as_secs_f64() * 1000.0);
+                                return;
+                            }
+                        }
+                        eprintln!("# first request to {name} failed");
+                    });
+                }
+            }
+        })
+    };
+    let t = Instant::now();
+    let creates = futures::stream::iter((0..pods).map(|i| {
+        let api = pods_api.clone();
+        async move {
+            let name = format!("bench-http-{i}");
+            let pod = http_pod(
+                &name,
+                &format!("bench-http-{i}:latest"),
+                serde_json::json!({"skiff-bench": "http-many"}),
+            )?;
+            api.create(&PostParams::default(), &pod).await?;
+            Ok::<_, anyhow::Error>(())
+        }
+    }))
+    .buffer_unordered(16)
+    .collect::<Vec<_>>()
+    .await;
+    for c in creates {
+        c?;
+    }
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while first.len() < pods && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(ms)) => first.push(ms),
+            _ => break,
+        }
+    }
+    eprintln!(
+        "# {} of {pods} pods Ready and answered in {:.1} s",
+        first.len(),
+        t.elapsed().as_secs_f64()
+    );
+    watch.abort();
+    report("http-first-request", first);
+    // Let the allocator return the compilers' scratch memory before reading RSS.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if let (Some(pid), Some(before)) = (pid, rss_before) {
+        if let Some(after) = rss_kib(pid) {
+            println!(
+                "{}",
+                serde_json::json!({"bench": "http-node-rss", "unit": "KiB",
+                "before": before, "after": after, "pods": pods})
+            );
+            eprintln!(
+                "# node RSS: {:.1} MiB before, {:.1} MiB with {pods} HTTP pods of distinct modules",
+                before as f64 / 1024.0,
+                after as f64 / 1024.0
+            );
+        }
+    }
+    let _ = pods_api
+        .delete_collection(
+            &DeleteParams::default(),
+            &kube::api::ListParams::default().labels("skiff-bench=http-many"),
+        )
+        .await;
+    Ok(())
+}

@@ -229,6 +229,33 @@ enum BenchCommand {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// HTTP services: a wasi:http pod through its node's gateway (directly, and through a
+    /// Service) under load; then `--pods` pods of distinct modules on the node, the latency of
+    /// each one's first request once it is Ready, and the node's RSS.
+    Http {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The HTTP component (pushed by the benchmark as bench-http, and as one distinct
+        /// module per pod).
+        #[arg(
+            long,
+            default_value = "wasm-examples/target/wasm32-wasip2/release/http_hello.wasm"
+        )]
+        module: PathBuf,
+        /// Concurrent clients (keep-alive connections).
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// How long each load runs (10s, 1m).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// HTTP pods of distinct modules for the first-request and RSS numbers (0: skip).
+        #[arg(long, default_value_t = 1000)]
+        pods: usize,
+        /// PID of the process that runs the node agent, to report its RSS.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Scheduler: register hollow nodes (they renew Leases and report their pods Running, as
     /// KWOK's do), create pods as fast as the API takes them and report pods/s scheduled and
     /// bound; first the decision function's own rate in this process.
@@ -431,6 +458,17 @@ async fn main() -> Result<()> {
                     pid,
                 },
         } => bench::pods(&kubeconfig, n, rate, &image, &module, pid).await,
+        Command::Bench {
+            which:
+                BenchCommand::Http {
+                    kubeconfig,
+                    module,
+                    connections,
+                    duration,
+                    pods,
+                    pid,
+                },
+        } => bench::http(&kubeconfig, &module, connections, duration, pods, pid).await,
         Command::Bench {
             which:
                 BenchCommand::Scheduler {

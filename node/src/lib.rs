@@ -157,6 +157,7 @@ impl NodeContext {
         if let Ok(mut m) = self.usage.lock() {
             m.retain(|k, _| k.0 != uid);
         }
+        self.runtime.release_unused();
     }
 }
 

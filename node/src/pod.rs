@@ -894,10 +894,10 @@ impl ContainerRun {
         )
     }
 
-    /// Serve an HTTP container through the node's gateway until it is stopped; once the pod is
-    /// terminating, until its in-flight requests are done and no new ones come.
+    /// Serve an HTTP container (already added to the node's gateway) until it is stopped; once
+    /// the pod is terminating, until its in-flight requests are done and no new ones come. It
+    /// leaves the gateway on return.
     async fn serve(&self, served: &Arc<Served>, stop: &CancellationToken) -> Exit {
-        self.ctx.gateway.add(served.clone());
         let exit = tokio::select! {
             _ = stop.cancelled() => Exit::Stopped,
             _ = self.terminating.cancelled() => {
@@ -1042,8 +1042,14 @@ impl ContainerRun {
             .map_err(config_err)?;
         let (mut preopens, cwd) =
             crate::volumes::mounts(&self.c, &self.laid, &env).map_err(config_err)?;
-        let termination = termination_file(&self.c, pod_dir, &mut preopens)
-            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        // An HTTP service does not terminate per request: no termination message file (which
+        // would cost a directory open per request).
+        let termination = if matches!(*workload, Workload::Http(_)) {
+            None
+        } else {
+            termination_file(&self.c, pod_dir, &mut preopens)
+                .map_err(|e| ("CreateContainerError", e.to_string()))?
+        };
         let restart = self
             .shared
             .snapshot()
@@ -1204,6 +1210,10 @@ impl ContainerRun {
                 Workload::Http(pre) => (Some(self.served(pre.clone(), spec)), None),
                 _ => (None, Some(spec)),
             };
+            // The gateway knows an HTTP container before its pod can be reported Ready.
+            if let Some(s) = &served {
+                self.ctx.gateway.add(s.clone());
+            }
             let started_at = Timestamp::now();
             let ready_now = probes.readiness.is_none() && probes.startup.is_none();
             self.shared.update(self.i, |r| {

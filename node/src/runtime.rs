@@ -374,6 +374,20 @@ pub enum Exit {
     Killed(String),
 }
 
+/// Nice value of the compiler threads: a burst of compilations (many pods of new modules)
+/// must not delay requests to pods already serving.
+pub const COMPILE_NICE: i32 = 10;
+
+/// Compilations at once: cranelift already compiles a module's functions in parallel, and many
+/// at once only multiply its scratch memory (pods of many distinct modules starting together).
+pub const COMPILATIONS: usize = 2;
+
+/// Epoch ticks a throwaway instantiation (start functions included) may run: one second.
+const INSTANTIATE_TICKS: u64 = 100;
+
+/// Bytes of a linear memory slot reset in place (not decommitted) when an instance ends.
+pub const KEEP_RESIDENT: usize = 2 << 20;
+
 /// Instance slots of the pooling allocator (core instances, memories, tables, stacks).
 pub const POOL_SLOTS: u32 = 2000;
 
@@ -397,7 +411,14 @@ fn engine_config(pooling: bool) -> Config {
             .max_tables_per_component(64)
             .max_tables_per_module(8)
             .table_elements(100_000)
-            .max_unused_warm_slots(100);
+            .max_unused_warm_slots(100)
+            // Reset a slot's dirty pages in place (found with PAGEMAP_SCAN where the kernel has
+            // it) instead of madvise: no page faults on reuse, no TLB shootdowns per instance.
+            // HTTP services instantiate once per request; this is most of their per-request cost.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .decommit_batch_size(16);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -410,6 +431,8 @@ pub struct Runtime {
     p2: wasmtime::component::Linker<P2State>,
     cache_dir: PathBuf,
     prepared: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Prepared>>>>>,
+    /// Compilations running at once (each uses every core already, and a lot of scratch memory).
+    compiling: tokio::sync::Semaphore,
     stop_ticker: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -442,6 +465,16 @@ impl Runtime {
                     .map_err(|e| RuntimeError::Engine(e.to_string()))?
             }
         };
+        // Cranelift compiles on rayon's global pool: make it ours, at a lower CPU priority.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("skiff-compile-{i}"))
+            .start_handler(|_| {
+                let tid = rustix::thread::gettid();
+                if let Err(e) = rustix::process::setpriority_process(Some(tid), COMPILE_NICE) {
+                    tracing::debug!(error = %e, "could not lower the compiler threads' priority");
+                }
+            })
+            .build_global();
         let mut p1 = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1, |s: &mut P1State| &mut s.wasi)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
@@ -473,8 +506,21 @@ impl Runtime {
             p2,
             cache_dir: cache_dir.to_path_buf(),
             prepared: Mutex::new(HashMap::new()),
+            compiling: tokio::sync::Semaphore::new(COMPILATIONS),
             stop_ticker,
         }))
+    }
+
+    /// Drop compiled workloads no container holds any more (they stay in the disk cache, so a
+    /// later pod of the same module loads them again in a fraction of a millisecond).
+    pub fn release_unused(&self) {
+        if let Ok(mut m) = self.prepared.lock() {
+            m.retain(|_, cell| match cell.get() {
+                // Still compiling: a pod is waiting for it.
+                None => Arc::strong_count(cell) > 1,
+                Some(p) => Arc::strong_count(p) > 1 || Arc::strong_count(cell) > 1,
+            });
+        }
     }
 
     /// wasmtime's version, for the node's `nodeInfo`.
@@ -503,11 +549,39 @@ impl Runtime {
             Err(_) => Arc::default(),
         };
         cell.get_or_try_init(|| async {
+            // A cached artifact loads in a fraction of a millisecond; a compilation waits its turn.
+            let turn = if self.cache_path(digest).exists() {
+                None
+            } else {
+                Some(
+                    self.compiling
+                        .acquire()
+                        .await
+                        .map_err(|e| RuntimeError::Engine(e.to_string()))?,
+                )
+            };
             let this = self.clone();
             let digest_owned = digest.to_string();
-            let prepared = tokio::task::spawn_blocking(move || this.compile(&digest_owned, &bytes))
-                .await
-                .map_err(|e| RuntimeError::Engine(e.to_string()))??;
+            let prepared = if turn.is_none() {
+                tokio::task::spawn_blocking(move || this.compile(&digest_owned, &bytes))
+                    .await
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))??
+            } else {
+                // Compiling runs on the low-priority pool, so requests and heartbeats on the
+                // same cores go first.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                rayon::spawn(move || {
+                    let _ = tx.send(this.compile(&digest_owned, &bytes));
+                });
+                rx.await
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))??
+            };
+            // An HTTP service's first request should cost what every other one does: build
+            // its copy-on-write memory image and the rest of wasmtime's lazy state now, with a
+            // throwaway instance, before the pod can be Ready.
+            if matches!(prepared, Prepared::Http(_)) {
+                self.instantiate(&prepared).await?;
+            }
             Ok(Arc::new(prepared))
         })
         .await
@@ -640,14 +714,17 @@ impl Runtime {
                         limits: limits(),
                     },
                 );
+                store.set_epoch_deadline(INSTANTIATE_TICKS);
                 pre.instantiate_async(&mut store).await.map_err(err)?;
             }
             Prepared::Component(pre) => {
                 let mut store = Store::new(&self.engine, self.bare_state());
+                store.set_epoch_deadline(INSTANTIATE_TICKS);
                 pre.instantiate_async(&mut store).await.map_err(err)?;
             }
             Prepared::Http(pre) => {
                 let mut store = Store::new(&self.engine, self.bare_state());
+                store.set_epoch_deadline(INSTANTIATE_TICKS);
                 pre.instantiate_async(&mut store).await.map_err(err)?;
             }
         }

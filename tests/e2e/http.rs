@@ -395,3 +395,51 @@ fn rollouts_and_drains_drop_no_request() {
     assert!(sent > 200, "the load kept going: {sent} requests");
     eprintln!("zero-downtime: {sent} requests, none failed");
 }
+
+#[test]
+fn the_http_benchmark_runs() {
+    let c = Cluster::start(&[]);
+    let out = std::process::Command::new(crate::harness::SKIFF)
+        .args([
+            "bench",
+            "http",
+            "--duration",
+            "1s",
+            "--connections",
+            "2",
+            "--pods",
+            "3",
+        ])
+        .arg("--module")
+        .arg(example("http_hello", true))
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .output()
+        .expect("skiff bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench http failed: {stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    for name in ["http-gateway-pod", "http-gateway-service"] {
+        let l = lines
+            .iter()
+            .find(|l| l["bench"] == name)
+            .unwrap_or_else(|| panic!("{name} in {lines:?}"));
+        assert!(l["requests"].as_u64().unwrap_or(0) > 0, "{l}");
+        assert_eq!(l["errors"], 0, "{l}");
+    }
+    let first = lines
+        .iter()
+        .find(|l| l["bench"] == "http-first-request")
+        .expect("first-request line");
+    assert_eq!(first["n"], 3, "{first}");
+    // It cleans up after itself.
+    c.wait_for(
+        &["pods", "-l", "skiff-bench"],
+        "{.items[*].metadata.name}",
+        "",
+        T,
+    );
+}
