@@ -24,6 +24,9 @@ pub const BLOBS_PATH: &str = "/skiff/v1/blobs";
 pub const CACERTS_PATH: &str = "/cacerts";
 /// The path on a node agent that serves container logs to the API server.
 pub const NODE_LOGS_PATH: &str = "/containerLogs";
+/// The Node annotation that tells other nodes (and the Ingress status) where the node's HTTP
+/// gateway listens, on its InternalIP.
+pub const GATEWAY_PORT_ANNOTATION: &str = "skiff.dev/gateway-port";
 
 /// Now, as a Kubernetes `Time`.
 pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {

@@ -41,8 +41,7 @@ use crate::runtime::{CpuShare, MemoryCap, OutboundResult, P2State, RunSpec};
 /// Bodies through the gateway (the same type `wasi:http` uses).
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
-/// The Node annotation that tells other nodes where this node's gateway listens.
-pub const GATEWAY_PORT_ANNOTATION: &str = "skiff.dev/gateway-port";
+pub use skiff_common::GATEWAY_PORT_ANNOTATION;
 /// Pod annotation: hosts outbound HTTP may reach (comma separated: `host`, `host:port`,
 /// `*.example.com`, `*`).
 pub const ALLOWED_OUTBOUND_ANNOTATION: &str = "skiff.dev/allowed-outbound-hosts";

@@ -83,6 +83,13 @@ fn http_pods_are_served_by_pod_service_ingress_and_node_port() {
         ok_body(&gw, "api.local", "/items/2"),
         r#"{"id":2,"name":"oar"}"#
     );
+    // The Ingress publishes the gateways that serve it.
+    c.wait_for(
+        &["ingress", "http-hello"],
+        "{.status.loadBalancer.ingress[0].ip}:{.status.loadBalancer.ingress[0].ports[0].port}",
+        &gw,
+        T,
+    );
     let (status, body) = http_get(&gw, "api.local", "/other").expect("gateway answers");
     assert_eq!(status, 404, "no rule for api.local/other: {body}");
     let (status, body) = http_get(&gw, "nowhere.example", "/").expect("gateway answers");

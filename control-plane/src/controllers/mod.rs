@@ -10,6 +10,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
+pub mod ingress;
 pub mod job;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -211,6 +212,7 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
     let crons = cronjob::run(client.clone());
     let sets = statefulset::run(client.clone(), pods.clone());
     let endpoints = endpoints::run(client.clone(), pods.clone());
+    let ingresses = ingress::run(client.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -222,6 +224,7 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
             _ = sets => {}
             _ = deploy => {}
             _ = endpoints => {}
+            _ = ingresses => {}
             _ = stop.cancelled() => {}
         }
     });
