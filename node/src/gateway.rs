@@ -123,8 +123,9 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
-fn miss(msg: String) -> Response<Body> {
-    let mut r = text(StatusCode::NOT_FOUND, msg);
+/// The gateway's own answer that the request reached no guest (so another endpoint may take it).
+fn miss(status: StatusCode, msg: String) -> Response<Body> {
+    let mut r = text(status, msg);
     r.headers_mut()
         .insert(MISS_HEADER, HeaderValue::from_static("1"));
     r
@@ -373,13 +374,7 @@ impl Served {
 }
 
 fn log_line(log: &crate::logs::LogSink, line: &str) {
-    use tokio::io::AsyncWriteExt;
-    let mut s = log.stream(true);
-    let line = format!("skiff: {line}\n");
-    // A LogStream write completes at once.
-    futures::executor::block_on(async move {
-        let _ = s.write_all(line.as_bytes()).await;
-    });
+    log.note(&format!("skiff: {line}"));
 }
 
 /// How a Service port names its target.
@@ -1114,10 +1109,13 @@ impl Gateway {
                         let key = (namespace, name);
                         return match self.local_container(&key, host_port) {
                             Some(s) => s.handle(req).await,
-                            None => miss(format!(
-                                "pod {}/{} is not served on node {}",
-                                key.0, key.1, self.node
-                            )),
+                            None => miss(
+                                StatusCode::NOT_FOUND,
+                                format!(
+                                    "pod {}/{} is not served on node {}",
+                                    key.0, key.1, self.node
+                                ),
+                            ),
                         };
                     }
                     HostTarget::Service { namespace, name } => Backend {
@@ -1206,7 +1204,7 @@ impl Gateway {
             let chosen = pick(
                 eps,
                 &candidates,
-                &|e| self.outstanding_of(&e.pod).load(Ordering::Relaxed),
+                &|e| self.outstanding_now(&e.pod),
                 turn,
                 affinity,
             );
@@ -1242,9 +1240,22 @@ impl Gateway {
         }
     }
 
+    /// Requests outstanding at a pod now (no entry: none).
+    fn outstanding_now(&self, pod: &(String, String)) -> usize {
+        self.outstanding
+            .lock()
+            .ok()
+            .and_then(|m| m.get(pod).map(|c| c.load(Ordering::Relaxed)))
+            .unwrap_or(0)
+    }
+
     fn outstanding_of(&self, pod: &(String, String)) -> Arc<AtomicUsize> {
         match self.outstanding.lock() {
-            Ok(mut m) => m.entry(pod.clone()).or_default().clone(),
+            // Looked up per candidate on every request: clone the key only for a new pod.
+            Ok(mut m) => match m.get(pod) {
+                Some(c) => c.clone(),
+                None => m.entry(pod.clone()).or_default().clone(),
+            },
             Err(_) => Arc::default(),
         }
     }
@@ -1258,20 +1269,20 @@ impl Gateway {
         if ep.node == self.node {
             return match self.local_container(&ep.pod, Some(ep.port)) {
                 Some(s) => s.handle(req).await,
-                None => miss(format!(
-                    "pod {}/{} is not served on node {}",
-                    ep.pod.0, ep.pod.1, self.node
-                )),
+                None => miss(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "pod {}/{} is not served on node {}",
+                        ep.pod.0, ep.pod.1, self.node
+                    ),
+                ),
             };
         }
         let Some(addr) = routes.nodes.get(&ep.node) else {
-            let mut r = text(
+            return miss(
                 StatusCode::BAD_GATEWAY,
                 format!("node {} has no gateway address", ep.node),
             );
-            r.headers_mut()
-                .insert(MISS_HEADER, HeaderValue::from_static("1"));
-            return r;
         };
         let host = format!("{}.{}.pod:{}", ep.pod.1, ep.pod.0, ep.port);
         let path = req
@@ -1294,15 +1305,12 @@ impl Gateway {
         match self.client.request(req).await {
             Ok(resp) => resp.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),
             Err(e) => {
-                let mut r = text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("forwarding to node {} ({addr}): {e}", ep.node),
-                );
+                let msg = format!("forwarding to node {} ({addr}): {e}", ep.node);
                 if e.is_connect() {
-                    r.headers_mut()
-                        .insert(MISS_HEADER, HeaderValue::from_static("1"));
+                    miss(StatusCode::BAD_GATEWAY, msg)
+                } else {
+                    text(StatusCode::BAD_GATEWAY, msg)
                 }
-                r
             }
         }
     }
@@ -1350,6 +1358,17 @@ impl Gateway {
                         tracing::warn!(%addr, error = %e, "cannot listen on a NodePort");
                     }
                 }
+            }
+            // Forget the load counters of pods that are no endpoint any more.
+            if let Ok(mut m) = self.outstanding.lock() {
+                let live: HashSet<&PodKey> = routes
+                    .services
+                    .values()
+                    .flat_map(|s| s.ports.iter())
+                    .flat_map(|p| p.endpoints.iter())
+                    .map(|e| &e.pod)
+                    .collect();
+                m.retain(|k, c| live.contains(k) || c.load(Ordering::Relaxed) > 0);
             }
             if let Ok(mut r) = self.routes.write() {
                 *r = Arc::new(routes);

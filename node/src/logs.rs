@@ -168,6 +168,11 @@ impl LogSink {
         }
     }
 
+    /// A line of the node's own on the container's stderr (a failed HTTP request, say).
+    pub fn note(&self, line: &str) {
+        self.write(1, format!("{line}\n").as_bytes());
+    }
+
     /// Flush partial lines and mark the file finished.
     pub fn finish(&self) {
         if let Ok(mut inner) = self.inner.lock() {

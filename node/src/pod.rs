@@ -916,73 +916,65 @@ impl ContainerRun {
     /// Run the container's probes. Readiness is written to its record; the future ends only when
     /// a startup or liveness probe has failed for good, with what to say.
     async fn probe(&self, served: Option<Arc<Served>>, probes: &Probes) -> String {
-        let unhealthy = |kind: &'static str, e: String| async move {
-            self.event(
-                EventType::Warning,
-                "Unhealthy",
-                &format!("{kind} probe failed: {e}"),
-            )
-            .await;
-        };
+        let served = served.as_ref();
         if let Some(p) = &probes.startup {
-            tokio::time::sleep(p.initial_delay).await;
-            let mut c = Counter::new();
-            loop {
-                let r = crate::probe::check(p, served.as_ref()).await;
-                let ok = r.is_ok();
-                if let Err(e) = r {
-                    unhealthy("Startup", e).await;
-                }
-                match c.record(ok, p) {
-                    Some(true) => break,
-                    Some(false) => return "failed startup probe".into(),
-                    None => {}
-                }
-                tokio::time::sleep(p.period).await;
+            if !self.probe_until(p, "Startup", served, Some).await {
+                return "failed startup probe".into();
             }
             if probes.readiness.is_none() {
                 self.shared.update(self.i, |r| r.ready = true);
             }
         }
         let readiness = async {
-            let Some(p) = &probes.readiness else {
-                return std::future::pending::<()>().await;
-            };
-            tokio::time::sleep(p.initial_delay).await;
-            let mut c = Counter::new();
-            loop {
-                let r = crate::probe::check(p, served.as_ref()).await;
-                let ok = r.is_ok();
-                if let Err(e) = r {
-                    unhealthy("Readiness", e).await;
+            match &probes.readiness {
+                Some(p) => {
+                    self.probe_until(p, "Readiness", served, |v| {
+                        self.shared.update(self.i, |r| r.ready = v);
+                        None::<()>
+                    })
+                    .await
                 }
-                if let Some(v) = c.record(ok, p) {
-                    self.shared.update(self.i, |r| r.ready = v);
-                }
-                tokio::time::sleep(p.period).await;
+                None => std::future::pending().await,
             }
         };
         let liveness = async {
-            let Some(p) = &probes.liveness else {
-                return std::future::pending::<String>().await;
-            };
-            tokio::time::sleep(p.initial_delay).await;
-            let mut c = Counter::new();
-            loop {
-                let r = crate::probe::check(p, served.as_ref()).await;
-                let ok = r.is_ok();
-                if let Err(e) = r {
-                    unhealthy("Liveness", e).await;
+            match &probes.liveness {
+                Some(p) => {
+                    self.probe_until(p, "Liveness", served, |v| (!v).then_some(()))
+                        .await;
+                    "failed liveness probe".to_string()
                 }
-                if c.record(ok, p) == Some(false) {
-                    return "failed liveness probe".to_string();
-                }
-                tokio::time::sleep(p.period).await;
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
             why = liveness => why,
-            _ = readiness => unreachable_pending().await,
+            () = readiness => unreachable_pending().await,
+        }
+    }
+
+    /// Run probe `p` every period (after its initial delay), with an `Unhealthy` event for each
+    /// failure, until `on_verdict` (told each change of verdict) returns a value.
+    async fn probe_until<R>(
+        &self,
+        p: &ProbeSpec,
+        kind: &str,
+        served: Option<&Arc<Served>>,
+        mut on_verdict: impl FnMut(bool) -> Option<R>,
+    ) -> R {
+        tokio::time::sleep(p.initial_delay).await;
+        let mut c = Counter::new();
+        loop {
+            let r = crate::probe::check(p, served).await;
+            let ok = r.is_ok();
+            if let Err(e) = r {
+                let msg = format!("{kind} probe failed: {e}");
+                self.event(EventType::Warning, "Unhealthy", &msg).await;
+            }
+            if let Some(out) = c.record(ok, p).and_then(&mut on_verdict) {
+                return out;
+            }
+            tokio::time::sleep(p.period).await;
         }
     }
 

@@ -295,17 +295,19 @@ fn rollouts_and_drains_drop_no_request() {
     ]);
     let gw = c.gateway("testnode");
     c.gateway("n2");
-    let on_n2 = c.jsonpath(
-        &[
-            "pods",
-            "-l",
-            "app=http-hello",
-            "--field-selector",
-            "spec.nodeName=n2",
-        ],
-        "{.items[*].metadata.name}",
-    );
-    assert!(!on_n2.is_empty(), "some endpoints run on n2");
+    let pods_on_n2 = |c: &Cluster| {
+        c.jsonpath(
+            &[
+                "pods",
+                "-l",
+                "app=http-hello",
+                "--field-selector",
+                "spec.nodeName=n2",
+            ],
+            "{.items[*].metadata.name}",
+        )
+    };
+    assert!(!pods_on_n2(&c).is_empty(), "some endpoints run on n2");
     ok_body(&gw, "http-hello", "/");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -350,17 +352,7 @@ fn rollouts_and_drains_drop_no_request() {
     });
 
     // Drain n2 (it hosts endpoints again after the rollout: the scheduler spreads them).
-    let on_n2 = c.jsonpath(
-        &[
-            "pods",
-            "-l",
-            "app=http-hello",
-            "--field-selector",
-            "spec.nodeName=n2",
-        ],
-        "{.items[*].metadata.name}",
-    );
-    assert!(!on_n2.is_empty(), "v2 endpoints run on n2 too");
+    assert!(!pods_on_n2(&c).is_empty(), "v2 endpoints run on n2 too");
     c.kubectl_ok(&["drain", "n2", "--ignore-daemonsets", "--timeout=90s"]);
     c.kubectl_ok(&[
         "rollout",
@@ -368,17 +360,7 @@ fn rollouts_and_drains_drop_no_request() {
         "deployment/http-hello",
         "--timeout=90s",
     ]);
-    let on_n2 = c.jsonpath(
-        &[
-            "pods",
-            "-l",
-            "app=http-hello",
-            "--field-selector",
-            "spec.nodeName=n2",
-        ],
-        "{.items[*].metadata.name}",
-    );
-    assert_eq!(on_n2, "", "n2 was drained");
+    assert_eq!(pods_on_n2(&c), "", "n2 was drained");
     // Let the clients run on the new endpoints for a moment.
     let before = bodies.lock().map(|v| v.len()).unwrap_or(0);
     eventually("requests after the drain", T, || {
