@@ -243,6 +243,59 @@ struct Worker {
     /// The deadline of a graceful deletion, once there is one.
     terminate: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     done: Option<JoinHandle<()>>,
+    /// Cancelled once the pod's task has ended (its files are no longer written).
+    finished: CancellationToken,
+    /// The pod's directory (logs, emptyDirs, termination files).
+    dir: std::path::PathBuf,
+}
+
+/// Remove a pod's directory once its task has ended: the pod is gone from the API, so its
+/// logs and emptyDirs go with it, as the kubelet removes them.
+fn remove_pod_dir(dir: std::path::PathBuf, finished: Option<CancellationToken>) {
+    tokio::spawn(async move {
+        if let Some(f) = finished {
+            f.cancelled().await;
+        }
+        let shown = dir.display().to_string();
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %shown, error = %e, "could not remove a deleted pod's directory")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %shown, error = %e, "could not remove a deleted pod's directory")
+            }
+        }
+    });
+}
+
+/// Directories under `root` of pods that are not bound here any more (deleted while the agent
+/// was not running): `<namespace>_<pod>_<uid>` whose uid is not in `bound`.
+fn orphaned_pod_dirs(root: &std::path::Path, bound: &HashSet<String>) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.rsplit_once('_'))
+                .is_some_and(|(_, uid)| !bound.contains(uid))
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
+fn pod_dir_of(ctx: &NodeContext, pod: &Pod) -> std::path::PathBuf {
+    crate::logs::pod_dir(
+        &ctx.log_root,
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default(),
+    )
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -375,6 +428,7 @@ pub async fn run(
     let mut events = std::pin::pin!(watcher(pods, cfg).default_backoff());
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut swept = false;
     loop {
         let ev = tokio::select! {
             ev = events.next() => ev,
@@ -400,15 +454,34 @@ pub async fn run(
                     let keep = seen.contains(uid);
                     if !keep {
                         w.stop.cancel();
+                        remove_pod_dir(w.dir.clone(), Some(w.finished.clone()));
                     }
                     keep
                 });
+                // Once, at start: the directories of pods deleted while the agent was down.
+                if !swept {
+                    swept = true;
+                    let (root, bound) = (ctx.log_root.clone(), seen.clone());
+                    if let Ok(dirs) =
+                        tokio::task::spawn_blocking(move || orphaned_pod_dirs(&root, &bound)).await
+                    {
+                        for d in dirs {
+                            tracing::info!(dir = %d.display(), "removing the directory of a pod that is gone");
+                            remove_pod_dir(d, None);
+                        }
+                    }
+                }
             }
             watcher::Event::Apply(pod) => apply(&ctx, &mut workers, pod),
             watcher::Event::Delete(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                if let Some(w) = workers.remove(&uid) {
-                    w.stop.cancel();
+                match workers.remove(&uid) {
+                    Some(w) => {
+                        w.stop.cancel();
+                        remove_pod_dir(w.dir, Some(w.finished));
+                    }
+                    // A pod that finished (or never started) here.
+                    None => remove_pod_dir(pod_dir_of(&ctx, &pod), None),
                 }
                 ctx.forget_pod(&uid);
             }
@@ -442,13 +515,66 @@ fn apply(ctx: &Arc<NodeContext>, workers: &mut HashMap<String, Worker>, pod: Pod
     let stop = CancellationToken::new();
     let (terminate, termination) = tokio::sync::watch::channel(None);
     tracing::info!(pod = %pod.metadata.name.clone().unwrap_or_default(), "starting pod");
-    let done = tokio::spawn(crate::pod::run(ctx.clone(), pod, stop.clone(), termination));
+    let finished = CancellationToken::new();
+    let dir = pod_dir_of(ctx, &pod);
+    // Boxed: the wrapper below would otherwise hold the (large) future twice.
+    let run = Box::pin(crate::pod::run(ctx.clone(), pod, stop.clone(), termination));
+    // Cancelled when the task ends however it ends (returns, panics or is aborted).
+    let on_end = finished.clone().drop_guard();
+    let done = tokio::spawn(async move {
+        let _on_end = on_end;
+        run.await;
+    });
     workers.insert(
         uid,
         Worker {
             stop,
             terminate,
             done: Some(done),
+            finished,
+            dir,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_pod_dirs_are_those_of_pods_not_bound_here() {
+        let root = std::env::temp_dir().join(format!("skiff-orphans-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // (directory name, still bound, is a directory)
+        let cases = [
+            ("default_web_uid-1", true, true),
+            ("default_gone_uid-2", false, true),
+            ("team-a_job-x_uid-3", false, true),
+            ("default_web_uid-4", true, true),
+            ("not-a-pod-file_uid-5", false, false),
+            ("no-separator", false, true),
+        ];
+        for (name, _, dir) in cases {
+            let p = root.join(name);
+            if dir {
+                std::fs::create_dir_all(&p).unwrap();
+            } else {
+                std::fs::create_dir_all(&root).unwrap();
+                std::fs::write(&p, "x").unwrap();
+            }
+        }
+        let bound: HashSet<String> = cases
+            .iter()
+            .filter(|c| c.1)
+            .map(|c| c.0.rsplit_once('_').unwrap().1.to_string())
+            .collect();
+        let mut got: Vec<String> = orphaned_pod_dirs(&root, &bound)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        got.sort();
+        assert_eq!(got, ["default_gone_uid-2", "team-a_job-x_uid-3"]);
+        assert!(orphaned_pod_dirs(&root.join("missing"), &bound).is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

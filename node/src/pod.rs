@@ -725,6 +725,13 @@ struct Prepared {
     log: crate::logs::LogSink,
 }
 
+/// What [`termination_file`] needs of a container.
+struct TerminationSpec {
+    container: String,
+    /// `terminationMessagePath`.
+    path: Option<String>,
+}
+
 /// Kubernetes' cap on a termination message.
 const TERMINATION_MESSAGE_MAX: u64 = 4096;
 
@@ -732,12 +739,12 @@ const TERMINATION_MESSAGE_MAX: u64 = 4096;
 /// `/dev/termination-log`). When no mount holds its directory, that directory becomes a fresh
 /// writable preopen holding an empty file, as the kubelet bind-mounts one.
 fn termination_file(
-    c: &Container,
+    c: &TerminationSpec,
     pod_dir: &std::path::Path,
     preopens: &mut Vec<crate::volumes::Preopen>,
 ) -> std::io::Result<Option<std::path::PathBuf>> {
     let path = c
-        .termination_message_path
+        .path
         .as_deref()
         .filter(|p| !p.is_empty())
         .unwrap_or("/dev/termination-log");
@@ -764,7 +771,7 @@ fn termination_file(
             .trim_start_matches('/');
         return Ok(Some(p.host.join(rest)));
     }
-    let host_dir = pod_dir.join(&c.name).join("termination");
+    let host_dir = pod_dir.join(&c.container).join("termination");
     let _ = std::fs::remove_dir_all(&host_dir);
     std::fs::create_dir_all(&host_dir)?;
     let host_file = host_dir.join(file);
@@ -1034,20 +1041,26 @@ impl ContainerRun {
             .map_err(config_err)?;
         let (mut preopens, cwd) =
             crate::volumes::mounts(&self.c, &self.laid, &env).map_err(config_err)?;
-        // An HTTP service does not terminate per request: no termination message file (which
-        // would cost a directory open per request).
-        let termination = if matches!(*workload, Workload::Http(_)) {
-            None
-        } else {
-            termination_file(&self.c, pod_dir, &mut preopens)
-                .map_err(|e| ("CreateContainerError", e.to_string()))?
-        };
         let restart = self
             .shared
             .snapshot()
             .get(self.i)
             .map(|r| r.restart_count)
             .unwrap_or(0);
+        // An HTTP service does not terminate per request (a termination file would cost a
+        // directory open per request), and a guest that cannot open files cannot write one:
+        // neither gets a termination-message file, which saves creating it at every start.
+        let wants_termination = !matches!(*workload, Workload::Http(_)) && workload.opens_files();
+        let c = TerminationSpec {
+            container: self.c.name.clone(),
+            path: self.c.termination_message_path.clone(),
+        };
+        let termination = if wants_termination {
+            termination_file(&c, pod_dir, &mut preopens)
+                .map_err(|e| ("CreateContainerError", e.to_string()))?
+        } else {
+            None
+        };
         let path = crate::logs::log_path(pod_dir, &self.c.name, restart.max(0) as u32);
         let log = crate::logs::LogSink::with_rotation(
             &path,

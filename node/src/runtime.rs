@@ -210,6 +210,32 @@ pub enum Prepared {
     Http(ProxyPre<P2State>),
 }
 
+impl Prepared {
+    /// Whether the guest can create or open a file at all: a module that imports WASI's
+    /// `path_open`, a component that imports any `wasi:filesystem` interface. One that cannot
+    /// has no use for a termination-message file (and the node saves making one per run).
+    pub fn opens_files(&self) -> bool {
+        match self {
+            Prepared::Module(pre) => pre
+                .module()
+                .imports()
+                .any(|i| i.module() == "wasi_snapshot_preview1" && i.name() == "path_open"),
+            Prepared::Component(cmd) => {
+                let c = cmd.instance_pre().component();
+                c.component_type()
+                    .imports(c.engine())
+                    .any(|(name, _)| name.starts_with("wasi:filesystem/"))
+            }
+            Prepared::Http(pre) => {
+                let c = pre.instance_pre().component();
+                c.component_type()
+                    .imports(c.engine())
+                    .any(|(name, _)| name.starts_with("wasi:filesystem/"))
+            }
+        }
+    }
+}
+
 /// What one run gets.
 pub struct RunSpec {
     /// argv, argv[0] included.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{example, pod, Cluster};
+use crate::harness::{eventually, example, pod, Cluster};
 use crate::{manifest, T};
 
 fn push_node_examples(c: &Cluster) {
@@ -346,6 +346,24 @@ fn deadlines_and_empty_dir_limits_fail_the_pod_and_agent_restarts_resume_pods() 
     let msg = c.jsonpath(&["pod", "filler"], "{.status.message}");
     assert!(msg.contains("exceeds the limit"), "{msg}");
 
+    // A deleted pod's directory (its logs and emptyDir) goes with it, as the kubelet removes it.
+    let pods_root = c.data().join("node").join("pods");
+    let uid = c.jsonpath(&["pod", "filler"], "{.metadata.uid}");
+    let filler_dir = pods_root.join(format!("default_filler_{uid}"));
+    assert!(
+        filler_dir.join("volumes").join("scratch").is_dir(),
+        "{} should hold the pod's emptyDir",
+        filler_dir.display()
+    );
+    c.kubectl_ok(&["delete", "pod", "filler", "--wait=true"]);
+    eventually("the deleted pod's directory to be removed", T, || {
+        (!filler_dir.exists()).then_some(())
+    });
+    // One left by a pod deleted while the agent was down is removed when it starts again.
+    let ghost = pods_root.join("default_ghost_00000000-0000-0000-0000-000000000000");
+    std::fs::create_dir_all(ghost.join("c")).expect("make a stale pod directory");
+    std::fs::write(ghost.join("c").join("0.log"), "old\n").expect("write a stale log");
+
     // A running pod runs again after the agent (here: the whole server) is killed.
     let m = pod("resumes", "ticker:latest", "", "")
         .replace("restartPolicy: Never", "restartPolicy: Always");
@@ -359,6 +377,16 @@ fn deadlines_and_empty_dir_limits_fail_the_pod_and_agent_restarts_resume_pods() 
         T,
     );
     wait_phase(&c, "resumes", "Running");
+    eventually("the stale pod directory to be removed", T, || {
+        (!ghost.exists()).then_some(())
+    });
+    let resumes_uid = c.jsonpath(&["pod", "resumes"], "{.metadata.uid}");
+    assert!(
+        pods_root
+            .join(format!("default_resumes_{resumes_uid}"))
+            .is_dir(),
+        "a running pod keeps its directory across agent restarts"
+    );
 }
 
 #[test]

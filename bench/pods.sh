@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Issue 4's node benchmark, RUNS times (default 5), each on a fresh release `skiff server`:
+# `skiff bench pods` (1,000 ticker pods created at 100/s: create → Running p50/p99, RSS,
+# instantiate, delete all). Prints every run's JSON lines, then one line per run with the
+# create → Running median and p99, so a tail shows up as the run it is and not as an average.
+#   bench/pods.sh                 # RUNS=5, N=1000, RATE=100
+#   RUNS=10 N=1000 bench/pods.sh
+#   SKIFF=/path/to/other/skiff bench/pods.sh   # another build (A/B); no build step
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+N=${N:-1000}
+RATE=${RATE:-100}
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+if [[ -z ${SKIFF:-} ]]; then
+  echo "==> building skiff (release)" >&2
+  cargo build --release --quiet
+  SKIFF=$PWD/target/release/skiff
+fi
+(cd wasm-examples && cargo build --release --target wasm32-wasip1 -p ticker --quiet)
+MODULE=$PWD/wasm-examples/target/wasm32-wasip1/release/ticker.wasm
+summary=$(mktemp)
+dir=
+pid=
+cleanup() {
+  [[ -n $pid ]] && { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+  [[ -n $dir ]] && rm -rf "$dir"
+  rm -f "$summary"
+}
+trap cleanup EXIT
+for run in $(seq "$RUNS"); do
+  dir=$(mktemp -d)
+  "$SKIFF" server --data-dir "$dir" --listen 127.0.0.1:0 --gateway-port 0 --node-name bench >"$dir/out" 2>"$dir/log" &
+  pid=$!
+  for _ in $(seq 300); do
+    grep -q "ready at" "$dir/out" 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || { tail -20 "$dir/log" >&2; exit 1; }
+    sleep 0.1
+  done
+  K=$dir/kubeconfig.yaml
+  KUBECONFIG=$K "$SKIFF" push ticker:latest "$MODULE" >/dev/null
+  echo "==> run $run of $RUNS" >&2
+  "$SKIFF" bench pods --kubeconfig "$K" --n "$N" --rate "$RATE" --module "$MODULE" --pid $pid | tee "$dir/bench.json"
+  awk -v run="$run" -F'[,:}]' '/"bench":"pod-create-to-running"/ {
+      for (i = 1; i < NF; i++) { if ($i ~ /"median"/) m = $(i + 1); if ($i ~ /"p99"/) p = $(i + 1) }
+      printf "run %d: create → Running median %.1f ms, p99 %.1f ms\n", run, m, p }' "$dir/bench.json" >>"$summary"
+  kill $pid; wait $pid 2>/dev/null || true; pid=
+  rm -rf "$dir"; dir=
+done
+cat "$summary" >&2
