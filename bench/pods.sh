@@ -40,10 +40,17 @@ for run in $(seq "$RUNS"); do
   K=$dir/kubeconfig.yaml
   KUBECONFIG=$K "$SKIFF" push ticker:latest "$MODULE" >/dev/null
   echo "==> run $run of $RUNS" >&2
+  cpu_before=$(head -1 /proc/stat)
   "$SKIFF" bench pods --kubeconfig "$K" --n "$N" --rate "$RATE" --module "$MODULE" --pid $pid | tee "$dir/bench.json"
-  awk -v run="$run" -F'[,:}]' '/"bench":"pod-create-to-running"/ {
+  # The machine's CPU time during the run: on a shared VM, time stolen by the hypervisor
+  # (steal) shows up as a slower run.
+  cpu=$(printf '%s\n%s\n' "$cpu_before" "$(head -1 /proc/stat)" | awk '
+    NR == 1 { for (i = 2; i <= NF; i++) a[i] = $i }
+    NR == 2 { for (i = 2; i <= NF; i++) { d[i] = $i - a[i]; t += d[i] }
+              printf "busy %.0f%%, steal %.0f%%", 100 * (t - d[5] - d[6] - d[9]) / t, 100 * d[9] / t }')
+  awk -v run="$run" -v cpu="$cpu" -F'[,:}]' '/"bench":"pod-create-to-running"/ {
       for (i = 1; i < NF; i++) { if ($i ~ /"median"/) m = $(i + 1); if ($i ~ /"p99"/) p = $(i + 1) }
-      printf "run %d: create → Running median %.1f ms, p99 %.1f ms\n", run, m, p }' "$dir/bench.json" >>"$summary"
+      printf "run %d: create → Running median %.1f ms, p99 %.1f ms (machine: %s)\n", run, m, p, cpu }' "$dir/bench.json" >>"$summary"
   kill $pid; wait $pid 2>/dev/null || true; pid=
   rm -rf "$dir"; dir=
 done

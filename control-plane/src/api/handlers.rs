@@ -517,6 +517,11 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
+    /// No selector at all: every object matches.
+    pub(super) fn is_everything(&self) -> bool {
+        self.labels.0.is_empty() && self.fields.0.is_empty()
+    }
+
     pub(super) fn matches(&self, obj: &Value) -> bool {
         self.labels
             .matches(obj.pointer("/metadata/labels").unwrap_or(&Value::Null))

@@ -18,7 +18,38 @@ use super::error::{ApiError, ApiResult};
 use super::handlers::{flag, list_matching, materialize, wants_table, Filter, Query};
 use super::{table, AppState};
 use crate::resources::ResourceType;
-use crate::store::{EventKind, StoreError, StoredObject};
+use crate::store::{Event, EventKind, StoreError, StoredObject};
+
+/// An event's object as the watchers of one resource type send it: materialized and serialized
+/// once, by the first of them, for all of them (see [`Event::memo`]).
+struct Encoded {
+    rt: &'static ResourceType,
+    value: Value,
+    json: Bytes,
+}
+
+/// The shared encoding of `ev` for `rt`; made here (and kept for the other watchers) when it is
+/// the first. `None` for an object that cannot be materialized (logged by the caller's skip).
+fn encoded(rt: &'static ResourceType, ev: &Event) -> Option<Arc<Encoded>> {
+    let fresh = || -> Option<Arc<Encoded>> {
+        let value = materialize(rt, &ev.object).ok()?;
+        let json = Bytes::from(serde_json::to_vec(&value).ok()?);
+        Some(Arc::new(Encoded { rt, value, json }))
+    };
+    match ev.memo.get() {
+        Some(memo) => match memo.clone().downcast::<Encoded>() {
+            Ok(e) if std::ptr::eq(e.rt, rt) => Some(e),
+            // Kept for another resource type (events.k8s.io and core Events share storage).
+            _ => fresh(),
+        },
+        None => {
+            let e = fresh()?;
+            // Another watcher may have been first meanwhile; either encoding is the same.
+            let _ = ev.memo.set(e.clone());
+            Some(e)
+        }
+    }
+}
 
 struct Encoder {
     rt: &'static ResourceType,
@@ -42,6 +73,20 @@ impl Encoder {
         let mut bytes =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         bytes.push(b'\n');
+        Bytes::from(bytes)
+    }
+
+    /// [`Encoder::line`] for an event's shared encoding: its JSON bytes are reused as they are.
+    fn line_encoded(&mut self, kind: &str, e: &Encoded) -> Bytes {
+        if self.table {
+            return self.line(kind, &e.value);
+        }
+        let mut bytes = Vec::with_capacity(e.json.len() + 32);
+        bytes.extend_from_slice(b"{\"type\":\"");
+        bytes.extend_from_slice(kind.as_bytes());
+        bytes.extend_from_slice(b"\",\"object\":");
+        bytes.extend_from_slice(&e.json);
+        bytes.extend_from_slice(b"}\n");
         Bytes::from(bytes)
     }
 
@@ -145,14 +190,15 @@ pub(super) async fn serve(
                             continue;
                         }
                     }
-                    let Ok(obj) = materialize(rt, &ev.object) else { continue };
-                    let now = filter.matches(&obj);
+                    let Some(obj) = encoded(rt, &ev) else { continue };
+                    let now = filter.matches(&obj.value);
                     let before = match &ev.previous {
-                        Some(prev) => {
+                        // Without selectors every object matches: nothing to look at.
+                        Some(prev) if !filter.is_everything() => {
                             let p = StoredObject { key: ev.object.key.clone(), revision: ev.object.revision, data: prev.clone() };
                             materialize(rt, &p).map(|o| filter.matches(&o)).unwrap_or(now)
                         }
-                        None => now,
+                        _ => now,
                     };
                     let kind = match (ev.kind, before, now) {
                         (EventKind::Added, _, true) => "ADDED",
@@ -162,7 +208,7 @@ pub(super) async fn serve(
                         (EventKind::Deleted, _, true) => "DELETED",
                         _ => continue,
                     };
-                    if tx.send(enc.line(kind, &obj)).await.is_err() {
+                    if tx.send(enc.line_encoded(kind, &obj)).await.is_err() {
                         return;
                     }
                 }
@@ -178,4 +224,66 @@ pub(super) async fn serve(
         header::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ObjectKey;
+
+    fn event(rev: u64) -> Event {
+        Event {
+            kind: EventKind::Modified,
+            object: StoredObject {
+                key: ObjectKey {
+                    resource: "pods".into(),
+                    namespace: "default".into(),
+                    name: "p".into(),
+                },
+                revision: rev,
+                data: Bytes::from_static(
+                    br#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"default","labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}"#,
+                ),
+            },
+            previous: None,
+            memo: Default::default(),
+        }
+    }
+
+    #[test]
+    fn one_encoding_serves_every_watcher_and_reads_as_the_plain_line() {
+        let pods = crate::resources::find("", "v1", "pods").unwrap();
+        let ev = event(42);
+        let first = encoded(pods, &ev).unwrap();
+        let second = encoded(pods, &ev).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second watcher reuses the first encoding"
+        );
+        assert_eq!(first.value["metadata"]["resourceVersion"], "42");
+        let mut enc = Encoder {
+            rt: pods,
+            table: false,
+            columns_sent: false,
+        };
+        for kind in ["ADDED", "MODIFIED", "DELETED"] {
+            let shared: Value = serde_json::from_slice(&enc.line_encoded(kind, &first)).unwrap();
+            let plain: Value = serde_json::from_slice(&enc.line(kind, &first.value)).unwrap();
+            assert_eq!(shared, plain);
+            assert!(enc.line_encoded(kind, &first).ends_with(b"\n"));
+        }
+        // Another resource type over the same storage gets its own encoding.
+        let events_core = crate::resources::find("", "v1", "events").unwrap();
+        let other = encoded(events_core, &ev).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.value["kind"], "Event");
+        // A table watch renders rows from the shared value.
+        let mut table = Encoder {
+            rt: pods,
+            table: true,
+            columns_sent: false,
+        };
+        let row: Value = serde_json::from_slice(&table.line_encoded("ADDED", &first)).unwrap();
+        assert_eq!(row["object"]["kind"], "Table");
+    }
 }

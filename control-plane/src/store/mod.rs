@@ -129,6 +129,10 @@ pub struct Event {
     pub object: StoredObject,
     /// The object before the change, when the change was seen live (not replayed from history).
     pub previous: Option<Bytes>,
+    /// A slot for one encoded form of this event, filled by the first watcher that encodes it
+    /// and reused by every other watcher of the event (as kube-apiserver's `cachingObject`).
+    /// The store never reads it.
+    pub memo: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// One write request.
@@ -357,6 +361,7 @@ impl Store {
                         data: Bytes::from(r.get::<Vec<u8>, _>(4)),
                     },
                     previous: None,
+                    memo: Default::default(),
                 })
             })
             .collect();

@@ -254,6 +254,7 @@ async fn apply_one(
                     kind: EventKind::Added,
                     object: obj,
                     previous: None,
+                    memo: Default::default(),
                 }),
             })
         }
@@ -289,6 +290,7 @@ async fn apply_one(
                     kind: EventKind::Modified,
                     object: obj,
                     previous: Some(old),
+                    memo: Default::default(),
                 }),
             })
         }
@@ -318,6 +320,7 @@ async fn apply_one(
                     kind: EventKind::Deleted,
                     object: obj,
                     previous: Some(old),
+                    memo: Default::default(),
                 }),
             })
         }
