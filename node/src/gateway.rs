@@ -68,6 +68,34 @@ pub enum GatewayError {
     /// The listener could not be bound.
     #[error("gateway listening on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
+    /// The gateway's runtime could not be started.
+    #[error("starting the gateway's threads: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The gateway's own tokio runtime: listeners, connections and the instances that answer
+/// requests run on threads of their own, so a request does not wait in a run queue behind the
+/// API server's and the agent's tasks (a pod start is a burst of those).
+struct Serving(Option<tokio::runtime::Runtime>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is refused in async code; this does not block.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Threads of the gateway's runtime.
+const SERVING_THREADS: usize = 2;
+
+/// Bind a listener (blocking bind, non-blocking socket) to be registered with the runtime that
+/// polls it.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// Latency buckets (seconds) of `skiff_http_request_duration_seconds`.
@@ -928,6 +956,8 @@ pub struct Gateway {
     >,
     /// The address the gateway listens on.
     pub addr: SocketAddr,
+    serving: tokio::runtime::Handle,
+    _runtime: Serving,
 }
 
 /// Counts a request outstanding at an endpoint.
@@ -963,12 +993,16 @@ impl Gateway {
         client: kube::Client,
         stop: CancellationToken,
     ) -> Result<Arc<Gateway>, GatewayError> {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| GatewayError::Listen(listen, e))?;
+        let listener = bind(listen).map_err(|e| GatewayError::Listen(listen, e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| GatewayError::Listen(listen, e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(SERVING_THREADS)
+            .thread_name("skiff-gateway")
+            .enable_all()
+            .build()
+            .map_err(GatewayError::Runtime)?;
         let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -984,10 +1018,29 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector),
             addr,
+            serving: runtime.handle().clone(),
+            _runtime: Serving(Some(runtime)),
         });
-        tokio::spawn(gw.clone().accept(listener, None, stop.clone()));
+        gw.serve(listener, None, stop.clone());
+        // The routing table is built from watches on the agent's runtime.
         tokio::spawn(gw.clone().watch(client, stop));
         Ok(gw)
+    }
+
+    /// Accept connections on `listener` on the gateway's own runtime until `stop`.
+    fn serve(
+        self: &Arc<Self>,
+        listener: std::net::TcpListener,
+        fixed: Option<Backend>,
+        stop: CancellationToken,
+    ) {
+        let gw = self.clone();
+        self.serving.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => gw.accept(l, fixed, stop).await,
+                Err(e) => tracing::warn!(error = %e, "gateway listener unusable"),
+            }
+        });
     }
 
     /// The current routing table.
@@ -1348,10 +1401,10 @@ impl Gateway {
                     continue;
                 }
                 let addr = SocketAddr::new(self.addr.ip(), port);
-                match tokio::net::TcpListener::bind(addr).await {
+                match bind(addr) {
                     Ok(l) => {
                         let token = stop.child_token();
-                        tokio::spawn(self.clone().accept(l, Some(backend), token.clone()));
+                        self.serve(l, Some(backend), token.clone());
                         listeners.insert(port, token);
                     }
                     Err(e) => {
