@@ -5,6 +5,7 @@
 #   bench/hollow.sh [scheduler|deployments|both] [extra flags for the bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 WHICH=${1:-both}; shift || true
 cargo build --release --quiet
 SKIFF=$PWD/target/release/skiff
@@ -12,11 +13,7 @@ dir=$(mktemp -d)
 "$SKIFF" server --no-node --data-dir "$dir" --listen 127.0.0.1:0 >"$dir/out" 2>"$dir/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 300); do
-  grep -q "ready at" "$dir/out" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || { tail -20 "$dir/log" >&2; exit 1; }
-  sleep 0.1
-done
+await_ready $pid "$dir"
 K=$dir/kubeconfig.yaml
 [[ $WHICH == scheduler || $WHICH == both ]] && "$SKIFF" bench scheduler --kubeconfig "$K" "$@"
 [[ $WHICH == deployments || $WHICH == both ]] && "$SKIFF" bench deployments --kubeconfig "$K" "$@"

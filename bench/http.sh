@@ -14,6 +14,7 @@
 # a while the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 CONNECTIONS=${CONNECTIONS:-32}
 DURATION=${DURATION:-10s}
 PODS=${PODS:-1000}
@@ -48,11 +49,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-for _ in $(seq 300); do
-  grep -q "ready at" "$dir/out" 2>/dev/null && break
-  kill -0 $pid 2>/dev/null || { tail -20 "$dir/log" >&2; exit 1; }
-  sleep 0.1
-done
+await_ready $pid "$dir"
 export KUBECONFIG=$dir/kubeconfig.yaml
 "$SKIFF" push hello-bench:latest "$MODULE" >/dev/null
 kubectl apply -f - >/dev/null <<EOF

@@ -1,4 +1,4 @@
-# Shared helpers of the bench scripts: statistics over a list of milliseconds.
+# Shared helpers of the bench scripts: statistics over a list of milliseconds, waiting for a server.
 # stats NAME < numbers  →  one JSON line and a human summary (median, p99, min, max).
 stats() {
   local name=$1
@@ -14,3 +14,18 @@ stats() {
 }
 
 now_ms() { date +%s%N | awk '{ printf "%.3f\n", $1 / 1000000 }'; }
+
+# await_ready PID DIR: wait (up to 30 s) until the `skiff server` with PID, started with its
+# output in DIR/out and its log in DIR/log, prints its ready line; fail with the log's tail when
+# it dies first or never gets there.
+await_ready() {
+  local pid=$1 dir=$2
+  for _ in $(seq 300); do
+    grep -q "ready at" "$dir/out" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "skiff server (pid $pid) did not become ready:" >&2
+  tail -20 "$dir/log" >&2
+  return 1
+}

@@ -8,6 +8,7 @@
 #   SKIFF=/path/to/other/skiff bench/pods.sh   # another build (A/B); no build step
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${RUNS:-5}
 N=${N:-1000}
 RATE=${RATE:-100}
@@ -32,11 +33,7 @@ for run in $(seq "$RUNS"); do
   dir=$(mktemp -d)
   "$SKIFF" server --data-dir "$dir" --listen 127.0.0.1:0 --gateway-port 0 --node-name bench >"$dir/out" 2>"$dir/log" &
   pid=$!
-  for _ in $(seq 300); do
-    grep -q "ready at" "$dir/out" 2>/dev/null && break
-    kill -0 $pid 2>/dev/null || { tail -20 "$dir/log" >&2; exit 1; }
-    sleep 0.1
-  done
+  await_ready $pid "$dir"
   K=$dir/kubeconfig.yaml
   KUBECONFIG=$K "$SKIFF" push ticker:latest "$MODULE" >/dev/null
   echo "==> run $run of $RUNS" >&2

@@ -257,16 +257,13 @@ fn remove_pod_dir(dir: std::path::PathBuf, finished: Option<CancellationToken>) 
             f.cancelled().await;
         }
         let shown = dir.display().to_string();
-        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Ok(Err(e)) => {
-                tracing::warn!(dir = %shown, error = %e, "could not remove a deleted pod's directory")
-            }
-            Err(e) => {
-                tracing::warn!(dir = %shown, error = %e, "could not remove a deleted pod's directory")
-            }
-        }
+        let error = match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(dir = %shown, %error, "could not remove a deleted pod's directory");
     });
 }
 
