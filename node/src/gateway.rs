@@ -1072,6 +1072,25 @@ impl Gateway {
         l.get(pod)?.iter().find(|s| s.answers_on(port)).cloned()
     }
 
+    /// Answer `req` with a container of `pod` on this node, or say (as a miss) that it is not here.
+    async fn serve_local(
+        &self,
+        pod: &(String, String),
+        port: Option<u16>,
+        req: Request<Body>,
+    ) -> Response<Body> {
+        match self.local_container(pod, port) {
+            Some(s) => s.handle(req).await,
+            None => miss(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "pod {}/{} is not served on node {}",
+                    pod.0, pod.1, self.node
+                ),
+            ),
+        }
+    }
+
     async fn accept(
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
@@ -1159,17 +1178,7 @@ impl Gateway {
                 };
                 match classify_host(host, "default", &exists) {
                     HostTarget::Pod { namespace, name } => {
-                        let key = (namespace, name);
-                        return match self.local_container(&key, host_port) {
-                            Some(s) => s.handle(req).await,
-                            None => miss(
-                                StatusCode::NOT_FOUND,
-                                format!(
-                                    "pod {}/{} is not served on node {}",
-                                    key.0, key.1, self.node
-                                ),
-                            ),
-                        };
+                        return self.serve_local(&(namespace, name), host_port, req).await;
                     }
                     HostTarget::Service { namespace, name } => Backend {
                         namespace,
@@ -1320,16 +1329,7 @@ impl Gateway {
         routes: &Routes,
     ) -> Response<Body> {
         if ep.node == self.node {
-            return match self.local_container(&ep.pod, Some(ep.port)) {
-                Some(s) => s.handle(req).await,
-                None => miss(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "pod {}/{} is not served on node {}",
-                        ep.pod.0, ep.pod.1, self.node
-                    ),
-                ),
-            };
+            return self.serve_local(&ep.pod, Some(ep.port), req).await;
         }
         let Some(addr) = routes.nodes.get(&ep.node) else {
             return miss(

@@ -725,13 +725,6 @@ struct Prepared {
     log: crate::logs::LogSink,
 }
 
-/// What [`termination_file`] needs of a container.
-struct TerminationSpec {
-    container: String,
-    /// `terminationMessagePath`.
-    path: Option<String>,
-}
-
 /// Kubernetes' cap on a termination message.
 const TERMINATION_MESSAGE_MAX: u64 = 4096;
 
@@ -739,12 +732,12 @@ const TERMINATION_MESSAGE_MAX: u64 = 4096;
 /// `/dev/termination-log`). When no mount holds its directory, that directory becomes a fresh
 /// writable preopen holding an empty file, as the kubelet bind-mounts one.
 fn termination_file(
-    c: &TerminationSpec,
+    c: &Container,
     pod_dir: &std::path::Path,
     preopens: &mut Vec<crate::volumes::Preopen>,
 ) -> std::io::Result<Option<std::path::PathBuf>> {
     let path = c
-        .path
+        .termination_message_path
         .as_deref()
         .filter(|p| !p.is_empty())
         .unwrap_or("/dev/termination-log");
@@ -771,7 +764,7 @@ fn termination_file(
             .trim_start_matches('/');
         return Ok(Some(p.host.join(rest)));
     }
-    let host_dir = pod_dir.join(&c.container).join("termination");
+    let host_dir = pod_dir.join(&c.name).join("termination");
     let _ = std::fs::remove_dir_all(&host_dir);
     std::fs::create_dir_all(&host_dir)?;
     let host_file = host_dir.join(file);
@@ -1051,12 +1044,8 @@ impl ContainerRun {
         // directory open per request), and a guest that cannot open files cannot write one:
         // neither gets a termination-message file, which saves creating it at every start.
         let wants_termination = !matches!(*workload, Workload::Http(_)) && workload.opens_files();
-        let c = TerminationSpec {
-            container: self.c.name.clone(),
-            path: self.c.termination_message_path.clone(),
-        };
         let termination = if wants_termination {
-            termination_file(&c, pod_dir, &mut preopens)
+            termination_file(&self.c, pod_dir, &mut preopens)
                 .map_err(|e| ("CreateContainerError", e.to_string()))?
         } else {
             None

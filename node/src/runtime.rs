@@ -220,20 +220,16 @@ impl Prepared {
                 .module()
                 .imports()
                 .any(|i| i.module() == "wasi_snapshot_preview1" && i.name() == "path_open"),
-            Prepared::Component(cmd) => {
-                let c = cmd.instance_pre().component();
-                c.component_type()
-                    .imports(c.engine())
-                    .any(|(name, _)| name.starts_with("wasi:filesystem/"))
-            }
-            Prepared::Http(pre) => {
-                let c = pre.instance_pre().component();
-                c.component_type()
-                    .imports(c.engine())
-                    .any(|(name, _)| name.starts_with("wasi:filesystem/"))
-            }
+            Prepared::Component(cmd) => imports_filesystem(cmd.instance_pre().component()),
+            Prepared::Http(pre) => imports_filesystem(pre.instance_pre().component()),
         }
     }
+}
+
+fn imports_filesystem(c: &Component) -> bool {
+    c.component_type()
+        .imports(c.engine())
+        .any(|(name, _)| name.starts_with("wasi:filesystem/"))
 }
 
 /// What one run gets.
