@@ -448,16 +448,21 @@ pub async fn pods(
     );
     let rt = skiff_node::runtime::Runtime::new(&cache)?;
     let t = Instant::now();
-    rt.prepare(&digest, bytes.clone().into()).await?;
+    rt.prepare(&digest, bytes::Bytes::from(bytes.clone()))
+        .await?;
     let cold = t.elapsed();
     let mut hits = Vec::new();
     for _ in 0..20 {
         let fresh = skiff_node::runtime::Runtime::new(&cache)?;
         let t = Instant::now();
-        fresh.prepare(&digest, bytes.clone().into()).await?;
+        fresh
+            .prepare(&digest, bytes::Bytes::from(bytes.clone()))
+            .await?;
         hits.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    let prepared = rt.prepare(&digest, bytes.clone().into()).await?;
+    let prepared = rt
+        .prepare(&digest, bytes::Bytes::from(bytes.clone()))
+        .await?;
     let mut inst = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
@@ -546,6 +551,7 @@ pub async fn pods(
             m.remove(warm);
         }
         let t0 = Instant::now();
+        eprintln!("# creating pods from {}", jiff::Timestamp::now());
         let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
         let mut creates = Vec::new();
         for i in 0..n {
@@ -559,11 +565,16 @@ pub async fn pods(
                 if let Ok(mut m) = sent.lock() {
                     m.insert(name, at);
                 }
-                pods.create(&PostParams::default(), &pod).await.map(|_| ())
+                pods.create(&PostParams::default(), &pod).await.map(|_| {
+                    (at.duration_since(due), at.elapsed())
+                })
             }));
         }
+        let (mut late, mut acked) = (Vec::new(), Vec::new());
         for c in creates {
-            c.await??;
+            let (l, a) = c.await??;
+            late.push(l.as_secs_f64() * 1000.0);
+            acked.push(a.as_secs_f64() * 1000.0);
         }
         let mut lat = Vec::with_capacity(n);
         let mut slowest: Vec<(f64, String, f64, Option<f64>)> = Vec::new();
@@ -596,6 +607,9 @@ pub async fn pods(
         // status write), as seen by the same watch.
         report("pod-create-to-bound", to_bound);
         report("pod-bound-to-running", bound_to_running);
+        // The client's share: how late this process sent each create, and its round trip.
+        report("client-create-late", late);
+        report("pod-create-request", acked);
         slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
         for (took, name, at, bound) in slowest.iter().take(5) {
             let bound = bound.map_or("-".into(), |b| format!("{b:.1} ms"));

@@ -870,6 +870,7 @@ pub(super) async fn create(
         })
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), &name))?;
+    tracing::debug!(resource = rt.plural, %ns, %name, revision = stored.revision, "created");
     Ok((with_revision(obj, stored.revision), warnings))
 }
 

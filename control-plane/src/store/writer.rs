@@ -70,7 +70,14 @@ pub(super) async fn run(
             commit_batch(&mut conn, batch, &shared).await;
         }
         for (keep, reply) in maintenance {
-            let _ = reply.send(maintain(&mut conn, keep, &shared).await);
+            let started = std::time::Instant::now();
+            let result = maintain(&mut conn, keep, &shared).await;
+            tracing::debug!(
+                took_ms = started.elapsed().as_secs_f64() * 1000.0,
+                ok = result.is_ok(),
+                "store maintenance"
+            );
+            let _ = reply.send(result);
         }
     }
     let _ = conn.close().await;
