@@ -6,12 +6,15 @@
 #   bench/pods.sh                 # RUNS=5, N=1000, RATE=100
 #   RUNS=10 N=1000 bench/pods.sh
 #   SKIFF=/path/to/other/skiff bench/pods.sh   # another build (A/B); no build step
+#   IMAGE=ticker:v1 bench/pods.sh  # a pinned tag: imagePullPolicy IfNotPresent, no pull per start
+#                                  # (the default ticker:latest is Always: a tag lookup per start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${RUNS:-5}
 N=${N:-1000}
 RATE=${RATE:-100}
+IMAGE=${IMAGE:-ticker:latest}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 if [[ -z ${SKIFF:-} ]]; then
   echo "==> building skiff (release)" >&2
@@ -35,10 +38,10 @@ for run in $(seq "$RUNS"); do
   pid=$!
   await_ready $pid "$dir"
   K=$dir/kubeconfig.yaml
-  KUBECONFIG=$K "$SKIFF" push ticker:latest "$MODULE" >/dev/null
+  KUBECONFIG=$K "$SKIFF" push "$IMAGE" "$MODULE" >/dev/null
   echo "==> run $run of $RUNS" >&2
   cpu_before=$(head -1 /proc/stat)
-  "$SKIFF" bench pods --kubeconfig "$K" --n "$N" --rate "$RATE" --module "$MODULE" --pid $pid | tee "$dir/bench.json"
+  "$SKIFF" bench pods --kubeconfig "$K" --n "$N" --rate "$RATE" --image "$IMAGE" --module "$MODULE" --pid $pid | tee "$dir/bench.json"
   # The machine's CPU time during the run: on a shared VM, time stolen by the hypervisor
   # (steal) shows up as a slower run.
   cpu=$(printf '%s\n%s\n' "$cpu_before" "$(head -1 /proc/stat)" | awk '

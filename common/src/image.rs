@@ -85,6 +85,64 @@ impl ImageRef {
     }
 }
 
+/// A container's `imagePullPolicy`: when the node asks the module store what a tag names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Resolve the reference at every container start (the blob is still downloaded only when
+    /// its digest is not cached).
+    Always,
+    /// Use the module the node already has for this reference; resolve only when it has none.
+    IfNotPresent,
+    /// Use only what the node has; never ask.
+    Never,
+}
+
+impl PullPolicy {
+    /// The values the API accepts, as Kubernetes spells them.
+    pub const VALUES: [&'static str; 3] = ["Always", "IfNotPresent", "Never"];
+
+    /// Parse an `imagePullPolicy` value (None for anything Kubernetes would reject).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Always" => Some(PullPolicy::Always),
+            "IfNotPresent" => Some(PullPolicy::IfNotPresent),
+            "Never" => Some(PullPolicy::Never),
+            _ => None,
+        }
+    }
+
+    /// Kubernetes' default for an unset policy: `Always` for the tag `latest` (also when no tag
+    /// is written), `IfNotPresent` for any other tag and for a digest.
+    pub fn default_for(image: &ImageRef) -> Self {
+        let latest = match image {
+            ImageRef::Local { tag, .. } => tag == "latest",
+            ImageRef::LocalDigest { .. } => false,
+            ImageRef::Registry { reference, .. } => reference == "latest",
+        };
+        if latest {
+            PullPolicy::Always
+        } else {
+            PullPolicy::IfNotPresent
+        }
+    }
+
+    /// The container's policy: its `imagePullPolicy` when valid, else the default for `image`.
+    pub fn of(policy: Option<&str>, image: &ImageRef) -> Self {
+        policy
+            .and_then(Self::parse)
+            .unwrap_or_else(|| Self::default_for(image))
+    }
+
+    /// The value as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
 /// Split `repo[:tag]` or `repo@digest`; returns the tag (default `latest`) or `@digest`.
 fn split_reference(s: &str) -> Result<(String, String), ImageError> {
     if let Some((repo, digest)) = s.split_once('@') {
@@ -182,5 +240,31 @@ mod tests {
             ImageRef::parse("team/hello:v2").unwrap().short_name(),
             "hello"
         );
+    }
+
+    #[test]
+    fn pull_policy_table() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let digest = format!("hello@{d}");
+        let cases = [
+            // (image, imagePullPolicy, policy)
+            ("hello", None, PullPolicy::Always),
+            ("hello:latest", None, PullPolicy::Always),
+            ("hello:v1", None, PullPolicy::IfNotPresent),
+            (digest.as_str(), None, PullPolicy::IfNotPresent),
+            ("localhost:5000/a/b", None, PullPolicy::Always),
+            ("localhost:5000/a/b:2", None, PullPolicy::IfNotPresent),
+            ("hello", Some("IfNotPresent"), PullPolicy::IfNotPresent),
+            ("hello:v1", Some("Always"), PullPolicy::Always),
+            ("hello:v1", Some("Never"), PullPolicy::Never),
+            ("hello:v1", Some("Sometimes"), PullPolicy::IfNotPresent),
+        ];
+        for (image, policy, want) in cases {
+            let r = ImageRef::parse(image).unwrap();
+            assert_eq!(PullPolicy::of(policy, &r), want, "{image} {policy:?}");
+        }
+        for v in PullPolicy::VALUES {
+            assert_eq!(PullPolicy::parse(v).map(PullPolicy::as_str), Some(v));
+        }
     }
 }

@@ -1,14 +1,24 @@
-//! Fetching modules named by a container's `image`: resolve the tag at the control plane's
-//! module store, download the blob once per digest into the node's cache, verify its sha256.
+//! Fetching modules named by a container's `image`, as its `imagePullPolicy` says: resolve the
+//! tag at the control plane's module store (`Always`, or the first time for `IfNotPresent`),
+//! download the blob once per digest into the node's cache, verify its sha256. What each tag
+//! resolved to is remembered (in memory and under `tags/`), so `IfNotPresent` and `Never` start
+//! a module the node has without asking.
 //!
 //! Invariants: a cached blob's name is its verified digest; a digest mismatch is an error,
-//! never a cached file.
+//! never a cached file; a remembered tag names a digest the store gave for it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use skiff_common::image::ImageRef;
+use skiff_common::image::{ImageRef, PullPolicy};
+
+use crate::runtime::Source;
+
+/// The directory of the cache that keeps what tags resolved to.
+const TAGS: &str = "tags";
 
 /// Why a module could not be fetched (shown as `ErrImagePull` with this message).
 #[derive(Debug, thiserror::Error)]
@@ -37,14 +47,14 @@ pub enum FetchError {
     Io(#[from] std::io::Error),
 }
 
-/// A fetched module.
+/// A module on the node.
 #[derive(Clone, Debug)]
 pub struct Fetched {
     /// `sha256:<hex>`.
     pub digest: String,
-    /// The bytes.
-    pub bytes: Bytes,
-    /// Whether it came from the local cache.
+    /// Its bytes: the verified blob in the node's cache (or the bytes just downloaded).
+    pub source: Source,
+    /// Whether the blob was in the node's cache already.
     pub cached: bool,
 }
 
@@ -55,6 +65,9 @@ pub struct Fetcher {
     server: String,
     token: String,
     cache: PathBuf,
+    /// What each tag named when this node last resolved it (also kept on disk under
+    /// `tags/`, so `IfNotPresent` survives an agent restart).
+    tags: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -70,18 +83,40 @@ impl Fetcher {
         token: &str,
         cache: &Path,
     ) -> Result<Self, FetchError> {
-        std::fs::create_dir_all(cache)?;
+        std::fs::create_dir_all(cache.join(TAGS))?;
         Ok(Fetcher {
             http,
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
             cache: cache.to_path_buf(),
+            tags: Arc::default(),
         })
     }
 
-    /// Resolve and fetch `image`. `always` re-resolves tags (imagePullPolicy Always); either way
-    /// the blob is downloaded only when its digest is not cached.
-    pub async fn fetch(&self, image: &str) -> Result<Fetched, FetchError> {
+    /// The module `image` names, if the node has it and `policy` lets the node use it without
+    /// asking the module store: a digest whose blob is cached, or a tag this node resolved
+    /// before (`IfNotPresent`, `Never`). None means a pull is needed (or, for `Never`, that
+    /// the container cannot start).
+    pub fn present(&self, image: &str, policy: PullPolicy) -> Option<Fetched> {
+        if policy == PullPolicy::Always {
+            return None;
+        }
+        let digest = match ImageRef::parse(image).ok()? {
+            ImageRef::Local { name, tag } => self.known_tag(&format!("{name}:{tag}"))?,
+            ImageRef::LocalDigest { digest, .. } => digest,
+            ImageRef::Registry { .. } => return None,
+        };
+        let path = self.blob_path(&digest);
+        path.is_file().then(|| Fetched {
+            digest,
+            source: Source::File(path),
+            cached: true,
+        })
+    }
+
+    /// Pull `image`: resolve a tag at the module store (every time: this is what `Always`
+    /// asks for), then download the blob unless its digest is cached.
+    pub async fn pull(&self, image: &str) -> Result<Fetched, FetchError> {
         let r = ImageRef::parse(image).map_err(|e| FetchError::BadReference(e.to_string()))?;
         let digest = match &r {
             ImageRef::Local { name, tag } => self.resolve(name, tag).await?,
@@ -94,11 +129,11 @@ impl Fetcher {
             .strip_prefix("sha256:")
             .unwrap_or(&digest)
             .to_string();
-        let path = self.cache.join(&hex);
-        if let Ok(b) = tokio::fs::read(&path).await {
+        let path = self.blob_path(&digest);
+        if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
             return Ok(Fetched {
                 digest,
-                bytes: Bytes::from(b),
+                source: Source::File(path),
                 cached: true,
             });
         }
@@ -121,9 +156,59 @@ impl Fetcher {
         tokio::fs::rename(&tmp, &path).await?;
         Ok(Fetched {
             digest,
-            bytes,
+            source: Source::Bytes(bytes),
             cached: false,
         })
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.cache
+            .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// The file that keeps what `reference` (`name:tag`) last resolved to: named by the hex of
+    /// the reference, as names may hold `/`.
+    fn tag_path(&self, reference: &str) -> PathBuf {
+        self.cache.join(TAGS).join(hex::encode(reference))
+    }
+
+    /// What `reference` resolved to when this node last asked (memory, then disk).
+    fn known_tag(&self, reference: &str) -> Option<String> {
+        if let Some(d) = self.tags.lock().ok()?.get(reference) {
+            return Some(d.clone());
+        }
+        let d = std::fs::read_to_string(self.tag_path(reference)).ok()?;
+        let d = d.trim().to_string();
+        skiff_common::image::validate_digest(&d).ok()?;
+        self.tags.lock().ok()?.insert(reference.into(), d.clone());
+        Some(d)
+    }
+
+    /// Remember that `reference` now names `digest` (written to disk only when it changed).
+    /// Best effort: a node that cannot write it resolves the tag again after a restart.
+    async fn remember(&self, reference: &str, digest: &str) {
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let changed = self
+            .tags
+            .lock()
+            .map(|mut t| t.insert(reference.into(), digest.into()).as_deref() != Some(digest))
+            .unwrap_or(true);
+        if !changed {
+            return;
+        }
+        let path = self.tag_path(reference);
+        // Pods starting together may write the same tag: each through its own file.
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{n}.tmp"));
+        let written = async {
+            tokio::fs::write(&tmp, digest).await?;
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            tracing::warn!(%reference, error = %e, "could not keep what the tag resolved to");
+        }
     }
 
     /// GET with the node's token; 404 means the module (`what`) is not there.
@@ -156,7 +241,8 @@ impl Fetcher {
             .await
             .map_err(|e| FetchError::Http(reference.clone(), e.to_string()))?;
         skiff_common::image::validate_digest(&d.digest)
-            .map_err(|m| FetchError::Http(reference, m.to_string()))?;
+            .map_err(|m| FetchError::Http(reference.clone(), m.to_string()))?;
+        self.remember(&reference, &d.digest).await;
         Ok(d.digest)
     }
 }

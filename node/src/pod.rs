@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use skiff_common::events::{pod_ref, EventType};
+use skiff_common::image::PullPolicy;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -475,6 +476,7 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
                         .await
                     {
                         Ok(_) => {
+                            tracing::debug!(pod = %name, "status written");
                             last = Some(snap);
                             last_status = Some(status);
                         }
@@ -989,14 +991,19 @@ impl ContainerRun {
     }
 
     /// The container cannot start: say why (waiting reason, message, Warning event), then back off.
-    async fn blocked(&mut self, reason: &str, message: String, event: String) -> bool {
+    async fn blocked(
+        &mut self,
+        reason: &str,
+        message: String,
+        (event_reason, event): (&str, String),
+    ) -> bool {
         self.shared.update(self.i, |r| {
             r.state = State::Waiting {
                 reason: reason.into(),
                 message: Some(message),
             }
         });
-        self.event(EventType::Warning, "Failed", &event).await;
+        self.event(EventType::Warning, event_reason, &event).await;
         self.back_off(Duration::ZERO).await
     }
 
@@ -1010,7 +1017,7 @@ impl ContainerRun {
         let workload = self
             .ctx
             .runtime
-            .prepare(&fetched.digest, fetched.bytes)
+            .prepare(&fetched.digest, fetched.source)
             .await
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
         let config_err =
@@ -1089,47 +1096,74 @@ impl ContainerRun {
             .and_then(|l| l.get("cpu"))
             .and_then(|q| skiff_common::quantity::cpu_millis(&q.0).ok())
             .map(|m| m.max(1) as u64);
-        let module_name = skiff_common::image::ImageRef::parse(&image)
+        let parsed = skiff_common::image::ImageRef::parse(&image);
+        let module_name = parsed
+            .as_ref()
             .map(|r| r.short_name().to_string())
             .unwrap_or_else(|_| cname.clone());
+        let pull_policy = match &parsed {
+            Ok(r) => PullPolicy::of(self.c.image_pull_policy.as_deref(), r),
+            Err(_) => PullPolicy::Always,
+        };
         while !self.terminating.is_cancelled() {
-            // Fetch.
-            self.event(
-                EventType::Normal,
-                "Pulling",
-                &format!("Pulling module \"{image}\""),
-            )
-            .await;
-            let begun = std::time::Instant::now();
-            let fetched = match self.ctx.fetcher.fetch(&image).await {
-                Ok(f) => f,
-                Err(e) => {
-                    let reason = if pull_failures == 0 {
-                        "ErrImagePull"
-                    } else {
-                        "ImagePullBackOff"
-                    };
-                    pull_failures += 1;
-                    let event = format!("Failed to pull module \"{image}\": {e}");
-                    if !self.blocked(reason, e.to_string(), event).await {
+            // Fetch, as the pull policy says: a module the node has starts without asking
+            // the module store (IfNotPresent, Never); Always resolves the tag every time.
+            let fetched = match self.ctx.fetcher.present(&image, pull_policy) {
+                Some(f) => {
+                    // The same words each time, so restarts add to one event's count (as
+                    // Kubernetes' "already present on machine").
+                    let msg = format!("Module \"{image}\" already present on the node");
+                    self.event(EventType::Normal, "Pulled", &msg).await;
+                    f
+                }
+                None if pull_policy == PullPolicy::Never => {
+                    let msg =
+                        format!("Module \"{image}\" is not present with pull policy of Never");
+                    let event = ("ErrImageNeverPull", msg.clone());
+                    if !self.blocked("ErrImageNeverPull", msg, event).await {
                         return false;
                     }
                     continue;
                 }
+                None => {
+                    self.event(
+                        EventType::Normal,
+                        "Pulling",
+                        &format!("Pulling module \"{image}\""),
+                    )
+                    .await;
+                    let begun = std::time::Instant::now();
+                    match self.ctx.fetcher.pull(&image).await {
+                        Ok(f) => {
+                            pull_failures = 0;
+                            let pulled = if f.cached {
+                                format!("Module \"{image}\" already present on the node")
+                            } else {
+                                format!(
+                                    "Successfully pulled module \"{image}\" ({}) in {:?}",
+                                    f.digest,
+                                    begun.elapsed()
+                                )
+                            };
+                            self.event(EventType::Normal, "Pulled", &pulled).await;
+                            f
+                        }
+                        Err(e) => {
+                            let reason = if pull_failures == 0 {
+                                "ErrImagePull"
+                            } else {
+                                "ImagePullBackOff"
+                            };
+                            pull_failures += 1;
+                            let event = format!("Failed to pull module \"{image}\": {e}");
+                            if !self.blocked(reason, e.to_string(), ("Failed", event)).await {
+                                return false;
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
-            pull_failures = 0;
-            // A module already on the node says so in the same words each time, so that
-            // restarts add to one event's count (as Kubernetes' "already present on machine").
-            let pulled = if fetched.cached {
-                format!("Module \"{image}\" already present on the node")
-            } else {
-                format!(
-                    "Successfully pulled module \"{image}\" ({}) in {:?}",
-                    fetched.digest,
-                    begun.elapsed()
-                )
-            };
-            self.event(EventType::Normal, "Pulled", &pulled).await;
             let digest = fetched.digest.clone();
             self.shared.note(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
@@ -1137,7 +1171,7 @@ impl ContainerRun {
                 Ok(x) => x,
                 Err((reason, msg)) => {
                     if !self
-                        .blocked(reason, msg.clone(), format!("Error: {msg}"))
+                        .blocked(reason, msg.clone(), ("Failed", format!("Error: {msg}")))
                         .await
                     {
                         return false;
@@ -1214,6 +1248,7 @@ impl ContainerRun {
                 r.state = State::Running { started_at };
                 r.ready = ready_now;
             });
+            tracing::debug!(pod = %pod_name, container = %cname, "container running");
             if let Some(started) = self.started.take() {
                 let _ = started.send(());
             }

@@ -36,6 +36,34 @@ pub enum RuntimeError {
     /// The engine could not be configured.
     #[error("engine set-up: {0}")]
     Engine(String),
+    /// The module's bytes could not be read from the node's cache.
+    #[error("reading the module: {0}")]
+    Read(#[from] std::io::Error),
+}
+
+/// A module's bytes: at hand, or a file in the node's blob cache that is read only when the
+/// runtime has not prepared that digest yet (a start of a prepared module reads nothing).
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// The bytes themselves.
+    Bytes(bytes::Bytes),
+    /// A verified blob on disk.
+    File(PathBuf),
+}
+
+impl Source {
+    fn load(self) -> Result<bytes::Bytes, RuntimeError> {
+        match self {
+            Source::Bytes(b) => Ok(b),
+            Source::File(p) => Ok(std::fs::read(p)?.into()),
+        }
+    }
+}
+
+impl From<bytes::Bytes> for Source {
+    fn from(b: bytes::Bytes) -> Self {
+        Source::Bytes(b)
+    }
 }
 
 /// How often the epoch ticks; a spinning guest yields at least this often.
@@ -564,8 +592,9 @@ impl Runtime {
     pub async fn prepare(
         self: &Arc<Self>,
         digest: &str,
-        bytes: bytes::Bytes,
+        source: impl Into<Source>,
     ) -> Result<Arc<Prepared>, RuntimeError> {
+        let source = source.into();
         let cell = match self.prepared.lock() {
             Ok(mut m) => m.entry(digest.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
@@ -585,7 +614,7 @@ impl Runtime {
             let this = self.clone();
             let digest_owned = digest.to_string();
             let prepared = if turn.is_none() {
-                tokio::task::spawn_blocking(move || this.compile(&digest_owned, &bytes))
+                tokio::task::spawn_blocking(move || this.compile(&digest_owned, &source.load()?))
                     .await
                     .map_err(|e| RuntimeError::Engine(e.to_string()))??
             } else {
@@ -593,7 +622,7 @@ impl Runtime {
                 // same cores go first.
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 rayon::spawn(move || {
-                    let _ = tx.send(this.compile(&digest_owned, &bytes));
+                    let _ = tx.send(source.load().and_then(|b| this.compile(&digest_owned, &b)));
                 });
                 rx.await
                     .map_err(|e| RuntimeError::Engine(e.to_string()))??
@@ -618,7 +647,7 @@ impl Runtime {
                 .load_cached(&path, |p| unsafe {
                     Component::deserialize_file(&self.engine, p)
                 })
-                .map(Ok)
+                .map(Ok::<_, RuntimeError>)
                 .unwrap_or_else(|| {
                     let c = Component::new(&self.engine, bytes)
                         .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
@@ -655,7 +684,7 @@ impl Runtime {
                 .load_cached(&path, |p| unsafe {
                     Module::deserialize_file(&self.engine, p)
                 })
-                .map(Ok)
+                .map(Ok::<_, RuntimeError>)
                 .unwrap_or_else(|| {
                     let m = Module::new(&self.engine, bytes)
                         .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;

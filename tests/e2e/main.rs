@@ -239,6 +239,119 @@ fn missing_or_invalid_modules_are_explained() {
 }
 
 #[test]
+fn image_pull_policy_decides_when_the_node_asks_the_module_store() {
+    let c = Cluster::start(&[]);
+    let phase = |name: &str| {
+        c.kubectl_ok(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ]);
+    };
+    // A tag that is not `latest` defaults to IfNotPresent; the first pod pulls it.
+    c.push_ok("tagged:v1", &example("hello", false));
+    c.apply(&pod("pp-first", "tagged:v1", "", ""));
+    phase("pp-first");
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "pp-first"],
+            "{.spec.containers[0].imagePullPolicy}"
+        ),
+        "IfNotPresent"
+    );
+    let hello_id = c.jsonpath(
+        &["pod", "pp-first"],
+        "{.status.containerStatuses[0].imageID}",
+    );
+    // The tag now names another module (one that exits 3). IfNotPresent and Never keep
+    // running what the node has; Always asks and gets the new one.
+    c.push_ok("tagged:v1", &example("crash", false));
+    c.apply(&pod("pp-cached", "tagged:v1", "", ""));
+    c.apply(&pod(
+        "pp-never",
+        "tagged:v1",
+        "    imagePullPolicy: Never\n",
+        "",
+    ));
+    phase("pp-cached");
+    phase("pp-never");
+    for p in ["pp-cached", "pp-never"] {
+        assert_eq!(
+            c.jsonpath(&["pod", p], "{.status.containerStatuses[0].imageID}"),
+            hello_id
+        );
+        let events = c.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={p}"),
+        ]);
+        assert!(
+            events.contains("already present on the node") && !events.contains("Pulling"),
+            "{events}"
+        );
+    }
+    c.apply(&pod(
+        "pp-always",
+        "tagged:v1",
+        "    imagePullPolicy: Always\n",
+        "",
+    ));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Failed",
+        "pod/pp-always",
+        "--timeout=60s",
+    ]);
+    assert_ne!(
+        c.jsonpath(
+            &["pod", "pp-always"],
+            "{.status.containerStatuses[0].imageID}"
+        ),
+        hello_id
+    );
+    // Never, for a module this node never pulled: the container waits and says why.
+    c.push_ok("elsewhere:v1", &example("hello", false));
+    c.apply(&pod(
+        "pp-missing",
+        "elsewhere:v1",
+        "    imagePullPolicy: Never\n",
+        "",
+    ));
+    c.wait_for(
+        &["pod", "pp-missing"],
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "ErrImageNeverPull",
+        T,
+    );
+    let describe = c.kubectl_ok(&["describe", "pod", "pp-missing"]);
+    assert!(
+        describe.contains(r#"Module "elsewhere:v1" is not present with pull policy of Never"#),
+        "{describe}"
+    );
+    // A policy Kubernetes does not know is refused with its list.
+    let bad = c.dir.path().join("bad-policy.yaml");
+    std::fs::write(
+        &bad,
+        pod(
+            "pp-bad",
+            "tagged:v1",
+            "    imagePullPolicy: Sometimes\n",
+            "",
+        ),
+    )
+    .unwrap();
+    let out = c.kubectl(&["apply", "-f", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(r#"spec.containers[0].imagePullPolicy: Unsupported value: "Sometimes": supported values: "Always", "IfNotPresent", "Never""#),
+        "{err}"
+    );
+}
+
+#[test]
 fn deleting_a_running_pod_waits_its_grace_period() {
     let c = Cluster::start(&[]);
     c.push_ok("ticker:latest", &example("ticker", false));

@@ -166,6 +166,20 @@ pub(super) fn validate_pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Fie
                     }
                 }
             }
+            if let Some(p) = c.get("imagePullPolicy").and_then(Value::as_str) {
+                if skiff_common::image::PullPolicy::parse(p).is_none() {
+                    let supported =
+                        skiff_common::image::PullPolicy::VALUES.map(|v| format!("{v:?}"));
+                    causes.push(FieldCause {
+                        reason: "FieldValueNotSupported",
+                        field: format!("{at}.imagePullPolicy"),
+                        message: format!(
+                            "Unsupported value: {p:?}: supported values: {}",
+                            supported.join(", ")
+                        ),
+                    });
+                }
+            }
             if c.pointer("/securityContext/privileged")
                 .and_then(Value::as_bool)
                 == Some(true)
@@ -335,14 +349,14 @@ pub(super) fn default_pod_spec(spec: &mut Map<String, Value>) {
                     .or_insert(json!("/dev/termination-log"));
                 c.entry("terminationMessagePolicy").or_insert(json!("File"));
                 c.entry("resources").or_insert(json!({}));
-                let latest = c.get("image").and_then(Value::as_str).is_some_and(|i| {
-                    matches!(skiff_common::image::ImageRef::parse(i), Ok(skiff_common::image::ImageRef::Local { ref tag, .. }) if tag == "latest")
-                });
-                c.entry("imagePullPolicy").or_insert(json!(if latest {
-                    "Always"
-                } else {
-                    "IfNotPresent"
-                }));
+                let parsed = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .and_then(|i| skiff_common::image::ImageRef::parse(i).ok());
+                if let Some(image) = parsed {
+                    let policy = skiff_common::image::PullPolicy::default_for(&image);
+                    c.entry("imagePullPolicy").or_insert(json!(policy.as_str()));
+                }
             }
         }
     }
@@ -528,6 +542,10 @@ mod tests {
                     "spec.restartPolicy",
                     "spec.hostNetwork",
                 ],
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "x", "imagePullPolicy": "Sometimes"}, {"name": "d", "image": "x", "imagePullPolicy": "Never"}]}}),
+                vec!["spec.containers[0].imagePullPolicy"],
             ),
             (
                 json!({"metadata": {"name": "a"}, "spec": {"initContainers": [{"name": "s", "image": "x", "restartPolicy": "Always"}, {"name": "i", "image": "x", "restartPolicy": "Never"}], "containers": [{"name": "c", "image": "x", "restartPolicy": "Always"}]}}),
