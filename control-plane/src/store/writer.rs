@@ -44,6 +44,9 @@ pub(super) async fn load_counters(conn: &mut SqliteConnection) -> Result<(u64, u
     Ok((rev as u64, compacted as u64))
 }
 
+/// A commit slower than this is logged (at debug level).
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 type Pending = (Write, oneshot::Sender<Result<StoredObject, StoreError>>);
 
 pub(super) async fn run(
@@ -110,7 +113,15 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
                 .await?;
         }
         tx.commit().await?;
-        crate::metrics::commit(size, started.elapsed());
+        let took = started.elapsed();
+        crate::metrics::commit(size, took);
+        if took > SLOW_COMMIT {
+            tracing::debug!(
+                took_ms = took.as_secs_f64() * 1000.0,
+                writes = size,
+                "slow commit"
+            );
+        }
         Ok((applied, rev))
     }
     .await;
