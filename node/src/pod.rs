@@ -1135,7 +1135,6 @@ impl ContainerRun {
                     let begun = std::time::Instant::now();
                     match self.ctx.fetcher.pull(&image).await {
                         Ok(f) => {
-                            pull_failures = 0;
                             let pulled = if f.cached {
                                 format!("Module \"{image}\" already present on the node")
                             } else {
@@ -1164,6 +1163,7 @@ impl ContainerRun {
                     }
                 }
             };
+            pull_failures = 0;
             let digest = fetched.digest.clone();
             self.shared.note(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
