@@ -311,6 +311,26 @@ fn image_pull_policy_decides_when_the_node_asks_the_module_store() {
         ),
         hello_id
     );
+    // `--sort-by` a field outside the metadata: kubectl asks for whole objects in the table.
+    let sorted = c.kubectl_ok(&["get", "events", "--sort-by=.lastTimestamp"]);
+    assert!(
+        sorted.contains("pod/pp-never") && sorted.contains("already present on the node"),
+        "{sorted}"
+    );
+    let by_policy = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "--sort-by=.spec.containers[0].imagePullPolicy",
+    ]);
+    let order: Vec<&str> = by_policy
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        order.first() == Some(&"pp-always") && order.last() == Some(&"pp-never"),
+        "{by_policy}"
+    );
     // Never, for a module this node never pulled: the container waits and says why.
     c.push_ok("elsewhere:v1", &example("hello", false));
     c.apply(&pod(

@@ -96,6 +96,19 @@ pub(super) fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
+/// The Table the client wants, if any: what its rows carry as `object` (`includeObject`).
+pub(super) fn table_wanted(
+    headers: &HeaderMap,
+    q: &Query,
+) -> ApiResult<Option<super::table::IncludeObject>> {
+    if !wants_table(headers) {
+        return Ok(None);
+    }
+    super::table::IncludeObject::parse(q.get("includeObject").map(String::as_str))
+        .map(Some)
+        .map_err(ApiError::BadRequest)
+}
+
 /// The single entry point for `/api/...` and `/apis/...`.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -169,6 +182,9 @@ async fn route(
         return Err(ApiError::NoRoute);
     }
     let ns = t.namespace.clone().unwrap_or_default();
+    // Checked before anything is written: a bad `includeObject` is refused, not answered
+    // after the write.
+    let table = table_wanted(headers, &q)?;
     match (method.clone(), t.name.clone(), t.sub.as_deref()) {
         (Method::GET, None, None) if flag(&q, "watch") => {
             super::watch::serve(state.clone(), rt, t.namespace.clone(), &q, headers).await
@@ -176,7 +192,7 @@ async fn route(
         (Method::GET, None, None) => list(state, rt, t.namespace.as_deref(), &q, headers).await,
         (Method::GET, Some(name), None | Some("status")) => {
             let obj = get_object(state, rt, &ns, &name).await?;
-            Ok(respond_object(rt, &obj, headers, StatusCode::OK))
+            Ok(respond_object(rt, &obj, table, StatusCode::OK))
         }
         (Method::GET, Some(name), Some("log")) => super::logs::serve(state, &ns, &name, &q).await,
         (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward"))) => {
@@ -219,7 +235,7 @@ async fn route(
             let (obj, mut warnings) = create(state, rt, &ns, value, &q, false).await?;
             warnings.extend(dups);
             Ok(with_warnings(
-                respond_object(rt, &obj, headers, StatusCode::CREATED),
+                respond_object(rt, &obj, table, StatusCode::CREATED),
                 &warnings,
             ))
         }
@@ -237,7 +253,7 @@ async fn route(
                 update(state, rt, &ns, &name, value, sub.is_some(), &q).await?;
             warnings.extend(dups);
             Ok(with_warnings(
-                respond_object(rt, &obj, headers, StatusCode::OK),
+                respond_object(rt, &obj, table, StatusCode::OK),
                 &warnings,
             ))
         }
@@ -267,7 +283,7 @@ async fn route(
                 StatusCode::OK
             };
             Ok(with_warnings(
-                respond_object(rt, &obj, headers, code),
+                respond_object(rt, &obj, table, code),
                 &warnings,
             ))
         }
@@ -279,7 +295,7 @@ async fn route(
                 decode_request(headers, &body)?
             };
             let obj = delete(state, rt, &ns, &name, &opts, &q).await?;
-            Ok(respond_object(rt, &obj, headers, StatusCode::OK))
+            Ok(respond_object(rt, &obj, table, StatusCode::OK))
         }
         (Method::DELETE, None, None) => {
             let body = read_body(body, MAX_BODY).await?;
@@ -460,18 +476,21 @@ fn to_stored(rt: &ResourceType, obj: &Value) -> ApiResult<Bytes> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// The object as the client asked for it: a Table (rows' `object` as `table` says; for a 200)
+/// or the object.
 fn respond_object(
     rt: &ResourceType,
     obj: &Value,
-    headers: &HeaderMap,
+    table: Option<table::IncludeObject>,
     code: StatusCode,
 ) -> Response {
-    if wants_table(headers) && code == StatusCode::OK {
+    if let Some(include) = table.filter(|_| code == StatusCode::OK) {
         let rv = obj
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .unwrap_or("");
-        return axum::Json(table::table(rt, std::slice::from_ref(obj), rv, true)).into_response();
+        let t = table::table(rt, std::slice::from_ref(obj), rv, true, include);
+        return axum::Json(t).into_response();
     }
     (code, axum::Json(obj)).into_response()
 }
@@ -565,11 +584,13 @@ async fn list(
             return Err(ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into()));
         }
     }
-    let table = wants_table(headers);
+    let table = table_wanted(headers, q)?;
     // Plain JSON lists whose selectors the key answers are copied from the stored bytes;
     // everything else is parsed.
-    let raw =
-        !table && rt.storage.is_none() && filter.labels.0.is_empty() && filter.fields.key_only();
+    let raw = table.is_none()
+        && rt.storage.is_none()
+        && filter.labels.0.is_empty()
+        && filter.fields.key_only();
     let listing = state
         .store
         .list(&rt.storage_key(), ns)
@@ -613,9 +634,9 @@ async fn list(
         .encode());
         meta["remainingItemCount"] = json!(rest);
     }
-    if table {
+    if let Some(include) = table {
         let items: Vec<Value> = matching.into_iter().filter_map(|(_, o)| o).collect();
-        let mut t = table::table(rt, &items, &revision.to_string(), true);
+        let mut t = table::table(rt, &items, &revision.to_string(), true, include);
         t["metadata"] = meta;
         return Ok(axum::Json(t).into_response());
     }

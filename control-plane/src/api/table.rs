@@ -991,12 +991,54 @@ pub fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
 }
 
-/// A Table of `objects` at list revision `rv`.
-pub fn table(rt: &ResourceType, objects: &[Value], rv: &str, with_columns: bool) -> Value {
+/// What each Table row carries as its `object`: the `includeObject` query parameter, as
+/// Kubernetes' TableOptions define it (kubectl asks for `Object` to `--sort-by` a field
+/// outside the metadata).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IncludeObject {
+    /// No object.
+    None,
+    /// PartialObjectMetadata (the default).
+    #[default]
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+impl IncludeObject {
+    /// Parse the parameter (unset is `Metadata`); anything else is the message of a 400.
+    pub fn parse(v: Option<&str>) -> Result<Self, String> {
+        match v {
+            None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(format!(
+                "includeObject: Unsupported value: {other:?}: supported values: \"Metadata\", \"None\", \"Object\""
+            )),
+        }
+    }
+
+    fn row(self, cells: Vec<Value>, obj: &Value) -> Value {
+        match self {
+            IncludeObject::None => json!({"cells": cells}),
+            IncludeObject::Metadata => json!({"cells": cells, "object": partial_metadata(obj)}),
+            IncludeObject::Object => json!({"cells": cells, "object": obj}),
+        }
+    }
+}
+
+/// A Table of `objects` at list revision `rv`, each row's `object` as `include` says.
+pub fn table(
+    rt: &ResourceType,
+    objects: &[Value],
+    rv: &str,
+    with_columns: bool,
+    include: IncludeObject,
+) -> Value {
     let now = jiff::Timestamp::now();
     let rows: Vec<Value> = objects
         .iter()
-        .map(|o| json!({"cells": cells(rt, o, now), "object": partial_metadata(o)}))
+        .map(|o| include.row(cells(rt, o, now), o))
         .collect();
     let mut t = json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv}, "rows": rows});
     if with_columns {
@@ -1009,6 +1051,36 @@ pub fn table(rt: &ResourceType, objects: &[Value], rv: &str, with_columns: bool)
 mod tests {
     use super::*;
     use crate::resources;
+
+    #[test]
+    fn include_object_table() {
+        let pods = crate::resources::find("", "v1", "pods").unwrap();
+        let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "a"}, "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": {"phase": "Running"}});
+        let cases = [
+            (None, Ok(Some("PartialObjectMetadata"))),
+            (Some("Metadata"), Ok(Some("PartialObjectMetadata"))),
+            (Some("Object"), Ok(Some("Pod"))),
+            (Some("None"), Ok(None)),
+            (Some("object"), Err(())),
+        ];
+        for (param, want) in cases {
+            let got = IncludeObject::parse(param).map_err(|_| ()).map(|include| {
+                let t = table(pods, std::slice::from_ref(&pod), "1", true, include);
+                t["rows"][0]
+                    .get("object")
+                    .map(|o| o["kind"].as_str().unwrap_or_default().to_string())
+            });
+            assert_eq!(got, want.map(|k| k.map(str::to_string)), "{param:?}");
+        }
+        let t = table(
+            pods,
+            std::slice::from_ref(&pod),
+            "1",
+            true,
+            IncludeObject::Object,
+        );
+        assert_eq!(t["rows"][0]["object"]["status"]["phase"], "Running");
+    }
 
     #[test]
     fn human_duration_table() {

@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
-use super::handlers::{flag, list_matching, materialize, wants_table, Filter, Query};
-use super::{table, AppState};
+use super::handlers::{flag, list_matching, materialize, table_wanted, Filter, Query};
+use super::table::{self, IncludeObject};
+use super::AppState;
 use crate::resources::ResourceType;
 use crate::store::{Event, EventKind, StoreError, StoredObject};
 
@@ -53,18 +54,26 @@ fn encoded(rt: &'static ResourceType, ev: &Event) -> Option<Arc<Encoded>> {
 
 struct Encoder {
     rt: &'static ResourceType,
-    table: bool,
+    /// A Table watch, and what its rows carry as `object`.
+    table: Option<IncludeObject>,
     columns_sent: bool,
 }
 
 impl Encoder {
     fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
-        let object = if self.table && kind != "ERROR" && kind != "BOOKMARK" {
+        let table = self.table.filter(|_| kind != "ERROR" && kind != "BOOKMARK");
+        let object = if let Some(include) = table {
             let rv = obj
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let t = table::table(self.rt, std::slice::from_ref(obj), rv, !self.columns_sent);
+            let t = table::table(
+                self.rt,
+                std::slice::from_ref(obj),
+                rv,
+                !self.columns_sent,
+                include,
+            );
             self.columns_sent = true;
             t
         } else {
@@ -78,7 +87,7 @@ impl Encoder {
 
     /// [`Encoder::line`] for an event's shared encoding: its JSON bytes are reused as they are.
     fn line_encoded(&mut self, kind: &str, e: &Encoded) -> Bytes {
-        if self.table {
+        if self.table.is_some() {
             return self.line(kind, &e.value);
         }
         let mut bytes = Vec::with_capacity(e.json.len() + 32);
@@ -139,7 +148,7 @@ pub(super) async fn serve(
     };
     let mut enc = Encoder {
         rt,
-        table: wants_table(headers),
+        table: table_wanted(headers, q)?,
         columns_sent: false,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
@@ -263,7 +272,7 @@ mod tests {
         assert_eq!(first.value["metadata"]["resourceVersion"], "42");
         let mut enc = Encoder {
             rt: pods,
-            table: false,
+            table: None,
             columns_sent: false,
         };
         for kind in ["ADDED", "MODIFIED", "DELETED"] {
@@ -280,7 +289,7 @@ mod tests {
         // A table watch renders rows from the shared value.
         let mut table = Encoder {
             rt: pods,
-            table: true,
+            table: Some(IncludeObject::Metadata),
             columns_sent: false,
         };
         let row: Value = serde_json::from_slice(&table.line_encoded("ADDED", &first)).unwrap();
