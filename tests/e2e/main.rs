@@ -520,6 +520,8 @@ fn a_node_with_a_wrong_token_cannot_join() {
             &c.url,
             "--name",
             "intruder",
+            "--gateway-port",
+            "0",
             "--token",
             &forged,
             "--data-dir",
@@ -536,7 +538,15 @@ fn a_node_with_a_wrong_token_cannot_join() {
     let wrong_ca = format!("K10{}::node:secret", "0".repeat(64));
     let out = std::process::Command::new(harness::SKIFF)
         .args([
-            "node", "--server", &c.url, "--name", "x", "--token", &wrong_ca,
+            "node",
+            "--server",
+            &c.url,
+            "--name",
+            "x",
+            "--gateway-port",
+            "0",
+            "--token",
+            &wrong_ca,
         ])
         .output()
         .unwrap();
