@@ -1105,15 +1105,15 @@ impl ContainerRun {
             Ok(r) => PullPolicy::of(self.c.image_pull_policy.as_deref(), r),
             Err(_) => PullPolicy::Always,
         };
+        // The same words at each start with the module at hand, so restarts add to one event's
+        // count (as Kubernetes' "already present on machine").
+        let present = format!("Module \"{image}\" already present on the node");
         while !self.terminating.is_cancelled() {
             // Fetch, as the pull policy says: a module the node has starts without asking
             // the module store (IfNotPresent, Never); Always resolves the tag every time.
             let fetched = match self.ctx.fetcher.present(&image, pull_policy) {
                 Some(f) => {
-                    // The same words each time, so restarts add to one event's count (as
-                    // Kubernetes' "already present on machine").
-                    let msg = format!("Module \"{image}\" already present on the node");
-                    self.event(EventType::Normal, "Pulled", &msg).await;
+                    self.event(EventType::Normal, "Pulled", &present).await;
                     f
                 }
                 None if pull_policy == PullPolicy::Never => {
@@ -1136,7 +1136,7 @@ impl ContainerRun {
                     match self.ctx.fetcher.pull(&image).await {
                         Ok(f) => {
                             let pulled = if f.cached {
-                                format!("Module \"{image}\" already present on the node")
+                                present.clone()
                             } else {
                                 format!(
                                     "Successfully pulled module \"{image}\" ({}) in {:?}",
