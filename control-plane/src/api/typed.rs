@@ -1,31 +1,68 @@
-//! The k8s-openapi type behind each served kind: strict decoding (a round trip through the
-//! typed form finds unknown and mistyped fields), duplicate-field detection on the raw body, and
+//! The k8s-openapi type behind each served kind: strict decoding (one decoding into the typed
+//! form finds unknown and mistyped fields), duplicate-field detection on the raw body, and
 //! the OpenAPI v2/v3 documents generated from the types' real schemas (what `kubectl explain`
 //! and kubectl's validation read). Pure code.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use schemars::generate::SchemaSettings;
 use schemars::SchemaGenerator;
 use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::resources::{self, ResourceType};
 
-fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
-    let typed: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(typed).map_err(|e| e.to_string())
+/// Decode `v` as `T`, collecting the paths of the fields `T` does not know.
+fn ignored<T: DeserializeOwned>(v: &Value) -> Result<Vec<Vec<Seg<'static>>>, String> {
+    let mut out = Vec::new();
+    let _: T = serde_ignored::deserialize(v, |path| out.push(segments(&path)))
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// One step of a field's path: a key of an object or an index of an array.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg<'a> {
+    Key(Cow<'a, str>),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path) -> Vec<Seg<'static>> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut s = segments(parent);
+            s.push(Seg::Index(*index));
+            s
+        }
+        Path::Map { parent, key } => {
+            let mut s = segments(parent);
+            s.push(Seg::Key(Cow::Owned(key.clone())));
+            s
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => segments(parent),
+    }
+}
+
+fn lookup<'a>(v: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
+    segs.iter().try_fold(v, |v, s| match s {
+        Seg::Key(k) => v.get(k.as_ref()),
+        Seg::Index(i) => v.get(*i),
+    })
 }
 
 macro_rules! typed_kinds {
     ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
-        /// Decode `v` as the typed form of `group`/`kind` and encode it again; None when the
-        /// kind has no typed form.
-        fn typed_roundtrip(group: &str, kind: &str, v: &Value) -> Option<Result<Value, String>> {
+        /// Decode `v` as the typed form of `group`/`kind`: the paths of the fields it does not
+        /// know; None when the kind has no typed form.
+        fn typed_ignored(group: &str, kind: &str, v: &Value) -> Option<Result<Vec<Vec<Seg<'static>>>, String>> {
             match (group, kind) {
-                $(($group, $kind) => Some(roundtrip::<$ty>(v)),)*
+                $(($group, $kind) => Some(ignored::<$ty>(v)),)*
                 _ => None,
             }
         }
@@ -69,51 +106,35 @@ typed_kinds! {
 }
 
 /// Decode `obj` through its typed form: `Err` when a field has the wrong type, else the paths
-/// of fields the type does not know (`spec.containers[0].colour`).
+/// of fields the type does not know (`spec.containers[0].colour`), except those whose value is
+/// null or empty. One typed decoding, which records what it skips; nothing is encoded again.
 pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, String> {
-    let Some(back) = typed_roundtrip(rt.group, rt.kind, obj) else {
+    let Some(found) = typed_ignored(rt.group, rt.kind, obj) else {
         return Ok(Vec::new());
     };
-    let back = back?;
-    let mut out = Vec::new();
-    diff_keys(obj, &back, "", &mut out);
-    Ok(out)
-}
-
-fn diff_keys(input: &Value, back: &Value, prefix: &str, out: &mut Vec<String>) {
-    match (input, back) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match b.get(k) {
-                    Some(bv) => diff_keys(v, bv, &path, out),
-                    None if v.is_null() => {}
-                    None if v.as_object().is_some_and(Map::is_empty)
-                        || v.as_array().is_some_and(Vec::is_empty) => {}
-                    None => out.push(path),
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                diff_keys(x, y, &format!("{prefix}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
+    Ok(found?
+        .into_iter()
+        .filter(|segs| {
+            !lookup(obj, segs).is_none_or(|v| {
+                v.is_null()
+                    || v.as_object().is_some_and(Map::is_empty)
+                    || v.as_array().is_some_and(Vec::is_empty)
+            })
+        })
+        .map(|segs| spell(&segs))
+        .collect())
 }
 
 /// The paths of keys that appear twice in one JSON object of `body` (`spec.replicas`), which a
-/// `serde_json::Value` would silently collapse. Empty for bodies that are not JSON.
+/// `serde_json::Value` would silently collapse. Empty for bodies that are not JSON. Keys are
+/// borrowed from the body where they have no escapes, and a path is spelled out only for a
+/// duplicate.
 pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
     let mut found = BTreeSet::new();
+    let mut path = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(body);
     let seed = DupSeed {
-        path: String::new(),
+        path: &mut path,
         found: &mut found,
     };
     if seed.deserialize(&mut de).is_err() {
@@ -122,19 +143,61 @@ pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
     found.into_iter().collect()
 }
 
-struct DupSeed<'a> {
-    path: String,
+/// `spec.containers[0].colour`.
+fn spell(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+struct DupSeed<'a, 'de> {
+    path: &'a mut Vec<Seg<'de>>,
     found: &'a mut BTreeSet<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for DupSeed<'_> {
+impl<'de> DeserializeSeed<'de> for DupSeed<'_, 'de> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for DupSeed<'_> {
+/// Up to this many keys, an object's keys are checked by a linear search.
+const SMALL_OBJECT: usize = 16;
+
+/// An object's key, borrowed from the body when it can be.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Visitor<'de> for DupSeed<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
@@ -159,32 +222,45 @@ impl<'de> Visitor<'de> for DupSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
-        while seq
-            .next_element_seed(DupSeed {
-                path: format!("{}[{i}]", self.path),
-                found: self.found,
-            })?
-            .is_some()
-        {
+        loop {
+            self.path.push(Seg::Index(i));
+            let more = seq
+                .next_element_seed(DupSeed {
+                    path: &mut *self.path,
+                    found: &mut *self.found,
+                })?
+                .is_some();
+            self.path.pop();
+            if !more {
+                return Ok(());
+            }
             i += 1;
         }
-        Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys = BTreeSet::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let path = if self.path.is_empty() {
-                k.clone()
+        // Most objects are small, where a linear search beats a set; large ones get a set.
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            let twice = if many.is_empty() && keys.len() < SMALL_OBJECT {
+                let seen = keys.contains(&k);
+                if !seen {
+                    keys.push(k.clone());
+                }
+                seen
             } else {
-                format!("{}.{k}", self.path)
+                many.extend(keys.drain(..));
+                !many.insert(k.clone())
             };
-            if !keys.insert(k) {
-                self.found.insert(path.clone());
+            self.path.push(Seg::Key(k));
+            if twice {
+                self.found.insert(spell(self.path));
             }
             map.next_value_seed(DupSeed {
-                path,
-                found: self.found,
+                path: &mut *self.path,
+                found: &mut *self.found,
             })?;
+            self.path.pop();
         }
         Ok(())
     }
@@ -362,20 +438,53 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_are_found() {
-        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "bogus": 1},
-            "spec": {"containers": [{"name": "c", "image": "x", "colour": "red"}], "extra": {}}});
-        let mut got = unknown_fields(pods(), &pod).unwrap();
-        got.sort();
-        assert_eq!(
-            got,
-            vec![
-                "metadata.bogus".to_string(),
-                "spec.containers[0].colour".to_string()
-            ]
-        );
-        let wrong_type = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {"containers": "nope"}});
-        assert!(unknown_fields(pods(), &wrong_type).is_err());
+    fn unknown_fields_table() {
+        // (object, the unknown fields found; None: a field has the wrong type)
+        let cases: Vec<(Value, Option<Vec<&str>>)> = vec![
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "bogus": 1},
+                    "spec": {"containers": [{"name": "c", "image": "x", "colour": "red"}], "extra": {}}}),
+                Some(vec!["metadata.bogus", "spec.containers[0].colour"]),
+            ),
+            // Null and empty unknown values are not reported.
+            (
+                json!({"metadata": {"name": "a", "x": null, "y": []},
+                    "spec": {"containers": [{"name": "c"}, {"name": "d", "z": {}}]}}),
+                Some(vec![]),
+            ),
+            // Inside optional fields, arrays of objects and maps of objects.
+            (
+                json!({"spec": {"containers": [{"name": "c"}, {"name": "d",
+                    "resources": {"limits": {"cpu": "1"}, "colour": "blue"},
+                    "ports": [{"containerPort": 80, "hostname": "h"}]}],
+                    "nodeSelector": {"a": "b"}},
+                    "status": {"conditions": [{"type": "Ready", "status": "True", "why": "x"}]}}),
+                Some(vec![
+                    "spec.containers[1].ports[0].hostname",
+                    "spec.containers[1].resources.colour",
+                    "status.conditions[0].why",
+                ]),
+            ),
+            // Labels and annotations are maps: any key is known.
+            (
+                json!({"metadata": {"labels": {"any": "x"}, "annotations": {"b/c": "d"}}}),
+                Some(vec![]),
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"},
+                    "spec": {"containers": "nope"}}),
+                None,
+            ),
+            (json!({"spec": {"containers": [{"name": 7}]}}), None),
+        ];
+        for (obj, want) in cases {
+            let got = unknown_fields(pods(), &obj).ok().map(|mut v| {
+                v.sort();
+                v
+            });
+            let want = want.map(|w| w.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(got, want, "{obj}");
+        }
     }
 
     #[test]
@@ -384,7 +493,7 @@ mod tests {
             let obj =
                 json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": {"name": "x"}});
             assert!(
-                typed_roundtrip(r.group, r.kind, &obj).is_some(),
+                typed_ignored(r.group, r.kind, &obj).is_some(),
                 "{} has no typed form",
                 r.kind
             );
@@ -404,11 +513,26 @@ mod tests {
                 r#"{"spec": {"containers": [{"name": "a", "name": "b"}]}}"#,
                 vec!["spec.containers[0].name"],
             ),
+            // An escaped key is the same key.
+            (r#"{"data": {"a\u0062": 1, "ab": 2}}"#, vec!["data.ab"]),
+            (
+                r#"{"x": [[{"k": 1}, {"k": 1, "k": 2}]]}"#,
+                vec!["x[0][1].k"],
+            ),
             ("not json", vec![]),
         ];
         for (body, want) in cases {
             assert_eq!(duplicate_fields(body.as_bytes()), want, "{body}");
         }
+        // Past the small-object search: a duplicate of an early key found late, and twice.
+        let mut big: Vec<String> = (0..100).map(|i| format!("\"k{i}\": {i}")).collect();
+        big.push("\"k3\": 0".into());
+        big.push("\"k99\": 0".into());
+        let body = format!("{{\"data\": {{{}}}}}", big.join(", "));
+        assert_eq!(
+            duplicate_fields(body.as_bytes()),
+            vec!["data.k3", "data.k99"]
+        );
     }
 
     #[test]
