@@ -440,6 +440,12 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
+/// Is `rt` served in another form than it is stored (events.k8s.io Events are stored as core
+/// Events)?
+pub(super) fn converted(rt: &ResourceType) -> bool {
+    rt.storage.is_some() && rt.group == "events.k8s.io"
+}
+
 /// A stored object as served: JSON with `kind`, `apiVersion` and `metadata.resourceVersion`.
 pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&stored.data).map_err(|e| {
@@ -451,7 +457,7 @@ pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
             stored.key.name
         )));
     }
-    if rt.storage.is_some() && rt.group == "events.k8s.io" {
+    if converted(rt) {
         v = super::kinds::event_from_core(v);
     }
     v["kind"] = json!(rt.kind);
@@ -461,19 +467,33 @@ pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
 }
 
 /// The bytes the store keeps: the object without its resourceVersion, in its storage form.
-fn to_stored(rt: &ResourceType, obj: &Value) -> ApiResult<Bytes> {
-    let mut o = obj.clone();
-    if rt.storage.is_some() && rt.group == "events.k8s.io" {
-        o = super::kinds::event_to_core(o);
+/// `obj` is left as it was (its resourceVersion is taken out for the encoding only, so the
+/// object is not copied).
+fn to_stored(rt: &ResourceType, obj: &mut Value) -> ApiResult<Bytes> {
+    let encode = |o: &Value| {
+        serde_json::to_vec(o)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    };
+    if converted(rt) {
+        let mut o = super::kinds::event_to_core(obj.clone());
         o["kind"] = json!("Event");
         o["apiVersion"] = json!("v1");
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        return encode(&o);
     }
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
+    let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
+    let Some(meta) = meta else {
+        return encode(obj);
+    };
+    let rv = meta.remove("resourceVersion");
+    let bytes = encode(obj);
+    if let (Some(rv), Some(meta)) = (rv, obj.get_mut("metadata").and_then(Value::as_object_mut)) {
+        meta.insert("resourceVersion".into(), rv);
     }
-    serde_json::to_vec(&o)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    bytes
 }
 
 /// The object as the client asked for it: a Table (rows' `object` as `table` says; for a 200)
@@ -887,7 +907,7 @@ pub(super) async fn create(
         .store
         .write(Write::Create {
             key: key(rt, ns, &name),
-            data: to_stored(rt, &obj)?,
+            data: to_stored(rt, &mut obj)?,
         })
         .await
         .map_err(|e| ApiError::from_store(e, &rt.qualified(), &name))?;
@@ -1031,7 +1051,7 @@ async fn write_update(
     } else {
         Write::Update {
             key: key(rt, ns, name),
-            data: to_stored(rt, &new)?,
+            data: to_stored(rt, &mut new)?,
             precondition: Some(old_rv),
         }
     };
@@ -1510,7 +1530,7 @@ pub(super) async fn delete(
             }
             Write::Update {
                 key: key(rt, ns, name),
-                data: to_stored(rt, &marked)?,
+                data: to_stored(rt, &mut marked)?,
                 precondition: Some(rv),
             }
         };
@@ -1608,7 +1628,7 @@ async fn bind(state: &AppState, ns: &str, name: &str, binding: &Value) -> ApiRes
             .store
             .write(Write::Update {
                 key: key(rt, ns, name),
-                data: to_stored(rt, &bound)?,
+                data: to_stored(rt, &mut bound)?,
                 precondition: Some(rv),
             })
             .await

@@ -403,7 +403,7 @@ pub fn qos_class(spec: &Value) -> &'static str {
 /// spec changed. For the main resource the status is kept; for `/status` only status changes.
 pub fn prepare_update(new: &mut Value, old: &Value, status_only: bool) {
     if status_only {
-        let status = new.get("status").cloned();
+        let status = new.as_object_mut().and_then(|m| m.remove("status"));
         let mut merged = old.clone();
         match status {
             Some(s) => merged["status"] = s,

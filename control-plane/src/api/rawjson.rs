@@ -1,6 +1,7 @@
-//! Serving stored objects in lists without parsing them: a scanner finds the top-level members
-//! of a stored JSON object, and a list item is written by copying them, minus `apiVersion` and
-//! `kind` (list items carry neither), with `metadata.resourceVersion` added. Pure code.
+//! Serving stored objects without parsing them: a scanner finds the top-level members of a
+//! stored JSON object, and a list item or a watch event's object is written by copying them,
+//! minus `apiVersion` and `kind` (list items carry neither; an event's object gets the served
+//! ones first), with `metadata.resourceVersion` added. Pure code.
 
 /// One top-level member: where its key starts, where its value starts and ends.
 struct Member {
@@ -105,6 +106,16 @@ fn members(b: &[u8]) -> Option<Vec<Member>> {
 /// Append `data` (a stored object) to `out` as a list item at revision `rv`. Returns false
 /// (and appends nothing) when the bytes are not an object with an object `metadata`.
 pub fn list_item(data: &[u8], rv: u64, out: &mut Vec<u8>) -> bool {
+    write(data, None, rv, out)
+}
+
+/// Append `data` (a stored object) to `out` as the served object of `kind` and `api_version`
+/// at revision `rv`; false (and nothing appended) as for [`list_item`].
+pub fn object(data: &[u8], kind: &str, api_version: &str, rv: u64, out: &mut Vec<u8>) -> bool {
+    write(data, Some((kind, api_version)), rv, out)
+}
+
+fn write(data: &[u8], head: Option<(&str, &str)>, rv: u64, out: &mut Vec<u8>) -> bool {
     let Some(ms) = members(data) else {
         return false;
     };
@@ -116,6 +127,19 @@ pub fn list_item(data: &[u8], rv: u64, out: &mut Vec<u8>) -> bool {
     }
     out.push(b'{');
     let mut first = true;
+    if let Some((kind, api_version)) = head {
+        for (key, value) in [("kind", kind), ("apiVersion", api_version)] {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            // A string's JSON encoding cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+    }
     for m in &ms {
         let key = &data[m.key.0..m.key.1];
         if key == b"apiVersion" || key == b"kind" {
@@ -168,6 +192,13 @@ mod tests {
                 m.remove("kind");
                 want["metadata"]["resourceVersion"] = json!("42");
                 assert_eq!(got, want);
+                // As a watch event's object: the served kind and apiVersion replace the stored.
+                let mut out = Vec::new();
+                assert!(object(&bytes, "Pod", "v1", 42, &mut out), "{obj}");
+                let got: Value = serde_json::from_slice(&out).expect("valid JSON");
+                want["kind"] = json!("Pod");
+                want["apiVersion"] = json!("v1");
+                assert_eq!(got, want);
             }
         }
     }
@@ -187,6 +218,7 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+            assert!(!object(bad, "Pod", "v1", 1, &mut out));
             assert!(out.is_empty());
         }
     }

@@ -4,7 +4,7 @@
 //! (or ADDED); 410 `Expired` as an in-stream ERROR when the revision was compacted.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,27 +15,57 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
-use super::handlers::{flag, list_matching, materialize, table_wanted, Filter, Query};
+use super::handlers::{converted, flag, list_matching, materialize, table_wanted, Filter, Query};
+use super::rawjson;
 use super::table::{self, IncludeObject};
 use super::AppState;
 use crate::resources::ResourceType;
 use crate::store::{Event, EventKind, StoreError, StoredObject};
 
-/// An event's object as the watchers of one resource type send it: materialized and serialized
-/// once, by the first of them, for all of them (see [`Event::memo`]).
+/// An event's object as the watchers of one resource type send it: encoded once, by the first
+/// of them, for all of them (see [`Event::memo`]). The JSON is spliced from the stored bytes
+/// without parsing them; the parsed object is made only when a watcher needs it (selectors,
+/// Tables), and then once.
 struct Encoded {
     rt: &'static ResourceType,
-    value: Value,
     json: Bytes,
+    value: OnceLock<Option<Value>>,
+}
+
+impl Encoded {
+    /// The served object; None when the JSON does not parse (not for bytes this server wrote).
+    fn value(&self) -> Option<&Value> {
+        self.value
+            .get_or_init(|| serde_json::from_slice(&self.json).ok())
+            .as_ref()
+    }
 }
 
 /// The shared encoding of `ev` for `rt`; made here (and kept for the other watchers) when it is
 /// the first. `None` for an object that cannot be materialized (logged by the caller's skip).
 fn encoded(rt: &'static ResourceType, ev: &Event) -> Option<Arc<Encoded>> {
     let fresh = || -> Option<Arc<Encoded>> {
-        let value = materialize(rt, &ev.object).ok()?;
-        let json = Bytes::from(serde_json::to_vec(&value).ok()?);
-        Some(Arc::new(Encoded { rt, value, json }))
+        let stored = &ev.object;
+        let mut json = Vec::with_capacity(stored.data.len() + 96);
+        let value = OnceLock::new();
+        let spliced = !converted(rt)
+            && rawjson::object(
+                &stored.data,
+                rt.kind,
+                &rt.api_version(),
+                stored.revision,
+                &mut json,
+            );
+        if !spliced {
+            let v = materialize(rt, stored).ok()?;
+            json = serde_json::to_vec(&v).ok()?;
+            let _ = value.set(Some(v));
+        }
+        Some(Arc::new(Encoded {
+            rt,
+            json: Bytes::from(json),
+            value,
+        }))
     };
     match ev.memo.get() {
         Some(memo) => match memo.clone().downcast::<Encoded>() {
@@ -86,9 +116,10 @@ impl Encoder {
     }
 
     /// [`Encoder::line`] for an event's shared encoding: its JSON bytes are reused as they are.
-    fn line_encoded(&mut self, kind: &str, e: &Encoded) -> Bytes {
+    /// None when a Table is wanted and the object does not parse.
+    fn line_encoded(&mut self, kind: &str, e: &Encoded) -> Option<Bytes> {
         if self.table.is_some() {
-            return self.line(kind, &e.value);
+            return Some(self.line(kind, e.value()?));
         }
         let mut bytes = Vec::with_capacity(e.json.len() + 32);
         bytes.extend_from_slice(b"{\"type\":\"");
@@ -96,7 +127,7 @@ impl Encoder {
         bytes.extend_from_slice(b"\",\"object\":");
         bytes.extend_from_slice(&e.json);
         bytes.extend_from_slice(b"}\n");
-        Bytes::from(bytes)
+        Some(Bytes::from(bytes))
     }
 
     fn bookmark(&mut self, rv: u64, initial_end: bool) -> Bytes {
@@ -200,7 +231,12 @@ pub(super) async fn serve(
                         }
                     }
                     let Some(obj) = encoded(rt, &ev) else { continue };
-                    let now = filter.matches(&obj.value);
+                    let now = if filter.is_everything() {
+                        true
+                    } else {
+                        let Some(v) = obj.value() else { continue };
+                        filter.matches(v)
+                    };
                     let before = match &ev.previous {
                         // Without selectors every object matches: nothing to look at.
                         Some(prev) if !filter.is_everything() => {
@@ -217,7 +253,8 @@ pub(super) async fn serve(
                         (EventKind::Deleted, _, true) => "DELETED",
                         _ => continue,
                     };
-                    if tx.send(enc.line_encoded(kind, &obj)).await.is_err() {
+                    let Some(line) = enc.line_encoded(kind, &obj) else { continue };
+                    if tx.send(line).await.is_err() {
                         return;
                     }
                 }
@@ -269,30 +306,36 @@ mod tests {
             Arc::ptr_eq(&first, &second),
             "the second watcher reuses the first encoding"
         );
-        assert_eq!(first.value["metadata"]["resourceVersion"], "42");
+        assert_eq!(first.value().unwrap()["metadata"]["resourceVersion"], "42");
+        // The spliced JSON reads as the materialized object.
+        let spliced: Value = serde_json::from_slice(&first.json).unwrap();
+        assert_eq!(spliced, materialize(pods, &ev.object).unwrap());
         let mut enc = Encoder {
             rt: pods,
             table: None,
             columns_sent: false,
         };
         for kind in ["ADDED", "MODIFIED", "DELETED"] {
-            let shared: Value = serde_json::from_slice(&enc.line_encoded(kind, &first)).unwrap();
-            let plain: Value = serde_json::from_slice(&enc.line(kind, &first.value)).unwrap();
+            let shared: Value =
+                serde_json::from_slice(&enc.line_encoded(kind, &first).unwrap()).unwrap();
+            let plain: Value =
+                serde_json::from_slice(&enc.line(kind, first.value().unwrap())).unwrap();
             assert_eq!(shared, plain);
-            assert!(enc.line_encoded(kind, &first).ends_with(b"\n"));
+            assert!(enc.line_encoded(kind, &first).unwrap().ends_with(b"\n"));
         }
         // Another resource type over the same storage gets its own encoding.
         let events_core = crate::resources::find("", "v1", "events").unwrap();
         let other = encoded(events_core, &ev).unwrap();
         assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!(other.value["kind"], "Event");
+        assert_eq!(other.value().unwrap()["kind"], "Event");
         // A table watch renders rows from the shared value.
         let mut table = Encoder {
             rt: pods,
             table: Some(IncludeObject::Metadata),
             columns_sent: false,
         };
-        let row: Value = serde_json::from_slice(&table.line_encoded("ADDED", &first)).unwrap();
+        let row: Value =
+            serde_json::from_slice(&table.line_encoded("ADDED", &first).unwrap()).unwrap();
         assert_eq!(row["object"]["kind"], "Table");
     }
 }
