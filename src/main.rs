@@ -353,6 +353,8 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info,kube_runtime=warn,kube_client=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log redirected to a file or a journal stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
