@@ -467,31 +467,28 @@ pub(super) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
 }
 
 /// The bytes the store keeps: the object without its resourceVersion, in its storage form.
-/// `obj` is left as it was (its resourceVersion is taken out for the encoding only, so the
-/// object is not copied).
 fn to_stored(rt: &ResourceType, obj: &mut Value) -> ApiResult<Bytes> {
-    let encode = |o: &Value| {
-        serde_json::to_vec(o)
-            .map(Bytes::from)
-            .map_err(|e| ApiError::Internal(e.to_string()))
-    };
     if converted(rt) {
         let mut o = super::kinds::event_to_core(obj.clone());
         o["kind"] = json!("Event");
         o["apiVersion"] = json!("v1");
-        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        return encode(&o);
+        return encode_without_revision(&mut o);
     }
-    let meta = obj.get_mut("metadata").and_then(Value::as_object_mut);
-    let Some(meta) = meta else {
-        return encode(obj);
-    };
-    let rv = meta.remove("resourceVersion");
-    let bytes = encode(obj);
-    if let (Some(rv), Some(meta)) = (rv, obj.get_mut("metadata").and_then(Value::as_object_mut)) {
-        meta.insert("resourceVersion".into(), rv);
+    encode_without_revision(obj)
+}
+
+/// `obj` encoded without `metadata.resourceVersion`, which is taken out for the encoding and
+/// put back, so the object is not copied.
+fn encode_without_revision(obj: &mut Value) -> ApiResult<Bytes> {
+    fn meta(o: &mut Value) -> Option<&mut serde_json::Map<String, Value>> {
+        o.get_mut("metadata").and_then(Value::as_object_mut)
+    }
+    let rv = meta(obj).and_then(|m| m.remove("resourceVersion"));
+    let bytes = serde_json::to_vec(obj)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.to_string()));
+    if let (Some(rv), Some(m)) = (rv, meta(obj)) {
+        m.insert("resourceVersion".into(), rv);
     }
     bytes
 }
@@ -824,14 +821,14 @@ fn field_validation(rt: &ResourceType, obj: &mut Value, q: &Query) -> ApiResult<
                 .join(", ")
         ))),
         FieldValidation::Warn => {
-            objects::drop_fields(obj, &unknown);
+            unknown.iter().for_each(|f| f.remove_from(obj));
             Ok(unknown
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect())
         }
         FieldValidation::Ignore => {
-            objects::drop_fields(obj, &unknown);
+            unknown.iter().for_each(|f| f.remove_from(obj));
             Ok(Vec::new())
         }
     }

@@ -45,43 +45,6 @@ pub fn decode_body(body: &[u8], yaml_ok: bool) -> Result<Value, ApiError> {
     }
 }
 
-/// Remove the fields at `paths` (as produced by [`super::typed::unknown_fields`]).
-pub fn drop_fields(obj: &mut Value, paths: &[String]) {
-    for p in paths {
-        let segs: Vec<&str> = p.split('.').collect();
-        remove_path(obj, &segs);
-    }
-}
-
-fn remove_path(v: &mut Value, segs: &[&str]) {
-    let Some((first, rest)) = segs.split_first() else {
-        return;
-    };
-    let (name, index) = match first.split_once('[') {
-        Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
-        None => (*first, None),
-    };
-    let Some(map) = v.as_object_mut() else { return };
-    if rest.is_empty() && index.is_none() {
-        map.remove(name);
-        return;
-    }
-    let Some(child) = map.get_mut(name) else {
-        return;
-    };
-    match index {
-        Some(i) => {
-            if let Some(elem) = child.get_mut(i) {
-                if rest.is_empty() {
-                    return;
-                }
-                remove_path(elem, rest);
-            }
-        }
-        None => remove_path(child, rest),
-    }
-}
-
 /// Is `s` a DNS-1123 label (pod container names, namespaces)?
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()

@@ -56,6 +56,32 @@ fn lookup<'a>(v: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
     })
 }
 
+/// A field of an object, as [`unknown_fields`] finds it; shown as `spec.containers[0].colour`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldPath(Vec<Seg<'static>>);
+
+impl FieldPath {
+    /// Remove this field from `obj` (nothing happens when it is not there).
+    pub fn remove_from(&self, obj: &mut Value) {
+        let Some((last, parents)) = self.0.split_last() else {
+            return;
+        };
+        let parent = parents.iter().try_fold(obj, |v, s| match s {
+            Seg::Key(k) => v.get_mut(k.as_ref()),
+            Seg::Index(i) => v.get_mut(*i),
+        });
+        if let (Some(Value::Object(m)), Seg::Key(k)) = (parent, last) {
+            m.remove(k.as_ref());
+        }
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&spell(&self.0))
+    }
+}
+
 macro_rules! typed_kinds {
     ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
         /// Decode `v` as the typed form of `group`/`kind`: the paths of the fields it does not
@@ -108,7 +134,7 @@ typed_kinds! {
 /// Decode `obj` through its typed form: `Err` when a field has the wrong type, else the paths
 /// of fields the type does not know (`spec.containers[0].colour`), except those whose value is
 /// null or empty. One typed decoding, which records what it skips; nothing is encoded again.
-pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, String> {
+pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<FieldPath>, String> {
     let Some(found) = typed_ignored(rt.group, rt.kind, obj) else {
         return Ok(Vec::new());
     };
@@ -121,7 +147,7 @@ pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<String>, Str
                     || v.as_array().is_some_and(Vec::is_empty)
             })
         })
-        .map(|segs| spell(&segs))
+        .map(FieldPath)
         .collect())
 }
 
@@ -476,14 +502,23 @@ mod tests {
                 None,
             ),
             (json!({"spec": {"containers": [{"name": 7}]}}), None),
+            // A key with a dot is one field.
+            (json!({"metadata": {"a.b": 1}}), Some(vec!["metadata.a.b"])),
         ];
         for (obj, want) in cases {
-            let got = unknown_fields(pods(), &obj).ok().map(|mut v| {
+            let got = unknown_fields(pods(), &obj).ok().map(|found| {
+                let mut v: Vec<String> = found.iter().map(ToString::to_string).collect();
                 v.sort();
                 v
             });
             let want = want.map(|w| w.into_iter().map(String::from).collect::<Vec<_>>());
             assert_eq!(got, want, "{obj}");
+            // Removing what was found leaves nothing unknown.
+            if let Ok(found) = unknown_fields(pods(), &obj) {
+                let mut cleaned = obj.clone();
+                found.iter().for_each(|f| f.remove_from(&mut cleaned));
+                assert_eq!(unknown_fields(pods(), &cleaned), Ok(vec![]), "{obj}");
+            }
         }
     }
 
