@@ -1,6 +1,6 @@
-//! Object rules applied before a write reaches the store: decoding, strict field validation
-//! (unknown fields found by a round trip through the k8s-openapi type), defaulting, validation
-//! and the metadata the server owns (uid, creationTimestamp, generation). Pure functions.
+//! Object rules applied before a write reaches the store: decoding, defaulting, validation
+//! and the metadata the server owns (uid, creationTimestamp, generation); unknown fields are
+//! found by `typed`. Pure functions.
 
 use serde_json::{json, Map, Value};
 
