@@ -594,12 +594,11 @@ impl Cache {
     }
 
     /// A pod was created or changed; true if a pass may now bind something.
-    fn applied(&mut self, pod: Pod) -> bool {
+    fn applied(&mut self, pod: Arc<Pod>) -> bool {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if wants_us(&pod) {
             // Any change to a pending pod (its tolerations, say) is worth another try, once its
             // back-off is over.
-            let pod = Arc::new(pod);
             match self.pending.get_mut(&uid) {
                 Some(w) => {
                     w.pod = pod;
@@ -667,7 +666,7 @@ impl Cache {
             n.requested = (0, 0, 0);
         }
         for p in pods {
-            self.applied(Pod::clone(p));
+            self.applied(p.clone());
         }
         for (uid, p) in in_flight {
             if self.pending.contains_key(&uid) {
@@ -1078,7 +1077,9 @@ mod tests {
             (
                 (
                     "pending pod",
-                    Box::new(|c| c.applied(cache_pod("p1", None, "Pending", Some("rs1")))),
+                    Box::new(|c| {
+                        c.applied(Arc::new(cache_pod("p1", None, "Pending", Some("rs1"))))
+                    }),
                 ),
                 true,
                 (0, 0, 0),
@@ -1088,7 +1089,9 @@ mod tests {
             (
                 (
                     "bound pod",
-                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Running", Some("rs1")))),
+                    Box::new(|c| {
+                        c.applied(Arc::new(cache_pod("p2", Some("a"), "Running", Some("rs1"))))
+                    }),
                 ),
                 false,
                 (100, 1 << 20, 1),
@@ -1098,7 +1101,9 @@ mod tests {
             (
                 (
                     "p1 bound",
-                    Box::new(|c| c.applied(cache_pod("p1", Some("b"), "Pending", Some("rs1")))),
+                    Box::new(|c| {
+                        c.applied(Arc::new(cache_pod("p1", Some("b"), "Pending", Some("rs1"))))
+                    }),
                 ),
                 false,
                 (100, 1 << 20, 1),
@@ -1108,7 +1113,9 @@ mod tests {
             (
                 (
                     "p2 again",
-                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Running", Some("rs1")))),
+                    Box::new(|c| {
+                        c.applied(Arc::new(cache_pod("p2", Some("a"), "Running", Some("rs1"))))
+                    }),
                 ),
                 false,
                 (100, 1 << 20, 1),
@@ -1118,7 +1125,14 @@ mod tests {
             (
                 (
                     "p2 finished",
-                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Succeeded", Some("rs1")))),
+                    Box::new(|c| {
+                        c.applied(Arc::new(cache_pod(
+                            "p2",
+                            Some("a"),
+                            "Succeeded",
+                            Some("rs1"),
+                        )))
+                    }),
                 ),
                 true,
                 (0, 0, 0),
@@ -1154,7 +1168,7 @@ mod tests {
         assert!(c.by_owner.is_empty(), "owner counts go with the pods");
 
         // An assumed pod survives a relist that still shows it pending, and counts once.
-        c.applied(cache_pod("p3", None, "Pending", Some("rs1")));
+        c.applied(Arc::new(cache_pod("p3", None, "Pending", Some("rs1"))));
         c.place(
             "p3",
             Placed {
@@ -1171,7 +1185,7 @@ mod tests {
         assert!(c.assumed.contains("p3"));
         assert_eq!(c.by_owner["rs1"]["b"], 1);
         // The watch shows the binding: no longer assumed, still counted once.
-        c.applied(cache_pod("p3", Some("b"), "Pending", Some("rs1")));
+        c.applied(Arc::new(cache_pod("p3", Some("b"), "Pending", Some("rs1"))));
         assert!(c.assumed.is_empty());
         assert_eq!(used(&c, 1), (100, 1 << 20, 1));
         // A node change recounts from the placed pods.

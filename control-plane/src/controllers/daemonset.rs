@@ -194,7 +194,7 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     let controller = Controller::new(Api::<DaemonSet>::all(client), watcher::Config::default());
     let sets = controller.store();
     controller
-        .owns_stream(pods.subscribe())
+        .owns_shared_stream(pods.subscribe())
         .watches_stream(node_changes, move |_: Node| {
             sets.state()
                 .iter()

@@ -213,7 +213,7 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     let controller = Controller::new(Api::<Service>::all(client), watcher::Config::default());
     let services = controller.store();
     controller
-        .watches_stream(pods.subscribe(), move |pod: Pod| {
+        .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
             let ns = pod.metadata.namespace.clone();
             services
                 .state()

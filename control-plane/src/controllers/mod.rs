@@ -42,8 +42,8 @@ pub enum ControllerError {
     Json(#[from] serde_json::Error),
 }
 
-/// One watch of all pods, shared by the controllers and the scheduler: a cache to read and a
-/// copy of every change (deletions included) for each subscriber.
+/// One watch of all pods, shared by the controllers and the scheduler: a cache to read and every
+/// change (deletions included) for each subscriber, shared (one decoded pod, never copied).
 #[derive(Clone)]
 pub struct PodInformer {
     /// Every pod, as last seen.
@@ -55,9 +55,9 @@ pub struct PodInformer {
 #[derive(Clone, Debug)]
 pub enum PodChange {
     /// Created or updated (or listed again after a relist).
-    Applied(Pod),
+    Applied(Arc<Pod>),
     /// Deleted; its last state.
-    Deleted(Pod),
+    Deleted(Arc<Pod>),
     /// A relist finished: anything may have changed.
     Resynced,
 }
@@ -77,9 +77,9 @@ impl PodInformer {
             .for_each(move |ev| {
                 let changed = match ev {
                     Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
-                        Some(PodChange::Applied(p))
+                        Some(PodChange::Applied(Arc::new(p)))
                     }
-                    Ok(watcher::Event::Delete(p)) => Some(PodChange::Deleted(p)),
+                    Ok(watcher::Event::Delete(p)) => Some(PodChange::Deleted(Arc::new(p))),
                     Ok(watcher::Event::InitDone) => Some(PodChange::Resynced),
                     _ => None,
                 };
@@ -97,11 +97,11 @@ impl PodInformer {
         informer
     }
 
-    /// Every pod change from now on, as a stream a `Controller` can own.
-    pub fn subscribe(&self) -> impl futures::Stream<Item = Result<Pod, watcher::Error>> {
+    /// Every pod change from now on, as a shared stream a `Controller` can own or watch.
+    pub fn subscribe(&self) -> impl futures::Stream<Item = Arc<Pod>> {
         self.changes().filter_map(|c| {
             futures::future::ready(match c {
-                PodChange::Applied(p) | PodChange::Deleted(p) => Some(Ok(p)),
+                PodChange::Applied(p) | PodChange::Deleted(p) => Some(p),
                 PodChange::Resynced => None,
             })
         })

@@ -196,7 +196,7 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     });
     let api: Api<ReplicaSet> = Api::all(client);
     Controller::new(api, watcher::Config::default())
-        .owns_stream(pods.subscribe())
+        .owns_shared_stream(pods.subscribe())
         .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

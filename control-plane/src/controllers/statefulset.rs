@@ -125,7 +125,7 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
         recorder: Recorder::new(client.clone(), "statefulset-controller", None),
     });
     Controller::new(Api::<StatefulSet>::all(client), watcher::Config::default())
-        .owns_stream(pods.subscribe())
+        .owns_shared_stream(pods.subscribe())
         .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
