@@ -95,23 +95,24 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
     let started = std::time::Instant::now();
     let size = batch.len();
     let start_rev = shared.revision.load(Ordering::Acquire);
-    let outcome: Result<(Vec<Applied>, u64), sqlx::Error> = async {
+    // Every write is decided in memory first (this is the only writer, and memory holds the
+    // committed state); the batch then reaches SQLite as a few multi-row statements.
+    let mut rev = start_rev;
+    let mut seen = Current {
+        shared,
+        batch: HashMap::new(),
+    };
+    let applied: Vec<Applied> = batch
+        .iter()
+        .map(|(write, _)| apply(write, &mut rev, &mut seen))
+        .collect();
+    let outcome: Result<(), sqlx::Error> = async {
+        if rev == start_rev {
+            // Every write was refused: nothing to store.
+            return Ok(());
+        }
         let mut tx = conn.begin().await?;
-        let mut rev = start_rev;
-        let mut applied = Vec::with_capacity(batch.len());
-        let mut seen = Current {
-            shared,
-            batch: HashMap::new(),
-        };
-        for (write, _) in &batch {
-            applied.push(apply(&mut tx, write, &mut rev, &mut seen).await?);
-        }
-        if rev != start_rev {
-            sqlx::query("UPDATE meta SET value = ? WHERE key = 'revision'")
-                .bind(rev as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
+        persist(&mut tx, &applied, &seen.batch, rev).await?;
         tx.commit().await?;
         let took = started.elapsed();
         crate::metrics::commit(size, took);
@@ -122,11 +123,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
                 "slow commit"
             );
         }
-        Ok((applied, rev))
+        Ok(())
     }
     .await;
     match outcome {
-        Ok((applied, rev)) => {
+        Ok(()) => {
             // Memory first, then the revision, then the events: whoever sees an event (or
             // the new revision) can read the object.
             if let Ok(mut cache) = shared.cache.write() {
@@ -154,6 +155,77 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
     }
 }
 
+/// Rows a multi-row statement carries at most (SQLite allows 32,766 bound parameters).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Store a decided batch: every event in `history`, the final state of every key it touched in
+/// `objects` (a key written twice in one batch is stored once), and the new revision.
+async fn persist(
+    tx: &mut SqliteConnection,
+    applied: &[Applied],
+    finals: &HashMap<ObjectKey, Option<(u64, Bytes)>>,
+    rev: u64,
+) -> Result<(), sqlx::Error> {
+    let events: Vec<&Event> = applied.iter().filter_map(|a| a.event.as_ref()).collect();
+    for rows in events.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO history (revision, resource, namespace, name, kind, data) ",
+        );
+        q.push_values(rows, |mut b, ev| {
+            let key = &ev.object.key;
+            b.push_bind(ev.object.revision as i64)
+                .push_bind(key.resource.as_str())
+                .push_bind(key.namespace.as_str())
+                .push_bind(key.name.as_str())
+                .push_bind(ev.kind.code())
+                .push_bind(ev.object.data.as_ref());
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    let (live, gone): (Vec<_>, Vec<_>) = finals.iter().partition(|(_, state)| state.is_some());
+    for rows in live.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO objects (resource, namespace, name, revision, data) ",
+        );
+        q.push_values(rows, |mut b, (key, state)| {
+            let (revision, data) = state
+                .as_ref()
+                .map_or((0, &[][..]), |(r, d)| (*r, d.as_ref()));
+            b.push_bind(key.resource.as_str())
+                .push_bind(key.namespace.as_str())
+                .push_bind(key.name.as_str())
+                .push_bind(revision as i64)
+                .push_bind(data);
+        });
+        q.push(
+            " ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, data = excluded.data",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    for rows in gone.chunks(ROWS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "DELETE FROM objects WHERE (resource, namespace, name) IN (",
+        );
+        let mut keys = q.separated(", ");
+        for (key, _) in rows {
+            keys.push("(")
+                .push_bind_unseparated(key.resource.as_str())
+                .push_unseparated(", ")
+                .push_bind_unseparated(key.namespace.as_str())
+                .push_unseparated(", ")
+                .push_bind_unseparated(key.name.as_str())
+                .push_unseparated(")");
+        }
+        q.push(")");
+        q.build().execute(&mut *tx).await?;
+    }
+    sqlx::query("UPDATE meta SET value = ? WHERE key = 'revision'")
+        .bind(rev as i64)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Every stored object (to fill the cache at start-up).
 pub(super) async fn load_objects(
     conn: &mut SqliteConnection,
@@ -173,25 +245,6 @@ pub(super) async fn load_objects(
             data: Bytes::from(r.get::<Vec<u8>, _>(4)),
         })
         .collect())
-}
-
-async fn record(
-    tx: &mut SqliteConnection,
-    rev: u64,
-    key: &ObjectKey,
-    kind: EventKind,
-    data: &[u8],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO history (revision, resource, namespace, name, kind, data) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(rev as i64)
-        .bind(&key.resource)
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .bind(kind.code())
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 fn refused(e: StoreError) -> Applied {
@@ -223,13 +276,9 @@ impl Current<'_> {
     }
 }
 
-async fn apply(
-    tx: &mut SqliteConnection,
-    write: &Write,
-    rev: &mut u64,
-    seen: &mut Current<'_>,
-) -> Result<Applied, sqlx::Error> {
-    let applied = apply_one(tx, write, rev, seen).await?;
+/// Decide one write against the current state: its result and its event (none if refused).
+fn apply(write: &Write, rev: &mut u64, seen: &mut Current<'_>) -> Applied {
+    let applied = apply_one(write, rev, seen);
     if let Some(ev) = &applied.event {
         let state = match ev.kind {
             EventKind::Deleted => None,
@@ -237,111 +286,52 @@ async fn apply(
         };
         seen.batch.insert(ev.object.key.clone(), state);
     }
-    Ok(applied)
+    applied
 }
 
-async fn apply_one(
-    tx: &mut SqliteConnection,
-    write: &Write,
-    rev: &mut u64,
-    seen: &Current<'_>,
-) -> Result<Applied, sqlx::Error> {
-    match write {
-        Write::Create { key, data } => {
-            if seen.get(key).is_some() {
-                return Ok(refused(StoreError::AlreadyExists));
-            }
-            *rev += 1;
-            sqlx::query("INSERT INTO objects (resource, namespace, name, revision, data) VALUES (?, ?, ?, ?, ?)")
-                .bind(&key.resource)
-                .bind(&key.namespace)
-                .bind(&key.name)
-                .bind(*rev as i64)
-                .bind(data.as_ref())
-                .execute(&mut *tx)
-                .await?;
-            record(tx, *rev, key, EventKind::Added, data).await?;
-            let obj = StoredObject {
-                key: key.clone(),
-                revision: *rev,
-                data: data.clone(),
-            };
-            Ok(Applied {
-                result: Ok(obj.clone()),
-                event: Some(Event {
-                    kind: EventKind::Added,
-                    object: obj,
-                    previous: None,
-                    memo: Default::default(),
-                }),
-            })
+fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
+    // The current state of a key that must exist, with the write's precondition checked.
+    let current = |key: &ObjectKey, precondition: &Option<u64>| {
+        let (cur, old) = seen.get(key).ok_or(StoreError::NotFound)?;
+        match precondition {
+            Some(p) if *p != cur => Err(StoreError::Conflict { current: cur }),
+            _ => Ok(old),
         }
+    };
+    let decided = match write {
+        Write::Create { key, data } => match seen.get(key) {
+            Some(_) => Err(StoreError::AlreadyExists),
+            None => Ok((key, EventKind::Added, data.clone(), None)),
+        },
         Write::Update {
             key,
             data,
             precondition,
-        } => {
-            let Some((cur, old)) = seen.get(key) else {
-                return Ok(refused(StoreError::NotFound));
-            };
-            if precondition.is_some_and(|p| p != cur) {
-                return Ok(refused(StoreError::Conflict { current: cur }));
-            }
-            *rev += 1;
-            sqlx::query("UPDATE objects SET revision = ?, data = ? WHERE resource = ? AND namespace = ? AND name = ?")
-                .bind(*rev as i64)
-                .bind(data.as_ref())
-                .bind(&key.resource)
-                .bind(&key.namespace)
-                .bind(&key.name)
-                .execute(&mut *tx)
-                .await?;
-            record(tx, *rev, key, EventKind::Modified, data).await?;
-            let obj = StoredObject {
-                key: key.clone(),
-                revision: *rev,
-                data: data.clone(),
-            };
-            Ok(Applied {
-                result: Ok(obj.clone()),
-                event: Some(Event {
-                    kind: EventKind::Modified,
-                    object: obj,
-                    previous: Some(old),
-                    memo: Default::default(),
-                }),
-            })
-        }
+        } => current(key, precondition)
+            .map(|old| (key, EventKind::Modified, data.clone(), Some(old))),
+        // A deletion's event carries the last state.
         Write::Delete { key, precondition } => {
-            let Some((cur, old)) = seen.get(key) else {
-                return Ok(refused(StoreError::NotFound));
-            };
-            if precondition.is_some_and(|p| p != cur) {
-                return Ok(refused(StoreError::Conflict { current: cur }));
-            }
-            *rev += 1;
-            sqlx::query("DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?")
-                .bind(&key.resource)
-                .bind(&key.namespace)
-                .bind(&key.name)
-                .execute(&mut *tx)
-                .await?;
-            record(tx, *rev, key, EventKind::Deleted, &old).await?;
-            let obj = StoredObject {
-                key: key.clone(),
-                revision: *rev,
-                data: old.clone(),
-            };
-            Ok(Applied {
-                result: Ok(obj.clone()),
-                event: Some(Event {
-                    kind: EventKind::Deleted,
-                    object: obj,
-                    previous: Some(old),
-                    memo: Default::default(),
-                }),
-            })
+            current(key, precondition).map(|old| (key, EventKind::Deleted, old.clone(), Some(old)))
         }
+    };
+    let (key, kind, data, previous) = match decided {
+        Ok(d) => d,
+        Err(e) => return refused(e),
+    };
+    *rev += 1;
+    let object = StoredObject {
+        key: key.clone(),
+        revision: *rev,
+        data,
+    };
+    Applied {
+        result: Ok(object.clone()),
+        event: Some(Event {
+            kind,
+            object,
+            previous,
+            memo: Default::default(),
+        }),
     }
 }
 
@@ -377,4 +367,111 @@ async fn maintain(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{EventKind, ObjectKey, Store, StoreConfig, StoreError, Write};
+    use bytes::Bytes;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("pods", "default", name)
+    }
+
+    fn data(s: &str) -> Bytes {
+        Bytes::from(s.to_string())
+    }
+
+    /// One batch with every kind of write, refusals, and a key written several times: each write
+    /// gets its answer and revision, and a store opened again on the file finds the final
+    /// objects and every event in order.
+    #[tokio::test]
+    async fn a_batch_is_decided_in_order_and_stored_as_its_final_state() {
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-writer-test-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let path = dir.join("store.db");
+        let store = Store::open(&path, StoreConfig::default()).await.unwrap();
+        let create = |n: &str, d: &str| Write::Create {
+            key: key(n),
+            data: data(d),
+        };
+        let update = |n: &str, d: &str, precondition| Write::Update {
+            key: key(n),
+            data: data(d),
+            precondition,
+        };
+        let delete = |n: &str| Write::Delete {
+            key: key(n),
+            precondition: None,
+        };
+        let writes = vec![
+            create("a", "a1"),
+            update("a", "a2", Some(1)),
+            delete("b"),
+            create("b", "b1"),
+            delete("b"),
+            create("c", "c1"),
+            create("c", "c2"),
+            update("c", "c3", Some(999)),
+            update("missing", "x", None),
+        ];
+        // Sent together on one thread, they reach the writer as one batch.
+        let results = futures::future::join_all(writes.into_iter().map(|w| store.write(w))).await;
+        let got: Vec<Result<u64, String>> = results
+            .into_iter()
+            .map(|r| r.map(|o| o.revision).map_err(|e| format!("{e:?}")))
+            .collect();
+        let expected: Vec<Result<u64, String>> = vec![
+            Ok(1),
+            Ok(2),
+            Err(format!("{:?}", StoreError::NotFound)),
+            Ok(3),
+            Ok(4),
+            Ok(5),
+            Err(format!("{:?}", StoreError::AlreadyExists)),
+            Err(format!("{:?}", StoreError::Conflict { current: 5 })),
+            Err(format!("{:?}", StoreError::NotFound)),
+        ];
+        assert_eq!(got, expected);
+
+        let again = Store::open(&path, StoreConfig::default()).await.unwrap();
+        assert_eq!(again.revision(), 5);
+        let listed: Vec<(String, u64, Bytes)> = again
+            .list("pods", None)
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|o| (o.key.name, o.revision, o.data))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![("a".into(), 2, data("a2")), ("c".into(), 5, data("c1"))]
+        );
+        let mut watch = again.watch_all(0).await.unwrap();
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            let ev = watch.next().await.unwrap();
+            events.push((
+                ev.kind,
+                ev.object.key.name.clone(),
+                ev.object.revision,
+                ev.object.data.clone(),
+            ));
+        }
+        assert_eq!(
+            events,
+            vec![
+                (EventKind::Added, "a".into(), 1, data("a1")),
+                (EventKind::Modified, "a".into(), 2, data("a2")),
+                (EventKind::Added, "b".into(), 3, data("b1")),
+                (EventKind::Deleted, "b".into(), 4, data("b1")),
+                (EventKind::Added, "c".into(), 5, data("c1")),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
