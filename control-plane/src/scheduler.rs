@@ -495,6 +495,9 @@ struct Waiting {
     failures: u32,
     /// Not tried again before this: kube-scheduler's back-off for unschedulable pods.
     not_before: Option<std::time::Instant>,
+    /// The unschedulable message last reported on the pod (its condition and event), so the
+    /// same one is not written again; it leaves with the pod's entry.
+    reported: Option<String>,
 }
 
 /// How long a pod found unschedulable `failures` times waits before it is tried again, as
@@ -612,6 +615,7 @@ impl Cache {
                             tried: false,
                             failures: 0,
                             not_before: None,
+                            reported: None,
                         },
                     );
                 }
@@ -658,15 +662,24 @@ impl Cache {
             .iter()
             .filter_map(|uid| Some((uid.clone(), self.placed.remove(uid)?)))
             .collect();
+        let reported: HashMap<String, String> = self
+            .pending
+            .drain()
+            .filter_map(|(uid, w)| Some((uid, w.reported?)))
+            .collect();
         self.placed.clear();
         self.assumed.clear();
         self.by_owner.clear();
-        self.pending.clear();
         for n in &mut self.nodes {
             n.requested = (0, 0, 0);
         }
         for p in pods {
             self.applied(p.clone());
+        }
+        for (uid, msg) in reported {
+            if let Some(w) = self.pending.get_mut(&uid) {
+                w.reported = Some(msg);
+            }
         }
         for (uid, p) in in_flight {
             if self.pending.contains_key(&uid) {
@@ -692,12 +705,12 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         .map(|_| None);
     let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
-    let mut reported: HashMap<String, String> = HashMap::new();
     let mut cache = Cache::default();
     // Bindings and reports run in the background, so a slow one never holds up the next pass.
     let mut writes: tokio::task::JoinSet<Written> = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(BIND_CONCURRENCY));
     let mut nodes_changed = false;
+    let mut wake: Option<tokio::time::Instant> = None;
     loop {
         // Wait for a change, a finished binding (or retry periodically), then take whatever else
         // is ready.
@@ -715,28 +728,33 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                     true
                 }
             };
-        // The earliest end of a back-off of a pod still to try, or 5 s from now.
-        let quiet = tokio::time::Instant::now() + Duration::from_secs(5);
-        // (Pods being bound wait for their binding, not for a timer.)
-        let wake = cache
-            .pending
-            .iter()
-            .filter(|(uid, w)| !w.tried && !cache.assumed.contains(uid.as_str()))
-            .filter_map(|(_, w)| w.not_before)
-            .map(tokio::time::Instant::from_std)
-            .min()
-            .map_or(quiet, |t| t.min(quiet));
+        // The earliest end of a back-off of a pod still to try, or 5 s from now; worked out again
+        // only after something that can change it (not for every pod the watch shows bound).
+        let wake_at = *wake.get_or_insert_with(|| {
+            let quiet = tokio::time::Instant::now() + Duration::from_secs(5);
+            // (Pods being bound wait for their binding, not for a timer.)
+            cache
+                .pending
+                .iter()
+                .filter(|(uid, w)| !w.tried && !cache.assumed.contains(uid.as_str()))
+                .filter_map(|(_, w)| w.not_before)
+                .map(tokio::time::Instant::from_std)
+                .min()
+                .map_or(quiet, |t| t.min(quiet))
+        });
         let mut relevant = tokio::select! {
             change = changes.next() => match change {
                 None => return,
                 Some(c) => take(c, &mut cache, &mut nodes_changed),
             },
             Some(done) = writes.join_next(), if !writes.is_empty() => {
-                written(done, &mut cache, &mut reported);
+                if written(done, &mut cache) {
+                    wake = None;
+                }
                 false
             }
-            // A back-off is over, or 5 quiet seconds: try every pending pod again.
-            _ = tokio::time::sleep_until(wake) => {
+            // A back-off is over, or 5 s without a change for pending pods: try them all again.
+            _ = tokio::time::sleep_until(wake_at) => {
                 cache.retry_all();
                 true
             }
@@ -745,7 +763,12 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             relevant |= take(c, &mut cache, &mut nodes_changed);
         }
         while let Some(done) = writes.try_join_next() {
-            written(done, &mut cache, &mut reported);
+            if written(done, &mut cache) {
+                wake = None;
+            }
+        }
+        if relevant {
+            wake = None;
         }
         if std::mem::take(&mut nodes_changed) {
             cache.set_nodes(&nodes.state());
@@ -770,7 +793,6 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             })
             .collect();
         todo.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        reported.retain(|uid, _| cache.pending.contains_key(uid));
         // Where every placed pod is, for topology spread constraints (only worked out when a pod
         // to try has some).
         let constrained = todo.iter().any(|p| {
@@ -823,14 +845,15 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                     binds += 1;
                 }
                 Decision::Unschedulable(msg) => {
-                    if let Some(w) = cache.pending.get_mut(&uid) {
-                        w.failures += 1;
-                        w.not_before = Some(pass_began + unschedulable_backoff(w.failures));
-                    }
-                    if reported.get(&uid) == Some(&msg) {
+                    let Some(w) = cache.pending.get_mut(&uid) else {
+                        continue;
+                    };
+                    w.failures += 1;
+                    w.not_before = Some(pass_began + unschedulable_backoff(w.failures));
+                    if w.reported.as_ref() == Some(&msg) {
                         continue;
                     }
-                    reported.insert(uid.clone(), msg.clone());
+                    w.reported = Some(msg.clone());
                     let (client, recorder, pod) = (client.clone(), recorder.clone(), pod.clone());
                     spawn_write(&mut writes, &permits, async move {
                         let ok = self::report(&client, &recorder, &pod, &msg).await;
@@ -859,15 +882,14 @@ enum Written {
 
 /// A background write finished. A failed binding is no longer assumed (the pod is tried again
 /// at the next change or retry); a successful one stays assumed until the watch shows it bound.
-/// A failed report is forgotten, so it is written again.
-fn written(
-    done: Result<Written, tokio::task::JoinError>,
-    cache: &mut Cache,
-    reported: &mut HashMap<String, String>,
-) {
+/// A failed report is forgotten, so it is written again. True if a pod is to be tried again.
+fn written(done: Result<Written, tokio::task::JoinError>, cache: &mut Cache) -> bool {
     match done {
         Ok(Written::Binding(uid, true)) => {
-            reported.remove(&uid);
+            if let Some(w) = cache.pending.get_mut(&uid) {
+                w.reported = None;
+            }
+            false
         }
         Ok(Written::Binding(uid, false)) => {
             if cache.assumed.contains(&uid) {
@@ -876,13 +898,18 @@ fn written(
             if let Some(w) = cache.pending.get_mut(&uid) {
                 w.tried = false;
             }
+            true
         }
         Ok(Written::Report(uid, ok)) => {
-            if !ok {
-                reported.remove(&uid);
+            if let Some(w) = cache.pending.get_mut(&uid).filter(|_| !ok) {
+                w.reported = None;
             }
+            false
         }
-        Err(e) => tracing::warn!(error = %e, "a scheduler write task failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "a scheduler write task failed");
+            false
+        }
     }
 }
 
