@@ -662,11 +662,7 @@ impl Cache {
             .iter()
             .filter_map(|uid| Some((uid.clone(), self.placed.remove(uid)?)))
             .collect();
-        let reported: HashMap<String, String> = self
-            .pending
-            .drain()
-            .filter_map(|(uid, w)| Some((uid, w.reported?)))
-            .collect();
+        let before = std::mem::take(&mut self.pending);
         self.placed.clear();
         self.assumed.clear();
         self.by_owner.clear();
@@ -676,10 +672,9 @@ impl Cache {
         for p in pods {
             self.applied(p.clone());
         }
-        for (uid, msg) in reported {
-            if let Some(w) = self.pending.get_mut(&uid) {
-                w.reported = Some(msg);
-            }
+        // What was reported on a pod still pending stays reported.
+        for (uid, w) in &mut self.pending {
+            w.reported = before.get(uid).and_then(|b| b.reported.clone());
         }
         for (uid, p) in in_flight {
             if self.pending.contains_key(&uid) {
@@ -742,15 +737,15 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                 .min()
                 .map_or(quiet, |t| t.min(quiet))
         });
+        // A finished write whose pod is to be tried again moves the wake-up, not a pass.
+        let mut retry = false;
         let mut relevant = tokio::select! {
             change = changes.next() => match change {
                 None => return,
                 Some(c) => take(c, &mut cache, &mut nodes_changed),
             },
             Some(done) = writes.join_next(), if !writes.is_empty() => {
-                if written(done, &mut cache) {
-                    wake = None;
-                }
+                retry = written(done, &mut cache);
                 false
             }
             // A back-off is over, or 5 s without a change for pending pods: try them all again.
@@ -763,11 +758,9 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             relevant |= take(c, &mut cache, &mut nodes_changed);
         }
         while let Some(done) = writes.try_join_next() {
-            if written(done, &mut cache) {
-                wake = None;
-            }
+            retry |= written(done, &mut cache);
         }
-        if relevant {
+        if relevant || retry {
             wake = None;
         }
         if std::mem::take(&mut nodes_changed) {
@@ -1071,8 +1064,8 @@ mod tests {
         );
     }
 
-    fn cache_pod(uid: &str, node: Option<&str>, phase: &str, owner: Option<&str>) -> Pod {
-        serde_json::from_value(serde_json::json!({
+    fn cache_pod(uid: &str, node: Option<&str>, phase: &str, owner: Option<&str>) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(serde_json::json!({
             "metadata": {"name": uid, "namespace": "d", "uid": uid,
                 "ownerReferences": owner.map(|o| vec![serde_json::json!({"apiVersion": "apps/v1",
                     "kind": "ReplicaSet", "name": "rs", "uid": o, "controller": true})])},
@@ -1080,7 +1073,7 @@ mod tests {
                 "resources": {"requests": {"cpu": "100m", "memory": "1Mi"}}}]},
             "status": {"phase": phase}
         }))
-        .expect("a valid pod")
+        .expect("a valid pod"))
     }
 
     #[test]
@@ -1104,9 +1097,7 @@ mod tests {
             (
                 (
                     "pending pod",
-                    Box::new(|c| {
-                        c.applied(Arc::new(cache_pod("p1", None, "Pending", Some("rs1"))))
-                    }),
+                    Box::new(|c| c.applied(cache_pod("p1", None, "Pending", Some("rs1")))),
                 ),
                 true,
                 (0, 0, 0),
@@ -1116,9 +1107,7 @@ mod tests {
             (
                 (
                     "bound pod",
-                    Box::new(|c| {
-                        c.applied(Arc::new(cache_pod("p2", Some("a"), "Running", Some("rs1"))))
-                    }),
+                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Running", Some("rs1")))),
                 ),
                 false,
                 (100, 1 << 20, 1),
@@ -1128,9 +1117,7 @@ mod tests {
             (
                 (
                     "p1 bound",
-                    Box::new(|c| {
-                        c.applied(Arc::new(cache_pod("p1", Some("b"), "Pending", Some("rs1"))))
-                    }),
+                    Box::new(|c| c.applied(cache_pod("p1", Some("b"), "Pending", Some("rs1")))),
                 ),
                 false,
                 (100, 1 << 20, 1),
@@ -1140,9 +1127,7 @@ mod tests {
             (
                 (
                     "p2 again",
-                    Box::new(|c| {
-                        c.applied(Arc::new(cache_pod("p2", Some("a"), "Running", Some("rs1"))))
-                    }),
+                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Running", Some("rs1")))),
                 ),
                 false,
                 (100, 1 << 20, 1),
@@ -1152,14 +1137,7 @@ mod tests {
             (
                 (
                     "p2 finished",
-                    Box::new(|c| {
-                        c.applied(Arc::new(cache_pod(
-                            "p2",
-                            Some("a"),
-                            "Succeeded",
-                            Some("rs1"),
-                        )))
-                    }),
+                    Box::new(|c| c.applied(cache_pod("p2", Some("a"), "Succeeded", Some("rs1")))),
                 ),
                 true,
                 (0, 0, 0),
@@ -1195,7 +1173,7 @@ mod tests {
         assert!(c.by_owner.is_empty(), "owner counts go with the pods");
 
         // An assumed pod survives a relist that still shows it pending, and counts once.
-        c.applied(Arc::new(cache_pod("p3", None, "Pending", Some("rs1"))));
+        c.applied(cache_pod("p3", None, "Pending", Some("rs1")));
         c.place(
             "p3",
             Placed {
@@ -1206,13 +1184,13 @@ mod tests {
             },
         );
         c.assumed.insert("p3".into());
-        let listed = vec![Arc::new(cache_pod("p3", None, "Pending", Some("rs1")))];
+        let listed = vec![cache_pod("p3", None, "Pending", Some("rs1"))];
         c.resync(&listed);
         assert_eq!(used(&c, 1), (100, 1 << 20, 1));
         assert!(c.assumed.contains("p3"));
         assert_eq!(c.by_owner["rs1"]["b"], 1);
         // The watch shows the binding: no longer assumed, still counted once.
-        c.applied(Arc::new(cache_pod("p3", Some("b"), "Pending", Some("rs1"))));
+        c.applied(cache_pod("p3", Some("b"), "Pending", Some("rs1")));
         assert!(c.assumed.is_empty());
         assert_eq!(used(&c, 1), (100, 1 << 20, 1));
         // A node change recounts from the placed pods.

@@ -182,41 +182,39 @@ async fn persist(
         });
         q.build().execute(&mut *tx).await?;
     }
-    let (live, gone): (Vec<_>, Vec<_>) = finals.iter().partition(|(_, state)| state.is_some());
+    let live: Vec<(&ObjectKey, u64, &Bytes)> = finals
+        .iter()
+        .filter_map(|(key, state)| state.as_ref().map(|(r, d)| (key, *r, d)))
+        .collect();
     for rows in live.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO objects (resource, namespace, name, revision, data) ",
         );
-        q.push_values(rows, |mut b, (key, state)| {
-            let (revision, data) = state
-                .as_ref()
-                .map_or((0, &[][..]), |(r, d)| (*r, d.as_ref()));
+        q.push_values(rows, |mut b, (key, revision, data)| {
             b.push_bind(key.resource.as_str())
                 .push_bind(key.namespace.as_str())
                 .push_bind(key.name.as_str())
-                .push_bind(revision as i64)
-                .push_bind(data);
+                .push_bind(*revision as i64)
+                .push_bind(data.as_ref());
         });
         q.push(
             " ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, data = excluded.data",
         );
         q.build().execute(&mut *tx).await?;
     }
+    let gone: Vec<&ObjectKey> = finals
+        .iter()
+        .filter_map(|(key, state)| state.is_none().then_some(key))
+        .collect();
     for rows in gone.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "DELETE FROM objects WHERE (resource, namespace, name) IN (",
+            "DELETE FROM objects WHERE (resource, namespace, name) IN ",
         );
-        let mut keys = q.separated(", ");
-        for (key, _) in rows {
-            keys.push("(")
-                .push_bind_unseparated(key.resource.as_str())
-                .push_unseparated(", ")
-                .push_bind_unseparated(key.namespace.as_str())
-                .push_unseparated(", ")
-                .push_bind_unseparated(key.name.as_str())
-                .push_unseparated(")");
-        }
-        q.push(")");
+        q.push_tuples(rows, |mut b, key| {
+            b.push_bind(key.resource.as_str())
+                .push_bind(key.namespace.as_str())
+                .push_bind(key.name.as_str());
+        });
         q.build().execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE meta SET value = ? WHERE key = 'revision'")
