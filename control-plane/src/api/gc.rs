@@ -435,15 +435,32 @@ async fn release(
     }
 }
 
+/// Writes one piece of work keeps in flight (kube-controller-manager runs 20 garbage collector
+/// workers). Each write waits for a group commit of the store, so writing one at a time would
+/// cost a commit per object: a namespace of 10,000 pods took 26 s to empty.
+const CONCURRENCY: usize = 64;
+
+/// Run `f` on each item, [`CONCURRENCY`] at once; the first error ends it.
+async fn each<T, F, Fut>(items: Vec<T>, f: F) -> Result<(), ApiError>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
+    use futures::TryStreamExt;
+    futures::stream::iter(items.into_iter().map(Ok))
+        .try_for_each_concurrent(CONCURRENCY, f)
+        .await
+}
+
 async fn process(gc: &Gc, work: &Work) -> Result<(), ApiError> {
     let state = gc.state.as_ref();
     match work {
         Work::Collect { owners } => {
             // Dependents of gone owners go (or lose the reference when another owner remains).
-            for (rt, obj) in dependents(gc, owners).await? {
-                release(state, rt, &obj, owners, Some("Background")).await?;
-            }
-            Ok(())
+            each(dependents(gc, owners).await?, |(rt, obj)| async move {
+                release(state, rt, &obj, owners, Some("Background")).await
+            })
+            .await
         }
         Work::Marked {
             rt,
@@ -461,9 +478,11 @@ async fn process(gc: &Gc, work: &Work) -> Result<(), ApiError> {
             let uid = HashSet::from([meta_str(&obj, "uid").to_string()]);
             let fins = finalizers(&obj);
             if fins.iter().any(|f| f == "orphan") {
-                for (drt, d) in dependents(gc, &uid).await? {
-                    release(state, drt, &d, &uid, None).await?;
-                }
+                let uid = &uid;
+                each(dependents(gc, uid).await?, |(drt, d)| async move {
+                    release(state, drt, &d, uid, None).await
+                })
+                .await?;
                 remove_finalizer(state, rt, namespace, name, "orphan").await?;
             }
             if fins.iter().any(|f| f == "foregroundDeletion") {
@@ -472,13 +491,18 @@ async fn process(gc: &Gc, work: &Work) -> Result<(), ApiError> {
                     if left.is_empty() {
                         break;
                     }
-                    for (drt, d) in &left {
-                        if d.pointer("/metadata/deletionTimestamp")
-                            .is_none_or(Value::is_null)
-                        {
-                            release(state, drt, d, &uid, Some("Foreground")).await?;
-                        }
-                    }
+                    let live: Vec<_> = left
+                        .into_iter()
+                        .filter(|(_, d)| {
+                            d.pointer("/metadata/deletionTimestamp")
+                                .is_none_or(Value::is_null)
+                        })
+                        .collect();
+                    let uid = &uid;
+                    each(live, |(drt, d)| async move {
+                        release(state, drt, &d, uid, Some("Foreground")).await
+                    })
+                    .await?;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 remove_finalizer(state, rt, namespace, name, "foregroundDeletion").await?;
@@ -530,19 +554,24 @@ async fn terminate_namespace(
     loop {
         let objects = stored_objects(state, Some(&ns)).await?;
         let left = objects.len();
+        let mut live = Vec::new();
         for (rt, stored) in objects {
             let obj = handlers::materialize(rt, &stored)?;
             if obj
                 .pointer("/metadata/deletionTimestamp")
-                .is_some_and(|v| !v.is_null())
+                .is_none_or(Value::is_null)
             {
-                continue;
-            }
-            match handlers::delete(state, rt, &ns, &stored.key.name, &json!({}), &q).await {
-                Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => {}
-                Err(e) => return Err(e),
+                live.push((rt, stored.key.name));
             }
         }
+        let (ns, q) = (&ns, &q);
+        each(live, |(rt, name)| async move {
+            match handlers::delete(state, rt, ns, &name, &json!({}), q).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         if left == 0 {
             break;
         }
