@@ -475,6 +475,13 @@ struct Placed {
 }
 
 impl Placed {
+    /// Add (sign 1) or take away (-1) this pod's requests on `requested` (cpu, memory, pods).
+    fn count(&self, requested: &mut (i64, i64, i64), sign: i64) {
+        requested.0 += sign * self.cpu_millis;
+        requested.1 += sign * self.memory;
+        requested.2 += sign;
+    }
+
     fn of(pod: &Pod, node: &str) -> Self {
         let r = pod_request(pod);
         Placed {
@@ -532,10 +539,7 @@ impl Cache {
     /// Add (sign 1) or take away (-1) a placed pod's requests on its node and owner.
     fn account(&mut self, p: &Placed, sign: i64) {
         if let Some(&i) = self.index.get(&p.node) {
-            let r = &mut self.nodes[i].requested;
-            r.0 += sign * p.cpu_millis;
-            r.1 += sign * p.memory;
-            r.2 += sign;
+            p.count(&mut self.nodes[i].requested, sign);
         }
         if let Some(owner) = &p.owner {
             let per_node = self.by_owner.entry(owner.clone()).or_default();
@@ -588,9 +592,7 @@ impl Cache {
             self.nodes[i] = fresh;
         } else {
             for p in self.placed.values().filter(|p| p.node == fresh.name) {
-                fresh.requested.0 += p.cpu_millis;
-                fresh.requested.1 += p.memory;
-                fresh.requested.2 += 1;
+                p.count(&mut fresh.requested, 1);
             }
             let at = self
                 .nodes
@@ -622,18 +624,11 @@ impl Cache {
     fn set_nodes(&mut self, nodes: &[Arc<Node>]) {
         self.nodes = nodes.iter().map(|n| node_snapshot(n)).collect();
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        self.index = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+        self.index.clear();
+        self.reindex(0);
         for p in self.placed.values() {
             if let Some(&i) = self.index.get(&p.node) {
-                let r = &mut self.nodes[i].requested;
-                r.0 += p.cpu_millis;
-                r.1 += p.memory;
-                r.2 += 1;
+                p.count(&mut self.nodes[i].requested, 1);
             }
         }
         self.retry_all();
