@@ -459,6 +459,48 @@ fn wants_us(pod: &Pod) -> bool {
         && !is_finished(pod)
 }
 
+/// How many unschedulable decisions a pass remembers for the pods after them.
+const REMEMBERED_FAILURES: usize = 16;
+
+/// Whether two pods without topology spread constraints are filtered alike: the same requests,
+/// node selector, required node affinity and tolerations (scores may differ, feasibility not).
+fn same_feasibility(a: &PodRequest, b: &PodRequest) -> bool {
+    a.spread.is_empty()
+        && b.spread.is_empty()
+        && a.cpu_millis == b.cpu_millis
+        && a.memory == b.memory
+        && a.node_selector == b.node_selector
+        && a.required_affinity == b.required_affinity
+        && a.tolerations == b.tolerations
+}
+
+/// Whether a pod changed in what can make it fit: kube-scheduler's `isPodUpdated`, which ignores
+/// `resourceVersion`, `generation`, `managedFields`, `finalizers` and the status. Otherwise the
+/// scheduler's own report on an unschedulable pod would make it worth a try again, and each try
+/// doubles its back-off (up to 10 s) while nothing changed.
+fn updated_for_scheduling(old: &Pod, new: &Pod) -> bool {
+    let (a, b) = (&old.metadata, &new.metadata);
+    old.spec != new.spec
+        || a.labels != b.labels
+        || a.annotations != b.annotations
+        || a.owner_references != b.owner_references
+        || a.deletion_timestamp != b.deletion_timestamp
+        || a.deletion_grace_period_seconds != b.deletion_grace_period_seconds
+        || a.name != b.name
+        || a.namespace != b.namespace
+        || a.uid != b.uid
+        || a.generate_name != b.generate_name
+        || a.creation_timestamp != b.creation_timestamp
+        || old
+            .status
+            .as_ref()
+            .and_then(|s| s.resource_claim_statuses.as_ref())
+            != new
+                .status
+                .as_ref()
+                .and_then(|s| s.resource_claim_statuses.as_ref())
+}
+
 /// The node a pod counts against: bound, unfinished and not being deleted.
 fn counts_on(pod: &Pod) -> Option<&str> {
     let node = pod.spec.as_ref()?.node_name.as_deref()?;
@@ -638,11 +680,16 @@ impl Cache {
     fn applied(&mut self, pod: Arc<Pod>) -> bool {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if wants_us(&pod) {
-            // Any change to a pending pod (its tolerations, say) is worth another try, once its
-            // back-off is over.
+            // A change to a pending pod (its tolerations, say) is worth another try, once its
+            // back-off is over; one to its status only (the scheduler's own report that it is
+            // unschedulable, say) is not.
             match self.pending.get_mut(&uid) {
                 Some(w) => {
+                    let changed = updated_for_scheduling(&w.pod, &pod);
                     w.pod = pod;
+                    if !changed {
+                        return false;
+                    }
                     w.tried = false;
                 }
                 None => {
@@ -742,7 +789,8 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
     // Bindings and reports run in the background, so a slow one never holds up the next pass.
     let mut writes: tokio::task::JoinSet<Written> = tokio::task::JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(BIND_CONCURRENCY));
-    let mut wake: Option<tokio::time::Instant> = None;
+    // When to wake up, and whether that is for 5 s without a change (not a back-off's end).
+    let mut wake: Option<(tokio::time::Instant, bool)> = None;
     loop {
         // Wait for a change, a finished binding (or retry periodically), then take whatever else
         // is ready.
@@ -769,7 +817,7 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         };
         // The earliest end of a back-off of a pod still to try, or 5 s from now; worked out again
         // only after something that can change it (not for every pod the watch shows bound).
-        let wake_at = *wake.get_or_insert_with(|| {
+        let (wake_at, quiet) = *wake.get_or_insert_with(|| {
             let quiet = tokio::time::Instant::now() + Duration::from_secs(5);
             // (Pods being bound wait for their binding, not for a timer.)
             cache
@@ -779,10 +827,14 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                 .filter_map(|(_, w)| w.not_before)
                 .map(tokio::time::Instant::from_std)
                 .min()
-                .map_or(quiet, |t| t.min(quiet))
+                .filter(|t| *t < quiet)
+                .map_or((quiet, true), |t| (t, false))
         });
         // A finished write whose pod is to be tried again moves the wake-up, not a pass.
         let mut retry = false;
+        // A pass after 5 s without a change decides every pod it tries, so that reports kept by
+        // skipped pods (below) are brought up to date once things settle.
+        let mut settled = false;
         let mut relevant = tokio::select! {
             change = changes.next() => match change {
                 None => return,
@@ -795,6 +847,7 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             // A back-off is over, or 5 s without a change for pending pods: try them all again.
             _ = tokio::time::sleep_until(wake_at) => {
                 cache.retry_all();
+                settled = quiet;
                 true
             }
         };
@@ -827,6 +880,22 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             })
             .collect();
         todo.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        if todo.is_empty() {
+            // Nothing else to do: pods that a change made worth a try are tried before their
+            // back-off is over, soonest first (kube-scheduler's SchedulerPopFromBackoffQ). A
+            // failure still lengthens the back-off, which matters once there is other work.
+            let mut early: Vec<(std::time::Instant, Arc<Pod>)> = cache
+                .pending
+                .iter_mut()
+                .filter(|(uid, w)| !w.tried && !cache.assumed.contains(uid.as_str()))
+                .map(|(_, w)| {
+                    w.tried = true;
+                    (w.not_before.unwrap_or(pass_began), Arc::clone(&w.pod))
+                })
+                .collect();
+            early.sort_by_key(|(t, _)| *t);
+            todo = early.into_iter().map(|(_, p)| p).collect();
+        }
         // Where every placed pod is, for topology spread constraints (only worked out when a pod
         // to try has some).
         let constrained = todo.iter().any(|p| {
@@ -846,6 +915,15 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         }
         let enough = feasible_nodes_to_find(cache.nodes.len());
         let mut binds = 0;
+        // What failed in this pass: a pod that asks the same fails the same way, since a pass's
+        // placements only take room (kube-scheduler's old equivalence cache). Such a pod is not
+        // decided again; one already reported keeps its report and back-off, and is tried again
+        // at the next change. So a backlog of like pods costs one failure per pass, not one each,
+        // and nodes arriving one by one do not push every pending pod's back-off up. A pass
+        // after 5 s without a change remembers nothing, so a kept report is brought up to date
+        // once things settle.
+        let mut failed: Vec<(PodRequest, String)> = Vec::new();
+        let mut skipped = 0;
         for pod in &todo {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let mut req = pod_request(pod);
@@ -856,8 +934,42 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             if constrained {
                 req.spread = spread_counts(pod, &located);
             }
-            let (decision, examined) = decide_among(&req, &cache.nodes, cache.next_start, enough);
-            cache.next_start = (cache.next_start + examined) % cache.nodes.len().max(1);
+            let known = failed
+                .iter()
+                .find(|(f, _)| same_feasibility(f, &req))
+                .map(|(_, msg)| msg.clone());
+            let decision = match known {
+                Some(msg) => {
+                    if cache
+                        .pending
+                        .get(&uid)
+                        .is_some_and(|w| w.reported.is_some())
+                    {
+                        skipped += 1;
+                        continue;
+                    }
+                    Decision::Unschedulable(msg)
+                }
+                None => {
+                    let (decision, examined) =
+                        decide_among(&req, &cache.nodes, cache.next_start, enough);
+                    cache.next_start = (cache.next_start + examined) % cache.nodes.len().max(1);
+                    if let Decision::Unschedulable(msg) = &decision {
+                        if !settled && req.spread.is_empty() && failed.len() < REMEMBERED_FAILURES {
+                            let filtered = PodRequest {
+                                cpu_millis: req.cpu_millis,
+                                memory: req.memory,
+                                node_selector: req.node_selector.clone(),
+                                tolerations: req.tolerations.clone(),
+                                required_affinity: req.required_affinity.clone(),
+                                ..PodRequest::default()
+                            };
+                            failed.push((filtered, msg.clone()));
+                        }
+                    }
+                    decision
+                }
+            };
             match decision {
                 Decision::Bind(node) => {
                     if constrained {
@@ -898,6 +1010,7 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         }
         tracing::debug!(
             binds,
+            skipped,
             tried = todo.len(),
             pending = cache.pending.len(),
             pass_us = pass_began.elapsed().as_micros() as u64,
@@ -1122,6 +1235,185 @@ mod tests {
             "status": {"phase": phase}
         }))
         .expect("a valid pod"))
+    }
+
+    #[test]
+    fn same_feasibility_table() {
+        let base = PodRequest {
+            cpu_millis: 100,
+            memory: 1 << 20,
+            node_selector: [("k".to_string(), "v".to_string())].into(),
+            tolerations: vec![Toleration {
+                key: Some("t".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            }],
+            ..PodRequest::default()
+        };
+        let spread = Spread {
+            topology_key: "kubernetes.io/hostname".into(),
+            max_skew: 1,
+            hard: true,
+            per_node: HashMap::new(),
+        };
+        // (change to the second pod, filtered alike)
+        let cases: Vec<(&str, PodRequest, bool)> = vec![
+            ("nothing", base.clone(), true),
+            (
+                "its owner's pods (a score)",
+                PodRequest {
+                    siblings: [("n".to_string(), 3)].into(),
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                "preferred affinity (a score)",
+                PodRequest {
+                    preferred_affinity: vec![PreferredSchedulingTerm::default()],
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                "cpu",
+                PodRequest {
+                    cpu_millis: 200,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "memory",
+                PodRequest {
+                    memory: 2 << 20,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "nodeSelector",
+                PodRequest {
+                    node_selector: BTreeMap::new(),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "tolerations",
+                PodRequest {
+                    tolerations: Vec::new(),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "required affinity",
+                PodRequest {
+                    required_affinity: Some(NodeSelector::default()),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "a spread constraint",
+                PodRequest {
+                    spread: vec![spread],
+                    ..base.clone()
+                },
+                false,
+            ),
+        ];
+        for (what, other, alike) in cases {
+            assert_eq!(same_feasibility(&base, &other), alike, "{what}");
+            assert_eq!(same_feasibility(&other, &base), alike, "{what}, swapped");
+        }
+    }
+
+    #[test]
+    fn pending_pod_updates_table() {
+        let base = serde_json::json!({
+            "metadata": {"name": "p", "namespace": "d", "uid": "p", "resourceVersion": "1",
+                "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+            "status": {"phase": "Pending"}
+        });
+        // (change, whether the pod is worth another try)
+        let cases: [(&str, &str, serde_json::Value, bool); 8] = [
+            (
+                "the scheduler's report",
+                "/status",
+                serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                    "status": "False", "reason": "Unschedulable"}]}),
+                false,
+            ),
+            (
+                "a new resourceVersion",
+                "/metadata/resourceVersion",
+                serde_json::json!("2"),
+                false,
+            ),
+            (
+                "managedFields",
+                "/metadata/managedFields",
+                serde_json::json!([{"manager": "m", "operation": "Update"}]),
+                false,
+            ),
+            (
+                "a finalizer",
+                "/metadata/finalizers",
+                serde_json::json!(["f"]),
+                false,
+            ),
+            (
+                "a label",
+                "/metadata/labels",
+                serde_json::json!({"app": "b"}),
+                true,
+            ),
+            (
+                "an annotation",
+                "/metadata/annotations",
+                serde_json::json!({"k": "v"}),
+                true,
+            ),
+            (
+                "a toleration",
+                "/spec/tolerations",
+                serde_json::json!([{"key": "k", "operator": "Exists"}]),
+                true,
+            ),
+            (
+                "a nodeSelector",
+                "/spec/nodeSelector",
+                serde_json::json!({"k": "v"}),
+                true,
+            ),
+        ];
+        for (what, at, value, retried) in cases {
+            let mut c = Cache::default();
+            let pod: Pod = serde_json::from_value(base.clone()).expect("a valid pod");
+            assert!(
+                c.applied(Arc::new(pod)),
+                "{what}: a new pending pod is tried"
+            );
+            if let Some(w) = c.pending.get_mut("p") {
+                w.tried = true;
+            }
+            let mut changed = base.clone();
+            let (parent, key) = at.rsplit_once('/').expect("a path");
+            let target = if parent.is_empty() {
+                &mut changed
+            } else {
+                changed.pointer_mut(parent).expect("the parent exists")
+            };
+            target[key] = value;
+            let pod = Arc::new(serde_json::from_value::<Pod>(changed).expect("a valid pod"));
+            assert_eq!(c.applied(Arc::clone(&pod)), retried, "{what}: pass wanted");
+            let w = c.pending.get("p").expect("still pending");
+            assert_eq!(!w.tried, retried, "{what}: worth another try");
+            assert!(Arc::ptr_eq(&w.pod, &pod), "{what}: the latest pod is kept");
+        }
     }
 
     #[test]
