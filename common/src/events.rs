@@ -62,7 +62,7 @@ impl Recorder {
             let client = client.clone();
             async move {
                 let ns = event.metadata.namespace.clone().unwrap_or_default();
-                let api: Api<Event> = Api::namespaced(client, &ns);
+                let api: Api<Event> = Api::namespaced(client.clone(), &ns);
                 // A repeat updates the event it repeats (created anew if that one is gone).
                 if event.count.unwrap_or(1) > 1 {
                     let name = event.metadata.name.clone().unwrap_or_default();
@@ -76,7 +76,20 @@ impl Recorder {
                         }
                     }
                 }
-                if let Err(e) = api.create(&PostParams::default(), &event).await {
+                // The created event comes back in the answer; nothing reads it, so it is not
+                // decoded (a `Scheduled` event per pod adds up while a backlog is bound).
+                let created = serde_json::to_vec(&event)
+                    .map_err(kube::Error::SerdeError)
+                    .and_then(|body| {
+                        kube::core::Request::new(api.resource_url())
+                            .create(&PostParams::default(), body)
+                            .map_err(kube::Error::BuildRequest)
+                    });
+                let created = match created {
+                    Ok(request) => client.request_text(request).await.map(drop),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = created {
                     tracing::warn!(
                         reason = event.reason.as_deref().unwrap_or_default(),
                         object = event.involved_object.name.as_deref().unwrap_or_default(),

@@ -1618,7 +1618,7 @@ async fn bind(state: &AppState, ns: &str, name: &str, binding: &Value) -> ApiRes
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let mut bound = pod.clone();
+        let mut bound = pod;
         bound["spec"]["nodeName"] = json!(node);
         set_condition(&mut bound, "PodScheduled", "True", None, None);
         match state
