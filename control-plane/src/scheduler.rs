@@ -621,6 +621,35 @@ impl Cache {
         }
     }
 
+    /// The pods a pass tries, marked tried: those not tried since the last change that could
+    /// help them and not being bound whose back-off is over at `now`, oldest first. When there
+    /// are none, those still backing off, soonest first (kube-scheduler's
+    /// SchedulerPopFromBackoffQ): with nothing else to do, a change that may help them is tried
+    /// at once. A failure still lengthens the back-off, which matters once there is other work.
+    fn take_untried(&mut self, now: std::time::Instant) -> Vec<Arc<Pod>> {
+        let assumed = &self.assumed;
+        let mut untried: Vec<&mut Waiting> = self
+            .pending
+            .iter_mut()
+            .filter(|(uid, w)| !w.tried && !assumed.contains(uid.as_str()))
+            .map(|(_, w)| w)
+            .collect();
+        let over = |w: &Waiting| w.not_before.is_none_or(|t| t <= now);
+        if untried.iter().any(|w| over(w)) {
+            untried.retain(|w| over(w));
+            untried.sort_by_key(|w| w.pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        } else {
+            untried.sort_by_key(|w| w.not_before.unwrap_or(now));
+        }
+        untried
+            .into_iter()
+            .map(|w| {
+                w.tried = true;
+                Arc::clone(&w.pod)
+            })
+            .collect()
+    }
+
     /// A node was added or changed; true if pending pods may fit now. A change that leaves what
     /// the scheduler sees of the node as it was (a heartbeat) costs one snapshot and retries
     /// nothing; otherwise only that node's entry is replaced or inserted.
@@ -864,38 +893,7 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             continue;
         }
         let pass_began = std::time::Instant::now();
-        // The pods to try, oldest first: not tried since the last change that could help them,
-        // not being bound, not backing off.
-        let mut todo: Vec<Arc<Pod>> = cache
-            .pending
-            .iter_mut()
-            .filter(|(uid, w)| {
-                !w.tried
-                    && w.not_before.is_none_or(|t| t <= pass_began)
-                    && !cache.assumed.contains(uid.as_str())
-            })
-            .map(|(_, w)| {
-                w.tried = true;
-                Arc::clone(&w.pod)
-            })
-            .collect();
-        todo.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        if todo.is_empty() {
-            // Nothing else to do: pods that a change made worth a try are tried before their
-            // back-off is over, soonest first (kube-scheduler's SchedulerPopFromBackoffQ). A
-            // failure still lengthens the back-off, which matters once there is other work.
-            let mut early: Vec<(std::time::Instant, Arc<Pod>)> = cache
-                .pending
-                .iter_mut()
-                .filter(|(uid, w)| !w.tried && !cache.assumed.contains(uid.as_str()))
-                .map(|(_, w)| {
-                    w.tried = true;
-                    (w.not_before.unwrap_or(pass_began), Arc::clone(&w.pod))
-                })
-                .collect();
-            early.sort_by_key(|(t, _)| *t);
-            todo = early.into_iter().map(|(_, p)| p).collect();
-        }
+        let todo = cache.take_untried(pass_began);
         // Where every placed pod is, for topology spread constraints (only worked out when a pod
         // to try has some).
         let constrained = todo.iter().any(|p| {
@@ -1235,6 +1233,96 @@ mod tests {
             "status": {"phase": phase}
         }))
         .expect("a valid pod"))
+    }
+
+    #[test]
+    fn take_untried_table() {
+        // (uid, created at second, tried, being bound, back-off ends this many seconds from now)
+        type Entry = (&'static str, i64, bool, bool, Option<i64>);
+        let cases: Vec<(&str, Vec<Entry>, Vec<&str>)> = vec![
+            ("nothing pending", vec![], vec![]),
+            (
+                "oldest first",
+                vec![("b", 2, false, false, None), ("a", 1, false, false, None)],
+                vec!["a", "b"],
+            ),
+            (
+                "tried and being bound are left out",
+                vec![
+                    ("a", 1, true, false, None),
+                    ("b", 2, false, true, None),
+                    ("c", 3, false, false, Some(-1)),
+                ],
+                vec!["c"],
+            ),
+            (
+                "a pod whose back-off is over goes before those still backing off",
+                vec![
+                    ("a", 1, false, false, Some(5)),
+                    ("b", 2, false, false, None),
+                ],
+                vec!["b"],
+            ),
+            (
+                "with none over, those backing off, soonest first",
+                vec![
+                    ("a", 1, false, false, Some(9)),
+                    ("b", 2, false, false, Some(3)),
+                    ("c", 3, true, false, Some(1)),
+                ],
+                vec!["b", "a"],
+            ),
+        ];
+        let now = std::time::Instant::now();
+        for (name, entries, want) in cases {
+            let mut cache = Cache::default();
+            for &(uid, created, tried, bound, backoff) in &entries {
+                let mut pod = (*cache_pod(uid, None, "Pending", None)).clone();
+                pod.metadata.creation_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        jiff::Timestamp::from_second(1_700_000_000 + created).expect("a time"),
+                    ));
+                let not_before = backoff.map(|s| {
+                    if s >= 0 {
+                        now + Duration::from_secs(s as u64)
+                    } else {
+                        now - Duration::from_secs(s.unsigned_abs())
+                    }
+                });
+                cache.pending.insert(
+                    uid.to_string(),
+                    Waiting {
+                        pod: Arc::new(pod),
+                        tried,
+                        failures: 0,
+                        not_before,
+                        reported: None,
+                    },
+                );
+                if bound {
+                    cache.assumed.insert(uid.to_string());
+                }
+            }
+            let got: Vec<String> = cache
+                .take_untried(now)
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            assert_eq!(got, want, "{name}");
+            for uid in &want {
+                assert!(cache.pending[*uid].tried, "{name}: {uid} is marked tried");
+            }
+            // Taken once, not again until something makes them worth a try.
+            let again: Vec<String> = cache
+                .take_untried(now)
+                .iter()
+                .filter_map(|p| p.metadata.uid.clone())
+                .collect();
+            assert!(
+                again.iter().all(|uid| !want.contains(&uid.as_str())),
+                "{name}: {again:?}"
+            );
+        }
     }
 
     #[test]
