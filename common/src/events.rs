@@ -78,18 +78,14 @@ impl Recorder {
                 }
                 // The created event comes back in the answer; nothing reads it, so it is not
                 // decoded (a `Scheduled` event per pod adds up while a backlog is bound).
-                let created = serde_json::to_vec(&event)
-                    .map_err(kube::Error::SerdeError)
-                    .and_then(|body| {
-                        kube::core::Request::new(api.resource_url())
-                            .create(&PostParams::default(), body)
-                            .map_err(kube::Error::BuildRequest)
-                    });
-                let created = match created {
-                    Ok(request) => client.request_text(request).await.map(drop),
-                    Err(e) => Err(e),
+                let created = async {
+                    let body = serde_json::to_vec(&event).map_err(kube::Error::SerdeError)?;
+                    let request = kube::core::Request::new(api.resource_url())
+                        .create(&PostParams::default(), body)
+                        .map_err(kube::Error::BuildRequest)?;
+                    client.request_text(request).await.map(drop)
                 };
-                if let Err(e) = created {
+                if let Err(e) = created.await {
                     tracing::warn!(
                         reason = event.reason.as_deref().unwrap_or_default(),
                         object = event.involved_object.name.as_deref().unwrap_or_default(),

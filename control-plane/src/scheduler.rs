@@ -549,6 +549,14 @@ struct Waiting {
     reported: Option<String>,
 }
 
+impl Waiting {
+    /// Not tried since the last change that could help it, and not being bound (its uid is not
+    /// in `assumed`).
+    fn untried(&self, uid: &str, assumed: &std::collections::HashSet<String>) -> bool {
+        !self.tried && !assumed.contains(uid)
+    }
+}
+
 /// How long a pod found unschedulable `failures` times waits before it is tried again, as
 /// kube-scheduler's defaults: 1 s, doubling, 10 s at most.
 pub fn unschedulable_backoff(failures: u32) -> Duration {
@@ -631,7 +639,7 @@ impl Cache {
         let mut untried: Vec<&mut Waiting> = self
             .pending
             .iter_mut()
-            .filter(|(uid, w)| !w.tried && !assumed.contains(uid.as_str()))
+            .filter(|(uid, w)| w.untried(uid, assumed))
             .map(|(_, w)| w)
             .collect();
         let over = |w: &Waiting| w.not_before.is_none_or(|t| t <= now);
@@ -852,7 +860,7 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             cache
                 .pending
                 .iter()
-                .filter(|(uid, w)| !w.tried && !cache.assumed.contains(uid.as_str()))
+                .filter(|(uid, w)| w.untried(uid, &cache.assumed))
                 .filter_map(|(_, w)| w.not_before)
                 .map(tokio::time::Instant::from_std)
                 .min()
