@@ -4,7 +4,8 @@
 //!
 //! Invariants: this is the only module that imports sqlx; a write is answered only after its
 //! transaction committed with `synchronous=FULL`; revisions are consecutive and never reused;
-//! events are published in revision order, after commit. Objects are opaque bytes here: the API
+//! events are published in revision order, after commit; the `history` row of each live object's
+//! last write is never compacted (it holds the object's bytes). Objects are opaque bytes here: the API
 //! layer owns their meaning (and writes `metadata.resourceVersion` into them when serving).
 
 mod backend;

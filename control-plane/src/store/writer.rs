@@ -20,17 +20,47 @@ pub(super) enum Command {
 }
 
 pub(super) async fn init_schema(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    // `history` holds every kept change with its bytes; `current` maps each live key to the
+    // revision of its last write, whose row in `history` compaction keeps. An object's bytes are
+    // so written once per change, not once into history and again into a table of objects.
     for stmt in [
-        "CREATE TABLE IF NOT EXISTS objects (resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, \
-         revision INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS history (revision INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL, \
          name TEXT NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL)",
         "CREATE INDEX IF NOT EXISTS history_by_resource ON history (resource, revision)",
+        "CREATE TABLE IF NOT EXISTS current (resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, \
+         revision INTEGER NOT NULL, PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID",
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('compacted', 0)",
     ] {
         sqlx::query(stmt).execute(&mut *conn).await?;
     }
+    migrate_objects_table(conn).await
+}
+
+/// Stores written before `current` kept each live object's bytes in a table `objects`. Move
+/// them over in one transaction: a live object whose history row was compacted away gets it
+/// back (below the compaction floor, so no watch replays it), then `objects` is dropped.
+async fn migrate_objects_table(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'objects'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if old.is_none() {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    for stmt in [
+        "INSERT OR IGNORE INTO history (revision, resource, namespace, name, kind, data) \
+         SELECT revision, resource, namespace, name, 1, data FROM objects",
+        "INSERT OR REPLACE INTO current (resource, namespace, name, revision) \
+         SELECT resource, namespace, name, revision FROM objects",
+        "DROP TABLE objects",
+    ] {
+        sqlx::query(stmt).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    tracing::info!("store: moved live objects from the `objects` table into `history`");
     Ok(())
 }
 
@@ -89,6 +119,9 @@ pub(super) async fn run(
 struct Applied {
     result: Result<StoredObject, StoreError>,
     event: Option<Event>,
+    /// The revision of the state an update or deletion replaced: its row in `history` is no
+    /// longer anyone's current bytes.
+    replaced: Option<u64>,
 }
 
 async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: &Shared) {
@@ -112,7 +145,8 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
             return Ok(());
         }
         let mut tx = conn.begin().await?;
-        persist(&mut tx, &applied, &seen.batch, rev).await?;
+        let floor = shared.compacted.load(Ordering::Acquire);
+        persist(&mut tx, &applied, &seen.batch, rev, floor).await?;
         tx.commit().await?;
         let took = started.elapsed();
         crate::metrics::commit(size, took);
@@ -158,14 +192,34 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
 /// Rows a multi-row statement carries at most (SQLite allows 32,766 bound parameters).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Store a decided batch: every event in `history`, the final state of every key it touched in
-/// `objects` (a key written twice in one batch is stored once), and the new revision.
+/// Store a decided batch: every event in `history` (with its bytes), the final revision of every
+/// key it touched in `current` (a key written twice in one batch is stored once; a deleted key
+/// leaves it), and the new revision.
 async fn persist(
     tx: &mut SqliteConnection,
     applied: &[Applied],
     finals: &HashMap<ObjectKey, Option<(u64, Bytes)>>,
     rev: u64,
+    floor: u64,
 ) -> Result<(), sqlx::Error> {
+    // Compaction has passed these rows and kept them as live objects' bytes; now replaced,
+    // they go here (rows above the floor go when compaction reaches them).
+    let stale: Vec<i64> = applied
+        .iter()
+        .filter_map(|a| a.replaced)
+        .filter(|r| *r <= floor)
+        .map(|r| r as i64)
+        .collect();
+    for rows in stale.chunks(ROWS_PER_STATEMENT) {
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM history WHERE revision IN (");
+        let mut list = q.separated(", ");
+        for r in rows {
+            list.push_bind(*r);
+        }
+        q.push(")");
+        q.build().execute(&mut *tx).await?;
+    }
     let events: Vec<&Event> = applied.iter().filter_map(|a| a.event.as_ref()).collect();
     for rows in events.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
@@ -182,23 +236,22 @@ async fn persist(
         });
         q.build().execute(&mut *tx).await?;
     }
-    let live: Vec<(&ObjectKey, u64, &Bytes)> = finals
+    let live: Vec<(&ObjectKey, u64)> = finals
         .iter()
-        .filter_map(|(key, state)| state.as_ref().map(|(r, d)| (key, *r, d)))
+        .filter_map(|(key, state)| state.as_ref().map(|(r, _)| (key, *r)))
         .collect();
     for rows in live.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO objects (resource, namespace, name, revision, data) ",
+            "INSERT INTO current (resource, namespace, name, revision) ",
         );
-        q.push_values(rows, |mut b, (key, revision, data)| {
+        q.push_values(rows, |mut b, (key, revision)| {
             b.push_bind(key.resource.as_str())
                 .push_bind(key.namespace.as_str())
                 .push_bind(key.name.as_str())
-                .push_bind(*revision as i64)
-                .push_bind(data.as_ref());
+                .push_bind(*revision as i64);
         });
         q.push(
-            " ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision, data = excluded.data",
+            " ON CONFLICT (resource, namespace, name) DO UPDATE SET revision = excluded.revision",
         );
         q.build().execute(&mut *tx).await?;
     }
@@ -208,7 +261,7 @@ async fn persist(
         .collect();
     for rows in gone.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "DELETE FROM objects WHERE (resource, namespace, name) IN ",
+            "DELETE FROM current WHERE (resource, namespace, name) IN ",
         );
         q.push_tuples(rows, |mut b, key| {
             b.push_bind(key.resource.as_str())
@@ -228,9 +281,12 @@ async fn persist(
 pub(super) async fn load_objects(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<StoredObject>, sqlx::Error> {
-    let rows = sqlx::query("SELECT resource, namespace, name, revision, data FROM objects")
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT c.resource, c.namespace, c.name, c.revision, h.data FROM current c \
+         JOIN history h ON h.revision = c.revision",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|r| StoredObject {
@@ -249,6 +305,7 @@ fn refused(e: StoreError) -> Applied {
     Applied {
         result: Err(e),
         event: None,
+        replaced: None,
     }
 }
 
@@ -293,26 +350,25 @@ fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
         let (cur, old) = seen.get(key).ok_or(StoreError::NotFound)?;
         match precondition {
             Some(p) if *p != cur => Err(StoreError::Conflict { current: cur }),
-            _ => Ok(old),
+            _ => Ok((cur, old)),
         }
     };
     let decided = match write {
         Write::Create { key, data } => match seen.get(key) {
             Some(_) => Err(StoreError::AlreadyExists),
-            None => Ok((key, EventKind::Added, data.clone(), None)),
+            None => Ok((key, EventKind::Added, data.clone(), None, None)),
         },
         Write::Update {
             key,
             data,
             precondition,
         } => current(key, precondition)
-            .map(|old| (key, EventKind::Modified, data.clone(), Some(old))),
+            .map(|(cur, old)| (key, EventKind::Modified, data.clone(), Some(old), Some(cur))),
         // A deletion's event carries the last state.
-        Write::Delete { key, precondition } => {
-            current(key, precondition).map(|old| (key, EventKind::Deleted, old.clone(), Some(old)))
-        }
+        Write::Delete { key, precondition } => current(key, precondition)
+            .map(|(cur, old)| (key, EventKind::Deleted, old.clone(), Some(old), Some(cur))),
     };
-    let (key, kind, data, previous) = match decided {
+    let (key, kind, data, previous, replaced) = match decided {
         Ok(d) => d,
         Err(e) => return refused(e),
     };
@@ -330,10 +386,15 @@ fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
             previous,
             memo: Default::default(),
         }),
+        replaced,
     }
 }
 
-/// Drop history older than the newest `keep` revisions, in small batches, then checkpoint the WAL.
+/// Revisions compaction looks at per transaction.
+const COMPACT_WINDOW: u64 = 1_000;
+
+/// Drop history older than the newest `keep` revisions (except each live object's last
+/// write), in small transactions, then checkpoint the WAL.
 async fn maintain(
     conn: &mut SqliteConnection,
     keep: u64,
@@ -341,24 +402,33 @@ async fn maintain(
 ) -> Result<(), StoreError> {
     let rev = shared.revision.load(Ordering::Acquire);
     let upto = rev.saturating_sub(keep);
-    if upto > shared.compacted.load(Ordering::Acquire) {
+    let floor = shared.compacted.load(Ordering::Acquire);
+    if upto > floor {
         // Publish the new floor before deleting, so no watch starts from a revision being removed.
         shared.compacted.store(upto, Ordering::Release);
-        loop {
+        // Windows of 1,000 revisions from the old floor up, one transaction each; the floor on
+        // disk moves with them, so a crash midway leaves the rest for the next run. Rows that
+        // hold a live object's bytes (their revision is the key's in `current`) stay.
+        let mut lo = floor;
+        while lo < upto {
+            let hi = upto.min(lo + COMPACT_WINDOW);
             let mut tx = conn.begin().await?;
-            let n = sqlx::query("DELETE FROM history WHERE revision IN (SELECT revision FROM history WHERE revision <= ? LIMIT 1000)")
-                .bind(upto as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            sqlx::query(
+                "DELETE FROM history WHERE revision > ? AND revision <= ? AND NOT EXISTS \
+                 (SELECT 1 FROM current c WHERE c.resource = history.resource \
+                 AND c.namespace = history.namespace AND c.name = history.name \
+                 AND c.revision = history.revision)",
+            )
+            .bind(lo as i64)
+            .bind(hi as i64)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("UPDATE meta SET value = ? WHERE key = 'compacted'")
-                .bind(upto as i64)
+                .bind(hi as i64)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            if n < 1000 {
-                break;
-            }
+            lo = hi;
         }
     }
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -470,6 +540,167 @@ mod tests {
                 (EventKind::Added, "c".into(), 5, data("c1")),
             ]
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn temp_store_path(what: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-writer-{what}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let path = dir.join("store.db");
+        (dir, path)
+    }
+
+    async fn history_revisions(path: &std::path::Path) -> Vec<i64> {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT revision FROM history ORDER BY revision")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    async fn names_and_data(store: &Store) -> Vec<(String, u64, Bytes)> {
+        store
+            .list("pods", None)
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|o| (o.key.name, o.revision, o.data))
+            .collect()
+    }
+
+    /// Compaction drops old history but keeps the row that holds each live object's bytes; a
+    /// later write that replaces such a row removes it; a store opened again finds every object.
+    #[tokio::test]
+    async fn compaction_keeps_the_bytes_of_live_objects() {
+        let (dir, path) = temp_store_path("compact");
+        let store = Store::open(&path, StoreConfig::default()).await.unwrap();
+        let w = |wr| store.write(wr);
+        w(Write::Create {
+            key: key("a"),
+            data: data("a1"),
+        })
+        .await
+        .unwrap(); // 1
+        w(Write::Create {
+            key: key("b"),
+            data: data("b1"),
+        })
+        .await
+        .unwrap(); // 2
+        w(Write::Update {
+            key: key("b"),
+            data: data("b2"),
+            precondition: None,
+        })
+        .await
+        .unwrap(); // 3
+        w(Write::Create {
+            key: key("c"),
+            data: data("c1"),
+        })
+        .await
+        .unwrap(); // 4
+        w(Write::Delete {
+            key: key("c"),
+            precondition: None,
+        })
+        .await
+        .unwrap(); // 5
+        w(Write::Update {
+            key: key("b"),
+            data: data("b3"),
+            precondition: None,
+        })
+        .await
+        .unwrap(); // 6
+        store.maintain(1).await.unwrap();
+        assert_eq!(store.compacted(), 5);
+        // 1 is a's live row, 6 is above the floor; 2-5 are gone.
+        assert_eq!(history_revisions(&path).await, vec![1, 6]);
+        assert!(matches!(
+            store.watch("pods", 4).await.err(),
+            Some(StoreError::Gone { .. })
+        ));
+        // Replacing a's row below the floor removes it; a's new row stays.
+        w(Write::Update {
+            key: key("a"),
+            data: data("a2"),
+            precondition: Some(1),
+        })
+        .await
+        .unwrap(); // 7
+        assert_eq!(history_revisions(&path).await, vec![6, 7]);
+        drop(store);
+        let again = Store::open(&path, StoreConfig::default()).await.unwrap();
+        assert_eq!(again.compacted(), 5);
+        assert_eq!(
+            names_and_data(&again).await,
+            vec![("a".into(), 7, data("a2")), ("b".into(), 6, data("b3"))]
+        );
+        // Deleting an object whose row is below the floor removes the row.
+        again.maintain(0).await.unwrap();
+        assert_eq!(history_revisions(&path).await, vec![6, 7]);
+        again
+            .write(Write::Delete {
+                key: key("b"),
+                precondition: None,
+            })
+            .await
+            .unwrap(); // 8
+        assert_eq!(history_revisions(&path).await, vec![7, 8]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store written before `current` existed (live bytes in `objects`, some of their history
+    /// rows compacted away) opens with every object, and its history still serves watches.
+    #[tokio::test]
+    async fn a_store_with_an_objects_table_is_migrated() {
+        use sqlx::Connection;
+        let (dir, path) = temp_store_path("migrate");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .unwrap();
+        for stmt in [
+            "CREATE TABLE objects (resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, \
+             revision INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID",
+            "CREATE TABLE history (revision INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL, \
+             name TEXT NOT NULL, kind INTEGER NOT NULL, data BLOB NOT NULL)",
+            "CREATE INDEX history_by_resource ON history (resource, revision)",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO meta (key, value) VALUES ('revision', 4), ('compacted', 2)",
+            // a was created at 1 (compacted away), b at 3 and updated at 4.
+            "INSERT INTO objects VALUES ('pods', 'default', 'a', 1, 'a1'), ('pods', 'default', 'b', 4, 'b2')",
+            "INSERT INTO history VALUES (3, 'pods', 'default', 'b', 0, 'b1'), (4, 'pods', 'default', 'b', 1, 'b2')",
+        ] {
+            sqlx::query(stmt).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+
+        let store = Store::open(&path, StoreConfig::default()).await.unwrap();
+        assert_eq!((store.revision(), store.compacted()), (4, 2));
+        assert_eq!(
+            names_and_data(&store).await,
+            vec![("a".into(), 1, data("a1")), ("b".into(), 4, data("b2"))]
+        );
+        let mut watch = store.watch("pods", 2).await.unwrap();
+        let first = watch.next().await.unwrap();
+        assert_eq!(
+            (first.object.revision, first.object.data.clone()),
+            (3, data("b1"))
+        );
+        drop(store);
+        // Opened again: nothing is migrated twice, nothing lost.
+        let again = Store::open(&path, StoreConfig::default()).await.unwrap();
+        assert_eq!(names_and_data(&again).await.len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
