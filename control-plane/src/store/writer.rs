@@ -85,35 +85,159 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     config: StoreConfig,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch: Vec<Pending> = Vec::new();
-        let mut maintenance = Vec::new();
-        let mut push = |cmd: Command, batch: &mut Vec<Pending>| match cmd {
-            Command::Write(w, r) => batch.push((w, r)),
-            Command::Maintain { keep, reply } => maintenance.push((keep, reply)),
-        };
-        push(first, &mut batch);
-        while batch.len() < config.max_batch {
+    let mut compaction = Compaction {
+        durable: shared.compacted.load(Ordering::Acquire),
+        upto: None,
+        waiting: Vec::new(),
+        started: std::time::Instant::now(),
+    };
+    loop {
+        // While a compaction runs, take what is waiting without blocking; otherwise sleep
+        // until a command comes.
+        let first = if compaction.busy() {
             match rx.try_recv() {
-                Ok(cmd) => push(cmd, &mut batch),
-                Err(_) => break,
+                Ok(cmd) => Some(cmd),
+                Err(mpsc::error::TryRecvError::Empty) => None,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv().await {
+                Some(cmd) => Some(cmd),
+                None => break,
+            }
+        };
+        if let Some(first) = first {
+            let mut batch: Vec<Pending> = Vec::new();
+            let mut maintenance = Vec::new();
+            let mut push = |cmd: Command, batch: &mut Vec<Pending>| match cmd {
+                Command::Write(w, r) => batch.push((w, r)),
+                Command::Maintain { keep, reply } => maintenance.push((keep, reply)),
+            };
+            push(first, &mut batch);
+            while batch.len() < config.max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => push(cmd, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                commit_batch(&mut conn, batch, &shared, compaction.durable).await;
+            }
+            for (keep, reply) in maintenance {
+                compaction.request(keep, reply, &shared);
             }
         }
-        if !batch.is_empty() {
-            commit_batch(&mut conn, batch, &shared).await;
-        }
-        for (keep, reply) in maintenance {
-            let started = std::time::Instant::now();
-            let result = maintain(&mut conn, keep, &shared).await;
-            tracing::debug!(
-                took_ms = started.elapsed().as_secs_f64() * 1000.0,
-                ok = result.is_ok(),
-                "store maintenance"
-            );
-            let _ = reply.send(result);
-        }
+        // One window per turn: writes wait behind one window at most, never a whole compaction.
+        compaction.step(&mut conn).await;
     }
     let _ = conn.close().await;
+}
+
+/// Revisions compaction looks at per transaction.
+const COMPACT_WINDOW: u64 = 1_000;
+
+/// History compaction, done a window at a time between write batches. Each window is one
+/// transaction that deletes the rows in it no live object needs (a live object's last write,
+/// named in `current`, stays) and moves the floor on disk; a crash midway leaves the rest for
+/// the next run. The floor in memory moves first, to the target, so no watch starts from a
+/// revision being removed.
+struct Compaction {
+    /// The floor on disk: every row at or below it is either compacted or live.
+    durable: u64,
+    /// Where the running compaction goes, if one runs.
+    upto: Option<u64>,
+    /// Who asked, answered when it ends (after a WAL checkpoint).
+    waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    started: std::time::Instant,
+}
+
+impl Compaction {
+    fn busy(&self) -> bool {
+        self.upto.is_some() || !self.waiting.is_empty()
+    }
+
+    /// Ask for history older than the newest `keep` revisions to go. A request that comes while
+    /// one runs is answered when that one ends.
+    fn request(
+        &mut self,
+        keep: u64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+        shared: &Shared,
+    ) {
+        if !self.busy() {
+            self.started = std::time::Instant::now();
+            let upto = shared.revision.load(Ordering::Acquire).saturating_sub(keep);
+            if upto > self.durable {
+                shared.compacted.fetch_max(upto, Ordering::AcqRel);
+                self.upto = Some(upto);
+            }
+        }
+        self.waiting.push(reply);
+    }
+
+    /// Compact one window; when the target is reached, checkpoint the WAL and answer.
+    async fn step(&mut self, conn: &mut SqliteConnection) {
+        if !self.busy() {
+            return;
+        }
+        let result = match self.upto {
+            Some(upto) if self.durable < upto => {
+                let hi = upto.min(self.durable + COMPACT_WINDOW);
+                match compact_window(conn, self.durable, hi).await {
+                    Ok(()) => {
+                        self.durable = hi;
+                        if hi < upto {
+                            return;
+                        }
+                        checkpoint(conn).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            _ => checkpoint(conn).await,
+        };
+        tracing::debug!(
+            took_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            ok = result.is_ok(),
+            "store maintenance"
+        );
+        self.upto = None;
+        let msg = result.as_ref().err().map(ToString::to_string);
+        for reply in self.waiting.drain(..) {
+            let _ = reply.send(match &msg {
+                None => Ok(()),
+                Some(m) => Err(StoreError::Sqlite(sqlx::Error::Protocol(m.clone()))),
+            });
+        }
+    }
+}
+
+/// Delete the rows in (lo, hi] that are not a live object's bytes, and record hi as the floor.
+async fn compact_window(conn: &mut SqliteConnection, lo: u64, hi: u64) -> Result<(), StoreError> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(
+        "DELETE FROM history WHERE revision > ? AND revision <= ? AND NOT EXISTS \
+         (SELECT 1 FROM current c WHERE c.resource = history.resource \
+         AND c.namespace = history.namespace AND c.name = history.name \
+         AND c.revision = history.revision)",
+    )
+    .bind(lo as i64)
+    .bind(hi as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE meta SET value = ? WHERE key = 'compacted'")
+        .bind(hi as i64)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 struct Applied {
@@ -124,7 +248,14 @@ struct Applied {
     replaced: Option<u64>,
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: &Shared) {
+/// `floor`: the compaction floor on disk (rows at or below it that a write replaces are deleted
+/// with it; rows above are left to compaction).
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: Vec<Pending>,
+    shared: &Shared,
+    floor: u64,
+) {
     let started = std::time::Instant::now();
     let size = batch.len();
     let start_rev = shared.revision.load(Ordering::Acquire);
@@ -145,7 +276,6 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Pending>, shared: 
             return Ok(());
         }
         let mut tx = conn.begin().await?;
-        let floor = shared.compacted.load(Ordering::Acquire);
         persist(&mut tx, &applied, &seen.batch, rev, floor).await?;
         tx.commit().await?;
         let took = started.elapsed();
@@ -388,53 +518,6 @@ fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
         }),
         replaced,
     }
-}
-
-/// Revisions compaction looks at per transaction.
-const COMPACT_WINDOW: u64 = 1_000;
-
-/// Drop history older than the newest `keep` revisions (except each live object's last
-/// write), in small transactions, then checkpoint the WAL.
-async fn maintain(
-    conn: &mut SqliteConnection,
-    keep: u64,
-    shared: &Shared,
-) -> Result<(), StoreError> {
-    let rev = shared.revision.load(Ordering::Acquire);
-    let upto = rev.saturating_sub(keep);
-    let floor = shared.compacted.load(Ordering::Acquire);
-    if upto > floor {
-        // Publish the new floor before deleting, so no watch starts from a revision being removed.
-        shared.compacted.store(upto, Ordering::Release);
-        // Windows of 1,000 revisions from the old floor up, one transaction each; the floor on
-        // disk moves with them, so a crash midway leaves the rest for the next run. Rows that
-        // hold a live object's bytes (their revision is the key's in `current`) stay.
-        let mut lo = floor;
-        while lo < upto {
-            let hi = upto.min(lo + COMPACT_WINDOW);
-            let mut tx = conn.begin().await?;
-            sqlx::query(
-                "DELETE FROM history WHERE revision > ? AND revision <= ? AND NOT EXISTS \
-                 (SELECT 1 FROM current c WHERE c.resource = history.resource \
-                 AND c.namespace = history.namespace AND c.name = history.name \
-                 AND c.revision = history.revision)",
-            )
-            .bind(lo as i64)
-            .bind(hi as i64)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE meta SET value = ? WHERE key = 'compacted'")
-                .bind(hi as i64)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            lo = hi;
-        }
-    }
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -701,6 +784,85 @@ mod tests {
         // Opened again: nothing is migrated twice, nothing lost.
         let again = Store::open(&path, StoreConfig::default()).await.unwrap();
         assert_eq!(names_and_data(&again).await.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Writes go on while a compaction of many windows runs (it yields to them between
+    /// windows): every write is answered, and afterwards history holds exactly the live
+    /// objects' rows at or below the floor and everything above it.
+    #[tokio::test]
+    async fn writes_interleave_with_a_long_compaction() {
+        let (dir, path) = temp_store_path("interleave");
+        let store = Store::open(&path, StoreConfig::default()).await.unwrap();
+        let names: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        for n in &names {
+            store
+                .write(Write::Create {
+                    key: key(n),
+                    data: data("0"),
+                })
+                .await
+                .unwrap();
+        }
+        // 5,000 more revisions: five windows of compaction.
+        for round in 1..=500 {
+            let writes = names.iter().map(|n| {
+                store.write(Write::Update {
+                    key: key(n),
+                    data: data(&round.to_string()),
+                    precondition: None,
+                })
+            });
+            for r in futures::future::join_all(writes).await {
+                r.unwrap();
+            }
+        }
+        let floor_target = store.revision();
+        let compacting = store.maintain(0);
+        let more = async {
+            for round in 501..=520 {
+                for n in &names {
+                    store
+                        .write(Write::Update {
+                            key: key(n),
+                            data: data(&round.to_string()),
+                            precondition: None,
+                        })
+                        .await
+                        .unwrap();
+                }
+            }
+        };
+        let (compacted, ()) = futures::join!(compacting, more);
+        compacted.unwrap();
+        assert!(store.compacted() >= floor_target);
+        let floor = store.compacted() as i64;
+        let live: Vec<i64> = store
+            .list("pods", None)
+            .await
+            .unwrap()
+            .objects
+            .iter()
+            .map(|o| o.revision as i64)
+            .collect();
+        let rows = history_revisions(&path).await;
+        let expected: Vec<i64> = rows
+            .iter()
+            .copied()
+            .filter(|r| *r > floor || live.contains(r))
+            .collect();
+        assert_eq!(rows, expected, "rows below the floor that are not live");
+        assert!(rows.iter().filter(|r| **r > floor).count() <= 200);
+        let again = Store::open(&path, StoreConfig::default()).await.unwrap();
+        let got: Vec<Bytes> = again
+            .list("pods", None)
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|o| o.data)
+            .collect();
+        assert_eq!(got, vec![data("520"); 10]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
