@@ -533,31 +533,35 @@ mod tests {
         Bytes::from(s.to_string())
     }
 
+    fn create(n: &str, d: &str) -> Write {
+        Write::Create {
+            key: key(n),
+            data: data(d),
+        }
+    }
+
+    fn update(n: &str, d: &str, precondition: Option<u64>) -> Write {
+        Write::Update {
+            key: key(n),
+            data: data(d),
+            precondition,
+        }
+    }
+
+    fn delete(n: &str) -> Write {
+        Write::Delete {
+            key: key(n),
+            precondition: None,
+        }
+    }
+
     /// One batch with every kind of write, refusals, and a key written several times: each write
     /// gets its answer and revision, and a store opened again on the file finds the final
     /// objects and every event in order.
     #[tokio::test]
     async fn a_batch_is_decided_in_order_and_stored_as_its_final_state() {
-        let dir = std::env::temp_dir().join(format!(
-            "skiff-writer-test-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let path = dir.join("store.db");
+        let (dir, path) = temp_store_path("batch");
         let store = Store::open(&path, StoreConfig::default()).await.unwrap();
-        let create = |n: &str, d: &str| Write::Create {
-            key: key(n),
-            data: data(d),
-        };
-        let update = |n: &str, d: &str, precondition| Write::Update {
-            key: key(n),
-            data: data(d),
-            precondition,
-        };
-        let delete = |n: &str| Write::Delete {
-            key: key(n),
-            precondition: None,
-        };
         let writes = vec![
             create("a", "a1"),
             update("a", "a2", Some(1)),
@@ -664,45 +668,16 @@ mod tests {
     async fn compaction_keeps_the_bytes_of_live_objects() {
         let (dir, path) = temp_store_path("compact");
         let store = Store::open(&path, StoreConfig::default()).await.unwrap();
-        let w = |wr| store.write(wr);
-        w(Write::Create {
-            key: key("a"),
-            data: data("a1"),
-        })
-        .await
-        .unwrap(); // 1
-        w(Write::Create {
-            key: key("b"),
-            data: data("b1"),
-        })
-        .await
-        .unwrap(); // 2
-        w(Write::Update {
-            key: key("b"),
-            data: data("b2"),
-            precondition: None,
-        })
-        .await
-        .unwrap(); // 3
-        w(Write::Create {
-            key: key("c"),
-            data: data("c1"),
-        })
-        .await
-        .unwrap(); // 4
-        w(Write::Delete {
-            key: key("c"),
-            precondition: None,
-        })
-        .await
-        .unwrap(); // 5
-        w(Write::Update {
-            key: key("b"),
-            data: data("b3"),
-            precondition: None,
-        })
-        .await
-        .unwrap(); // 6
+        for w in [
+            create("a", "a1"),       // 1
+            create("b", "b1"),       // 2
+            update("b", "b2", None), // 3
+            create("c", "c1"),       // 4
+            delete("c"),             // 5
+            update("b", "b3", None), // 6
+        ] {
+            store.write(w).await.unwrap();
+        }
         store.maintain(1).await.unwrap();
         assert_eq!(store.compacted(), 5);
         // 1 is a's live row, 6 is above the floor; 2-5 are gone.
@@ -712,13 +687,7 @@ mod tests {
             Some(StoreError::Gone { .. })
         ));
         // Replacing a's row below the floor removes it; a's new row stays.
-        w(Write::Update {
-            key: key("a"),
-            data: data("a2"),
-            precondition: Some(1),
-        })
-        .await
-        .unwrap(); // 7
+        store.write(update("a", "a2", Some(1))).await.unwrap(); // 7
         assert_eq!(history_revisions(&path).await, vec![6, 7]);
         drop(store);
         let again = Store::open(&path, StoreConfig::default()).await.unwrap();
@@ -730,13 +699,7 @@ mod tests {
         // Deleting an object whose row is below the floor removes the row.
         again.maintain(0).await.unwrap();
         assert_eq!(history_revisions(&path).await, vec![6, 7]);
-        again
-            .write(Write::Delete {
-                key: key("b"),
-                precondition: None,
-            })
-            .await
-            .unwrap(); // 8
+        again.write(delete("b")).await.unwrap(); // 8
         assert_eq!(history_revisions(&path).await, vec![7, 8]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -796,23 +759,13 @@ mod tests {
         let store = Store::open(&path, StoreConfig::default()).await.unwrap();
         let names: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
         for n in &names {
-            store
-                .write(Write::Create {
-                    key: key(n),
-                    data: data("0"),
-                })
-                .await
-                .unwrap();
+            store.write(create(n, "0")).await.unwrap();
         }
         // 5,000 more revisions: five windows of compaction.
         for round in 1..=500 {
-            let writes = names.iter().map(|n| {
-                store.write(Write::Update {
-                    key: key(n),
-                    data: data(&round.to_string()),
-                    precondition: None,
-                })
-            });
+            let writes = names
+                .iter()
+                .map(|n| store.write(update(n, &round.to_string(), None)));
             for r in futures::future::join_all(writes).await {
                 r.unwrap();
             }
@@ -823,11 +776,7 @@ mod tests {
             for round in 501..=520 {
                 for n in &names {
                     store
-                        .write(Write::Update {
-                            key: key(n),
-                            data: data(&round.to_string()),
-                            precondition: None,
-                        })
+                        .write(update(n, &round.to_string(), None))
                         .await
                         .unwrap();
                 }
