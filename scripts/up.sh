@@ -21,8 +21,7 @@ stop() {
 
 if [[ ${1:-} == down ]]; then stop; echo "skiff stopped"; exit 0; fi
 
-command -v kubectl >/dev/null || { echo "error: kubectl is required (any recent version; 1.32 is tested)" >&2; exit 1; }
-command -v cargo >/dev/null || { echo "error: cargo (rustup) is required" >&2; exit 1; }
+bash scripts/setup.sh
 
 echo "==> building the wasm examples (wasm-examples/, targets from its rust-toolchain.toml)"
 (cd wasm-examples && cargo build --release --target wasm32-wasip1 -q && cargo build --release --target wasm32-wasip2 -p hello -p http-hello -p http-api -p http-caller -q)

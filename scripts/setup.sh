@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The set-up both README commands need, on a fresh clone of a machine that has only cargo
+# (rustup), kubectl and curl: the wasm targets of wasm-examples/ and the rustfmt/clippy
+# components. scripts/up.sh and scripts/test.sh both run it, so CI exercises the same set-up as
+# the main command. Idempotent; fails loudly when something cannot be had.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for tool in cargo rustup kubectl curl; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is required and is missing" >&2; exit 1; }
+done
+# rustup installs a rust-toolchain.toml's targets only when it installs the toolchain itself;
+# an already installed toolchain needs them added (run inside wasm-examples/ so the toolchain
+# its rust-toolchain.toml names is the one that gets them).
+(cd wasm-examples && rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null)
+rustup component add rustfmt clippy >/dev/null
