@@ -1128,10 +1128,19 @@ fn distinct_module(bytes: &[u8], i: usize) -> Vec<u8> {
 
 /// Requests/s and latency of `connections` clients sending GETs with `Host: host` to `addr` for
 /// `duration`.
+/// The gateway peer proof that lets the bench address pods by `<pod>.<ns>.pod` (only nodes of
+/// the cluster may): derived from the `node-token` beside the kubeconfig, as `skiff server`
+/// writes them; `None` where there is none.
+fn peer_proof(kubeconfig: &Path) -> Option<String> {
+    let token = std::fs::read_to_string(kubeconfig.parent()?.join("node-token")).ok()?;
+    Some(skiff_common::token::gateway_peer_secret(&token))
+}
+
 async fn http_load(
     name: &str,
     addr: &str,
     host: &str,
+    peer: Option<&str>,
     connections: usize,
     duration: Duration,
 ) -> Result<()> {
@@ -1145,12 +1154,17 @@ async fn http_load(
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let (client, url, host) = (client.clone(), url.clone(), host.to_string());
+            let peer = peer.map(str::to_string);
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let ok = match client.get(&url).header("host", &host).send().await {
+                    let mut req = client.get(&url).header("host", &host);
+                    if let Some(p) = &peer {
+                        req = req.header(skiff_common::token::GATEWAY_PEER_HEADER, p);
+                    }
+                    let ok = match req.send().await {
                         Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                         Err(_) => false,
                     };
@@ -1246,6 +1260,7 @@ pub async fn http(
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::Service;
     use kube::runtime::watcher;
+    let peer = peer_proof(kubeconfig);
 
     let client = client_for(kubeconfig).await?;
     let raw = RawApi::from_kubeconfig(kubeconfig)?;
@@ -1327,6 +1342,7 @@ pub async fn http(
         "http-gateway-pod",
         &gw,
         "bench-http.default.pod",
+        peer.as_deref(),
         connections,
         duration,
     )
@@ -1335,6 +1351,7 @@ pub async fn http(
         "http-gateway-service",
         &gw,
         "bench-http",
+        None,
         connections,
         duration,
     )
@@ -1368,7 +1385,7 @@ pub async fn http(
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
     let watch = {
-        let (pods_api, seen, gw) = (pods_api.clone(), seen.clone(), gw.clone());
+        let (pods_api, seen, gw, peer) = (pods_api.clone(), seen.clone(), gw.clone(), peer.clone());
         let http = reqwest::Client::builder()
             .http1_only()
             .tcp_nodelay(true)
@@ -1386,14 +1403,16 @@ pub async fn http(
                     if !is_ready(&p) || !seen.lock().is_ok_and(|mut s| s.insert(name.clone())) {
                         continue;
                     }
-                    let (http, gw, tx) = (http.clone(), gw.clone(), tx.clone());
+                    let (http, gw, tx, peer) = (http.clone(), gw.clone(), tx.clone(), peer.clone());
                     tokio::spawn(async move {
                         let t = Instant::now();
-                        let r = http
+                        let mut req = http
                             .get(format!("http://{gw}/"))
-                            .header("host", format!("{name}.default.pod"))
-                            .send()
-                            .await;
+                            .header("host", format!("{name}.default.pod"));
+                        if let Some(p) = &peer {
+                            req = req.header(skiff_common::token::GATEWAY_PEER_HEADER, p);
+                        }
+                        let r = req.send().await;
                         if let Ok(r) = r {
                             if r.status().is_success() && r.bytes().await.is_ok() {
                                 let _ = tx.send(t.elapsed().as_secs_f64() * 1000.0);

@@ -35,6 +35,11 @@ struct NodeOptions {
     /// A host directory pods may mount with hostPath (repeatable; none by default).
     #[arg(long = "allow-host-path")]
     allow_host_paths: Vec<PathBuf>,
+    /// A host name or address that pods may reach by outbound HTTP although it is the node's
+    /// or the control plane's own (loopback, the node's address), when a pod's
+    /// `skiff.dev/allowed-outbound-hosts` names it exactly (repeatable; none by default).
+    #[arg(long = "allow-local-outbound")]
+    allow_local_outbound: Vec<String>,
     /// CPU kept back from pods for the host and the agent (a quantity: 500m, 1).
     #[arg(long, default_value = "0")]
     reserved_cpu: String,
@@ -59,6 +64,7 @@ struct NodeSettings {
     gateway_port: u16,
     max_pods: u32,
     allow_host_paths: Vec<PathBuf>,
+    allow_local_outbound: Vec<String>,
     reserved: (i64, i64),
     log_rotation: skiff_node::logs::Rotation,
 }
@@ -82,6 +88,7 @@ impl NodeOptions {
             gateway_port: self.gateway_port,
             max_pods: self.max_pods,
             allow_host_paths: self.allow_host_paths,
+            allow_local_outbound: self.allow_local_outbound,
             reserved: (cpu, memory),
             log_rotation: skiff_node::logs::Rotation {
                 max_bytes: max_bytes as u64,
@@ -119,6 +126,10 @@ enum Command {
         /// (and replaced elsewhere by their controllers).
         #[arg(long, default_value_t = 30)]
         default_unreachable_toleration_seconds: i64,
+        /// Encrypt resources at rest as this Kubernetes EncryptionConfiguration file says
+        /// (apiserver.config.k8s.io/v1; aescbc, aesgcm, secretbox and identity providers).
+        #[arg(long)]
+        encryption_provider_config: Option<PathBuf>,
     },
     /// Join a running cluster as a node.
     Node {
@@ -366,6 +377,7 @@ async fn main() -> Result<()> {
             node,
             node_monitor_grace_period,
             default_unreachable_toleration_seconds,
+            encryption_provider_config,
         } => {
             if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
                 tracing::warn!(
@@ -380,6 +392,11 @@ async fn main() -> Result<()> {
                 store: Default::default(),
                 node_monitor_grace: node_monitor_grace_period,
                 default_toleration_seconds: default_unreachable_toleration_seconds,
+                encryption: encryption_provider_config
+                    .as_deref()
+                    .map(skiff_control_plane::store::EncryptionConfig::load)
+                    .transpose()
+                    .context("--encryption-provider-config")?,
             };
             server(config, no_node, node_name, node.settings()?).await
         }
@@ -417,6 +434,7 @@ async fn main() -> Result<()> {
                 max_pods: settings.max_pods,
                 labels: vec![],
                 allow_host_paths: settings.allow_host_paths,
+                allow_local_outbound: settings.allow_local_outbound,
                 reserved: settings.reserved,
                 log_rotation: settings.log_rotation,
                 gateway_port: settings.gateway_port,
@@ -536,6 +554,7 @@ async fn server(
                 "true".into(),
             )],
             allow_host_paths: settings.allow_host_paths,
+            allow_local_outbound: settings.allow_local_outbound,
             reserved: settings.reserved,
             log_rotation: settings.log_rotation,
             gateway_port: settings.gateway_port,

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod events;
 pub mod image;
+pub mod names;
 pub mod quantity;
 pub mod token;
 

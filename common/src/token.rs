@@ -20,6 +20,19 @@ pub struct JoinToken {
     pub secret: String,
 }
 
+/// The header one node's gateway sends another's to prove it is a node of the cluster (only
+/// nodes may route to a pod by its `<pod>.<ns>.pod` name).
+pub const GATEWAY_PEER_HEADER: &str = "skiff-gateway-peer";
+
+/// The value of [`GATEWAY_PEER_HEADER`]: derived from the join token every node holds, so the
+/// token itself never travels in a gateway request.
+pub fn gateway_peer_secret(join_token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"skiff gateway peers v1\0");
+    h.update(join_token.trim().as_bytes());
+    hex::encode(h.finalize())
+}
+
 impl JoinToken {
     /// Build a token for the given CA PEM and secret.
     pub fn new(ca_pem: &[u8], secret: &str) -> Self {

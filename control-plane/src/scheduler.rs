@@ -442,7 +442,7 @@ fn node_snapshot(n: &Node) -> NodeSnapshot {
         allocatable: (
             q("cpu", quantity::cpu_millis),
             q("memory", quantity::bytes),
-            q("pods", |s| quantity::parse(s).map(|v| v as i64)),
+            q("pods", quantity::count),
         ),
         requested: (0, 0, 0),
     }

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub node_monitor_grace: Duration,
     /// How long new pods tolerate a not-ready or unreachable node before eviction.
     pub default_toleration_seconds: i64,
+    /// Encryption at rest (`--encryption-provider-config`); none by default.
+    pub encryption: Option<crate::store::EncryptionConfig>,
 }
 
 /// A running control plane.
@@ -86,9 +88,26 @@ impl RunningServer {
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    // The data dir holds the cluster's credentials and Secrets: the server's user only (an
+    // existing one, from before this rule, is tightened too).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    }
     let pki = Pki::load_or_create(&config.data_dir, &pki::server_names(&[config.listen.ip()]))?;
-    let store: Arc<dyn crate::store::Storage> =
+    let mut store: Arc<dyn crate::store::Storage> =
         Arc::new(Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?);
+    if let Some(enc) = config.encryption.clone() {
+        let resources = enc.resources();
+        store = Arc::new(crate::store::Encrypted::new(store, enc));
+        // Every stored object of an encrypted resource must decrypt with the keys given: a
+        // wrong or missing key stops the start with the object it failed on, rather than
+        // serving errors later.
+        for r in resources {
+            store.list(&r, None).await?;
+        }
+    }
     let modules = ModuleStore::new(&config.data_dir.join("modules"), store.clone())?;
 
     let listener = TcpListener::bind(config.listen)
@@ -125,6 +144,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         advertise,
         http,
         gc: gc_queue,
+        continue_key: api::continue_key(&pki.server_key_pem),
     });
     api::bootstrap(&state).await?;
 

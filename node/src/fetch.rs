@@ -125,6 +125,9 @@ impl Fetcher {
                 return Err(FetchError::RegistryUnsupported(image.to_string()))
             }
         };
+        // The digest names a file of the cache: only `sha256:<64 hex>` may, whoever said it.
+        skiff_common::image::validate_digest(&digest)
+            .map_err(|e| FetchError::BadReference(format!("{image}: {digest:?}: {e}")))?;
         let hex = digest
             .strip_prefix("sha256:")
             .unwrap_or(&digest)

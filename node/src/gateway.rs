@@ -54,8 +54,35 @@ pub const TIMEOUT_ANNOTATION: &str = "skiff.dev/request-timeout-seconds";
 pub const DEFAULT_CONCURRENCY: usize = 1000;
 /// How long one request may take unless its pod says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most concurrent requests a pod's annotation may ask for.
+pub const MAX_CONCURRENCY: usize = 10_000;
+/// The longest request timeout a pod's annotation may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// A terminating HTTP container stops once no request came for this long (or its grace period ends).
 pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
+/// Who sent a request to [`Gateway::route`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of a listener (outside the cluster, or another node's gateway, which proves
+    /// itself with the peer header).
+    Listener,
+    /// A guest's outbound request on this node, routed in process.
+    Cluster,
+}
+
+/// What the gateway needs to tell its peers from outside clients and to keep guests off the
+/// node's own addresses.
+#[derive(Clone, Debug, Default)]
+pub struct GatewaySecurity {
+    /// The value other nodes' gateways send in `skiff_common::token::GATEWAY_PEER_HEADER`.
+    pub peer_secret: String,
+    /// The node's and control plane's addresses, never reachable by a pod's outbound HTTP.
+    pub protected: Vec<IpAddr>,
+    /// Hosts the admin lets pods reach although they resolve to protected addresses, when a
+    /// pod's allow-list names them exactly (`--allow-local-outbound`).
+    pub local_allowed: Vec<String>,
+}
+
 /// Header a gateway adds when it forwards to another node's gateway (loop guard and hop count).
 const HOPS_HEADER: &str = "skiff-hops";
 /// Header on a gateway's own answer that the pod asked for is not served here (retry elsewhere).
@@ -828,6 +855,11 @@ impl HostPattern {
             .collect()
     }
 
+    /// Does this pattern name `host:port` itself (no wildcard)?
+    pub fn names_exactly(&self, host: &str, port: u16) -> bool {
+        !self.host.contains('*') && self.host == host && self.port.is_none_or(|p| p == port)
+    }
+
     /// Does this pattern allow `host:port`?
     pub fn allows(&self, host: &str, port: u16) -> bool {
         if self.port.is_some_and(|p| p != port) {
@@ -911,13 +943,15 @@ impl WasiHttpHooks for Outbound {
                 HostTarget::Other(_) => None,
             }
         });
-        if let (Some(gw), Some(qualified), false) = (gateway, in_cluster, https) {
+        if let (Some(gw), Some(qualified), false) = (gateway.clone(), in_cluster, https) {
             let authority = format!("{qualified}:{port}");
             if let Ok(v) = HeaderValue::from_str(&authority) {
                 request.headers_mut().insert(http::header::HOST, v);
             }
             return Box::new(async move {
-                let resp = gw.route(request, IpAddr::from([127, 0, 0, 1]), None).await;
+                let resp = gw
+                    .route(request, IpAddr::from([127, 0, 0, 1]), None, Origin::Cluster)
+                    .await;
                 let io: Box<
                     dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send,
                 > = Box::new(async { Ok(()) });
@@ -925,7 +959,41 @@ impl WasiHttpHooks for Outbound {
             });
         }
         if self.allowed.iter().any(|p| p.allows(&host, port)) {
+            // The node's own addresses only for a host the pod names exactly and the admin
+            // allows (`--allow-local-outbound`); never through a wildcard.
+            let named = self.allowed.iter().any(|p| p.names_exactly(&host, port));
+            let own = match &gateway {
+                Some(g) if named && g.local_allowed.contains(&host) => None,
+                Some(g) => Some(g.protected.clone()),
+                None => Some(Arc::default()),
+            };
+            let denied = self.denied.clone();
             return Box::new(async move {
+                // What the name resolves to must not be the node or the control plane, whatever
+                // the pattern allowed; plain HTTP then connects to the address checked.
+                let addr = match crate::egress::destination(
+                    &host,
+                    port,
+                    own.as_deref().map(Vec::as_slice),
+                )
+                .await
+                {
+                    Ok(a) => a,
+                    Err(msg) => {
+                        let _ = denied.send(msg);
+                        return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                    }
+                };
+                if !https {
+                    let path = request
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
+                    if let Ok(uri) = format!("http://{addr}{path}").parse::<http::Uri>() {
+                        *request.uri_mut() = uri;
+                    }
+                }
                 let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
                 let io: Box<
                     dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send,
@@ -956,6 +1024,9 @@ pub struct Gateway {
     >,
     /// The address the gateway listens on.
     pub addr: SocketAddr,
+    peer_secret: String,
+    protected: Arc<Vec<IpAddr>>,
+    local_allowed: Vec<String>,
     serving: tokio::runtime::Handle,
     _runtime: Serving,
 }
@@ -991,6 +1062,7 @@ impl Gateway {
         node: &str,
         listen: SocketAddr,
         client: kube::Client,
+        security: GatewaySecurity,
         stop: CancellationToken,
     ) -> Result<Arc<Gateway>, GatewayError> {
         let listener = bind(listen).map_err(|e| GatewayError::Listen(listen, e))?;
@@ -1018,6 +1090,9 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector),
             addr,
+            peer_secret: security.peer_secret,
+            protected: Arc::new(security.protected),
+            local_allowed: security.local_allowed,
             serving: runtime.handle().clone(),
             _runtime: Serving(Some(runtime)),
         });
@@ -1041,6 +1116,17 @@ impl Gateway {
                 Err(e) => tracing::warn!(error = %e, "gateway listener unusable"),
             }
         });
+    }
+
+    /// Does the request carry this cluster's gateway peer proof? (Compared in constant time.)
+    fn is_peer(&self, headers: &http::HeaderMap) -> bool {
+        let Some(v) = headers.get(skiff_common::token::GATEWAY_PEER_HEADER) else {
+            return false;
+        };
+        let (a, b) = (v.as_bytes(), self.peer_secret.as_bytes());
+        !b.is_empty()
+            && a.len() == b.len()
+            && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
     /// The current routing table.
@@ -1121,7 +1207,10 @@ impl Gateway {
                         async move {
                             let req = req
                                 .map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
-                            Ok::<_, Infallible>(gw.route(req, peer.ip(), fixed.as_ref()).await)
+                            Ok::<_, Infallible>(
+                                gw.route(req, peer.ip(), fixed.as_ref(), Origin::Listener)
+                                    .await,
+                            )
                         }
                     });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -1146,7 +1235,13 @@ impl Gateway {
         mut req: Request<Body>,
         client_ip: IpAddr,
         fixed: Option<&Backend>,
+        origin: Origin,
     ) -> Response<Body> {
+        // Only the cluster may name a pod directly: guests on this node, or other nodes'
+        // gateways (which prove it). The proof never reaches a guest.
+        let from_cluster = origin == Origin::Cluster || self.is_peer(req.headers());
+        req.headers_mut()
+            .remove(skiff_common::token::GATEWAY_PEER_HEADER);
         let hops = req
             .headers()
             .get(HOPS_HEADER)
@@ -1177,6 +1272,12 @@ impl Gateway {
                         .contains_key(&(ns.to_string(), n.to_string()))
                 };
                 match classify_host(host, "default", &exists) {
+                    HostTarget::Pod { .. } if !from_cluster => {
+                        return text(
+                            StatusCode::NOT_FOUND,
+                            format!("pod host {host:?} is reachable only inside the cluster: expose the pod with a Service, an Ingress or a NodePort"),
+                        );
+                    }
                     HostTarget::Pod { namespace, name } => {
                         return self.serve_local(&(namespace, name), host_port, req).await;
                     }
@@ -1354,6 +1455,10 @@ impl Gateway {
         }
         if let Some(o) = original {
             req.headers_mut().insert("x-forwarded-host", o);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.peer_secret) {
+            req.headers_mut()
+                .insert(skiff_common::token::GATEWAY_PEER_HEADER, v);
         }
         match self.client.request(req).await {
             Ok(resp) => resp.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),

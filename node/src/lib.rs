@@ -6,6 +6,7 @@
 //! plane's internals); a failing workload is reported in its pod's status, never a crash of the agent.
 
 pub mod agent;
+pub mod egress;
 pub mod fetch;
 pub mod gateway;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod logserver;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
+pub mod safefs;
 pub mod volumes;
 
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +77,9 @@ pub struct NodeConfig {
     pub labels: Vec<(String, String)>,
     /// Host directories pods may mount with `hostPath` (none by default).
     pub allow_host_paths: Vec<PathBuf>,
+    /// Hosts of the node or control plane that pods may reach by outbound HTTP when their
+    /// allow-list names them exactly (none by default).
+    pub allow_local_outbound: Vec<String>,
     /// CPU (millicores) and memory (bytes) kept back for the host and the agent: allocatable is
     /// capacity minus these.
     pub reserved: (i64, i64),
@@ -219,6 +224,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
     let http = http.build().map_err(|e| NodeError::Ca(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    // Pods' directories hold their Secret volumes and logs: the node's own only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    }
     let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
     let fetcher = fetch::Fetcher::new(
         http,
@@ -237,10 +248,31 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
     } else {
         local.ip()
     };
+    // The node's and the API server's addresses: no pod's outbound HTTP may reach them.
+    let mut protected = vec![host_ip];
+    if let Ok(url) = config.server.parse::<http::Uri>() {
+        if let Some(h) = url.host() {
+            let port = url.port_u16().unwrap_or(443);
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(addrs) = tokio::net::lookup_host((h, port)).await {
+                protected.extend(addrs.map(|a| a.ip()));
+            }
+        }
+    }
+    let security = gateway::GatewaySecurity {
+        peer_secret: skiff_common::token::gateway_peer_secret(&config.token),
+        protected,
+        local_allowed: config
+            .allow_local_outbound
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    };
     let gateway = gateway::Gateway::start(
         &config.name,
         SocketAddr::new(host_ip, config.gateway_port),
         client.clone(),
+        security,
         shutdown.clone(),
     )
     .await?;

@@ -364,6 +364,24 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
     let name = pod.metadata.name.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
+    // The names become the pod's directory (`<ns>_<name>_<uid>`) and its containers'
+    // directories: the API validated them, and the node checks again before any touches a path.
+    let uid_ok = !uid.is_empty()
+        && uid.len() <= 64
+        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let containers_ok = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .all(|c| skiff_common::names::is_dns1123_label(&c.name));
+    if !skiff_common::names::is_dns1123_label(&ns)
+        || !skiff_common::names::is_dns1123_subdomain(&name)
+        || !uid_ok
+        || !containers_ok
+    {
+        tracing::error!(namespace = %ns, pod = %name, "refusing a pod whose names are not valid Kubernetes names");
+        return;
+    }
     // After an agent restart, a pod that was running starts again with its restart count bumped.
     let previous: Vec<ContainerStatus> = pod
         .status
@@ -697,9 +715,10 @@ fn watch_empty_dirs(
             for l in laid.iter() {
                 let Some(limit) = l.size_limit else { continue };
                 let dir = l.dir.clone();
-                let used = tokio::task::spawn_blocking(move || crate::volumes::usage(&dir))
-                    .await
-                    .unwrap_or(0);
+                let used =
+                    tokio::task::spawn_blocking(move || crate::volumes::usage(&dir.proc_path()))
+                        .await
+                        .unwrap_or(0);
                 if used > limit {
                     shared.fail(
                         "Evicted",
@@ -719,10 +738,12 @@ fn watch_empty_dirs(
 /// What a prepared container run needs.
 struct Prepared {
     workload: Arc<crate::runtime::Prepared>,
+    limits: crate::volumes::Limits,
     env: Vec<(String, String)>,
     preopens: Vec<crate::volumes::Preopen>,
-    /// Where the guest's `terminationMessagePath` is on the host.
-    termination: Option<std::path::PathBuf>,
+    /// Where the guest's `terminationMessagePath` is on the host: an open directory and the
+    /// file's path below it.
+    termination: Option<(crate::safefs::DirHandle, std::path::PathBuf)>,
     cwd: Option<crate::volumes::Preopen>,
     log: crate::logs::LogSink,
 }
@@ -731,13 +752,14 @@ struct Prepared {
 const TERMINATION_MESSAGE_MAX: u64 = 4096;
 
 /// The host file behind the container's `terminationMessagePath` (default
-/// `/dev/termination-log`). When no mount holds its directory, that directory becomes a fresh
-/// writable preopen holding an empty file, as the kubelet bind-mounts one.
+/// `/dev/termination-log`), as an open directory and a path below it. When no mount holds its
+/// directory, that directory becomes a fresh writable preopen holding an empty file, as the
+/// kubelet bind-mounts one.
 fn termination_file(
     c: &Container,
     pod_dir: &std::path::Path,
     preopens: &mut Vec<crate::volumes::Preopen>,
-) -> std::io::Result<Option<std::path::PathBuf>> {
+) -> Result<Option<(crate::safefs::DirHandle, std::path::PathBuf)>, String> {
     let path = c
         .termination_message_path
         .as_deref()
@@ -764,30 +786,37 @@ fn termination_file(
             .strip_prefix(p.guest.trim_end_matches('/'))
             .unwrap_or(path)
             .trim_start_matches('/');
-        return Ok(Some(p.host.join(rest)));
+        return Ok(Some((p.host.clone(), std::path::PathBuf::from(rest))));
+    }
+    if !skiff_common::names::is_dns1123_label(&c.name) {
+        return Err(format!("container name {:?} is not valid", c.name));
     }
     let host_dir = pod_dir.join(&c.name).join("termination");
     let _ = std::fs::remove_dir_all(&host_dir);
-    std::fs::create_dir_all(&host_dir)?;
-    let host_file = host_dir.join(file);
-    std::fs::File::create(&host_file)?;
+    std::fs::create_dir_all(&host_dir).map_err(|e| format!("{}: {e}", host_dir.display()))?;
+    let handle = crate::safefs::DirHandle::open(&host_dir).map_err(|e| e.to_string())?;
+    handle.create_file(file).map_err(|e| e.to_string())?;
     preopens.push(crate::volumes::Preopen {
-        host: host_dir,
+        host: handle.clone(),
         guest: dir.to_string(),
         read_only: false,
     });
-    Ok(Some(host_file))
+    Ok(Some((handle, std::path::PathBuf::from(file))))
 }
 
-/// The termination message a guest wrote (at most 4 KiB, as Kubernetes keeps), if any.
-fn read_termination_message(path: &std::path::Path) -> Option<String> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(TERMINATION_MESSAGE_MAX)
-        .read_to_end(&mut buf)
-        .ok()?;
+/// The termination message a guest wrote (at most 4 KiB, as Kubernetes keeps), if any. Read
+/// from within its directory without following a link: a guest that replaced the file with a
+/// link to a host file gets nothing.
+fn read_termination_message(
+    (dir, rel): &(crate::safefs::DirHandle, std::path::PathBuf),
+) -> Option<String> {
+    let buf = match dir.read_file(rel, TERMINATION_MESSAGE_MAX) {
+        Ok(b) => b?,
+        Err(e) => {
+            tracing::debug!(error = %e, "termination message not read");
+            return None;
+        }
+    };
     let text = String::from_utf8_lossy(&buf).into_owned();
     (!text.trim().is_empty()).then_some(text)
 }
@@ -889,10 +918,15 @@ impl ContainerRun {
             ports,
             pre,
             spec,
+            // Capped: a pod author's annotation never makes a container's requests unbounded.
             annotation(crate::gateway::CONCURRENCY_ANNOTATION)
-                .map_or(crate::gateway::DEFAULT_CONCURRENCY, |v| v as usize),
+                .map_or(crate::gateway::DEFAULT_CONCURRENCY, |v| {
+                    v.min(crate::gateway::MAX_CONCURRENCY as u64) as usize
+                }),
             annotation(crate::gateway::TIMEOUT_ANNOTATION)
-                .map_or(crate::gateway::DEFAULT_TIMEOUT, Duration::from_secs),
+                .map_or(crate::gateway::DEFAULT_TIMEOUT, |v| {
+                    Duration::from_secs(v).min(crate::gateway::MAX_TIMEOUT)
+                }),
         )
     }
 
@@ -1022,6 +1056,9 @@ impl ContainerRun {
             .map_err(|e| ("CreateContainerError", e.to_string()))?;
         let config_err =
             |e: crate::volumes::VolumeError| ("CreateContainerConfigError", e.to_string());
+        // Limits that do not parse stop the start: a container never runs unbounded because
+        // its limit was unreadable.
+        let limits = crate::volumes::limits(&self.c).map_err(config_err)?;
         // The environment is resolved at each start, as Kubernetes does (ConfigMap and Secret
         // changes show up on restart).
         let needs_sources = self.c.env_from.as_ref().is_some_and(|f| !f.is_empty())
@@ -1053,7 +1090,7 @@ impl ContainerRun {
         let wants_termination = !matches!(*workload, Workload::Http(_)) && workload.opens_files();
         let termination = if wants_termination {
             termination_file(&self.c, pod_dir, &mut preopens)
-                .map_err(|e| ("CreateContainerError", e.to_string()))?
+                .map_err(|e| ("CreateContainerError", e))?
         } else {
             None
         };
@@ -1066,6 +1103,7 @@ impl ContainerRun {
         .map_err(|e| ("CreateContainerError", e.to_string()))?;
         Ok(Prepared {
             workload,
+            limits,
             env,
             preopens,
             termination,
@@ -1087,15 +1125,6 @@ impl ContainerRun {
         let image = self.c.image.clone().unwrap_or_default();
         let cname = self.c.name.clone();
         let mut pull_failures = 0u32;
-        let limits = self.c.resources.as_ref().and_then(|r| r.limits.as_ref());
-        let memory_limit = limits
-            .and_then(|l| l.get("memory"))
-            .and_then(|q| skiff_common::quantity::bytes(&q.0).ok())
-            .map(|b| b.max(0) as usize);
-        let cpu_millis = limits
-            .and_then(|l| l.get("cpu"))
-            .and_then(|q| skiff_common::quantity::cpu_millis(&q.0).ok())
-            .map(|m| m.max(1) as u64);
         let parsed = skiff_common::image::ImageRef::parse(&image);
         let module_name = parsed
             .as_ref()
@@ -1222,11 +1251,11 @@ impl ContainerRun {
             let spec = RunSpec {
                 argv,
                 env: prepared.env,
-                memory_limit,
+                memory_limit: prepared.limits.memory,
                 log: log.clone(),
                 preopens: prepared.preopens,
                 cwd: prepared.cwd,
-                cpu_millis,
+                cpu_millis: prepared.limits.cpu_millis,
                 usage,
                 outbound,
             };
@@ -1331,7 +1360,7 @@ impl ContainerRun {
                 Exit::Killed(msg) => (137, "Error".to_string(), Some(msg.clone())),
             };
             // What the guest wrote to its terminationMessagePath comes first, as in Kubernetes.
-            let written = termination.as_deref().and_then(read_termination_message);
+            let written = termination.as_ref().and_then(read_termination_message);
             let message = written.or(message).or_else(|| {
                 let fallback =
                     self.c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");

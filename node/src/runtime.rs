@@ -308,12 +308,12 @@ impl RunSpec {
         };
         for p in dirs {
             builder
-                .preopened_dir(&p.host, &p.guest, perms(p))
+                .preopened_dir(p.host.proc_path(), &p.guest, perms(p))
                 .map_err(|e| format!("mounting {}: {e:#}", p.guest))?;
         }
         if let Some(cwd) = &self.cwd {
             builder
-                .preopened_dir(&cwd.host, ".", perms(cwd))
+                .preopened_dir(cwd.host.proc_path(), ".", perms(cwd))
                 .map_err(|e| format!("workingDir {}: {e:#}", cwd.guest))?;
         }
         Ok(builder)

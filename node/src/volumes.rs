@@ -7,9 +7,13 @@
 //! `materialize` writes the plans under the pod's directory; `Sources::fetch` reads the API.
 //!
 //! Invariants: a guest sees only the directories its mounts name (wasmtime-wasi's preopens are
-//! capability-based: no `..` or symlink leads out of them); `hostPath` is refused unless the
-//! node allows that path; item paths and `subPath`s are relative and never contain `..`; secret
-//! values never appear in errors or logs.
+//! capability-based: no `..` or symlink leads out of them); volume names are DNS-1123 labels
+//! before they name a directory; every directory a mount names (volume, `subPath`, `workingDir`,
+//! a `hostPath` below its allowed prefix, a claim) is opened by `safefs` without following any
+//! link and handed to the runtime as that open directory, so a link a guest planted never
+//! leads a later container out; `hostPath` is refused unless the node allows that path; item
+//! paths and `subPath`s are relative and never contain `..`; secret values never appear in
+//! errors or logs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -19,6 +23,8 @@ use k8s_openapi::api::core::v1::{
     ResourceFieldSelector, Secret, Volume,
 };
 use kube::api::Api;
+
+use crate::safefs::{DirHandle, SafeFsError};
 
 /// Errors of resolving a container's configuration or laying out its volumes. The message is
 /// what the container's waiting state and the Warning event say.
@@ -33,6 +39,19 @@ pub enum VolumeError {
     /// Reading a ConfigMap or Secret from the API failed (other than not found).
     #[error("{0}")]
     Api(String),
+    /// A path inside a volume was refused (a symbolic link, not a directory) or not opened.
+    #[error("{what}: {source}")]
+    Path {
+        /// Which mount or volume.
+        what: String,
+        /// Why.
+        source: SafeFsError,
+    },
+}
+
+fn path_err(what: impl Into<String>) -> impl FnOnce(SafeFsError) -> VolumeError {
+    let what = what.into();
+    move |source| VolumeError::Path { what, source }
 }
 
 fn config(msg: impl Into<String>) -> VolumeError {
@@ -437,6 +456,53 @@ pub fn env(
     Ok(vars)
 }
 
+/// A container's `resources.limits` as the runtime enforces them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `limits.memory` in bytes.
+    pub memory: Option<usize>,
+    /// `limits.cpu` in millicores (at least 1).
+    pub cpu_millis: Option<u64>,
+}
+
+/// Read a container's limits. A limit that does not parse, or is negative, is an error (the
+/// container is not started), never "no limit". Pure.
+pub fn limits(c: &Container) -> Result<Limits, VolumeError> {
+    let Some(l) = c.resources.as_ref().and_then(|r| r.limits.as_ref()) else {
+        return Ok(Limits::default());
+    };
+    let read = |what: &str, f: fn(&str) -> Result<i64, skiff_common::quantity::QuantityError>| {
+        l.get(what)
+            .map(|q| match f(&q.0) {
+                Ok(v) if v >= 0 => Ok(v),
+                Ok(_) => Err(config(format!(
+                    "container {:?}: limits.{what} {:?} must be greater than or equal to 0",
+                    c.name, q.0
+                ))),
+                Err(e) => Err(config(format!(
+                    "container {:?}: limits.{what} {:?}: {e}",
+                    c.name, q.0
+                ))),
+            })
+            .transpose()
+    };
+    let memory = read("memory", skiff_common::quantity::bytes)?;
+    let cpu = read("cpu", skiff_common::quantity::cpu_millis)?;
+    Ok(Limits {
+        memory: memory
+            .map(|b| {
+                usize::try_from(b).map_err(|_| {
+                    config(format!(
+                        "container {:?}: limits.memory is too large",
+                        c.name
+                    ))
+                })
+            })
+            .transpose()?,
+        cpu_millis: cpu.map(|m| m.max(1) as u64),
+    })
+}
+
 /// What a volume is on the node.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Plan {
@@ -444,8 +510,16 @@ pub enum Plan {
     EmptyDir { size_limit: Option<u64> },
     /// Files written once at pod start and mounted read-only.
     Files(Vec<(String, Vec<u8>)>),
-    /// A directory of the host the node allows.
-    HostPath { path: PathBuf, create: bool },
+    /// A directory of the host the node allows: `rest` (no link followed) below the allowed
+    /// prefix `base`.
+    HostPath {
+        /// The `--allow-host-path` prefix it lies under.
+        base: PathBuf,
+        /// The path below it.
+        rest: PathBuf,
+        /// `DirectoryOrCreate`.
+        create: bool,
+    },
     /// A persistentVolumeClaim: a directory of the node that outlives the pod
     /// (`<claims>/<namespace>/<claim>`), as a StatefulSet's `volumeClaimTemplates` give each pod.
     Claim { namespace: String, claim: String },
@@ -541,9 +615,19 @@ pub fn plan(
         .as_ref()
         .and_then(|s| s.volumes.as_deref())
         .unwrap_or(&[]);
-    let mut out = Vec::new();
+    let mut out: Vec<(String, Plan)> = Vec::new();
     for v in volumes {
         let name = v.name.as_str();
+        // The name becomes a directory under the pod's: only a DNS-1123 label may.
+        if !skiff_common::names::is_dns1123_label(name) {
+            return Err(config(format!(
+                "volume name {name:?} is not valid: {}",
+                skiff_common::names::LABEL_MSG
+            )));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(config(format!("volume name {name:?} is used twice")));
+        }
         let plan = if let Some(e) = &v.empty_dir {
             let size_limit = match &e.size_limit {
                 Some(q) => Some(
@@ -622,10 +706,22 @@ pub fn plan(
                     )))
                 }
             };
-            Plan::HostPath { path, create }
+            let base = allowed_host_paths
+                .iter()
+                .filter(|a| path.starts_with(a))
+                .max_by_key(|a| a.as_os_str().len())
+                .cloned()
+                .unwrap_or_default();
+            let rest = path
+                .strip_prefix(&base)
+                .unwrap_or(Path::new(""))
+                .to_path_buf();
+            Plan::HostPath { base, rest, create }
         } else if let Some(c) = &v.persistent_volume_claim {
             relative(&c.claim_name, &format!("volume {name:?}: claimName"))?;
-            if c.claim_name.contains('/') {
+            if !skiff_common::names::is_dns1123_subdomain(&c.claim_name)
+                || !skiff_common::names::is_dns1123_label(ns)
+            {
                 return Err(config(format!(
                     "volume {name:?}: claimName {:?} is not a name",
                     c.claim_name
@@ -655,8 +751,8 @@ pub fn plan(
 pub struct Laid {
     /// Volume name.
     pub name: String,
-    /// Host directory.
-    pub dir: PathBuf,
+    /// Host directory, open.
+    pub dir: DirHandle,
     /// Mounted read-only whatever the mount says (configMap, secret, downward API, projected).
     pub read_only: bool,
     /// `emptyDir.sizeLimit`.
@@ -667,8 +763,9 @@ fn io(what: &Path, e: std::io::Error) -> VolumeError {
     VolumeError::Io(format!("{}: {e}", what.display()))
 }
 
-/// Write the planned volumes under `pod_dir/volumes/`. Files volumes are rewritten whole (into a
-/// fresh directory renamed into place), emptyDirs are kept (they survive container restarts).
+/// Write the planned volumes under `pod_dir/volumes/` and open each (no link followed).
+/// Files volumes are rewritten whole (into a fresh directory renamed into place), emptyDirs are
+/// kept (they survive container restarts).
 pub fn materialize(
     pod_dir: &Path,
     claims: &Path,
@@ -676,25 +773,28 @@ pub fn materialize(
 ) -> Result<Vec<Laid>, VolumeError> {
     let root = pod_dir.join("volumes");
     std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+    let volumes = DirHandle::open(&root).map_err(path_err("volumes"))?;
     let mut out = Vec::new();
     for (name, plan) in plans {
-        let dir = root.join(name);
+        // Checked by `plan` already; a name is never joined onto a host path unchecked.
+        if !skiff_common::names::is_dns1123_label(name) {
+            return Err(config(format!("volume name {name:?} is not valid")));
+        }
+        let in_volume = path_err(format!("volume {name:?}"));
         let laid = match plan {
-            Plan::EmptyDir { size_limit } => {
-                std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-                Laid {
-                    name: name.clone(),
-                    dir,
-                    read_only: false,
-                    size_limit: *size_limit,
-                }
-            }
+            Plan::EmptyDir { size_limit } => Laid {
+                name: name.clone(),
+                dir: volumes.open_dir(Path::new(name), true).map_err(in_volume)?,
+                read_only: false,
+                size_limit: *size_limit,
+            },
             Plan::Files(files) => {
+                let dir = root.join(name);
                 let tmp = root.join(format!(".{name}.tmp"));
                 let _ = std::fs::remove_dir_all(&tmp);
                 std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
                 for (rel, bytes) in files {
-                    let path = tmp.join(rel);
+                    let path = tmp.join(relative(rel, &format!("volume {name:?}: item path"))?);
                     if let Some(parent) = path.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
                     }
@@ -704,14 +804,18 @@ pub fn materialize(
                 std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
                 Laid {
                     name: name.clone(),
-                    dir,
+                    dir: volumes
+                        .open_dir(Path::new(name), false)
+                        .map_err(in_volume)?,
                     read_only: true,
                     size_limit: None,
                 }
             }
             Plan::Claim { namespace, claim } => {
-                let dir = claims.join(namespace).join(claim);
-                std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                std::fs::create_dir_all(claims).map_err(|e| io(claims, e))?;
+                let dir = DirHandle::open(claims)
+                    .and_then(|c| c.open_dir(&Path::new(namespace).join(claim), true))
+                    .map_err(in_volume)?;
                 Laid {
                     name: name.clone(),
                     dir,
@@ -719,19 +823,21 @@ pub fn materialize(
                     size_limit: None,
                 }
             }
-            Plan::HostPath { path, create } => {
-                if *create {
-                    std::fs::create_dir_all(path).map_err(|e| io(path, e))?;
-                }
-                if !path.is_dir() {
-                    return Err(config(format!(
-                        "volume {name:?}: hostPath {} is not a directory",
-                        path.display()
-                    )));
-                }
+            Plan::HostPath { base, rest, create } => {
+                // The allowed prefix is the admin's; below it, links are not followed (another
+                // pod that mounts the same host directory may have planted one).
+                let dir = DirHandle::open(base)
+                    .and_then(|b| b.open_dir(rest, *create))
+                    .map_err(|e| match e {
+                        SafeFsError::NotDir(_) => config(format!(
+                            "volume {name:?}: hostPath {} is not a directory",
+                            base.join(rest).display()
+                        )),
+                        e => in_volume(e),
+                    })?;
                 Laid {
                     name: name.clone(),
-                    dir: path.clone(),
+                    dir,
                     read_only: false,
                     size_limit: None,
                 }
@@ -745,8 +851,8 @@ pub fn materialize(
 /// A directory the guest sees.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Preopen {
-    /// Host directory.
-    pub host: PathBuf,
+    /// Host directory, open.
+    pub host: DirHandle,
     /// Path in the guest.
     pub guest: String,
     /// No writes.
@@ -784,17 +890,23 @@ pub fn mounts(
         let host = match sub {
             Some(s) => {
                 let rel = relative(&s, &format!("container {:?}: subPath", c.name))?;
-                let host = vol.dir.join(rel);
-                if !host.exists() && !vol.read_only {
-                    std::fs::create_dir_all(&host).map_err(|e| io(&host, e))?;
-                }
-                if !host.is_dir() {
-                    return Err(config(format!(
+                // Component by component, no link followed (CVE-2017-1002101): a link a guest
+                // made in the volume is refused, never mounted.
+                match vol.dir.open_dir(&rel, !vol.read_only) {
+                    Ok(h) => h,
+                    Err(SafeFsError::NotDir(_)) => {
+                        return Err(config(format!(
                         "container {:?}: subPath {s:?} of volume {:?} is not a directory (only directories can be mounted into a wasm sandbox)",
                         c.name, m.name
-                    )));
+                    )))
+                    }
+                    Err(e) => {
+                        return Err(path_err(format!(
+                            "container {:?}: subPath {s:?} of volume {:?}",
+                            c.name, m.name
+                        ))(e))
+                    }
                 }
-                host
             }
             None => vol.dir.clone(),
         };
@@ -829,7 +941,13 @@ pub fn mounts(
             let host = if rest.is_empty() {
                 best.host.clone()
             } else {
-                best.host.join(relative(&rest, "workingDir")?)
+                // Made when missing (as container runtimes do), never through a link.
+                best.host
+                    .open_dir(&relative(&rest, "workingDir")?, !best.read_only)
+                    .map_err(path_err(format!(
+                        "container {:?}: workingDir {w:?}",
+                        c.name
+                    )))?
             };
             Some(Preopen {
                 host,
@@ -1067,7 +1185,15 @@ mod tests {
             (json!([{"name": "pr", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),
                 Err("volume \"pr\": only configMap, secret and downwardAPI projections are supported on skiff nodes")),
             (json!([{"name": "h", "hostPath": {"path": "/srv/shared/x", "type": "DirectoryOrCreate"}}]),
-                Ok(vec![Plan::HostPath { path: "/srv/shared/x".into(), create: true }])),
+                Ok(vec![Plan::HostPath { base: "/srv/shared".into(), rest: "x".into(), create: true }])),
+            (json!([{"name": "/etc", "emptyDir": {}}]),
+                Err("volume name \"/etc\" is not valid: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")),
+            (json!([{"name": "..", "configMap": {"name": "cfg"}}]),
+                Err("volume name \"..\" is not valid: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")),
+            (json!([{"name": "a", "emptyDir": {}}, {"name": "a", "emptyDir": {}}]),
+                Err("volume name \"a\" is used twice")),
+            (json!([{"name": "v", "persistentVolumeClaim": {"claimName": "."}}]),
+                Err("volume \"v\": claimName \".\" is not a name")),
             (json!([{"name": "h", "hostPath": {"path": "/etc"}}]),
                 Err("volume \"h\": hostPath \"/etc\" is not allowed on this node (start the node with --allow-host-path to allow a directory)")),
             (json!([{"name": "h", "hostPath": {"path": "/srv/shared/../../etc"}}]),
@@ -1119,7 +1245,21 @@ mod tests {
         );
         assert!(tmp.join("volumes/data/p1").is_dir());
         let cwd = cwd.unwrap();
-        assert_eq!(cwd.host, tmp.join("volumes/data/sub"));
+        assert_eq!(cwd.host.shown(), tmp.join("volumes/data/sub"));
+        assert!(tmp.join("volumes/data/sub").is_dir());
+        // A link planted in the volume (as a guest can) is refused as a subPath or workingDir.
+        std::os::unix::fs::symlink("../../..", tmp.join("volumes/data/escape")).unwrap();
+        for bad in [
+            json!({"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/x", "subPath": "escape"}]}),
+            json!({"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/x", "subPath": "escape/new"}]}),
+            json!({"name": "c", "workingDir": "/x/escape", "volumeMounts": [{"name": "data", "mountPath": "/x"}]}),
+        ] {
+            let err = mounts(&c(bad.clone()), &laid, &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("symbolic link"), "{bad}: {err}");
+        }
+        assert!(!tmp.join("new").exists() && !tmp.parent().unwrap().join("new").exists());
         for (bad, want) in [
             (json!({"name": "c", "volumeMounts": [{"name": "nope", "mountPath": "/x"}]}),
                 "container \"c\": volumeMount \"nope\" names no volume of the pod"),
@@ -1132,6 +1272,13 @@ mod tests {
         }
         std::fs::write(tmp.join("volumes/data/f"), vec![0u8; 1000]).unwrap();
         assert!(usage(&tmp.join("volumes/data")) >= 1000);
+        // A volume name that is a path is refused before it touches the disk.
+        let evil = vec![(
+            "../../evil".to_string(),
+            Plan::EmptyDir { size_limit: None },
+        )];
+        assert!(materialize(&tmp, &tmp.join("claims"), &evil).is_err());
+        assert!(!tmp.parent().unwrap().join("evil").exists());
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }

@@ -328,13 +328,27 @@ pub fn pod(name: &str, image: &str, extra_container: &str, extra_spec: &str) -> 
 
 /// One HTTP/1.1 GET to `addr` with `Host: host`: (status, body), or why it failed.
 pub fn http_get(addr: &str, host: &str, path: &str) -> Result<(u16, String), String> {
+    http_get_with(addr, host, path, &[])
+}
+
+/// `http_get` with extra request headers.
+pub fn http_get_with(
+    addr: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: skiff-e2e\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: skiff-e2e\r\n{extra}\r\n"
     )
     .map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::new();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{eventually, example, http_get, Cluster};
+use crate::harness::{eventually, example, http_get, http_get_with, Cluster};
 use crate::{manifest, T};
 
 fn push_http_examples(c: &Cluster) {
@@ -32,7 +32,9 @@ fn ok_body(addr: &str, host: &str, path: &str) -> String {
 
 #[test]
 fn http_pods_are_served_by_pod_service_ingress_and_node_port() {
-    let c = Cluster::start(&[]);
+    // The admin lets pods reach 127.0.0.1 when they name it exactly (the gateway serves as an
+    // outside server below); a wildcard never reaches the node.
+    let c = Cluster::start(&["--allow-local-outbound", "127.0.0.1"]);
     push_http_examples(&c);
     c.apply(&hello_manifest());
     c.apply(&manifest("http-api"));
@@ -57,7 +59,30 @@ fn http_pods_are_served_by_pod_service_ingress_and_node_port() {
         gw.starts_with(&format!("{ip}:")),
         "podIP {ip} is the gateway's address {gw}"
     );
-    let body = ok_body(&gw, &format!("{pod}.default.pod"), "/");
+    // Only the cluster may name a pod: a client outside gets a 404 that says so; another
+    // node's gateway, with the peer proof derived from the join token, is served.
+    let pod_host = format!("{pod}.default.pod");
+    let (code, body) = http_get(&gw, &pod_host, "/").unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("reachable only inside the cluster"), "{body}");
+    let token = std::fs::read_to_string(c.kubeconfig.parent().unwrap().join("node-token")).unwrap();
+    let proof = skiff_common::token::gateway_peer_secret(&token);
+    let wrong = skiff_common::token::gateway_peer_secret("K10x::node:guess");
+    let peer = skiff_common::token::GATEWAY_PEER_HEADER;
+    assert_eq!(
+        http_get_with(&gw, &pod_host, "/", &[(peer, &wrong)])
+            .unwrap()
+            .0,
+        404
+    );
+    let body = eventually(
+        "the pod by its host name, as a peer",
+        T,
+        || match http_get_with(&gw, &pod_host, "/", &[(peer, &proof)]) {
+            Ok((200, body)) => Some(body),
+            _ => None,
+        },
+    );
     assert_eq!(body, format!("hello from {pod} (v1)\n"));
 
     // The Service by every cluster name; both replicas answer.
@@ -125,7 +150,39 @@ fn http_pods_are_served_by_pod_service_ingress_and_node_port() {
         "outbound HTTP to example.com:80 denied: not a Service of the cluster and not in the pod's skiff.dev/allowed-outbound-hosts annotation",
         T,
     );
-    // A host the pod allows goes out (here: the gateway itself, as an outside server).
+    // A wildcard allow-list does not reach the node's own addresses.
+    c.kubectl_ok(&[
+        "patch",
+        "deployment",
+        "http-caller",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"skiff.dev/allowed-outbound-hosts":"*"}}}}}"#,
+    ]);
+    c.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/http-caller",
+        "--timeout=60s",
+    ]);
+    let denied = eventually("a wildcard does not reach the node", T, || {
+        match http_get(&gw, "caller.local", &format!("/?url=http://{gw}/")) {
+            Ok((502, b)) => Some(b),
+            _ => None,
+        }
+    });
+    assert!(denied.contains("HttpRequestDenied"), "{denied}");
+    let want = format!(
+        "outbound HTTP to 127.0.0.1:{} denied: it resolves to 127.0.0.1, an address of the node or the control plane",
+        gw.rsplit(':').next().unwrap()
+    );
+    c.wait_for(
+        &["events"],
+        &format!("{{.items[?(@.message==\"{want}\")].message}}"),
+        &want,
+        T,
+    );
+    // A host the pod names exactly, and the admin allows, goes out (here: the gateway itself,
+    // as an outside server).
     c.kubectl_ok(&[
         "patch",
         "deployment",

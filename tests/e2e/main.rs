@@ -6,6 +6,7 @@ mod crash;
 mod harness;
 mod http;
 mod node;
+mod sandbox;
 
 use std::time::Duration;
 

@@ -99,6 +99,9 @@ pub enum ApiError {
     /// 413.
     #[error("the request body is too large (limit {0} bytes)")]
     TooLarge(usize),
+    /// 413 for work a request would cause beyond a limit (a patch that grows its object).
+    #[error("Request entity too large: {0}")]
+    EntityTooLarge(String),
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -108,6 +111,10 @@ pub enum ApiError {
     /// 503.
     #[error("{0}")]
     Unavailable(String),
+    /// 504: a resourceVersion the store has not reached (kube-apiserver's watch cache answers
+    /// this after waiting 3 s; clients retry).
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion { requested: u64, current: u64 },
 }
 
 impl ApiError {
@@ -142,12 +149,15 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::Gone(_) => (StatusCode::GONE, "Expired"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
+            ApiError::TooLarge(_) | ApiError::EntityTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
+            }
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+            ApiError::TooLargeResourceVersion { .. } => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
         }
     }
 
@@ -175,6 +185,10 @@ impl ApiError {
                 "kind": kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
             })),
+            ApiError::TooLargeResourceVersion { .. } => Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            })),
             _ => None,
         };
         if let Some(d) = details {
@@ -195,6 +209,10 @@ impl IntoResponse for ApiError {
             tracing::error!(message = %m, "internal error");
         }
         let mut resp = (code, axum::Json(self.status())).into_response();
+        if matches!(self, ApiError::TooLargeResourceVersion { .. }) {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(
                 "www-authenticate",

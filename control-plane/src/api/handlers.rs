@@ -375,11 +375,14 @@ async fn update_scale(
         let old = get_object(state, rt, ns, name).await?;
         let current = super::kinds::scale_of(&old);
         let wanted = match patch_kind {
-            Some(kind) => patch::apply_patch(&current, body, kind).map_err(|e| match e {
-                patch::PatchError::Failed(m) | patch::PatchError::Invalid(m) => {
-                    ApiError::BadRequest(m)
-                }
-            })?,
+            Some(kind) => {
+                patch::apply_patch(&current, body, kind, MAX_BODY).map_err(|e| match e {
+                    patch::PatchError::Failed(m) | patch::PatchError::Invalid(m) => {
+                        ApiError::BadRequest(m)
+                    }
+                    patch::PatchError::TooLarge(m) => ApiError::EntityTooLarge(m),
+                })?
+            }
             None => body.clone(),
         };
         let pinned = wanted
@@ -595,11 +598,15 @@ async fn list(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let filter = Filter::from_query(rt, q)?;
-    let page = Page::from_query(q)?;
+    let scope = format!("{}/{}", rt.storage_key(), ns.unwrap_or(""));
+    let page = Page::from_query(q, &state.continue_key, &scope)?;
     if let Some(c) = &page.continued {
         if c.rv < state.store.compacted() {
             return Err(ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into()));
         }
+    }
+    if let Some(rv) = page.resource_version {
+        super::wait_for_revision(state, rv).await?;
     }
     let table = table_wanted(headers, q)?;
     // Plain JSON lists whose selectors the key answers are copied from the stored bytes;
@@ -648,7 +655,7 @@ async fn list(
             rv: revision,
             start: last
         }
-        .encode());
+        .encode(&state.continue_key, &scope));
         meta["remainingItemCount"] = json!(rest);
     }
     if let Some(include) = table {
@@ -684,7 +691,9 @@ async fn list(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// A `continue` token: the list revision and the last key served (opaque to clients).
+/// A `continue` token: the list revision and the last key served (opaque to clients), signed
+/// with the server's key over the list it continues (resource type and namespace), so a
+/// hand-made or altered token, or one from another list, is refused.
 #[derive(Debug, PartialEq, Eq)]
 struct Continue {
     rv: u64,
@@ -692,14 +701,23 @@ struct Continue {
 }
 
 impl Continue {
-    fn encode(&self) -> String {
+    fn signed(rv: u64, start: &str, scope: &str) -> String {
+        format!("{rv}\n{scope}\n{start}")
+    }
+
+    fn encode(&self, key: &ring::hmac::Key, scope: &str) -> String {
         use base64::Engine as _;
-        let raw = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": self.start});
+        let tag = ring::hmac::sign(key, Self::signed(self.rv, &self.start, scope).as_bytes());
+        let raw = json!({"v": "meta.k8s.io/v1", "rv": self.rv, "start": self.start,
+            "sig": hex::encode(tag.as_ref())});
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
     }
 
-    fn decode(token: &str) -> Option<Continue> {
+    fn decode(token: &str, key: &ring::hmac::Key, scope: &str) -> Option<Continue> {
         use base64::Engine as _;
+        if token.len() > 4096 {
+            return None;
+        }
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(token.trim_end_matches('='))
             .ok()?;
@@ -707,21 +725,26 @@ impl Continue {
         if v.get("v")? != "meta.k8s.io/v1" {
             return None;
         }
-        Some(Continue {
+        let c = Continue {
             rv: v.get("rv")?.as_u64()?,
             start: v.get("start")?.as_str()?.to_string(),
-        })
+        };
+        let sig = hex::decode(v.get("sig")?.as_str()?).ok()?;
+        ring::hmac::verify(key, Self::signed(c.rv, &c.start, scope).as_bytes(), &sig).ok()?;
+        Some(c)
     }
 }
 
-/// `limit` and `continue` of a list request.
+/// `limit`, `continue` and `resourceVersion` of a list request.
 struct Page {
     limit: Option<usize>,
     continued: Option<Continue>,
+    /// A list "not older than" this revision (`resourceVersion` other than "" or "0").
+    resource_version: Option<u64>,
 }
 
 impl Page {
-    fn from_query(q: &Query) -> ApiResult<Page> {
+    fn from_query(q: &Query, key: &ring::hmac::Key, scope: &str) -> ApiResult<Page> {
         let limit = match q.get("limit").map(String::as_str) {
             None | Some("") | Some("0") => None,
             Some(l) => Some(
@@ -731,7 +754,7 @@ impl Page {
         };
         let continued = match q.get("continue").map(String::as_str) {
             None | Some("") => None,
-            Some(t) => Some(Continue::decode(t).ok_or_else(|| {
+            Some(t) => Some(Continue::decode(t, key, scope).ok_or_else(|| {
                 ApiError::BadRequest(format!("continue key is not valid: {t:?}"))
             })?),
         };
@@ -755,16 +778,24 @@ impl Page {
                 )))
             }
         }
-        if let Some(rv) = rv {
-            rv.parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
-        }
+        let resource_version = match rv {
+            Some(rv) => Some(
+                rv.parse::<u64>()
+                    .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+            )
+            .filter(|v| *v > 0),
+            None => None,
+        };
         if continued.is_some() && rv.is_some() {
             return Err(ApiError::BadRequest(
                 "specifying resource version is not allowed when using continue".into(),
             ));
         }
-        Ok(Page { limit, continued })
+        Ok(Page {
+            limit,
+            continued,
+            resource_version,
+        })
     }
 }
 
@@ -1313,7 +1344,8 @@ async fn patch_object(
                 Err(e) => return Err(e),
             }
         }
-        let mut new = patch::apply_patch(&old, p, kind).map_err(|e| match e {
+        let mut new = patch::apply_patch(&old, p, kind, MAX_BODY).map_err(|e| match e {
+            patch::PatchError::TooLarge(m) => ApiError::EntityTooLarge(m),
             patch::PatchError::Failed(m) => ApiError::Invalid {
                 kind: rt.kind.into(),
                 name: name.into(),
@@ -1689,8 +1721,18 @@ mod tests {
             rv: 42,
             start: "default/web-1".into(),
         };
-        assert_eq!(Continue::decode(&c.encode()), Some(c));
-        assert_eq!(Continue::decode("garbage"), None);
+        use base64::Engine as _;
+        let key = super::super::continue_key("secret");
+        let token = c.encode(&key, "/pods/default");
+        assert_eq!(Continue::decode(&token, &key, "/pods/default"), Some(c));
+        // Another list, another server key, garbage, a hand-made token: all refused.
+        assert_eq!(Continue::decode(&token, &key, "/secrets/default"), None);
+        let other = super::super::continue_key("other");
+        assert_eq!(Continue::decode(&token, &other, "/pods/default"), None);
+        assert_eq!(Continue::decode("garbage", &key, "/pods/default"), None);
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"v":"meta.k8s.io/v1","rv":999999,"start":"default/web-1"}"#);
+        assert_eq!(Continue::decode(&forged, &key, "/pods/default"), None);
     }
 
     #[test]

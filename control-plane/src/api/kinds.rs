@@ -299,9 +299,8 @@ fn default_service(spec: &mut Map<String, Value>) {
     }
 }
 
-const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+use skiff_common::names::LABEL_MSG;
 const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
-const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 
 fn not_supported(field: String, value: &str, allowed: &[&str]) -> FieldCause {
     FieldCause {
@@ -371,6 +370,30 @@ fn validate_template(
         },
     }
     let pod_spec = template.get("spec").unwrap_or(&Value::Null);
+    // A StatefulSet's containers mount its volumeClaimTemplates by name: validate the template
+    // as the pods will be, with a claim volume for each.
+    let claims: Vec<Value> = spec
+        .get("volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/metadata/name").and_then(Value::as_str))
+        .map(|n| json!({"name": n, "persistentVolumeClaim": {"claimName": n}}))
+        .collect();
+    let with_claims;
+    let pod_spec = if claims.is_empty() || !pod_spec.is_object() {
+        pod_spec
+    } else {
+        let mut s = pod_spec.clone();
+        if let Some(m) = s.as_object_mut() {
+            let vols = m.entry("volumes").or_insert_with(|| json!([]));
+            if let Some(a) = vols.as_array_mut() {
+                a.extend(claims);
+            }
+        }
+        with_claims = s;
+        &with_claims
+    };
     validate_pod_spec(pod_spec, &format!("{prefix}.template.spec"), causes);
     if let Some(p) = pod_spec.get("restartPolicy").and_then(Value::as_str) {
         if !restart_policies.contains(&p) {
@@ -435,17 +458,7 @@ pub fn validate(rt: &ResourceType, obj: &Value, causes: &mut Vec<FieldCause>) {
                     .into_iter()
                     .flatten()
                 {
-                    let ok = !k.is_empty()
-                        && k.len() <= 253
-                        && k.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-                    if !ok {
-                        causes.push(FieldCause::invalid(
-                            format!("{field}[{k}]"),
-                            k,
-                            CONFIG_KEY_MSG,
-                        ));
-                    }
+                    super::validation::validate_config_key(field, k, causes);
                     size += k.len() + v.as_str().map(str::len).unwrap_or(0);
                 }
             }

@@ -20,6 +20,7 @@ pub mod selectors;
 mod ssa;
 pub mod table;
 pub mod typed;
+mod validation;
 mod watch;
 
 use std::collections::HashMap;
@@ -93,6 +94,38 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Follow-up work of deletions (garbage collection, namespace termination).
     pub gc: gc::Queue,
+    /// Signs `continue` tokens, so a forged one is refused (derived from a server secret,
+    /// so tokens survive a restart).
+    pub continue_key: ring::hmac::Key,
+}
+
+/// The key that signs `continue` tokens, derived from a secret of the server's (its serving
+/// key), so every server with the same data dir accepts the same tokens.
+pub fn continue_key(secret: &str) -> ring::hmac::Key {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"skiff continue tokens v1\0");
+    h.update(secret.as_bytes());
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize())
+}
+
+/// Wait (at most 3 s, as kube-apiserver's watch cache does) until the store has reached
+/// `revision`; a revision it does not reach is answered 504 `Too large resource version`.
+pub(crate) async fn wait_for_revision(state: &AppState, revision: u64) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let current = state.store.revision();
+        if revision <= current {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::TooLargeResourceVersion {
+                requested: revision,
+                current,
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Build the router (apart from `main` so it can be tested with `oneshot`).

@@ -45,23 +45,8 @@ pub fn decode_body(body: &[u8], yaml_ok: bool) -> Result<Value, ApiError> {
     }
 }
 
-/// Is `s` a DNS-1123 label (pod container names, namespaces)?
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// Is `s` a DNS-1123 subdomain (most object names)?
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
-
-const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub use skiff_common::names::{is_dns1123_label, is_dns1123_subdomain};
+use skiff_common::names::{LABEL_MSG, SUBDOMAIN_MSG};
 
 /// Validate an object; the causes are returned as a 422 `Invalid` by the caller.
 pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldCause> {
@@ -79,6 +64,7 @@ pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldCause> {
     } else if !is_dns1123_subdomain(name) {
         causes.push(FieldCause::invalid("metadata.name", name, SUBDOMAIN_MSG));
     }
+    super::validation::validate_metadata(obj, &mut causes);
     if rt.kind == "Pod" {
         validate_pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);
     } else {
@@ -97,6 +83,7 @@ pub(super) fn validate_pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Fie
         }
         _ => {}
     }
+    let volumes = super::validation::validate_volumes(spec, prefix, causes);
     let mut seen = Vec::new();
     for list in ["initContainers", "containers"] {
         for (i, c) in spec
@@ -107,6 +94,7 @@ pub(super) fn validate_pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Fie
             .enumerate()
         {
             let at = format!("{prefix}.{list}[{i}]");
+            super::validation::validate_container(c, &at, &volumes, causes);
             let cname = c.get("name").and_then(Value::as_str).unwrap_or("");
             if cname.is_empty() {
                 causes.push(FieldCause::required(format!("{at}.name")));
@@ -473,6 +461,36 @@ mod tests {
 
     fn pods() -> &'static ResourceType {
         resources::find("", "v1", "pods").unwrap()
+    }
+
+    #[test]
+    fn hostile_bodies_are_errors_not_crashes() {
+        let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_yaml = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        // A billion laughs: nine levels of ten aliases each.
+        let mut laughs = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (prev, next) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            let refs = vec![format!("*{prev}"); 10].join(",");
+            laughs.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        for (body, yaml_ok) in [
+            (deep_json.as_bytes(), false),
+            (deep_json.as_bytes(), true),
+            (deep_yaml.as_bytes(), true),
+            (laughs.as_bytes(), true),
+            (&b"\xff\xfe garbage"[..], true),
+        ] {
+            assert!(
+                matches!(decode_body(body, yaml_ok), Err(ApiError::BadRequest(_))),
+                "{}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Patches: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and strategic merge patch for
 //! the built-in types (lists merged by their merge key, `$patch`, `$setElementOrder`,
 //! `$retainKeys`, `$deleteFromPrimitiveList`). Pure functions over JSON values.
+//!
+//! Work is bounded as kube-apiserver bounds it since CVE-2019-1002100: a JSON patch has at most
+//! [`MAX_JSON_PATCH_OPERATIONS`] operations, its operations are applied one at a time and the
+//! bytes its `copy` operations add up to may not pass the object size limit (checked before
+//! each copy, so a patch that doubles a subtree again and again is refused before it allocates),
+//! and no patch of any type may produce an object larger than that limit.
 
 use serde_json::{Map, Value};
 
@@ -42,18 +48,85 @@ pub enum PatchError {
     /// A JSON patch operation failed.
     #[error("the JSON patch could not be applied: {0}")]
     Failed(String),
+    /// The patch is too large, or would make the object too large (413).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
-/// Apply `patch` of type `kind` to `target`.
-pub fn apply_patch(target: &Value, patch: &Value, kind: PatchType) -> Result<Value, PatchError> {
+/// kube-apiserver's `maxJSONPatchOperations`.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// The size of `v` as compact JSON, counted up to `limit` (a larger value stops the count
+/// early and answers `None`), so measuring a huge value costs no more than `limit` bytes.
+pub fn json_size_within(v: &Value, limit: usize) -> Option<usize> {
+    struct Counter {
+        n: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter { n: 0, limit };
+    serde_json::to_writer(&mut c, v).ok()?;
+    Some(c.n)
+}
+
+fn too_large(limit: usize) -> PatchError {
+    PatchError::TooLarge(format!(
+        "the patch would make the object larger than {limit} bytes"
+    ))
+}
+
+/// Apply a JSON patch one operation at a time, refusing a `copy` that would take the bytes
+/// copied so far past `limit`.
+fn json_patch_bounded(out: &mut Value, patch: &Value, limit: usize) -> Result<(), PatchError> {
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| PatchError::Invalid("a JSON patch must be a JSON array".into()))?;
+    if ops.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(PatchError::TooLarge(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+            ops.len()
+        )));
+    }
+    let ops: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| PatchError::Invalid(e.to_string()))?;
+    let mut copied = 0usize;
+    for op in ops.0 {
+        if let json_patch::PatchOperation::Copy(c) = &op {
+            let from = c.from.to_string();
+            if let Some(src) = out.pointer(&from) {
+                let size = json_size_within(src, limit.saturating_sub(copied))
+                    .ok_or_else(|| too_large(limit))?;
+                copied += size;
+            }
+        }
+        json_patch::patch(out, std::slice::from_ref(&op))
+            .map_err(|e| PatchError::Failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Apply `patch` of type `kind` to `target`; the result may be at most `limit` bytes as JSON.
+pub fn apply_patch(
+    target: &Value,
+    patch: &Value,
+    kind: PatchType,
+    limit: usize,
+) -> Result<Value, PatchError> {
     let mut out = target.clone();
     match kind {
         PatchType::Merge => json_patch::merge(&mut out, patch),
-        PatchType::Json => {
-            let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                .map_err(|e| PatchError::Invalid(e.to_string()))?;
-            json_patch::patch(&mut out, &ops).map_err(|e| PatchError::Failed(e.to_string()))?;
-        }
+        PatchType::Json => json_patch_bounded(&mut out, patch, limit)?,
         PatchType::Strategic | PatchType::Apply => {
             if !patch.is_object() {
                 return Err(PatchError::Invalid(
@@ -63,6 +136,7 @@ pub fn apply_patch(target: &Value, patch: &Value, kind: PatchType) -> Result<Val
             strategic_merge(&mut out, patch, &mut Vec::new())?;
         }
     }
+    json_size_within(&out, limit).ok_or_else(|| too_large(limit))?;
     Ok(out)
 }
 
@@ -256,7 +330,7 @@ mod tests {
     use serde_json::json;
 
     fn check(target: Value, patch: Value, kind: PatchType, want: Value) {
-        let got = apply_patch(&target, &patch, kind).unwrap();
+        let got = apply_patch(&target, &patch, kind, 1 << 30).unwrap();
         assert_eq!(got, want, "patch {patch}");
     }
 
@@ -322,10 +396,43 @@ mod tests {
         assert!(apply_patch(
             &json!({}),
             &json!([{"op": "remove", "path": "/nope"}]),
-            PatchType::Json
+            PatchType::Json,
+            1 << 30
         )
         .is_err());
-        assert!(apply_patch(&json!({}), &json!([1]), PatchType::Strategic).is_err());
+        assert!(apply_patch(&json!({}), &json!([1]), PatchType::Strategic, 1 << 30).is_err());
+    }
+
+    #[test]
+    fn patches_cannot_amplify() {
+        // CVE-2019-1002100: each copy doubles a subtree; 40 of them would be terabytes.
+        let mut ops = vec![json!({"op": "add", "path": "/a", "value": ["x".repeat(1000)]})];
+        for _ in 0..40 {
+            ops.push(json!({"op": "copy", "from": "/a", "path": "/b"}));
+            ops.push(json!({"op": "copy", "from": "/b", "path": "/a/-"}));
+        }
+        let limit = 3 << 20;
+        let err = apply_patch(&json!({}), &Value::Array(ops), PatchType::Json, limit).unwrap_err();
+        assert!(matches!(err, PatchError::TooLarge(_)), "{err}");
+        // Too many operations.
+        let many =
+            vec![json!({"op": "test", "path": "", "value": {}}); MAX_JSON_PATCH_OPERATIONS + 1];
+        let err = apply_patch(&json!({}), &Value::Array(many), PatchType::Json, limit).unwrap_err();
+        assert!(err.to_string().contains("maximum operations"), "{err}");
+        // Any patch type: a result past the limit is refused.
+        let big = json!({"data": {"k": "y".repeat(2000)}});
+        for kind in [PatchType::Merge, PatchType::Strategic] {
+            let err = apply_patch(&json!({}), &big, kind, 1000).unwrap_err();
+            assert!(matches!(err, PatchError::TooLarge(_)), "{kind:?}");
+        }
+        // Within the limit, copies work.
+        let ok = json!([{"op": "add", "path": "/a", "value": 1}, {"op": "copy", "from": "/a", "path": "/b"}]);
+        assert_eq!(
+            apply_patch(&json!({}), &ok, PatchType::Json, limit).unwrap(),
+            json!({"a": 1, "b": 1})
+        );
+        assert_eq!(json_size_within(&json!({"a": [1, 2]}), 100), Some(11));
+        assert_eq!(json_size_within(&json!({"a": [1, 2]}), 5), None);
     }
 }
 
@@ -412,10 +519,43 @@ mod props {
             .collect()
     }
 
+    /// One JSON patch operation over a small set of paths, the kind of thing a fuzzer tries.
+    fn hostile_op() -> impl Strategy<Value = Value> {
+        let paths = prop::sample::select(vec![
+            "", "/a", "/a/b", "/a/b/-", "/a/b/0", "/c", "/c/d", "/s", "/a/x~1y", "/zz/0",
+        ]);
+        let ops = prop::sample::select(vec!["add", "copy", "move", "remove", "replace", "test"]);
+        (ops, paths.clone(), paths, 0usize..200).prop_map(|(op, path, from, n)| {
+            json!({"op": op, "path": path, "from": from, "value": {"v": "x".repeat(n), "l": [n]}})
+        })
+    }
+
     proptest! {
+        // Untrusted patches of every type: never a panic, never a result past the limit, and
+        // the work per patch bounded by it (PROPTEST_CASES=100000 for a longer run by hand).
+        #[test]
+        fn hostile_patches_stay_within_the_limit(
+            ops in prop::collection::vec(hostile_op(), 0..80),
+            merge in prop::collection::btree_map("[a-c]", prop::option::of("[a-z]{0,300}"), 0..6),
+        ) {
+            let limit = 16 * 1024;
+            let doc = json!({"a": {"b": [1, 2, 3]}, "c": {"d": "y"}, "s": "x".repeat(100)});
+            let patches = [
+                (Value::Array(ops), PatchType::Json),
+                (json!({"a": merge, "c": null}), PatchType::Merge),
+                (json!({"a": merge, "$patch": "replace"}), PatchType::Strategic),
+                (json!({"spec": {"containers": [{"name": "x", "$patch": "delete"}]}, "a": merge}), PatchType::Apply),
+            ];
+            for (patch, kind) in patches {
+                if let Ok(out) = apply_patch(&doc, &patch, kind, limit) {
+                    prop_assert!(json_size_within(&out, limit).is_some());
+                }
+            }
+        }
+
         #[test]
         fn merges_lists_by_key_like_the_model(base in base(), entries in patch_entries()) {
-            let out = apply_patch(&pod(&base), &patch_of(&entries), PatchType::Strategic).unwrap();
+            let out = apply_patch(&pod(&base), &patch_of(&entries), PatchType::Strategic, 1 << 30).unwrap();
             prop_assert_eq!(containers(&out), model(&base, &entries));
             // Fields the patch does not name survive on merged elements.
             for c in out["spec"]["containers"].as_array().unwrap() {
@@ -429,8 +569,8 @@ mod props {
         #[test]
         fn applying_a_patch_twice_is_applying_it_once(base in base(), entries in patch_entries()) {
             let p = patch_of(&entries);
-            let once = apply_patch(&pod(&base), &p, PatchType::Strategic).unwrap();
-            let twice = apply_patch(&once, &p, PatchType::Strategic).unwrap();
+            let once = apply_patch(&pod(&base), &p, PatchType::Strategic, 1 << 30).unwrap();
+            let twice = apply_patch(&once, &p, PatchType::Strategic, 1 << 30).unwrap();
             prop_assert_eq!(once, twice);
         }
 
@@ -448,7 +588,7 @@ mod props {
                 .map(|c| (c["name"].as_str().unwrap().into(), c["image"].as_str().unwrap().into()))
                 .collect();
             items.push(json!({"$patch": "replace"}));
-            let out = apply_patch(&pod(&base), &json!({"spec": {"containers": items}}), PatchType::Strategic).unwrap();
+            let out = apply_patch(&pod(&base), &json!({"spec": {"containers": items}}), PatchType::Strategic, 1 << 30).unwrap();
             prop_assert_eq!(containers(&out), want);
         }
     }

@@ -343,7 +343,7 @@ pub fn apply(
         };
         return Err(Conflicts(message));
     }
-    let mut out = patch::apply_patch(live, applied, PatchType::Strategic)
+    let mut out = patch::apply_patch(live, applied, PatchType::Strategic, super::MAX_BODY)
         .map_err(|e| Conflicts(e.to_string()))?;
     // Fields this manager applied before and no longer applies go, unless someone else owns them.
     if let Some(prev) = owners.iter().find(|e| ours(e)) {

@@ -173,9 +173,12 @@ pub(super) async fn serve(
         initial = objects;
         revision
     } else {
-        rv_param
+        let rv = rv_param
             .parse::<u64>()
-            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv_param:?}")))?
+            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv_param:?}")))?;
+        // A revision the store has not reached: wait briefly, then 504 (never a silent hang).
+        super::wait_for_revision(&state, rv).await?;
+        rv
     };
     let mut enc = Encoder {
         rt,

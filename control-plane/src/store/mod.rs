@@ -10,9 +10,11 @@
 
 mod backend;
 mod cache;
+mod encryption;
 mod writer;
 
 pub use backend::{EventStream, Storage};
+pub use encryption::{Encrypted, EncryptionConfig, EncryptionError};
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -58,6 +60,9 @@ pub enum StoreError {
     /// Could not create the data directory.
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+    /// A value could not be encrypted or decrypted (encryption at rest).
+    #[error("{0}")]
+    Transform(String),
 }
 
 /// Identity of a stored object. `resource` is `group/plural` (`plural` for the core group).
@@ -201,12 +206,34 @@ pub struct Listing {
     pub revision: u64,
 }
 
+/// The database and its WAL and shared-memory files hold every Secret: mode 0600. The database
+/// is created here with that mode (SQLite gives its WAL and SHM files the database's mode), and
+/// files from before this rule are tightened.
+fn restrict_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open (or create) the store at `path` and start its writer task.
     pub async fn open(path: &Path, config: StoreConfig) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
+        restrict_files(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)

@@ -6,7 +6,50 @@
 //! - `envprint cat FILE`: print FILE, or fail with exit code 1.
 //! - `envprint fill DIR MIB`: write MIB mebibytes into DIR (to exceed an emptyDir sizeLimit),
 //!   then wait.
+//! - `envprint link TARGET LINK`: create the symbolic link LINK -> TARGET (LINK inside a
+//!   mount): what a hostile pod does to lead a later container, or the node, out of a volume.
 use std::path::Path;
+
+/// WASI preview 1 `path_symlink` (std has no stable symlink call on WASI).
+#[cfg(target_os = "wasi")]
+mod raw {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    extern "C" {
+        pub fn path_symlink(old: *const u8, old_len: usize, fd: u32, new: *const u8, new_len: usize) -> u16;
+        pub fn fd_prestat_get(fd: u32, prestat: *mut u32) -> u16;
+        pub fn fd_prestat_dir_name(fd: u32, path: *mut u8, len: usize) -> u16;
+    }
+}
+
+/// Create `link` -> `target`: `link` is resolved against the preopened directory that holds it.
+#[cfg(target_os = "wasi")]
+fn symlink(target: &str, link: &str) -> Result<(), String> {
+    for fd in 3..64u32 {
+        let mut prestat = [0u32; 2];
+        // SAFETY: WASI calls with buffers of the sizes they take.
+        if unsafe { raw::fd_prestat_get(fd, prestat.as_mut_ptr()) } != 0 {
+            continue;
+        }
+        let mut name = vec![0u8; prestat[1] as usize];
+        if unsafe { raw::fd_prestat_dir_name(fd, name.as_mut_ptr(), name.len()) } != 0 {
+            continue;
+        }
+        let dir = String::from_utf8_lossy(&name).trim_end_matches('/').to_string();
+        let Some(rest) = link.strip_prefix(&format!("{dir}/")) else {
+            continue;
+        };
+        let errno = unsafe {
+            raw::path_symlink(target.as_ptr(), target.len(), fd, rest.as_ptr(), rest.len())
+        };
+        return if errno == 0 { Ok(()) } else { Err(format!("errno {errno}")) };
+    }
+    Err(format!("no mount holds {link}"))
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn symlink(target: &str, link: &str) -> Result<(), String> {
+    std::os::unix::fs::symlink(target, link).map_err(|e| e.to_string())
+}
 
 fn walk(dir: &Path) {
     let mut entries: Vec<_> = match std::fs::read_dir(dir) {
@@ -40,6 +83,13 @@ fn main() {
             });
             println!("wrote {}", args[1]);
         }
+        Some("link") if args.len() == 3 => match symlink(&args[1], &args[2]) {
+            Ok(()) => println!("linked {} -> {}", args[2], args[1]),
+            Err(e) => {
+                eprintln!("link {}: {e}", args[2]);
+                std::process::exit(1)
+            }
+        },
         Some("cat") if args.len() == 2 => match std::fs::read_to_string(&args[1]) {
             Ok(s) => println!("{}", s.trim_end()),
             Err(e) => {
@@ -86,7 +136,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: envprint show DIR... | write FILE TEXT | cat FILE | fill DIR MIB");
+            eprintln!("usage: envprint show DIR... | write FILE TEXT | cat FILE | fill DIR MIB | link TARGET LINK");
             std::process::exit(2);
         }
     }
