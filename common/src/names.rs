@@ -105,6 +105,20 @@ pub fn config_key_errors(k: &str) -> Vec<String> {
     errs
 }
 
+/// Why `name` is not an environment variable name; empty when it is. Kubernetes 1.32's rule
+/// (`RelaxedEnvironmentVariableValidation`, on by default since 1.32): printable ASCII but '='.
+pub fn env_var_name_errors(name: &str) -> Vec<String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| (b' '..=b'~').contains(&c) && c != b'=');
+    if ok {
+        Vec::new()
+    } else {
+        vec!["a valid environment variable name must consist only of printable ASCII characters other than '='".to_string()]
+    }
+}
+
 /// Why `p` is not a relative path for a file in a volume (`items[].path`, `subPath`): in
 /// Kubernetes' words (`validateLocalDescendingPath`); empty when it is one.
 pub fn local_descending_path_errors(p: &str) -> Vec<String> {
@@ -171,6 +185,22 @@ mod tests {
             config_key_errors(".."),
             vec!["must not be '..'".to_string()]
         );
+    }
+
+    #[test]
+    fn env_names_table() {
+        for (n, ok) in [
+            ("A", true),
+            ("my.env-name", true),
+            ("1A", true),
+            ("A B", true),
+            ("", false),
+            ("A=B", false),
+            ("A\nB", false),
+            ("Ä", false),
+        ] {
+            assert_eq!(env_var_name_errors(n).is_empty(), ok, "{n:?}");
+        }
     }
 
     #[test]

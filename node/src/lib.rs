@@ -201,7 +201,23 @@ pub async fn cluster_ca(config: &NodeConfig, token: &JoinToken) -> Result<Vec<u8
 }
 
 /// Start the agent and run it until `shutdown` is cancelled.
+/// Pods hold open directories (each mount is an open handle, see `safefs`): raise the soft
+/// limit on open files to the hard one, as Go programs do at start.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (l.current, l.maximum) {
+        if current < maximum {
+            l.current = Some(maximum);
+            if let Err(e) = setrlimit(Resource::Nofile, l) {
+                tracing::warn!(error = %e, "could not raise the open files limit");
+            }
+        }
+    }
+}
+
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), NodeError> {
+    raise_open_files_limit();
     let token = JoinToken::parse(&config.token)?;
     let ca = cluster_ca(&config, &token).await?;
     let endpoint = skiff_common::client::ApiEndpoint {

@@ -1143,6 +1143,32 @@ mod tests {
     }
 
     #[test]
+    fn limits_table() {
+        let c = |l: serde_json::Value| -> Container {
+            serde_json::from_value(json!({"name": "c", "resources": {"limits": l}})).unwrap()
+        };
+        let ok = |m: Option<usize>, cpu: Option<u64>| {
+            Ok(Limits {
+                memory: m,
+                cpu_millis: cpu,
+            })
+        };
+        let cases: Vec<(serde_json::Value, Result<Limits, &str>)> = vec![
+            (json!({}), ok(None, None)),
+            (json!({"memory": "64Mi", "cpu": "250m"}), ok(Some(64 << 20), Some(250))),
+            (json!({"cpu": "0"}), ok(None, Some(1))),
+            // Never "no limit" for what does not parse: the container is not started.
+            (json!({"memory": "lots"}), Err("container \"c\": limits.memory \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
+            (json!({"memory": "1e400"}), Err("container \"c\": limits.memory \"1e400\": quantity \"1e400\" is too large")),
+            (json!({"cpu": "-1"}), Err("container \"c\": limits.cpu \"-1\" must be greater than or equal to 0")),
+        ];
+        for (l, want) in cases {
+            let got = limits(&c(l.clone())).map_err(|e| e.to_string());
+            assert_eq!(got, want.map_err(str::to_string), "{l}");
+        }
+    }
+
+    #[test]
     fn plan_table() {
         let with = |vols: serde_json::Value| {
             pod(

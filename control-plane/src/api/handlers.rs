@@ -1331,6 +1331,13 @@ async fn patch_object(
             let new =
                 super::ssa::apply(Some(&old), &applied, &field_writer(rt, q, "", &now), force)
                     .map_err(|c| ApiError::ApplyConflict(c.0))?;
+            // An apply merges two bodies of at most 3 MiB each; what it makes is held to the
+            // same limit as any patch's result.
+            if patch::json_size_within(&new, MAX_BODY).is_none() {
+                return Err(ApiError::EntityTooLarge(format!(
+                    "the apply would make the object larger than {MAX_BODY} bytes"
+                )));
+            }
             let applied_mode = WriteMode {
                 applied: true,
                 ..mode

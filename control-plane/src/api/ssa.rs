@@ -343,7 +343,8 @@ pub fn apply(
         };
         return Err(Conflicts(message));
     }
-    let mut out = patch::apply_patch(live, applied, PatchType::Strategic, super::MAX_BODY)
+    // Bounded by its inputs (two bodies within the request limit); the caller checks the result.
+    let mut out = patch::apply_patch(live, applied, PatchType::Strategic, usize::MAX)
         .map_err(|e| Conflicts(e.to_string()))?;
     // Fields this manager applied before and no longer applies go, unless someone else owns them.
     if let Some(prev) = owners.iter().find(|e| ours(e)) {

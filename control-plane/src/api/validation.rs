@@ -235,6 +235,22 @@ pub(super) fn validate_container(
             local_path(format!("{mat}.subPathExpr"), expr, causes);
         }
     }
+    for (j, e) in c
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        match e.get("name").and_then(Value::as_str) {
+            None | Some("") => causes.push(FieldCause::required(format!("{at}.env[{j}].name"))),
+            Some(n) => {
+                for m in names::env_var_name_errors(n) {
+                    causes.push(FieldCause::invalid(format!("{at}.env[{j}].name"), n, &m));
+                }
+            }
+        }
+    }
     let mut limits = std::collections::BTreeMap::new();
     for which in ["limits", "requests"] {
         for (name, q) in c
@@ -321,6 +337,8 @@ mod tests {
             (json!({"containers": [{"name": "c", "resources": {"limits": {"memory": "0.5.5Gi"}, "requests": {"memory": "1e400"}}}]}),
                 vec!["spec.containers[0].resources.limits[memory]: Invalid value: \"0.5.5Gi\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
                      "spec.containers[0].resources.requests[memory]: Invalid value: \"1e400\": quantity \"1e400\" is too large"]),
+            (json!({"containers": [{"name": "c", "env": [{"name": "OK", "value": "1"}, {"name": "A=B", "value": "x"}]}]}),
+                vec!["spec.containers[0].env[1].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='"]),
             (json!({"containers": [{"name": "c", "resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "2"}}}]}),
                 vec!["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"]),
         ];
