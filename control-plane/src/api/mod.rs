@@ -9,6 +9,8 @@ pub mod discovery;
 pub mod error;
 pub mod gc;
 mod handlers;
+#[cfg(test)]
+mod hostile_bodies;
 pub mod kinds;
 mod logs;
 mod modules;
