@@ -187,7 +187,7 @@ impl EncryptionConfig {
                         (Some(k), _, _) => ("aescbc", k),
                         (_, Some(k), _) => ("aesgcm", k),
                         (_, _, Some(k)) => ("secretbox", k),
-                        _ => unreachable!("one provider is set"),
+                        _ => return Err(invalid(format!("{at}: no provider"))),
                     };
                     if keys.keys.is_empty() {
                         return Err(invalid(format!("{at}.{name}.keys: must not be empty")));
@@ -262,7 +262,9 @@ impl EncryptionConfig {
         else {
             return Ok(Bytes::copy_from_slice(plain));
         };
-        let (name, cipher) = &keys[0];
+        let Some((name, cipher)) = keys.first() else {
+            return Err(StoreError::Transform("a provider without keys".into()));
+        };
         let mut out = format!("{PREFIX}{}:v1:{name}:", cipher.provider()).into_bytes();
         seal(cipher, &aad(key), plain, &mut out)?;
         Ok(Bytes::from(out))
