@@ -29,6 +29,11 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
+/// Could `s` be an object's uid (a UUID as the API server makes them: letters, digits, '-')?
+pub fn is_uid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, the shape of a qualified name and a label value.
 fn is_qualified_shape(s: &str) -> bool {
     let b = s.as_bytes();

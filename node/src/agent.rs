@@ -286,7 +286,7 @@ fn orphaned_pod_dirs(root: &std::path::Path, bound: &HashSet<String>) -> Vec<std
         .collect()
 }
 
-fn pod_dir_of(ctx: &NodeContext, pod: &Pod) -> std::path::PathBuf {
+fn pod_dir_of(ctx: &NodeContext, pod: &Pod) -> Option<std::path::PathBuf> {
     crate::logs::pod_dir(
         &ctx.log_root,
         pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -478,7 +478,11 @@ pub async fn run(
                         remove_pod_dir(w.dir, Some(w.finished));
                     }
                     // A pod that finished (or never started) here.
-                    None => remove_pod_dir(pod_dir_of(&ctx, &pod), None),
+                    None => {
+                        if let Some(dir) = pod_dir_of(&ctx, &pod) {
+                            remove_pod_dir(dir, None);
+                        }
+                    }
                 }
                 ctx.forget_pod(&uid);
             }
@@ -509,11 +513,16 @@ fn apply(ctx: &Arc<NodeContext>, workers: &mut HashMap<String, Worker>, pod: Pod
     if workers.contains_key(&uid) || is_terminal(&pod) {
         return;
     }
+    // A pod whose names could not be a directory of ours is never started (the API refuses
+    // such names; the node does not rely on it).
+    let Some(dir) = pod_dir_of(ctx, &pod) else {
+        tracing::error!(pod = ?pod.metadata.name, namespace = ?pod.metadata.namespace, "refusing a pod whose names are not valid Kubernetes names");
+        return;
+    };
     let stop = CancellationToken::new();
     let (terminate, termination) = tokio::sync::watch::channel(None);
     tracing::info!(pod = %pod.metadata.name.clone().unwrap_or_default(), "starting pod");
     let finished = CancellationToken::new();
-    let dir = pod_dir_of(ctx, &pod);
     // Boxed: the wrapper below would otherwise hold the (large) future twice.
     let run = Box::pin(crate::pod::run(ctx.clone(), pod, stop.clone(), termination));
     // Cancelled when the task ends however it ends (returns, panics or is aborted).

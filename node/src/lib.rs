@@ -200,7 +200,6 @@ pub async fn cluster_ca(config: &NodeConfig, token: &JoinToken) -> Result<Vec<u8
     Ok(pem)
 }
 
-/// Start the agent and run it until `shutdown` is cancelled.
 /// Pods hold open directories (each mount is an open handle, see `safefs`): raise the soft
 /// limit on open files to the hard one, as Go programs do at start.
 fn raise_open_files_limit() {
@@ -216,6 +215,7 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Start the agent and run it until `shutdown` is cancelled.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), NodeError> {
     raise_open_files_limit();
     let token = JoinToken::parse(&config.token)?;

@@ -44,9 +44,12 @@ impl ActiveLogs {
     }
 }
 
-/// The directory of a pod's logs.
-pub fn pod_dir(root: &Path, ns: &str, pod: &str, uid: &str) -> PathBuf {
-    root.join(format!("{ns}_{pod}_{uid}"))
+/// The directory of a pod's logs, volumes and termination files; `None` unless namespace, name
+/// and uid are names Kubernetes allows, so no string from the API can make it point elsewhere.
+pub fn pod_dir(root: &Path, ns: &str, pod: &str, uid: &str) -> Option<PathBuf> {
+    use skiff_common::names::{is_dns1123_label, is_dns1123_subdomain, is_uid};
+    (is_dns1123_label(ns) && is_dns1123_subdomain(pod) && is_uid(uid))
+        .then(|| root.join(format!("{ns}_{pod}_{uid}")))
 }
 
 /// The log file of one run of a container.
@@ -352,6 +355,28 @@ pub fn render(data: &[u8], opts: &ReadOptions) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_dirs_are_built_from_valid_names_only() {
+        let root = Path::new("/var/lib/skiff/pods");
+        let uid = "0f1e2d3c-aaaa-bbbb-cccc-123456789abc";
+        assert_eq!(
+            pod_dir(root, "default", "web-1.a", uid),
+            Some(root.join(format!("default_web-1.a_{uid}")))
+        );
+        // Strings a compromised or buggy API could send: none becomes a path.
+        for (ns, pod, uid) in [
+            ("a", "../../../etc", "x"),
+            ("../..", "p", "x"),
+            ("a", "p", "../x"),
+            ("a", "p", ""),
+            ("", "p", "x"),
+            ("a", "p/q", "x"),
+            ("a", "p", "x/y"),
+        ] {
+            assert_eq!(pod_dir(root, ns, pod, uid), None, "{ns} {pod} {uid}");
+        }
+    }
 
     #[test]
     fn render_table() {

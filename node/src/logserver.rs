@@ -60,18 +60,13 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
 
 fn find_pod_dir(root: &Path, ns: &str, pod: &str, uid: Option<&str>) -> Option<PathBuf> {
     // These strings come from a request: only names Kubernetes allows become part of a path.
-    let uid_ok = |u: &str| {
-        !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if !skiff_common::names::is_dns1123_label(ns)
-        || !skiff_common::names::is_dns1123_subdomain(pod)
-        || !uid.is_none_or(uid_ok)
+    if let Some(uid) = uid {
+        let d = logs::pod_dir(root, ns, pod, uid)?;
+        return d.exists().then_some(d);
+    }
+    if !skiff_common::names::is_dns1123_label(ns) || !skiff_common::names::is_dns1123_subdomain(pod)
     {
         return None;
-    }
-    if let Some(uid) = uid {
-        let d = logs::pod_dir(root, ns, pod, uid);
-        return d.exists().then_some(d);
     }
     let prefix = format!("{ns}_{pod}_");
     std::fs::read_dir(root)

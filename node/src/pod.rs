@@ -366,22 +366,18 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     // The names become the pod's directory (`<ns>_<name>_<uid>`) and its containers'
     // directories: the API validated them, and the node checks again before any touches a path.
-    let uid_ok = !uid.is_empty()
-        && uid.len() <= 64
-        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     let containers_ok = spec
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .all(|c| skiff_common::names::is_dns1123_label(&c.name));
-    if !skiff_common::names::is_dns1123_label(&ns)
-        || !skiff_common::names::is_dns1123_subdomain(&name)
-        || !uid_ok
-        || !containers_ok
-    {
-        tracing::error!(namespace = %ns, pod = %name, "refusing a pod whose names are not valid Kubernetes names");
-        return;
-    }
+    let pod_dir = match crate::logs::pod_dir(&ctx.log_root, &ns, &name, &uid) {
+        Some(d) if containers_ok => d,
+        _ => {
+            tracing::error!(namespace = %ns, pod = %name, "refusing a pod whose names are not valid Kubernetes names");
+            return;
+        }
+    };
     // After an agent restart, a pod that was running starts again with its restart count bumped.
     let previous: Vec<ContainerStatus> = pod
         .status
@@ -444,7 +440,6 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
         .and_then(|s| s.start_time.as_ref())
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
-    let pod_dir = crate::logs::pod_dir(&ctx.log_root, &ns, &name, &uid);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     // Containers stop when the pod is stopped (deleted) or fails as a whole, or when the grace
     // period of a deletion is over; `terminating` stops starts and restarts.
@@ -787,9 +782,6 @@ fn termination_file(
             .unwrap_or(path)
             .trim_start_matches('/');
         return Ok(Some((p.host.clone(), std::path::PathBuf::from(rest))));
-    }
-    if !skiff_common::names::is_dns1123_label(&c.name) {
-        return Err(format!("container name {:?} is not valid", c.name));
     }
     let host_dir = pod_dir.join(&c.name).join("termination");
     let _ = std::fs::remove_dir_all(&host_dir);
