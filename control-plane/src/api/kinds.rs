@@ -342,6 +342,12 @@ fn validate_template(
 ) {
     let template = spec.get("template").unwrap_or(&Value::Null);
     let labels = template.pointer("/metadata/labels").unwrap_or(&Value::Null);
+    // The pods will carry these labels: the same rules as any object's.
+    super::validation::validate_labels(
+        Some(labels),
+        &format!("{prefix}.template.metadata.labels"),
+        causes,
+    );
     match spec.get("selector").filter(|s| !s.is_null()) {
         None if selector_required => {
             causes.push(FieldCause::required(format!("{prefix}.selector")))

@@ -38,7 +38,7 @@ pub(super) fn validate_metadata(obj: &Value, causes: &mut Vec<FieldCause>) {
     }
 }
 
-/// A label map at `field` (`metadata.labels`, a template's labels, a selector's matchLabels).
+/// A label map at `field` (`metadata.labels`, a pod template's labels).
 pub(super) fn validate_labels(labels: Option<&Value>, field: &str, causes: &mut Vec<FieldCause>) {
     for (k, v) in labels.and_then(Value::as_object).into_iter().flatten() {
         for e in names::qualified_name_errors(k) {
@@ -58,6 +58,14 @@ pub(super) fn validate_config_key(field: &str, key: &str, causes: &mut Vec<Field
     }
 }
 
+/// The elements of a JSON array field, numbered (none when it is absent or not an array).
+fn elements(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+}
+
 fn local_path(field: String, p: &str, causes: &mut Vec<FieldCause>) {
     for e in names::local_descending_path_errors(p) {
         causes.push(FieldCause::invalid(field.clone(), p, &e));
@@ -65,12 +73,7 @@ fn local_path(field: String, p: &str, causes: &mut Vec<FieldCause>) {
 }
 
 fn key_to_paths(items: Option<&Value>, at: &str, causes: &mut Vec<FieldCause>) {
-    for (j, it) in items
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (j, it) in elements(items) {
         let item_at = format!("{at}.items[{j}]");
         match it.get("path").and_then(Value::as_str) {
             None | Some("") => causes.push(FieldCause::required(format!("{item_at}.path"))),
@@ -121,13 +124,7 @@ pub(super) fn validate_volumes<'a>(
     causes: &mut Vec<FieldCause>,
 ) -> Vec<&'a str> {
     let mut seen = Vec::new();
-    for (i, v) in spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (i, v) in elements(spec.get("volumes")) {
         let at = format!("{prefix}.volumes[{i}]");
         match v.get("name").and_then(Value::as_str) {
             None | Some("") => causes.push(FieldCause::required(format!("{at}.name"))),
@@ -146,13 +143,7 @@ pub(super) fn validate_volumes<'a>(
                 key_to_paths(s.get("items"), &format!("{at}.{source}"), causes);
             }
         }
-        for (j, src) in v
-            .pointer("/projected/sources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (j, src) in elements(v.pointer("/projected/sources")) {
             for source in ["configMap", "secret", "downwardAPI"] {
                 if let Some(s) = src.get(source) {
                     key_to_paths(
@@ -198,13 +189,7 @@ pub(super) fn validate_container(
     volumes: &[&str],
     causes: &mut Vec<FieldCause>,
 ) {
-    for (j, m) in c
-        .get("volumeMounts")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (j, m) in elements(c.get("volumeMounts")) {
         let mat = format!("{at}.volumeMounts[{j}]");
         match m.get("name").and_then(Value::as_str) {
             None | Some("") => causes.push(FieldCause::required(format!("{mat}.name"))),
@@ -235,13 +220,7 @@ pub(super) fn validate_container(
             local_path(format!("{mat}.subPathExpr"), expr, causes);
         }
     }
-    for (j, e) in c
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (j, e) in elements(c.get("env")) {
         match e.get("name").and_then(Value::as_str) {
             None | Some("") => causes.push(FieldCause::required(format!("{at}.env[{j}].name"))),
             Some(n) => {
