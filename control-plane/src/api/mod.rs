@@ -114,20 +114,27 @@ pub fn continue_key(secret: &str) -> ring::hmac::Key {
 /// Wait (at most 3 s, as kube-apiserver's watch cache does) until the store has reached
 /// `revision`; a revision it does not reach is answered 504 `Too large resource version`.
 pub(crate) async fn wait_for_revision(state: &AppState, revision: u64) -> Result<(), ApiError> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        let current = state.store.revision();
-        if revision <= current {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::TooLargeResourceVersion {
-                requested: revision,
-                current,
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let reached = || revision <= state.store.revision();
+    if reached() {
+        return Ok(());
     }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    // Woken by each commit (a store-wide watch from now), not by polling.
+    if let Ok(mut commits) = state.store.watch(None, state.store.revision()).await {
+        while !reached() {
+            match tokio::time::timeout_at(deadline, commits.next()).await {
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    if reached() {
+        return Ok(());
+    }
+    Err(ApiError::TooLargeResourceVersion {
+        requested: revision,
+        current: state.store.revision(),
+    })
 }
 
 /// Build the router (apart from `main` so it can be tested with `oneshot`).

@@ -325,93 +325,107 @@ fn aad(key: &ObjectKey) -> Vec<u8> {
     format!("{}/{}/{}", key.resource, key.namespace, key.name).into_bytes()
 }
 
+/// AES-GCM with a 12-byte nonce over AES-128/192/256 (by key length).
+fn gcm<C>(key: &[u8]) -> Option<aes_gcm::AesGcm<C, aes_gcm::aead::consts::U12>>
+where
+    aes_gcm::AesGcm<C, aes_gcm::aead::consts::U12>: KeyInit,
+{
+    aes_gcm::AesGcm::new_from_slice(key).ok()
+}
+
+fn gcm_seal(key: &[u8], nonce: &[u8; 12], payload: Payload<'_, '_>) -> Option<Vec<u8>> {
+    let n = nonce.into();
+    match key.len() {
+        16 => gcm::<aes::Aes128>(key)?.encrypt(n, payload).ok(),
+        24 => gcm::<aes::Aes192>(key)?.encrypt(n, payload).ok(),
+        _ => gcm::<aes::Aes256>(key)?.encrypt(n, payload).ok(),
+    }
+}
+
+fn gcm_open(key: &[u8], nonce: &[u8], payload: Payload<'_, '_>) -> Option<Vec<u8>> {
+    let n = nonce.into();
+    match key.len() {
+        16 => gcm::<aes::Aes128>(key)?.decrypt(n, payload).ok(),
+        24 => gcm::<aes::Aes192>(key)?.decrypt(n, payload).ok(),
+        _ => gcm::<aes::Aes256>(key)?.decrypt(n, payload).ok(),
+    }
+}
+
+type Pkcs7 = cbc::cipher::block_padding::Pkcs7;
+
+fn cbc_seal(key: &[u8], iv: &[u8; 16], plain: &[u8]) -> Option<Vec<u8>> {
+    use cbc::cipher::{BlockEncryptMut, KeyIvInit};
+    Some(match key.len() {
+        16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(key, iv)
+            .ok()?
+            .encrypt_padded_vec_mut::<Pkcs7>(plain),
+        24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(key, iv)
+            .ok()?
+            .encrypt_padded_vec_mut::<Pkcs7>(plain),
+        _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .ok()?
+            .encrypt_padded_vec_mut::<Pkcs7>(plain),
+    })
+}
+
+fn cbc_open(key: &[u8], iv: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
+    use cbc::cipher::{BlockDecryptMut, KeyIvInit};
+    match key.len() {
+        16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7>(ct)
+            .ok(),
+        24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(key, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7>(ct)
+            .ok(),
+        _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .ok()?
+            .decrypt_padded_vec_mut::<Pkcs7>(ct)
+            .ok(),
+    }
+}
+
+/// Append `nonce || ciphertext` of `plain` under `cipher` to `out`.
 fn seal(cipher: &Cipher, aad: &[u8], plain: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
     use rand::RngCore;
-    let err = |e: String| StoreError::Transform(format!("encrypting: {e}"));
-    match cipher {
+    let sealed = match cipher {
         Cipher::AesGcm(k) => {
             let mut nonce = [0u8; 12];
             rand::rngs::OsRng.fill_bytes(&mut nonce);
-            let ct = match k.len() {
-                16 => aes_gcm::Aes128Gcm::new_from_slice(k)
-                    .map_err(|e| err(e.to_string()))?
-                    .encrypt((&nonce).into(), Payload { msg: plain, aad }),
-                24 => aes_gcm::AesGcm::<aes::Aes192, aes_gcm::aead::consts::U12>::new_from_slice(k)
-                    .map_err(|e| err(e.to_string()))?
-                    .encrypt((&nonce).into(), Payload { msg: plain, aad }),
-                _ => aes_gcm::Aes256Gcm::new_from_slice(k)
-                    .map_err(|e| err(e.to_string()))?
-                    .encrypt((&nonce).into(), Payload { msg: plain, aad }),
-            }
-            .map_err(|e| err(e.to_string()))?;
-            out.extend_from_slice(&nonce);
-            out.extend_from_slice(&ct);
+            gcm_seal(k, &nonce, Payload { msg: plain, aad }).map(|ct| (nonce.to_vec(), ct))
         }
         Cipher::AesCbc(k) => {
-            use cbc::cipher::{BlockEncryptMut, KeyIvInit};
             let mut iv = [0u8; 16];
             rand::rngs::OsRng.fill_bytes(&mut iv);
-            let ct = match k.len() {
-                16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(k, &iv)
-                    .map_err(|e| err(e.to_string()))?
-                    .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(plain),
-                24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(k, &iv)
-                    .map_err(|e| err(e.to_string()))?
-                    .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(plain),
-                _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(k, &iv)
-                    .map_err(|e| err(e.to_string()))?
-                    .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(plain),
-            };
-            out.extend_from_slice(&iv);
-            out.extend_from_slice(&ct);
+            cbc_seal(k, &iv, plain).map(|ct| (iv.to_vec(), ct))
         }
         Cipher::SecretBox(k) => {
             let mut nonce = [0u8; 24];
             rand::rngs::OsRng.fill_bytes(&mut nonce);
-            let ct = crypto_secretbox::XSalsa20Poly1305::new(k.into())
+            crypto_secretbox::XSalsa20Poly1305::new(k.into())
                 .encrypt((&nonce).into(), plain)
-                .map_err(|e| err(e.to_string()))?;
-            out.extend_from_slice(&nonce);
-            out.extend_from_slice(&ct);
+                .ok()
+                .map(|ct| (nonce.to_vec(), ct))
         }
-    }
+    };
+    let (nonce, ct) = sealed
+        .ok_or_else(|| StoreError::Transform(format!("encrypting with {}", cipher.provider())))?;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
     Ok(())
 }
 
+/// The plaintext of `nonce || ciphertext`; `None` when it does not decrypt.
 fn open(cipher: &Cipher, aad: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     match cipher {
         Cipher::AesGcm(k) => {
             let (nonce, ct) = data.split_at_checked(12)?;
-            let payload = Payload { msg: ct, aad };
-            match k.len() {
-                16 => aes_gcm::Aes128Gcm::new_from_slice(k)
-                    .ok()?
-                    .decrypt(nonce.into(), payload),
-                24 => aes_gcm::AesGcm::<aes::Aes192, aes_gcm::aead::consts::U12>::new_from_slice(k)
-                    .ok()?
-                    .decrypt(nonce.into(), payload),
-                _ => aes_gcm::Aes256Gcm::new_from_slice(k)
-                    .ok()?
-                    .decrypt(nonce.into(), payload),
-            }
-            .ok()
+            gcm_open(k, nonce, Payload { msg: ct, aad })
         }
         Cipher::AesCbc(k) => {
-            use cbc::cipher::{BlockDecryptMut, KeyIvInit};
-            type Pad = cbc::cipher::block_padding::Pkcs7;
             let (iv, ct) = data.split_at_checked(16)?;
-            match k.len() {
-                16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(k, iv)
-                    .ok()?
-                    .decrypt_padded_vec_mut::<Pad>(ct),
-                24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(k, iv)
-                    .ok()?
-                    .decrypt_padded_vec_mut::<Pad>(ct),
-                _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(k, iv)
-                    .ok()?
-                    .decrypt_padded_vec_mut::<Pad>(ct),
-            }
-            .ok()
+            cbc_open(k, iv, ct)
         }
         Cipher::SecretBox(k) => {
             let (nonce, ct) = data.split_at_checked(24)?;
