@@ -42,7 +42,7 @@ EOT
   kubectl wait --for=condition=Ready pod/hello-bench --timeout=60s >/dev/null
   gw=$(kubectl get node bench -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}:{.metadata.annotations.skiff\.dev/gateway-port}')
   for _ in $(seq 100); do curl -sf -H 'Host: hello-bench' "http://$gw/" >/dev/null && break; sleep 0.1; done
-  peer=$(printf 'skiff gateway peers v1\0%s' "$(tr -d '[:space:]' <"$dir/data/node-token")" | sha256sum | cut -d' ' -f1)
+  peer=$(peer_proof "$dir/data")
   for host in hello-bench hello-bench.default.pod; do
     echo "== $bin: wrk -t2 -c32 -d10s, Host: $host"
     wrk -t2 -c32 -d10s --latency -H "Host: $host" -H "skiff-gateway-peer: $peer" "http://$gw/" | grep -E "Requests/sec|^ +50%|^ +99%|Non-2xx"

@@ -100,7 +100,7 @@ run_wrk() {
 echo "==> wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, same machine (2 cores shared with the server)" >&2
 # Only the cluster may name a pod: the bench presents the peer proof other nodes' gateways
 # send (SHA-256 of a label and the join token).
-PEER=$(printf 'skiff gateway peers v1\0%s' "$(tr -d '[:space:]' <"$dir/node-token")" | sha256sum | cut -d' ' -f1)
+PEER=$(peer_proof "$dir")
 read -r a_rps a_p50 a_p99 < <(run_wrk "http://$GW/" -H "Host: hello-bench.default.pod" -H "skiff-gateway-peer: $PEER")
 read -r b_rps b_p50 b_p99 < <(run_wrk "http://$GW/" -H "Host: hello-bench")
 SERVE_ADDR=${SERVE_ADDR:-127.0.0.1:18181}

@@ -29,3 +29,9 @@ await_ready() {
   tail -20 "$dir/log" >&2
   return 1
 }
+
+# peer_proof DATA_DIR: the header value a node's gateway sends another to name a pod by
+# `<pod>.<ns>.pod` (SHA-256 of a label and the join token in DATA_DIR/node-token).
+peer_proof() {
+  printf 'skiff gateway peers v1\0%s' "$(tr -d '[:space:]' <"$1/node-token")" | sha256sum | cut -d' ' -f1
+}
