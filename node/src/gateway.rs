@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,17 +34,14 @@ use tokio_util::sync::CancellationToken;
 use wasmtime::Store as WasmStore;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::{WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpView;
 
-use crate::runtime::{CpuShare, MemoryCap, OutboundResult, P2State, RunSpec};
+use crate::runtime::{CpuShare, MemoryCap, P2State, RunSpec};
 
 /// Bodies through the gateway (the same type `wasi:http` uses).
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 
 pub use skiff_common::GATEWAY_PORT_ANNOTATION;
-/// Pod annotation: hosts outbound HTTP may reach (comma separated: `host`, `host:port`,
-/// `*.example.com`, `*`).
-pub const ALLOWED_OUTBOUND_ANNOTATION: &str = "skiff.dev/allowed-outbound-hosts";
 /// Pod annotation: requests one HTTP container serves at once (default
 /// [`DEFAULT_CONCURRENCY`]); more wait for a slot until the request timeout.
 pub const CONCURRENCY_ANNOTATION: &str = "skiff.dev/max-concurrent-requests";
@@ -828,186 +825,6 @@ pub fn build_routes(
     routes
 }
 
-/// A host pattern of `skiff.dev/allowed-outbound-hosts`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostPattern {
-    host: String,
-    port: Option<u16>,
-}
-
-impl HostPattern {
-    /// Parse the annotation's comma-separated list.
-    pub fn parse_list(list: &str) -> Vec<HostPattern> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                let s = s
-                    .strip_prefix("http://")
-                    .or_else(|| s.strip_prefix("https://"))
-                    .unwrap_or(s);
-                let (h, p) = split_host_port(s);
-                HostPattern {
-                    host: h.to_ascii_lowercase(),
-                    port: p,
-                }
-            })
-            .collect()
-    }
-
-    /// Does this pattern name `host:port` itself (no wildcard)?
-    pub fn names_exactly(&self, host: &str, port: u16) -> bool {
-        !self.host.contains('*') && self.host == host && self.port.is_none_or(|p| p == port)
-    }
-
-    /// Does this pattern allow `host:port`?
-    pub fn allows(&self, host: &str, port: u16) -> bool {
-        if self.port.is_some_and(|p| p != port) {
-            return false;
-        }
-        if self.host == "*" {
-            return true;
-        }
-        match self.host.strip_prefix("*.") {
-            Some(suffix) => host
-                .strip_suffix(suffix)
-                .is_some_and(|h| h.ends_with('.') && h.len() > 1),
-            None => self.host == host,
-        }
-    }
-}
-
-/// Outbound HTTP of one pod: in-cluster names go through the gateway, allowed hosts go out,
-/// the rest is denied (the guest gets `HTTP-request-denied`, the pod an event).
-pub struct Outbound {
-    gateway: Weak<Gateway>,
-    namespace: String,
-    allowed: Arc<Vec<HostPattern>>,
-    denied: tokio::sync::mpsc::UnboundedSender<String>,
-}
-
-impl Outbound {
-    /// A policy factory for a pod in `namespace` allowing `allowed`; denials are sent to `denied`.
-    pub fn factory(
-        gateway: &Arc<Gateway>,
-        namespace: &str,
-        allowed: Vec<HostPattern>,
-        denied: tokio::sync::mpsc::UnboundedSender<String>,
-    ) -> crate::runtime::OutboundFactory {
-        let gateway = Arc::downgrade(gateway);
-        let namespace = namespace.to_string();
-        let allowed = Arc::new(allowed);
-        Arc::new(move || {
-            Box::new(Outbound {
-                gateway: gateway.clone(),
-                namespace: namespace.clone(),
-                allowed: allowed.clone(),
-                denied: denied.clone(),
-            })
-        })
-    }
-}
-
-impl WasiHttpHooks for Outbound {
-    fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
-        Some(http::uri::Scheme::HTTP)
-    }
-
-    fn send_request(
-        &mut self,
-        mut request: Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<dyn std::future::Future<Output = OutboundResult> + Send> {
-        let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = request
-            .uri()
-            .host()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let port = request
-            .uri()
-            .port_u16()
-            .unwrap_or(if https { 443 } else { 80 });
-        let gateway = self.gateway.upgrade();
-        let in_cluster = gateway.as_ref().and_then(|g| {
-            let routes = g.routes();
-            let exists = |ns: &str, n: &str| {
-                routes
-                    .services
-                    .contains_key(&(ns.to_string(), n.to_string()))
-            };
-            match classify_host(&host, &self.namespace, &exists) {
-                HostTarget::Service { namespace, name } => Some(format!("{name}.{namespace}.svc")),
-                HostTarget::Pod { namespace, name } => Some(format!("{name}.{namespace}.pod")),
-                HostTarget::Other(_) => None,
-            }
-        });
-        if let (Some(gw), Some(qualified), false) = (gateway.clone(), in_cluster, https) {
-            let authority = format!("{qualified}:{port}");
-            if let Ok(v) = HeaderValue::from_str(&authority) {
-                request.headers_mut().insert(http::header::HOST, v);
-            }
-            return Box::new(async move {
-                let resp = gw
-                    .route(request, IpAddr::from([127, 0, 0, 1]), None, Origin::Cluster)
-                    .await;
-                let io: Box<
-                    dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send,
-                > = Box::new(async { Ok(()) });
-                Ok((resp, io))
-            });
-        }
-        if self.allowed.iter().any(|p| p.allows(&host, port)) {
-            // The node's own addresses only for a host the pod names exactly and the admin
-            // allows (`--allow-local-outbound`); never through a wildcard.
-            let named = self.allowed.iter().any(|p| p.names_exactly(&host, port));
-            let own = match &gateway {
-                Some(g) if named && g.local_allowed.contains(&host) => None,
-                Some(g) => Some(g.protected.clone()),
-                None => Some(Arc::default()),
-            };
-            let denied = self.denied.clone();
-            return Box::new(async move {
-                // What the name resolves to must not be the node or the control plane, whatever
-                // the pattern allowed; plain HTTP then connects to the address checked.
-                let addr = match crate::egress::destination(
-                    &host,
-                    port,
-                    own.as_deref().map(Vec::as_slice),
-                )
-                .await
-                {
-                    Ok(a) => a,
-                    Err(msg) => {
-                        let _ = denied.send(msg);
-                        return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-                    }
-                };
-                if !https {
-                    let path = request
-                        .uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_string();
-                    if let Ok(uri) = format!("http://{addr}{path}").parse::<http::Uri>() {
-                        *request.uri_mut() = uri;
-                    }
-                }
-                let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-                let io: Box<
-                    dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send,
-                > = Box::new(io);
-                Ok((resp.map(|b| b.boxed_unsync()), io))
-            });
-        }
-        let _ = self.denied.send(format!(
-            "outbound HTTP to {host}:{port} denied: not a Service of the cluster and not in the pod's {ALLOWED_OUTBOUND_ANNOTATION} annotation"
-        ));
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
 /// A pod's namespace and name.
 pub type PodKey = (String, String);
 
@@ -1025,8 +842,10 @@ pub struct Gateway {
     /// The address the gateway listens on.
     pub addr: SocketAddr,
     peer_secret: String,
-    protected: Arc<Vec<IpAddr>>,
-    local_allowed: Vec<String>,
+    /// The node's and control plane's addresses (for `egress`).
+    pub(crate) protected: Arc<Vec<IpAddr>>,
+    /// `--allow-local-outbound` (for `egress`).
+    pub(crate) local_allowed: Vec<String>,
     serving: tokio::runtime::Handle,
     _runtime: Serving,
 }
@@ -1773,28 +1592,5 @@ mod tests {
         assert_eq!(r.nodes.len(), 1);
         assert_eq!(r.nodes["a"], "127.0.0.2:8080".parse().unwrap());
         assert_eq!(r.node_ports[&30080].service, "web");
-    }
-
-    #[test]
-    fn outbound_host_patterns() {
-        let p =
-            HostPattern::parse_list("api.example.com, *.github.io, localhost:8080 ,https://x.org");
-        let allowed = |h: &str, port: u16| p.iter().any(|p| p.allows(h, port));
-        let cases = [
-            ("api.example.com", 443, true),
-            ("api.example.com", 80, true),
-            ("example.com", 443, false),
-            ("x.github.io", 443, true),
-            ("github.io", 443, false),
-            ("localhost", 8080, true),
-            ("localhost", 80, false),
-            ("x.org", 443, true),
-            ("evil.com", 80, false),
-        ];
-        for (h, port, want) in cases {
-            assert_eq!(allowed(h, port), want, "{h}:{port}");
-        }
-        assert!(HostPattern::parse_list("*")[0].allows("anything", 1));
-        assert!(HostPattern::parse_list("").is_empty());
     }
 }

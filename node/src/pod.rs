@@ -1231,10 +1231,10 @@ impl ContainerRun {
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(crate::gateway::ALLOWED_OUTBOUND_ANNOTATION))
-                .map(|l| crate::gateway::HostPattern::parse_list(l))
+                .and_then(|a| a.get(crate::egress::ALLOWED_OUTBOUND_ANNOTATION))
+                .map(|l| crate::egress::HostPattern::parse_list(l))
                 .unwrap_or_default();
-            let outbound = crate::gateway::Outbound::factory(
+            let outbound = crate::egress::Outbound::factory(
                 &self.ctx.gateway,
                 self.pod.metadata.namespace.as_deref().unwrap_or("default"),
                 allowed,
