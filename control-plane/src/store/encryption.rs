@@ -495,6 +495,42 @@ impl EventStream for DecryptingStream {
     }
 }
 
+impl Encrypted {
+    /// `write` with the data of encrypted resources sealed, and the plain data of a single
+    /// create or update (what the write answers with).
+    fn seal(&self, write: Write) -> Result<(Write, Option<Bytes>), StoreError> {
+        Ok(match write {
+            Write::Create { key, data } if self.config.encrypts(&key.resource) => {
+                let stored = self.config.encrypt(&key, &data)?;
+                (Write::Create { key, data: stored }, Some(data))
+            }
+            Write::Update {
+                key,
+                data,
+                precondition,
+            } if self.config.encrypts(&key.resource) => {
+                let stored = self.config.encrypt(&key, &data)?;
+                (
+                    Write::Update {
+                        key,
+                        data: stored,
+                        precondition,
+                    },
+                    Some(data),
+                )
+            }
+            Write::Txn(writes) => {
+                let sealed = writes
+                    .into_iter()
+                    .map(|w| self.seal(w).map(|(w, _)| w))
+                    .collect::<Result<_, _>>()?;
+                (Write::Txn(sealed), None)
+            }
+            other => (other, None),
+        })
+    }
+}
+
 impl Storage for Encrypted {
     fn get<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<StoredObject, StoreError>> {
         Box::pin(async move { decrypt_object(&self.config, self.inner.get(key).await?) })
@@ -522,28 +558,7 @@ impl Storage for Encrypted {
     }
     fn write(&self, write: Write) -> BoxFuture<'_, Result<StoredObject, StoreError>> {
         Box::pin(async move {
-            let (write, plain) = match write {
-                Write::Create { key, data } if self.config.encrypts(&key.resource) => {
-                    let stored = self.config.encrypt(&key, &data)?;
-                    (Write::Create { key, data: stored }, Some(data))
-                }
-                Write::Update {
-                    key,
-                    data,
-                    precondition,
-                } if self.config.encrypts(&key.resource) => {
-                    let stored = self.config.encrypt(&key, &data)?;
-                    (
-                        Write::Update {
-                            key,
-                            data: stored,
-                            precondition,
-                        },
-                        Some(data),
-                    )
-                }
-                other => (other, None),
-            };
+            let (write, plain) = self.seal(write)?;
             let out = self.inner.write(write).await?;
             match plain {
                 Some(data) => Ok(StoredObject { data, ..out }),

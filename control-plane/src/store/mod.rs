@@ -60,9 +60,17 @@ pub enum StoreError {
     /// Could not create the data directory.
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
-    /// A value could not be encrypted or decrypted (encryption at rest).
+    /// A value could not be encrypted or decrypted (encryption at rest), or a write was malformed.
     #[error("{0}")]
     Transform(String),
+    /// A write of a transaction was refused, so none of them was made.
+    #[error("write {index} of the transaction: {source}")]
+    Refused {
+        /// Which write (from 0).
+        index: usize,
+        /// Why it was refused.
+        source: Box<StoreError>,
+    },
 }
 
 /// Identity of a stored object. `resource` is `group/plural` (`plural` for the core group).
@@ -157,6 +165,13 @@ pub enum Write {
         key: ObjectKey,
         precondition: Option<u64>,
     },
+    /// Delete when present; nothing happens (and nothing is published) when absent. For
+    /// claims that a transaction gives up and that may never have been written.
+    Release { key: ObjectKey },
+    /// Every write or none, decided in order (each sees the ones before it) and committed
+    /// together, each with its own revision; answered with the first write's result, or
+    /// `Refused` naming the write that was refused. Not nested.
+    Txn(Vec<Write>),
 }
 
 /// Tuning of the store.

@@ -242,10 +242,11 @@ async fn checkpoint(conn: &mut SqliteConnection) -> Result<(), StoreError> {
 
 struct Applied {
     result: Result<StoredObject, StoreError>,
-    event: Option<Event>,
-    /// The revision of the state an update or deletion replaced: its row in `history` is no
+    /// Its events: one per write (several for a transaction), none when refused.
+    events: Vec<Event>,
+    /// The revisions of the states updates or deletions replaced: their rows in `history` are no
     /// longer anyone's current bytes.
-    replaced: Option<u64>,
+    replaced: Vec<u64>,
 }
 
 /// `floor`: the compaction floor on disk (rows at or below it that a write replaces are deleted
@@ -295,14 +296,14 @@ async fn commit_batch(
             // Memory first, then the revision, then the events: whoever sees an event (or
             // the new revision) can read the object.
             if let Ok(mut cache) = shared.cache.write() {
-                for ev in applied.iter().filter_map(|a| a.event.as_ref()) {
+                for ev in applied.iter().flat_map(|a| a.events.iter()) {
                     cache.apply(ev.kind, &ev.object);
                 }
                 cache.revision = rev;
             }
             shared.revision.store(rev, Ordering::Release);
             for ((_, reply), a) in batch.into_iter().zip(applied) {
-                if let Some(ev) = a.event {
+                for ev in a.events {
                     // No receivers is fine: nobody is watching.
                     let _ = shared.events.send(Arc::new(ev));
                 }
@@ -336,7 +337,7 @@ async fn persist(
     // they go here (rows above the floor go when compaction reaches them).
     let stale: Vec<i64> = applied
         .iter()
-        .filter_map(|a| a.replaced)
+        .flat_map(|a| a.replaced.iter().copied())
         .filter(|r| *r <= floor)
         .map(|r| r as i64)
         .collect();
@@ -350,7 +351,7 @@ async fn persist(
         q.push(")");
         q.build().execute(&mut *tx).await?;
     }
-    let events: Vec<&Event> = applied.iter().filter_map(|a| a.event.as_ref()).collect();
+    let events: Vec<&Event> = applied.iter().flat_map(|a| a.events.iter()).collect();
     for rows in events.chunks(ROWS_PER_STATEMENT) {
         let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "INSERT INTO history (revision, resource, namespace, name, kind, data) ",
@@ -434,8 +435,8 @@ pub(super) async fn load_objects(
 fn refused(e: StoreError) -> Applied {
     Applied {
         result: Err(e),
-        event: None,
-        replaced: None,
+        events: Vec::new(),
+        replaced: Vec::new(),
     }
 }
 
@@ -461,17 +462,69 @@ impl Current<'_> {
     }
 }
 
-/// Decide one write against the current state: its result and its event (none if refused).
+/// Decide one write against the current state: its result and its events (none if refused).
+/// A transaction is decided write by write and, when one is refused, undone as a whole.
 fn apply(write: &Write, rev: &mut u64, seen: &mut Current<'_>) -> Applied {
-    let applied = apply_one(write, rev, seen);
-    if let Some(ev) = &applied.event {
+    let Write::Txn(writes) = write else {
+        let applied = apply_one(write, rev, seen);
+        record(&applied, seen);
+        return applied;
+    };
+    let start = *rev;
+    let mut undo: Vec<(ObjectKey, Option<Option<(u64, Bytes)>>)> = Vec::new();
+    let mut out = Applied {
+        result: Err(StoreError::Refused {
+            index: 0,
+            source: Box::new(StoreError::NotFound),
+        }),
+        events: Vec::new(),
+        replaced: Vec::new(),
+    };
+    for (index, w) in writes.iter().enumerate() {
+        let applied = match w {
+            Write::Txn(_) => refused(StoreError::Transform(
+                "a transaction may not hold another".into(),
+            )),
+            w => apply_one(w, rev, seen),
+        };
+        if let Err(e) = applied.result {
+            *rev = start;
+            for (key, before) in undo.into_iter().rev() {
+                match before {
+                    Some(state) => seen.batch.insert(key, state),
+                    None => seen.batch.remove(&key),
+                };
+            }
+            return refused(StoreError::Refused {
+                index,
+                source: Box::new(e),
+            });
+        }
+        for ev in &applied.events {
+            undo.push((
+                ev.object.key.clone(),
+                seen.batch.get(&ev.object.key).cloned(),
+            ));
+        }
+        record(&applied, seen);
+        if index == 0 {
+            out.result = applied.result;
+        }
+        out.events.extend(applied.events);
+        out.replaced.extend(applied.replaced);
+    }
+    out
+}
+
+/// What an applied write leaves as the current state of its keys, for the writes after it.
+fn record(applied: &Applied, seen: &mut Current<'_>) {
+    for ev in &applied.events {
         let state = match ev.kind {
             EventKind::Deleted => None,
             _ => Some((ev.object.revision, ev.object.data.clone())),
         };
         seen.batch.insert(ev.object.key.clone(), state);
     }
-    applied
 }
 
 fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
@@ -497,6 +550,24 @@ fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
         // A deletion's event carries the last state.
         Write::Delete { key, precondition } => current(key, precondition)
             .map(|(cur, old)| (key, EventKind::Deleted, old.clone(), Some(old), Some(cur))),
+        Write::Release { key } => match seen.get(key) {
+            Some((cur, old)) => Ok((key, EventKind::Deleted, old.clone(), Some(old), Some(cur))),
+            // Nothing to release: a write with no event.
+            None => {
+                return Applied {
+                    result: Ok(StoredObject {
+                        key: key.clone(),
+                        revision: *rev,
+                        data: Bytes::new(),
+                    }),
+                    events: Vec::new(),
+                    replaced: Vec::new(),
+                }
+            }
+        },
+        Write::Txn(_) => Err(StoreError::Transform(
+            "a transaction is decided by apply".into(),
+        )),
     };
     let (key, kind, data, previous, replaced) = match decided {
         Ok(d) => d,
@@ -510,13 +581,13 @@ fn apply_one(write: &Write, rev: &mut u64, seen: &Current<'_>) -> Applied {
     };
     Applied {
         result: Ok(object.clone()),
-        event: Some(Event {
+        events: vec![Event {
             kind,
             object,
             previous,
             memo: Default::default(),
-        }),
-        replaced,
+        }],
+        replaced: replaced.into_iter().collect(),
     }
 }
 
@@ -625,6 +696,71 @@ mod tests {
                 (EventKind::Added, "b".into(), 3, data("b1")),
                 (EventKind::Deleted, "b".into(), 4, data("b1")),
                 (EventKind::Added, "c".into(), 5, data("c1")),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A transaction is all or nothing, inside a batch too: a refused write undoes the writes
+    /// before it (in memory, on disk and in the events), and later writes of the batch see the
+    /// state as if the transaction had never been sent.
+    #[tokio::test]
+    async fn a_transaction_is_all_or_nothing() {
+        let (dir, path) = temp_store_path("txn");
+        let store = Store::open(&path, StoreConfig::default()).await.unwrap();
+        let writes = vec![
+            create("taken", "t1"),
+            // Refused at its second write: "x" must not appear.
+            Write::Txn(vec![create("x", "x1"), create("taken", "t2")]),
+            create("x", "x2"),
+            Write::Txn(vec![
+                create("y", "y1"),
+                update("taken", "t3", Some(1)),
+                Write::Release {
+                    key: key("never-there"),
+                },
+            ]),
+            Write::Txn(vec![delete("y"), Write::Release { key: key("taken") }]),
+        ];
+        let results = futures::future::join_all(writes.into_iter().map(|w| store.write(w))).await;
+        let got: Vec<Result<u64, String>> = results
+            .into_iter()
+            .map(|r| r.map(|o| o.revision).map_err(|e| format!("{e:?}")))
+            .collect();
+        let refused = StoreError::Refused {
+            index: 1,
+            source: Box::new(StoreError::AlreadyExists),
+        };
+        assert_eq!(
+            got,
+            vec![Ok(1), Err(format!("{refused:?}")), Ok(2), Ok(3), Ok(5)]
+        );
+        let names: Vec<(String, u64)> = store
+            .list("pods", None)
+            .await
+            .unwrap()
+            .objects
+            .into_iter()
+            .map(|o| (o.key.name, o.revision))
+            .collect();
+        assert_eq!(names, vec![("x".into(), 2)]);
+        let again = Store::open(&path, StoreConfig::default()).await.unwrap();
+        assert_eq!(again.revision(), 6);
+        let mut watch = again.watch_all(0).await.unwrap();
+        let mut events = Vec::new();
+        for _ in 0..6 {
+            let ev = watch.next().await.unwrap();
+            events.push((ev.kind, ev.object.key.name.clone(), ev.object.revision));
+        }
+        assert_eq!(
+            events,
+            vec![
+                (EventKind::Added, "taken".into(), 1),
+                (EventKind::Added, "x".into(), 2),
+                (EventKind::Added, "y".into(), 3),
+                (EventKind::Modified, "taken".into(), 4),
+                (EventKind::Deleted, "y".into(), 5),
+                (EventKind::Deleted, "taken".into(), 6),
             ]
         );
         let _ = std::fs::remove_dir_all(&dir);
