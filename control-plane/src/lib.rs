@@ -6,6 +6,7 @@ pub mod controllers;
 pub mod metrics;
 pub mod modules;
 pub mod pki;
+pub mod placement;
 pub mod resources;
 pub mod scheduler;
 pub mod server;

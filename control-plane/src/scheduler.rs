@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PreferredSchedulingTerm,
-    Taint, Toleration,
+    Node, NodeSelector, Pod, PreferredSchedulingTerm, Taint, Toleration,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use serde_json::json;
 use skiff_common::events::{pod_ref, EventType, Recorder};
 use skiff_common::quantity;
+
+use crate::placement;
 
 /// What a pod asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,49 +53,6 @@ pub struct Spread {
     pub hard: bool,
     /// Pods matching the constraint's selector, per node name.
     pub per_node: HashMap<String, i64>,
-}
-
-/// Does `node` (its name and labels) satisfy a node selector (terms ORed, requirements ANDed)?
-pub fn node_matches(
-    selector: &NodeSelector,
-    name: &str,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    selector
-        .node_selector_terms
-        .iter()
-        .any(|t| term_matches(t, name, labels))
-}
-
-fn term_matches(term: &NodeSelectorTerm, name: &str, labels: &BTreeMap<String, String>) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
-    let fields = term.match_fields.as_deref().unwrap_or(&[]);
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    let req = |r: &NodeSelectorRequirement, value: Option<&str>| {
-        let values = r.values.as_deref().unwrap_or(&[]);
-        let num = |v: &str| v.parse::<i64>().ok();
-        match r.operator.as_str() {
-            "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-            "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            "Gt" => {
-                matches!((value.and_then(num), values.first().and_then(|x| num(x))), (Some(a), Some(b)) if a > b)
-            }
-            "Lt" => {
-                matches!((value.and_then(num), values.first().and_then(|x| num(x))), (Some(a), Some(b)) if a < b)
-            }
-            _ => false,
-        }
-    };
-    exprs
-        .iter()
-        .all(|r| req(r, labels.get(&r.key).map(String::as_str)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && req(r, Some(name)))
 }
 
 /// A node as the scheduler sees it.
@@ -189,7 +147,7 @@ fn score(pod: &PodRequest, n: &NodeSnapshot, domains: &[Domains], siblings_most:
     let affinity = if total_weight > 0 {
         pod.preferred_affinity
             .iter()
-            .filter(|p| term_matches(&p.preference, &n.name, &n.labels))
+            .filter(|p| placement::term_matches(&p.preference, &n.name, &n.labels))
             .map(|p| i64::from(p.weight))
             .sum::<i64>() as f64
             / total_weight as f64
@@ -263,7 +221,7 @@ pub fn decide_among(
         // A taint with a scheduling effect the pod does not tolerate.
         let untolerated = n.taints.iter().find(|t| {
             (t.effect == "NoSchedule" || t.effect == "NoExecute")
-                && !crate::controllers::nodelifecycle::tolerates(&pod.tolerations, t)
+                && !placement::tolerates(&pod.tolerations, t)
         });
         let taint_reason;
         let why = if n.unschedulable {
@@ -277,15 +235,12 @@ pub fn decide_among(
             Some(taint_reason.as_str())
         } else if !n.ready {
             Some("node(s) were not ready")
-        } else if !pod
-            .node_selector
-            .iter()
-            .all(|(k, v)| n.labels.get(k) == Some(v))
-            || pod
-                .required_affinity
-                .as_ref()
-                .is_some_and(|a| !node_matches(a, &n.name, &n.labels))
-        {
+        } else if !placement::selects(
+            &pod.node_selector,
+            pod.required_affinity.as_ref(),
+            &n.name,
+            &n.labels,
+        ) {
             Some("node(s) didn't match Pod's node affinity/selector")
         } else if domains.iter().any(|d| {
             d.constraint.hard
@@ -1151,6 +1106,7 @@ async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
     fn node(
         name: &str,

@@ -19,6 +19,7 @@ use serde_json::json;
 use skiff_common::events::{EventType, Recorder};
 
 use super::{is_active, ready_since, ControllerError, Expectations, PodInformer};
+use crate::placement;
 
 /// The label that names the template revision a DaemonSet pod was made from.
 pub const REVISION_HASH: &str = "controller-revision-hash";
@@ -59,25 +60,30 @@ fn daemon_tolerations() -> Vec<Toleration> {
     ]
 }
 
-/// Should this DaemonSet (its pod template's spec) run on `node`?
+/// Should this DaemonSet (its pod template's spec) run on `node`? Its node selector and
+/// required node affinity select the node, and it tolerates the node's scheduling taints (with
+/// the tolerations every daemon pod gets), by the scheduler's own rules.
 pub fn eligible(template: &k8s_openapi::api::core::v1::PodSpec, node: &Node) -> bool {
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    let selector_ok = template
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    let required = template
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let selector = template.node_selector.clone().unwrap_or_default();
     let mut tolerations = template.tolerations.clone().unwrap_or_default();
     tolerations.extend(daemon_tolerations());
-    let taints_ok = node
+    let taints = node
         .spec
         .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|t| super::nodelifecycle::tolerates(&tolerations, t));
-    selector_ok && taints_ok
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    placement::selects(&selector, required, name, &labels)
+        && placement::untolerated(&tolerations, &taints).is_none()
 }
 
 /// Decide from the nodes, the DaemonSet's pods, the current template hash and the update budget
@@ -355,6 +361,14 @@ mod tests {
         let ssd: k8s_openapi::api::core::v1::PodSpec =
             serde_json::from_value(json!({"containers": [], "nodeSelector": {"disk": "ssd"}}))
                 .unwrap();
+        // Required node affinity excludes nodes as a node selector does (it used to be ignored).
+        let not_ssd: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(json!({
+            "containers": [],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]}}}
+        }))
+        .unwrap();
         let a = node("a", json!({}), json!([]));
         let b = node("b", json!({"disk": "ssd"}), json!([]));
         let tainted = node(
@@ -392,6 +406,14 @@ mod tests {
                 vec![pod("pa", "a", "h", true)],
                 Some(1),
                 (names(&["b"]), names(&["pa"])),
+            ),
+            (
+                "required node affinity excludes nodes; misplaced pods go",
+                &not_ssd,
+                vec![a.clone(), b.clone()],
+                vec![pod("pb", "b", "h", true)],
+                Some(1),
+                (names(&["a"]), names(&["pb"])),
             ),
             (
                 "untolerated taints are skipped, unreachable is tolerated",

@@ -3,7 +3,8 @@
 //! again when the Lease is renewed; pods on a node with a `NoExecute` taint they do not
 //! tolerate are evicted (deleted) at once, or when their `tolerationSeconds` run out, so their
 //! controllers replace them elsewhere. When the node comes back, its agent sees them deleted and
-//! stops them. [`tolerates`] and [`eviction_at`] are pure and table-tested.
+//! stops them. [`eviction_at`] is pure and table-tested; toleration matching is
+//! [`crate::placement`]'s.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,28 +19,10 @@ use serde_json::json;
 use skiff_common::events::{pod_ref, EventType, Recorder};
 
 use super::PodInformer;
+use crate::placement;
 
 /// The taint key of a node whose agent stopped renewing its Lease.
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-
-/// Does one of `tolerations` tolerate `taint` (Kubernetes' matching: an empty key with `Exists`
-/// matches every key; an empty effect matches every effect; `Equal` compares the value)?
-pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| matches(t, taint))
-}
-
-fn matches(t: &Toleration, taint: &Taint) -> bool {
-    let key = t.key.as_deref().unwrap_or("");
-    let exists = t.operator.as_deref() == Some("Exists");
-    let key_ok = (key.is_empty() && exists) || key == taint.key;
-    let value_ok =
-        exists || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
-    let effect_ok = t
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    key_ok && value_ok && effect_ok
-}
 
 /// When a pod on a node with these taints must be evicted: `None` never (no `NoExecute` taint
 /// it does not tolerate forever), else the earliest time (now for an untolerated taint, the
@@ -51,7 +34,10 @@ pub fn eviction_at(
 ) -> Option<jiff::Timestamp> {
     let mut at: Option<jiff::Timestamp> = None;
     for taint in taints.iter().filter(|t| t.effect == "NoExecute") {
-        let matching: Vec<&Toleration> = tolerations.iter().filter(|t| matches(t, taint)).collect();
+        let matching: Vec<&Toleration> = tolerations
+            .iter()
+            .filter(|t| placement::toleration_matches(t, taint))
+            .collect();
         let when = if matching.is_empty() {
             Some(now)
         } else if matching.iter().any(|t| t.toleration_seconds.is_none()) {
@@ -328,24 +314,6 @@ mod tests {
             time_added: (!added.is_empty()).then(|| {
                 k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(added.parse().unwrap())
             }),
-        }
-    }
-
-    #[test]
-    fn tolerates_table() {
-        let gpu = taint("gpu", "yes", "NoSchedule", "");
-        let cases = vec![
-            (vec![], false),
-            (vec![tol("gpu", "Equal", "yes", "NoSchedule", None)], true),
-            (vec![tol("gpu", "", "yes", "", None)], true),
-            (vec![tol("gpu", "Equal", "no", "NoSchedule", None)], false),
-            (vec![tol("gpu", "Exists", "", "", None)], true),
-            (vec![tol("", "Exists", "", "", None)], true),
-            (vec![tol("gpu", "Exists", "", "NoExecute", None)], false),
-            (vec![tol("other", "Exists", "", "", None)], false),
-        ];
-        for (tolerations, want) in cases {
-            assert_eq!(tolerates(&tolerations, &gpu), want, "{tolerations:?}");
         }
     }
 
