@@ -1,8 +1,18 @@
-//! The registry of served resources: group, version, kind, plural, scope, short names and
-//! subresources. Discovery, OpenAPI, routing and storage keys are all derived from this table.
+//! The table of served resource types: group, version, kind, plural, scope, short names,
+//! subresources, the kind's strategy and its typed form. Discovery, OpenAPI, routing, storage
+//! keys and each kind's behaviour are all derived from this table: a built-in kind is one
+//! entry here and one strategy file in `api/strategy/`.
+
+use k8s_openapi::api;
+
+use crate::api::schema::{Schema, Typed};
+use crate::api::strategy::workloads::{Kind, Workload};
+use crate::api::strategy::{
+    batch, config, endpoints, event, hpa, ingress, lease, namespace, node, pod, service,
+    serviceaccount, Strategy,
+};
 
 /// One served resource type.
-#[derive(Debug)]
 pub struct ResourceType {
     /// API group, empty for core.
     pub group: &'static str,
@@ -27,6 +37,16 @@ pub struct ResourceType {
     /// The storage key of another resource this one is a view of (`events.k8s.io` events are
     /// core events), converted on the way in and out.
     pub storage: Option<&'static str>,
+    /// The kind's behaviour: defaults, validation, table, deletion, conversion.
+    pub(crate) strategy: &'static dyn Strategy,
+    /// The kind's typed form: unknown fields, OpenAPI schema.
+    pub schema: &'static dyn Schema,
+}
+
+impl std::fmt::Debug for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.api_version(), self.kind)
+    }
 }
 
 impl ResourceType {
@@ -131,6 +151,8 @@ pub static RESOURCES: &[ResourceType] = &[
         ],
         field_labels: POD_FIELDS,
         storage: None,
+        strategy: &pod::Pod,
+        schema: &Typed::<api::core::v1::Pod>::NEW,
     },
     ResourceType {
         group: "",
@@ -144,6 +166,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status", "finalize"],
         field_labels: &["status.phase"],
         storage: None,
+        strategy: &namespace::Namespace,
+        schema: &Typed::<api::core::v1::Namespace>::NEW,
     },
     ResourceType {
         group: "",
@@ -157,6 +181,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &["spec.unschedulable"],
         storage: None,
+        strategy: &node::Node,
+        schema: &Typed::<api::core::v1::Node>::NEW,
     },
     ResourceType {
         group: "",
@@ -170,6 +196,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &["spec.clusterIP", "spec.type"],
         storage: None,
+        strategy: &service::Service,
+        schema: &Typed::<api::core::v1::Service>::NEW,
     },
     ResourceType {
         group: "",
@@ -183,6 +211,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &[],
         storage: None,
+        strategy: &endpoints::Endpoints,
+        schema: &Typed::<api::core::v1::Endpoints>::NEW,
     },
     ResourceType {
         group: "",
@@ -196,6 +226,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &[],
         storage: None,
+        strategy: &config::ConfigMap,
+        schema: &Typed::<api::core::v1::ConfigMap>::NEW,
     },
     ResourceType {
         group: "",
@@ -209,6 +241,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &["type"],
         storage: None,
+        strategy: &config::Secret,
+        schema: &Typed::<api::core::v1::Secret>::NEW,
     },
     ResourceType {
         group: "",
@@ -222,6 +256,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: EVENT_FIELDS,
         storage: None,
+        strategy: &event::Event,
+        schema: &Typed::<api::core::v1::Event>::NEW,
     },
     ResourceType {
         group: "",
@@ -235,6 +271,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &[],
         storage: None,
+        strategy: &serviceaccount::ServiceAccount,
+        schema: &Typed::<api::core::v1::ServiceAccount>::NEW,
     },
     ResourceType {
         group: "apps",
@@ -248,6 +286,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status", "scale"],
         field_labels: &[],
         storage: None,
+        strategy: &Workload(Kind::Deployment),
+        schema: &Typed::<api::apps::v1::Deployment>::NEW,
     },
     ResourceType {
         group: "apps",
@@ -261,6 +301,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status", "scale"],
         field_labels: &["status.replicas"],
         storage: None,
+        strategy: &Workload(Kind::ReplicaSet),
+        schema: &Typed::<api::apps::v1::ReplicaSet>::NEW,
     },
     ResourceType {
         group: "apps",
@@ -274,6 +316,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status", "scale"],
         field_labels: &[],
         storage: None,
+        strategy: &Workload(Kind::StatefulSet),
+        schema: &Typed::<api::apps::v1::StatefulSet>::NEW,
     },
     ResourceType {
         group: "apps",
@@ -287,6 +331,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &[],
         storage: None,
+        strategy: &Workload(Kind::DaemonSet),
+        schema: &Typed::<api::apps::v1::DaemonSet>::NEW,
     },
     ResourceType {
         group: "batch",
@@ -300,6 +346,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &["status.successful"],
         storage: None,
+        strategy: &batch::Job,
+        schema: &Typed::<api::batch::v1::Job>::NEW,
     },
     ResourceType {
         group: "batch",
@@ -313,6 +361,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &[],
         storage: None,
+        strategy: &batch::CronJob,
+        schema: &Typed::<api::batch::v1::CronJob>::NEW,
     },
     ResourceType {
         group: "autoscaling",
@@ -326,6 +376,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &[],
         storage: None,
+        strategy: &hpa::HorizontalPodAutoscaler,
+        schema: &Typed::<api::autoscaling::v2::HorizontalPodAutoscaler>::NEW,
     },
     ResourceType {
         group: "coordination.k8s.io",
@@ -339,6 +391,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &[],
         storage: None,
+        strategy: &lease::Lease,
+        schema: &Typed::<api::coordination::v1::Lease>::NEW,
     },
     ResourceType {
         group: "discovery.k8s.io",
@@ -352,6 +406,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &[],
         storage: None,
+        strategy: &endpoints::EndpointSlice,
+        schema: &Typed::<api::discovery::v1::EndpointSlice>::NEW,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -365,6 +421,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &["status"],
         field_labels: &[],
         storage: None,
+        strategy: &ingress::Ingress,
+        schema: &Typed::<api::networking::v1::Ingress>::NEW,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -378,6 +436,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: &[],
         storage: None,
+        strategy: &ingress::IngressClass,
+        schema: &Typed::<api::networking::v1::IngressClass>::NEW,
     },
     ResourceType {
         group: "events.k8s.io",
@@ -391,6 +451,8 @@ pub static RESOURCES: &[ResourceType] = &[
         subresources: &[],
         field_labels: EVENTS_K8S_FIELDS,
         storage: Some("events"),
+        strategy: &event::EventsV1,
+        schema: &Typed::<api::events::v1::Event>::NEW,
     },
 ];
 

@@ -158,7 +158,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     pki::write_secret(&kubeconfig, &pki.kubeconfig(&url))?;
 
     let client = loopback(router.clone(), &pki.admin_token)?;
-    crate::api::objects::set_default_toleration_seconds(config.default_toleration_seconds);
+    crate::api::strategy::pod::set_default_toleration_seconds(config.default_toleration_seconds);
     // One pod watch for the controllers and the scheduler.
     let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
     crate::controllers::run(

@@ -6,8 +6,9 @@
 //! start-up and kept current by one store-wide watch, in revision order: an owner's deletion
 //! event queues the collection of its dependents, and an object whose owners do not exist
 //! (deleted while the server was down, or never there) is collected too. Marked objects
-//! (`foregroundDeletion`, `orphan`, terminating namespaces) arrive on a queue from the delete
-//! path and are re-derived from the store at start-up, so a restart in the middle loses nothing.
+//! (`foregroundDeletion`, `orphan`, terminating namespaces) are seen on the same watch (and in
+//! the listing at start-up), so a restart in the middle loses nothing; like a controller, the
+//! collector is fed by the store, and the registry never calls it.
 //!
 //! Invariants: an owner marked `foregroundDeletion` goes only once none of its dependents is
 //! left; an `orphan` owner goes only after every dependent's reference to it is removed; a
@@ -23,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
-use super::handlers::{self, finalizers};
+use super::registry::{self, finalizers};
 use super::AppState;
 use crate::resources::{self, ResourceType};
 use crate::store::{EventKind, ObjectKey, StoreError, StoredObject, Write};
@@ -65,22 +66,44 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Called after an object was marked for deletion.
-pub(super) fn marked(state: &AppState, rt: &ResourceType, obj: &Value) {
-    let Some(rt) = resources::find(rt.group, rt.version, rt.plural) else {
-        return;
-    };
-    let ours = rt.kind == "Namespace"
-        || finalizers(obj)
+/// The deletion state of an object, read only from objects whose bytes mention it.
+#[derive(Deserialize, Default)]
+struct Marks {
+    #[serde(default)]
+    metadata: MarksMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct MarksMeta {
+    #[serde(default, rename = "deletionTimestamp")]
+    deletion_timestamp: Option<String>,
+    #[serde(default)]
+    finalizers: Vec<String>,
+}
+
+/// The work an object's stored state asks of this module: `Marked` when it is marked for
+/// deletion and the server finishes it (a namespace) or it holds `foregroundDeletion` or
+/// `orphan`.
+fn marked(stored: &StoredObject) -> Option<Work> {
+    if !contains(&stored.data, b"\"deletionTimestamp\"") {
+        return None;
+    }
+    let marks: Marks = serde_json::from_slice(&stored.data).ok()?;
+    marks.metadata.deletion_timestamp.as_ref()?;
+    let rt = resources::RESOURCES
+        .iter()
+        .find(|r| r.storage.is_none() && r.storage_key() == stored.key.resource)?;
+    let ours = rt.strategy.finalized_by_server()
+        || marks
+            .metadata
+            .finalizers
             .iter()
             .any(|f| f == "foregroundDeletion" || f == "orphan");
-    if ours {
-        let _ = state.gc.send(Work::Marked {
-            rt,
-            namespace: meta_str(obj, "namespace").to_string(),
-            name: meta_str(obj, "name").to_string(),
-        });
-    }
+    ours.then(|| Work::Marked {
+        rt,
+        namespace: stored.key.namespace.clone(),
+        name: stored.key.name.clone(),
+    })
 }
 
 /// The part of an object the index reads (serde skips the rest without building it).
@@ -200,6 +223,8 @@ impl OwnerIndex {
 struct Gc {
     state: Arc<AppState>,
     index: Mutex<OwnerIndex>,
+    /// Marked objects whose work is running.
+    in_flight: Mutex<HashSet<ObjectKey>>,
     /// The last revision the index has applied.
     applied: watch::Sender<u64>,
     stop: CancellationToken,
@@ -224,19 +249,17 @@ impl Gc {
         let revision = self.state.store.revision();
         let mut index = OwnerIndex::default();
         let mut marked_objects = Vec::new();
-        for (rt, stored) in stored_objects(&self.state, None).await? {
+        for (_, stored) in stored_objects(&self.state, None).await? {
             index.upsert(&stored.key, &stored.data);
-            if contains(&stored.data, b"\"deletionTimestamp\"") {
-                marked_objects.push((rt, handlers::materialize(rt, &stored)?));
-            }
+            marked_objects.extend(marked(&stored));
         }
         let dangling = index.all_dangling();
         if let Ok(mut i) = self.index.lock() {
             *i = index;
         }
         self.applied.send_replace(revision);
-        for (rt, obj) in marked_objects {
-            marked(&self.state, rt, &obj);
+        for work in marked_objects {
+            let _ = self.state.gc.send(work);
         }
         self.collect(dangling);
         Ok(revision)
@@ -285,6 +308,11 @@ impl Gc {
                 };
                 self.applied.send_replace(ev.object.revision);
                 self.collect(gone);
+                if ev.kind != EventKind::Deleted {
+                    if let Some(work) = marked(&ev.object) {
+                        let _ = self.state.gc.send(work);
+                    }
+                }
             }
         }
     }
@@ -299,6 +327,7 @@ pub async fn run(state: Arc<AppState>, mut rx: Receiver, stop: CancellationToken
     let gc = Arc::new(Gc {
         state,
         index: Mutex::new(OwnerIndex::default()),
+        in_flight: Mutex::new(HashSet::new()),
         applied: watch::channel(0).0,
         stop: stop.clone(),
     });
@@ -324,12 +353,34 @@ pub async fn run(state: Arc<AppState>, mut rx: Receiver, stop: CancellationToken
 }
 
 fn spawn(gc: &Arc<Gc>, work: Work) {
+    // One piece of work per marked object at a time: each change of an object being deleted
+    // asks for it again.
+    let marked_key = match &work {
+        Work::Marked {
+            rt,
+            namespace,
+            name,
+        } => Some(ObjectKey::new(&rt.storage_key(), namespace, name)),
+        Work::Collect { .. } => None,
+    };
+    if let Some(key) = &marked_key {
+        let first = gc
+            .in_flight
+            .lock()
+            .is_ok_and(|mut set| set.insert(key.clone()));
+        if !first {
+            return;
+        }
+    }
     let gc = gc.clone();
     tokio::spawn(async move {
         let result = tokio::select! {
             _ = gc.stop.cancelled() => return,
             r = process(&gc, &work) => r,
         };
+        if let (Some(key), Ok(mut set)) = (&marked_key, gc.in_flight.lock()) {
+            set.remove(key);
+        }
         if let Err(e) = result {
             tracing::warn!(?work, error = %e, "garbage collector: work failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -385,7 +436,7 @@ async fn dependents(
             continue;
         };
         match gc.state.store.get(&key).await {
-            Ok(stored) => out.push((rt, handlers::materialize(rt, &stored)?)),
+            Ok(stored) => out.push((rt, registry::materialize(rt, &stored)?)),
             Err(StoreError::NotFound) => {}
             Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), &key.name)),
         }
@@ -416,7 +467,7 @@ async fn release(
     if rest.is_empty() {
         if let Some(policy) = delete_if_last {
             let opts = json!({"propagationPolicy": policy, "preconditions": {"uid": meta_str(obj, "uid")}});
-            return match handlers::delete(state, rt, ns, name, &opts, &q).await {
+            return match registry::delete(state, rt, ns, name, &opts, &q).await {
                 Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
                 Err(ApiError::Conflict { .. }) => Ok(()),
                 Err(e) => Err(e),
@@ -429,7 +480,7 @@ async fn release(
         json!(rest)
     };
     let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": meta_str(obj, "resourceVersion")}});
-    match handlers::merge_patch(state, rt, ns, name, &patch).await {
+    match registry::merge_patch(state, rt, ns, name, &patch).await {
         Ok(_) | Err(ApiError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -467,7 +518,7 @@ async fn process(gc: &Gc, work: &Work) -> Result<(), ApiError> {
             namespace,
             name,
         } => {
-            let obj = match handlers::get_object(state, rt, namespace, name).await {
+            let obj = match registry::get_object(state, rt, namespace, name).await {
                 Ok(o) => o,
                 Err(ApiError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
@@ -520,7 +571,7 @@ async fn remove_finalizer(
     finalizer: &str,
 ) -> Result<(), ApiError> {
     loop {
-        let obj = match handlers::get_object(state, rt, ns, name).await {
+        let obj = match registry::get_object(state, rt, ns, name).await {
             Ok(o) => o,
             Err(ApiError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
@@ -535,7 +586,7 @@ async fn remove_finalizer(
             json!(rest)
         };
         let patch = json!({"metadata": {"finalizers": fins, "resourceVersion": meta_str(&obj, "resourceVersion")}});
-        match handlers::merge_patch(state, rt, ns, name, &patch).await {
+        match registry::merge_patch(state, rt, ns, name, &patch).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => return Ok(()),
             Err(ApiError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
@@ -556,7 +607,7 @@ async fn terminate_namespace(
         let left = objects.len();
         let mut live = Vec::new();
         for (rt, stored) in objects {
-            let obj = handlers::materialize(rt, &stored)?;
+            let obj = registry::materialize(rt, &stored)?;
             if obj
                 .pointer("/metadata/deletionTimestamp")
                 .is_none_or(Value::is_null)
@@ -566,7 +617,7 @@ async fn terminate_namespace(
         }
         let (ns, q) = (&ns, &q);
         each(live, |(rt, name)| async move {
-            match handlers::delete(state, rt, ns, &name, &json!({}), q).await {
+            match registry::delete(state, rt, ns, &name, &json!({}), q).await {
                 Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => Ok(()),
                 Err(e) => Err(e),
             }

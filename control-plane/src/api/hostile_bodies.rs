@@ -6,7 +6,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::{objects, protobuf, typed};
+use super::registry::rules;
+use super::{protobuf, typed};
 use crate::resources;
 
 /// Arbitrary JSON, nested a few levels, with keys a pod spec uses (so validation goes deep).
@@ -58,7 +59,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 proptest! {
     #[test]
     fn arbitrary_bytes_are_answered(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = objects::decode_body(&bytes, true);
+        let _ = rules::decode_body(&bytes, true);
         let _ = typed::duplicate_fields(&bytes);
         let mut framed = b"k8s\0".to_vec();
         framed.extend_from_slice(&bytes);
@@ -72,12 +73,12 @@ proptest! {
             let rt = resources::find("", "v1", plural).expect("served");
             let obj = json!({"apiVersion": "v1", "kind": rt.kind, "metadata": meta, "spec": spec, "data": spec});
             let _ = typed::unknown_fields(rt, &obj);
-            let _ = objects::validate(rt, &obj);
+            let _ = rules::validate(rt, &obj);
         }
         for (group, plural) in [("apps", "deployments"), ("apps", "statefulsets"), ("batch", "jobs")] {
             let rt = resources::find(group, "v1", plural).expect("served");
             let obj = json!({"metadata": {"name": "x"}, "spec": {"template": {"spec": spec}}});
-            let _ = objects::validate(rt, &obj);
+            let _ = rules::validate(rt, &obj);
         }
     }
 }

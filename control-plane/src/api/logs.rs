@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::handlers::{get_object, Query};
+use super::registry::{get_object, Query};
 use super::AppState;
 use crate::resources;
 

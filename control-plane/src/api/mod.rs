@@ -11,15 +11,16 @@ pub mod gc;
 mod handlers;
 #[cfg(test)]
 mod hostile_bodies;
-pub mod kinds;
 mod logs;
 mod modules;
-pub mod objects;
 pub mod patch;
 pub mod protobuf;
 mod rawjson;
+pub(crate) mod registry;
+pub mod schema;
 pub mod selectors;
 mod ssa;
+pub(crate) mod strategy;
 pub mod table;
 pub mod typed;
 mod validation;
@@ -301,7 +302,7 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<bytes::Byte
 }
 
 /// Create the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
-/// `kube-node-lease`) if they are missing.
+/// `kube-node-lease`) if they are missing, and the claims stored objects lack.
 pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     let rt = crate::resources::find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
@@ -313,10 +314,10 @@ pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     ] {
         let obj =
             serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match handlers::create(state, rt, "", obj, &Default::default(), false).await {
+        match registry::create(state, rt, "", obj, &Default::default(), false).await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    registry::repair_claims(state).await
 }

@@ -8,146 +8,30 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use schemars::generate::SchemaSettings;
-use schemars::SchemaGenerator;
-use serde::de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Map, Value};
 
+use super::schema::{spell, FieldPath, Schema, Seg, Typed};
 use crate::resources::{self, ResourceType};
 
-/// Decode `v` as `T`, collecting the paths of the fields `T` does not know.
-fn ignored<T: DeserializeOwned>(v: &Value) -> Result<Vec<Vec<Seg<'static>>>, String> {
-    let mut out = Vec::new();
-    let _: T = serde_ignored::deserialize(v, |path| out.push(segments(&path)))
-        .map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
-/// One step of a field's path: a key of an object or an index of an array.
-#[derive(Debug, Clone, PartialEq)]
-enum Seg<'a> {
-    Key(Cow<'a, str>),
-    Index(usize),
-}
-
-fn segments(path: &serde_ignored::Path) -> Vec<Seg<'static>> {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => Vec::new(),
-        Path::Seq { parent, index } => {
-            let mut s = segments(parent);
-            s.push(Seg::Index(*index));
-            s
-        }
-        Path::Map { parent, key } => {
-            let mut s = segments(parent);
-            s.push(Seg::Key(Cow::Owned(key.clone())));
-            s
-        }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => segments(parent),
-    }
-}
-
-fn lookup<'a>(v: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
-    segs.iter().try_fold(v, |v, s| match s {
-        Seg::Key(k) => v.get(k.as_ref()),
-        Seg::Index(i) => v.get(*i),
-    })
-}
-
-/// A field of an object, as [`unknown_fields`] finds it; shown as `spec.containers[0].colour`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldPath(Vec<Seg<'static>>);
-
-impl FieldPath {
-    /// Remove this field from `obj` (nothing happens when it is not there).
-    pub fn remove_from(&self, obj: &mut Value) {
-        let Some((last, parents)) = self.0.split_last() else {
-            return;
-        };
-        let parent = parents.iter().try_fold(obj, |v, s| match s {
-            Seg::Key(k) => v.get_mut(k.as_ref()),
-            Seg::Index(i) => v.get_mut(*i),
-        });
-        if let (Some(Value::Object(m)), Seg::Key(k)) = (parent, last) {
-            m.remove(k.as_ref());
-        }
-    }
-}
-
-impl fmt::Display for FieldPath {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&spell(&self.0))
-    }
-}
-
-macro_rules! typed_kinds {
-    ($($group:literal $kind:literal => $ty:ty),* $(,)?) => {
-        /// Decode `v` as the typed form of `group`/`kind`: the paths of the fields it does not
-        /// know; None when the kind has no typed form.
-        fn typed_ignored(group: &str, kind: &str, v: &Value) -> Option<Result<Vec<Vec<Seg<'static>>>, String>> {
-            match (group, kind) {
-                $(($group, $kind) => Some(ignored::<$ty>(v)),)*
-                _ => None,
-            }
-        }
-
-        /// Register the schema of `group`/`kind` with `generator`; returns its definition name.
-        fn register(group: &str, kind: &str, generator: &mut SchemaGenerator) -> Option<String> {
-            match (group, kind) {
-                $(($group, $kind) => {
-                    generator.subschema_for::<$ty>();
-                    Some(<$ty as schemars::JsonSchema>::schema_name().into_owned())
-                })*
-                _ => None,
-            }
-        }
-    };
-}
-
-typed_kinds! {
-    "" "Pod" => k8s_openapi::api::core::v1::Pod,
-    "" "Namespace" => k8s_openapi::api::core::v1::Namespace,
-    "" "Node" => k8s_openapi::api::core::v1::Node,
-    "" "Service" => k8s_openapi::api::core::v1::Service,
-    "" "Endpoints" => k8s_openapi::api::core::v1::Endpoints,
-    "" "ConfigMap" => k8s_openapi::api::core::v1::ConfigMap,
-    "" "Secret" => k8s_openapi::api::core::v1::Secret,
-    "" "Event" => k8s_openapi::api::core::v1::Event,
-    "" "ServiceAccount" => k8s_openapi::api::core::v1::ServiceAccount,
-    "apps" "Deployment" => k8s_openapi::api::apps::v1::Deployment,
-    "apps" "ReplicaSet" => k8s_openapi::api::apps::v1::ReplicaSet,
-    "apps" "StatefulSet" => k8s_openapi::api::apps::v1::StatefulSet,
-    "apps" "DaemonSet" => k8s_openapi::api::apps::v1::DaemonSet,
-    "batch" "Job" => k8s_openapi::api::batch::v1::Job,
-    "batch" "CronJob" => k8s_openapi::api::batch::v1::CronJob,
-    "autoscaling" "HorizontalPodAutoscaler" => k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
-    "coordination.k8s.io" "Lease" => k8s_openapi::api::coordination::v1::Lease,
-    "discovery.k8s.io" "EndpointSlice" => k8s_openapi::api::discovery::v1::EndpointSlice,
-    "networking.k8s.io" "Ingress" => k8s_openapi::api::networking::v1::Ingress,
-    "networking.k8s.io" "IngressClass" => k8s_openapi::api::networking::v1::IngressClass,
-    "events.k8s.io" "Event" => k8s_openapi::api::events::v1::Event,
-    "autoscaling" "Scale" => k8s_openapi::api::autoscaling::v1::Scale,
-}
+/// The `autoscaling/v1` `Scale` of the `scale` subresources.
+static SCALE: Typed<k8s_openapi::api::autoscaling::v1::Scale> = Typed::NEW;
 
 /// Decode `obj` through its typed form: `Err` when a field has the wrong type, else the paths
 /// of fields the type does not know (`spec.containers[0].colour`), except those whose value is
 /// null or empty. One typed decoding, which records what it skips; nothing is encoded again.
 pub fn unknown_fields(rt: &ResourceType, obj: &Value) -> Result<Vec<FieldPath>, String> {
-    let Some(found) = typed_ignored(rt.group, rt.kind, obj) else {
-        return Ok(Vec::new());
-    };
-    Ok(found?
+    Ok(rt
+        .schema
+        .ignored(obj)?
         .into_iter()
-        .filter(|segs| {
-            !lookup(obj, segs).is_none_or(|v| {
+        .filter(|path| {
+            !path.value_in(obj).is_none_or(|v| {
                 v.is_null()
                     || v.as_object().is_some_and(Map::is_empty)
                     || v.as_array().is_some_and(Vec::is_empty)
             })
         })
-        .map(FieldPath)
         .collect())
 }
 
@@ -167,23 +51,6 @@ pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
         return Vec::new();
     }
     found.into_iter().collect()
-}
-
-/// `spec.containers[0].colour`.
-fn spell(path: &[Seg]) -> String {
-    let mut out = String::new();
-    for s in path {
-        match s {
-            Seg::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(k);
-            }
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
-        }
-    }
-    out
 }
 
 struct DupSeed<'a, 'de> {
@@ -304,17 +171,16 @@ fn gv_kinds(group: &str, version: &str) -> Vec<&'static ResourceType> {
 fn schemas(
     settings: SchemaSettings,
     kinds: &[&'static ResourceType],
-    extra: &[(&str, &str)],
+    extra: &[&dyn Schema],
 ) -> Map<String, Value> {
     let mut generator = settings.into_generator();
     let mut tagged = Vec::new();
     for r in kinds {
-        if let Some(name) = register(r.group, r.kind, &mut generator) {
-            tagged.push((name, r.group, r.version, r.kind));
-        }
+        let name = r.schema.register(&mut generator);
+        tagged.push((name, r.group, r.version, r.kind));
     }
-    for (g, k) in extra {
-        register(g, k, &mut generator);
+    for schema in extra {
+        schema.register(&mut generator);
     }
     let mut defs = generator.take_definitions(true);
     for (name, group, version, kind) in tagged {
@@ -399,8 +265,8 @@ pub fn openapi_v3_gv(path: &str) -> Option<Value> {
     if kinds.is_empty() {
         return None;
     }
-    let extra: &[(&str, &str)] = if kinds.iter().any(|r| r.subresources.contains(&"scale")) {
-        &[("autoscaling", "Scale")]
+    let extra: &[&dyn Schema] = if kinds.iter().any(|r| r.subresources.contains(&"scale")) {
+        &[&SCALE]
     } else {
         &[]
     };
@@ -435,7 +301,7 @@ pub fn openapi_v2() -> Value {
     let mut settings = SchemaSettings::draft07();
     settings.definitions_path = "/definitions".into();
     settings.meta_schema = None;
-    let defs = schemas(settings, &kinds, &[("autoscaling", "Scale")]);
+    let defs = schemas(settings, &kinds, &[&SCALE]);
     let mut paths = Map::new();
     for r in &kinds {
         let Some(name) = defs_name(&defs, r) else {
@@ -523,15 +389,11 @@ mod tests {
     }
 
     #[test]
-    fn every_served_kind_is_typed() {
+    fn every_served_kind_decodes_through_its_typed_form() {
         for r in resources::RESOURCES {
             let obj =
                 json!({"apiVersion": r.api_version(), "kind": r.kind, "metadata": {"name": "x"}});
-            assert!(
-                typed_ignored(r.group, r.kind, &obj).is_some(),
-                "{} has no typed form",
-                r.kind
-            );
+            assert_eq!(r.schema.ignored(&obj), Ok(vec![]), "{}", r.kind);
         }
     }
 

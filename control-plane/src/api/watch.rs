@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::error::{ApiError, ApiResult};
-use super::handlers::{converted, flag, list_matching, materialize, table_wanted, Filter, Query};
 use super::rawjson;
-use super::table::{self, IncludeObject};
+use super::registry::{flag, list_matching, materialize, Filter, Query};
+use super::table::{self, table_wanted, IncludeObject};
 use super::AppState;
 use crate::resources::ResourceType;
 use crate::store::{Event, EventKind, StoreError, StoredObject};
@@ -48,7 +48,7 @@ fn encoded(rt: &'static ResourceType, ev: &Event) -> Option<Arc<Encoded>> {
         let stored = &ev.object;
         let mut json = Vec::with_capacity(stored.data.len() + 96);
         let value = OnceLock::new();
-        let spliced = !converted(rt)
+        let spliced = rt.storage.is_none()
             && rawjson::object(
                 &stored.data,
                 rt.kind,

@@ -1,0 +1,191 @@
+//! The generic registry over a real store in a temporary directory: values held alone stay
+//! unique under concurrent creates, are released with their holder, and a data dir without
+//! claims gets them at start-up.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::Query;
+use crate::api::strategy::service::{IP_CLAIMS, NODE_PORT_CLAIMS};
+use crate::api::{AppState, Tokens};
+use crate::resources::{self, ResourceType};
+use crate::store::{ObjectKey, Store, StoreConfig, Write};
+
+async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "skiff-registry-{what}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn crate::store::Storage> = Arc::new(
+        Store::open(&dir.join("state.db"), StoreConfig::default())
+            .await
+            .unwrap(),
+    );
+    let modules = crate::modules::ModuleStore::new(&dir.join("modules"), store.clone()).unwrap();
+    let (gc, _) = crate::api::gc::queue();
+    let state = Arc::new(AppState {
+        store,
+        tokens: Tokens {
+            admin: "a".into(),
+            node: "n".into(),
+        },
+        modules,
+        ca_pem: String::new(),
+        advertise: "127.0.0.1:0".into(),
+        http: reqwest::Client::new(),
+        gc,
+        continue_key: crate::api::continue_key("test"),
+    });
+    crate::api::bootstrap(&state).await.unwrap();
+    (state, dir)
+}
+
+fn services() -> &'static ResourceType {
+    resources::find("", "v1", "services").unwrap()
+}
+
+fn service(name: &str, node_port: Option<i64>) -> Value {
+    let mut port = json!({"port": 80});
+    if let Some(n) = node_port {
+        port["nodePort"] = json!(n);
+    }
+    json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "ports": [port]}})
+}
+
+async fn claims(state: &AppState, resource: &str) -> Vec<String> {
+    let listing = state.store.list(resource, None).await.unwrap();
+    listing.objects.into_iter().map(|o| o.key.name).collect()
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_share_a_cluster_ip_or_node_port() {
+    let (state, dir) = state("race").await;
+    let q = Query::new();
+    // 32 creates ask for the same node port at once: exactly one gets it.
+    let racing = (0..32).map(|i| {
+        let state = state.clone();
+        let q = q.clone();
+        async move {
+            super::create(
+                &state,
+                services(),
+                "default",
+                service(&format!("want-{i}"), Some(30080)),
+                &q,
+                false,
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(racing).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        won,
+        1,
+        "{:?}",
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect::<Vec<_>>()
+    );
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            r.to_string().contains("provided port is already allocated"),
+            "{r}"
+        );
+    }
+    // 64 creates that let the server choose: all distinct, each claimed once.
+    let many = (0..64).map(|i| {
+        let state = state.clone();
+        let q = q.clone();
+        async move {
+            super::create(
+                &state,
+                services(),
+                "default",
+                service(&format!("auto-{i}"), None),
+                &q,
+                false,
+            )
+            .await
+        }
+    });
+    let made: Vec<Value> = futures::future::join_all(many)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().0)
+        .collect();
+    let ips: HashSet<&str> = made
+        .iter()
+        .map(|s| s["spec"]["clusterIP"].as_str().unwrap())
+        .collect();
+    let ports: HashSet<i64> = made
+        .iter()
+        .map(|s| s["spec"]["ports"][0]["nodePort"].as_i64().unwrap())
+        .collect();
+    assert_eq!((ips.len(), ports.len()), (64, 64));
+    assert_eq!(claims(&state, IP_CLAIMS).await.len(), 65);
+    assert_eq!(claims(&state, NODE_PORT_CLAIMS).await.len(), 65);
+    assert!(!ports.contains(&30080));
+
+    // Deleting a Service releases what it held; changing its type to ClusterIP releases the port.
+    super::delete(&state, services(), "default", "want-0", &json!({}), &q)
+        .await
+        .ok();
+    let winner = made[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let mut changed = super::get_object(&state, services(), "default", &winner)
+        .await
+        .unwrap();
+    changed["spec"]["type"] = json!("ClusterIP");
+    changed["spec"]["ports"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("nodePort");
+    super::update(&state, services(), "default", &winner, changed, false, &q)
+        .await
+        .unwrap();
+    let winner_port = made[0]["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    assert!(!claims(&state, NODE_PORT_CLAIMS)
+        .await
+        .contains(&winner_port));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_data_dir_without_claims_gets_them_at_start_up() {
+    let (state, dir) = state("repair").await;
+    // A Service as an older skiff stored it: addresses, no claims.
+    let old = json!({"metadata": {"name": "old", "namespace": "default", "uid": "u"},
+        "spec": {"type": "NodePort", "clusterIP": "10.43.7.7", "ports": [{"port": 80, "nodePort": 31000}]}});
+    state
+        .store
+        .write(Write::Create {
+            key: ObjectKey::new("services", "default", "old"),
+            data: serde_json::to_vec(&old).unwrap().into(),
+        })
+        .await
+        .unwrap();
+    crate::api::bootstrap(&state).await.unwrap();
+    assert_eq!(claims(&state, IP_CLAIMS).await, vec!["10.43.7.7"]);
+    assert_eq!(claims(&state, NODE_PORT_CLAIMS).await, vec!["31000"]);
+    let q = Query::new();
+    let err = super::create(
+        &state,
+        services(),
+        "default",
+        service("new", Some(31000)),
+        &q,
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("already allocated"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,31 @@
+//! ServiceAccounts: the `kubectl get serviceaccounts` columns.
+
+use serde_json::{json, Value};
+
+use super::print::{age_col, col, name_col};
+use super::{Row, Strategy};
+
+/// The core/v1 ServiceAccount strategy.
+pub(crate) struct ServiceAccount;
+
+impl Strategy for ServiceAccount {
+    fn columns(&self) -> Vec<Value> {
+        let name = name_col();
+        let age = age_col();
+        vec![name, col("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), age]
+    }
+
+    fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
+        let name = row.name.clone();
+        let age = row.age.clone();
+        vec![
+            json!(name),
+            json!(obj
+                .get("secrets")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+                .to_string()),
+            json!(age),
+        ]
+    }
+}

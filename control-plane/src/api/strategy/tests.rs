@@ -1,0 +1,278 @@
+//! Table tests of the strategies: validation, defaults, immutable fields, schedules, the
+//! events.k8s.io conversion and the scale view.
+
+use serde_json::{json, Value};
+
+use super::batch::check_schedule;
+use super::event::EventsV1;
+use super::workloads::scale_of;
+use super::Strategy;
+use crate::api::registry::rules;
+use crate::resources::{self, ResourceType};
+
+fn default(rt: &ResourceType, obj: &mut Value) {
+    rt.strategy.default(obj);
+}
+
+fn validate_update(
+    rt: &ResourceType,
+    old: &Value,
+    new: &Value,
+    causes: &mut Vec<crate::api::error::FieldCause>,
+) {
+    rt.strategy.validate_update(old, new, causes);
+}
+
+fn rt(group: &str, plural: &str) -> &'static ResourceType {
+    let version = if group == "autoscaling" { "v2" } else { "v1" };
+    resources::find(group, version, plural).unwrap()
+}
+
+fn fields(rt: &ResourceType, obj: &Value) -> Vec<String> {
+    rules::validate(rt, obj)
+        .into_iter()
+        .map(|c| c.field)
+        .collect()
+}
+
+fn deployment(selector: Value, labels: Value, restart: &str) -> Value {
+    json!({"metadata": {"name": "web"}, "spec": {"selector": selector, "template": {
+        "metadata": {"labels": labels},
+        "spec": {"restartPolicy": restart, "containers": [{"name": "c", "image": "hello"}]}}}})
+}
+
+#[test]
+fn workload_validation_table() {
+    let d = rt("apps", "deployments");
+    let cases: Vec<(&ResourceType, Value, Vec<&str>)> = vec![
+        (
+            d,
+            deployment(
+                json!({"matchLabels": {"app": "web"}}),
+                json!({"app": "web"}),
+                "Always",
+            ),
+            vec![],
+        ),
+        (
+            d,
+            deployment(
+                json!({"matchLabels": {"app": "db"}}),
+                json!({"app": "web"}),
+                "Always",
+            ),
+            vec!["spec.template.metadata.labels"],
+        ),
+        (
+            d,
+            deployment(Value::Null, json!({"app": "web"}), "Always"),
+            vec!["spec.selector"],
+        ),
+        (
+            d,
+            deployment(json!({}), json!({"app": "web"}), "Always"),
+            vec!["spec.selector"],
+        ),
+        (
+            d,
+            deployment(
+                json!({"matchLabels": {"app": "web"}}),
+                json!({"app": "web"}),
+                "Never",
+            ),
+            vec!["spec.template.spec.restartPolicy"],
+        ),
+        (
+            rt("batch", "jobs"),
+            json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "x"}]}}}}),
+            vec!["spec.template.spec.restartPolicy"],
+        ),
+        (
+            rt("batch", "jobs"),
+            json!({"metadata": {"name": "j"}, "spec": {"backoffLimit": -1, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}),
+            vec!["spec.backoffLimit"],
+        ),
+        (
+            rt("batch", "cronjobs"),
+            json!({"metadata": {"name": "c"}, "spec": {"schedule": "61 * * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}}),
+            vec!["spec.schedule"],
+        ),
+        (
+            rt("", "services"),
+            json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}, {"port": 70000, "name": "b"}]}}),
+            vec![
+                "metadata.name",
+                "spec.ports[0].name",
+                "spec.ports[1].port",
+                "spec.ports[1].targetPort",
+            ],
+        ),
+        (
+            rt("", "services"),
+            json!({"metadata": {"name": "svc"}, "spec": {}}),
+            vec!["spec.ports"],
+        ),
+        (
+            rt("", "configmaps"),
+            json!({"metadata": {"name": "c"}, "data": {"ok.key": "1", "bad key": "2"}}),
+            vec!["data[bad key]"],
+        ),
+        (
+            rt("autoscaling", "horizontalpodautoscalers"),
+            json!({"metadata": {"name": "h"}, "spec": {"minReplicas": 3, "maxReplicas": 2, "scaleTargetRef": {"kind": "Deployment", "name": "web"}}}),
+            vec!["spec.maxReplicas"],
+        ),
+        (
+            rt("networking.k8s.io", "ingresses"),
+            json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": "*.shop.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"name": "http"}}}},
+                {"path": "/api", "pathType": "Exact", "backend": {"service": {"name": "api", "port": {"number": 80}}}}]}}],
+                "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}),
+            vec![],
+        ),
+        (
+            rt("networking.k8s.io", "ingresses"),
+            json!({"metadata": {"name": "i"}, "spec": {}}),
+            vec!["spec"],
+        ),
+        (
+            rt("networking.k8s.io", "ingresses"),
+            json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": "a*.b:80", "http": {"paths": [
+                {"path": "api", "backend": {"service": {"name": "Web", "port": {}}}},
+                {"path": "/x", "pathType": "Regex", "backend": {"service": {"name": "w", "port": {"number": 0}}}},
+                {"path": "/y", "pathType": "Exact", "backend": {"service": {"name": "w", "port": {"number": 80, "name": "http"}}}}]}}]}}),
+            vec![
+                "spec.rules[0].host",
+                "spec.rules[0].http.paths[0].pathType",
+                "spec.rules[0].http.paths[0].path",
+                "spec.rules[0].http.paths[0].backend.service.name",
+                "spec.rules[0].http.paths[0].backend.service.port",
+                "spec.rules[0].http.paths[1].pathType",
+                "spec.rules[0].http.paths[1].backend.service.port.number",
+                "spec.rules[0].http.paths[2].backend.service.port",
+            ],
+        ),
+    ];
+    for (rt, mut obj, want) in cases {
+        default(rt, &mut obj);
+        let mut got = fields(rt, &obj);
+        got.sort();
+        let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+        want.sort();
+        assert_eq!(got, want, "{} {obj}", rt.kind);
+    }
+}
+
+#[test]
+fn defaults_table() {
+    let mut d = deployment(
+        json!({"matchLabels": {"app": "web"}}),
+        json!({"app": "web"}),
+        "Always",
+    );
+    default(rt("apps", "deployments"), &mut d);
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        30
+    );
+    let mut j = json!({"metadata": {"name": "j", "uid": "u1"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}});
+    default(rt("batch", "jobs"), &mut j);
+    assert_eq!(j["spec"]["completions"], 1);
+    assert_eq!(j["spec"]["backoffLimit"], 6);
+    assert_eq!(
+        j["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        "u1"
+    );
+    assert_eq!(
+        j["spec"]["template"]["metadata"]["labels"]["controller-uid"],
+        "u1"
+    );
+    assert!(fields(rt("batch", "jobs"), &j).is_empty());
+    let mut s = json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}, "data": {"a": "YQ=="}});
+    default(rt("", "secrets"), &mut s);
+    assert_eq!(s["data"], json!({"a": "YQ==", "k": "dg=="}));
+    assert_eq!(s["type"], "Opaque");
+    assert!(s.get("stringData").is_none());
+    let mut svc = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+    default(rt("", "services"), &mut svc);
+    assert_eq!(
+        svc["spec"]["ports"][0],
+        json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+    );
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+}
+
+#[test]
+fn immutable_fields_table() {
+    let d = rt("apps", "deployments");
+    let old = deployment(
+        json!({"matchLabels": {"app": "web"}}),
+        json!({"app": "web"}),
+        "Always",
+    );
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(3);
+    let mut causes = Vec::new();
+    validate_update(d, &old, &new, &mut causes);
+    assert!(causes.is_empty());
+    new["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
+    validate_update(d, &old, &new, &mut causes);
+    assert_eq!(causes[0].field, "spec.selector");
+    let cm = rt("", "configmaps");
+    let old = json!({"immutable": true, "data": {"a": "1"}});
+    let mut causes = Vec::new();
+    validate_update(
+        cm,
+        &old,
+        &json!({"immutable": true, "data": {"a": "2"}}),
+        &mut causes,
+    );
+    assert_eq!(causes[0].field, "data");
+}
+
+#[test]
+fn schedules_table() {
+    for (s, ok) in [
+        ("*/5 * * * *", true),
+        ("0 0 * * sun", true),
+        ("@hourly", true),
+        ("0 0 1 jan-mar *", true),
+        ("60 * * * *", false),
+        ("* * * *", false),
+        ("*/0 * * * *", false),
+        ("@sometimes", false),
+    ] {
+        assert_eq!(check_schedule(s).is_ok(), ok, "{s}");
+    }
+}
+
+#[test]
+fn events_convert_both_ways() {
+    let core = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"}, "message": "m", "count": 2, "reason": "Started"});
+    let new = EventsV1.from_storage(core.clone());
+    assert_eq!(new["regarding"]["name"], "p");
+    assert_eq!(new["note"], "m");
+    assert_eq!(new["deprecatedCount"], 2);
+    assert_eq!(new["reason"], "Started");
+    let mut back = core.clone();
+    back["kind"] = json!("Event");
+    back["apiVersion"] = json!("v1");
+    assert_eq!(EventsV1.to_storage(new), back);
+}
+
+#[test]
+fn scale_view() {
+    let mut d = deployment(
+        json!({"matchLabels": {"app": "web"}}),
+        json!({"app": "web"}),
+        "Always",
+    );
+    d["spec"]["replicas"] = json!(3);
+    d["status"] = json!({"replicas": 2});
+    let s = scale_of(&d);
+    assert_eq!(s["spec"]["replicas"], 3);
+    assert_eq!(s["status"]["replicas"], 2);
+    assert_eq!(s["status"]["selector"], "app=web");
+}
