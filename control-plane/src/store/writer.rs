@@ -442,6 +442,9 @@ fn refused(e: StoreError) -> Applied {
 
 /// The current state of a key for the writer: what this batch wrote, else the committed state
 /// in memory (the writer is the only writer, and memory is updated after every commit).
+/// A key's state as the writer sees it: its revision and bytes, or None when absent.
+type KeyState = Option<(u64, Bytes)>;
+
 struct Current<'a> {
     shared: &'a Shared,
     batch: HashMap<ObjectKey, Option<(u64, Bytes)>>,
@@ -471,7 +474,8 @@ fn apply(write: &Write, rev: &mut u64, seen: &mut Current<'_>) -> Applied {
         return applied;
     };
     let start = *rev;
-    let mut undo: Vec<(ObjectKey, Option<Option<(u64, Bytes)>>)> = Vec::new();
+    // Each key's state in the batch before the transaction touched it (None: not in it).
+    let mut undo: Vec<(ObjectKey, Option<KeyState>)> = Vec::new();
     let mut out = Applied {
         result: Err(StoreError::Refused {
             index: 0,

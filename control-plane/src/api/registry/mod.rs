@@ -122,7 +122,7 @@ pub(crate) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
         )));
     }
     if rt.storage.is_some() {
-        v = rt.strategy.from_storage(v);
+        v = rt.strategy.served_form(v);
     }
     v["kind"] = json!(rt.kind);
     v["apiVersion"] = json!(rt.api_version());
@@ -133,7 +133,7 @@ pub(crate) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult
 /// The bytes the store keeps: the object without its resourceVersion, in its storage form.
 fn to_stored(rt: &ResourceType, obj: &mut Value) -> ApiResult<Bytes> {
     if rt.storage.is_some() {
-        let mut o = rt.strategy.to_storage(obj.clone());
+        let mut o = rt.strategy.storage_form(obj.clone());
         return encode_without_revision(&mut o);
     }
     encode_without_revision(obj)

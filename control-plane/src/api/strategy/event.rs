@@ -68,14 +68,14 @@ impl Strategy for EventsV1 {
         Event.cells(&rename(obj.clone(), false), row)
     }
 
-    fn to_storage(&self, obj: Value) -> Value {
+    fn storage_form(&self, obj: Value) -> Value {
         let mut o = rename(obj, false);
         o["kind"] = json!("Event");
         o["apiVersion"] = json!("v1");
         o
     }
 
-    fn from_storage(&self, obj: Value) -> Value {
+    fn served_form(&self, obj: Value) -> Value {
         rename(obj, true)
     }
 }

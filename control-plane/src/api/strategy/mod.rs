@@ -130,12 +130,12 @@ pub(crate) trait Strategy: Send + Sync {
     }
 
     /// The object in the form of the resource it is stored as (a view's conversion).
-    fn to_storage(&self, obj: Value) -> Value {
+    fn storage_form(&self, obj: Value) -> Value {
         obj
     }
 
     /// A stored object in this resource's form.
-    fn from_storage(&self, obj: Value) -> Value {
+    fn served_form(&self, obj: Value) -> Value {
         obj
     }
 }

@@ -312,6 +312,25 @@ fn validate_service(obj: &Value, spec: &Value, causes: &mut Vec<FieldCause>) {
         }
         return;
     }
+    if let Some(ip) = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+    {
+        match ip.parse::<std::net::Ipv4Addr>() {
+            Err(_) => causes.push(FieldCause::invalid(
+                "spec.clusterIPs[0]",
+                ip,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            )),
+            Ok(addr) if addr.octets()[..2] != [10, 43] => causes.push(FieldCause::invalid(
+                "spec.clusterIPs",
+                ip,
+                &format!("failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"),
+            )),
+            Ok(_) => {}
+        }
+    }
     let ports = spec.get("ports").and_then(Value::as_array);
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     if ports.is_none_or(Vec::is_empty) && !headless {

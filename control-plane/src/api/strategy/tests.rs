@@ -113,6 +113,21 @@ fn workload_validation_table() {
             vec!["spec.ports"],
         ),
         (
+            rt("", "services"),
+            json!({"metadata": {"name": "svc"}, "spec": {"clusterIP": "../../etc", "ports": [{"port": 80}]}}),
+            vec!["spec.clusterIPs[0]"],
+        ),
+        (
+            rt("", "services"),
+            json!({"metadata": {"name": "svc"}, "spec": {"clusterIP": "1.2.3.4", "ports": [{"port": 80}]}}),
+            vec!["spec.clusterIPs"],
+        ),
+        (
+            rt("", "services"),
+            json!({"metadata": {"name": "svc"}, "spec": {"clusterIP": "10.43.0.10", "ports": [{"port": 80}]}}),
+            vec![],
+        ),
+        (
             rt("", "configmaps"),
             json!({"metadata": {"name": "c"}, "data": {"ok.key": "1", "bad key": "2"}}),
             vec!["data[bad key]"],
@@ -251,7 +266,7 @@ fn schedules_table() {
 #[test]
 fn events_convert_both_ways() {
     let core = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"}, "message": "m", "count": 2, "reason": "Started"});
-    let new = EventsV1.from_storage(core.clone());
+    let new = EventsV1.served_form(core.clone());
     assert_eq!(new["regarding"]["name"], "p");
     assert_eq!(new["note"], "m");
     assert_eq!(new["deprecatedCount"], 2);
@@ -259,7 +274,7 @@ fn events_convert_both_ways() {
     let mut back = core.clone();
     back["kind"] = json!("Event");
     back["apiVersion"] = json!("v1");
-    assert_eq!(EventsV1.to_storage(new), back);
+    assert_eq!(EventsV1.storage_form(new), back);
 }
 
 #[test]
