@@ -165,7 +165,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         client.clone(),
         pods.clone(),
         shutdown.clone(),
-        config.node_monitor_grace,
+        crate::controllers::ControllerConfig {
+            node_grace: config.node_monitor_grace,
+            ca_pem: pki.ca_pem.clone(),
+        },
     );
     let sched_stop = shutdown.clone();
     tokio::spawn(async move {

@@ -666,10 +666,15 @@ spec:
     c.kubectl_ok(&["scale", "deploy/api", "--replicas=0"]);
     c.wait_for(&["endpoints", "api"], "{.subsets}", "", T);
     c.wait_for(slices, "{.items[0].endpoints}", "[]", T);
-    // The Service goes, and its endpoints with it.
+    // The Service goes, and its endpoints with it; the API server's own stay.
     c.kubectl_ok(&["delete", "service", "api"]);
-    c.wait_for(&["endpoints"], "{.items[*].metadata.name}", "", T);
-    c.wait_for(&["endpointslices"], "{.items[*].metadata.name}", "", T);
+    c.wait_for(&["endpoints"], "{.items[*].metadata.name}", "kubernetes", T);
+    c.wait_for(
+        &["endpointslices"],
+        "{.items[*].metadata.name}",
+        "kubernetes",
+        T,
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod controllers;
 mod crash;
 mod harness;
 mod http;
+mod kinds;
 mod node;
 mod sandbox;
 
@@ -954,6 +955,13 @@ fn deletion_honours_finalizers_propagation_and_namespace_lifecycle() {
 #[test]
 fn lists_paginate_with_limit_and_continue() {
     let c = Cluster::start(&["--no-node"]);
+    // Every namespace gets the cluster CA, as in Kubernetes.
+    c.wait_for(
+        &["configmap", "kube-root-ca.crt"],
+        "{.metadata.name}",
+        "kube-root-ca.crt",
+        T,
+    );
     for i in 0..7 {
         c.kubectl_ok(&[
             "create",
@@ -972,8 +980,9 @@ fn lists_paginate_with_limit_and_continue() {
         "/api/v1/namespaces/default/configmaps?limit=3",
     ]);
     let v: serde_json::Value = serde_json::from_str(&page).expect("json list");
+    // Seven, and the namespace's kube-root-ca.crt.
     assert_eq!(v["items"].as_array().map(Vec::len), Some(3));
-    assert_eq!(v["metadata"]["remainingItemCount"], 4);
+    assert_eq!(v["metadata"]["remainingItemCount"], 5);
     let token = v["metadata"]["continue"].as_str().expect("continue token");
     let rest = c.kubectl_ok(&[
         "get",
@@ -981,7 +990,7 @@ fn lists_paginate_with_limit_and_continue() {
         &format!("/api/v1/namespaces/default/configmaps?limit=10&continue={token}"),
     ]);
     let v: serde_json::Value = serde_json::from_str(&rest).expect("json list");
-    assert_eq!(v["items"].as_array().map(Vec::len), Some(4));
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(5));
     assert!(v["metadata"].get("continue").is_none());
 }
 

@@ -55,7 +55,7 @@ fn subresource_kind(
     &'static [&'static str],
 ) {
     match sub {
-        "status" => (r.group, r.version, r.kind, &["get", "patch", "update"]),
+        "status" | "approval" => (r.group, r.version, r.kind, &["get", "patch", "update"]),
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
@@ -88,24 +88,31 @@ fn aggregated_resource(r: &ResourceType) -> Value {
     })
 }
 
-/// Aggregated discovery for the core group (`core = true`) or the named groups.
+/// Aggregated discovery for the core group (`core = true`) or the named groups: one item per
+/// group, its versions in preference order.
 pub fn aggregated(core: bool) -> Value {
     let mut items = Vec::new();
-    for (group, version) in resources::group_versions() {
+    for (group, versions) in resources::groups() {
         if group.is_empty() != core {
             continue;
         }
-        let res: Vec<Value> = resources::RESOURCES
+        let versions: Vec<Value> = versions
             .iter()
-            .filter(|r| r.group == group && r.version == version)
-            .map(aggregated_resource)
+            .map(|version| {
+                let res: Vec<Value> = resources::RESOURCES
+                    .iter()
+                    .filter(|r| r.group == group && r.version == *version)
+                    .map(aggregated_resource)
+                    .collect();
+                json!({"version": version, "freshness": "Current", "resources": res})
+            })
             .collect();
         let meta = if core {
             json!({"creationTimestamp": null})
         } else {
             json!({"creationTimestamp": null, "name": group})
         };
-        items.push(json!({"metadata": meta, "versions": [{"version": version, "freshness": "Current", "resources": res}]}));
+        items.push(json!({"metadata": meta, "versions": versions}));
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -115,14 +122,17 @@ pub fn legacy_api(server_address: &str) -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
 }
 
-/// Legacy `/apis`.
+/// Legacy `/apis`: each group with its versions, the first one preferred.
 pub fn legacy_apis() -> Value {
-    let groups: Vec<Value> = resources::group_versions()
+    let groups: Vec<Value> = resources::groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, versions)| {
+            let gvs: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            json!({"name": g, "preferredVersion": gvs.first().cloned().unwrap_or_default(), "versions": gvs})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})

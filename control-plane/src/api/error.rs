@@ -26,6 +26,14 @@ impl FieldCause {
             message: "Required value".into(),
         }
     }
+    /// A required field is missing, with why it is needed.
+    pub fn required_because(field: impl Into<String>, why: &str) -> Self {
+        FieldCause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: format!("Required value: {why}"),
+        }
+    }
     /// A field has an invalid value.
     pub fn invalid(field: impl Into<String>, value: &str, why: &str) -> Self {
         FieldCause {
@@ -105,6 +113,9 @@ pub enum ApiError {
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 406: no form of the answer the client accepts (its Accept header).
+    #[error("only the following media types are accepted: application/json, application/com.github.proto-openapi.spec.v2@v1.0+protobuf (not {0:?})")]
+    NotAcceptable(String),
     /// 500.
     #[error("Internal error occurred: {0}")]
     Internal(String),
@@ -152,6 +163,7 @@ impl ApiError {
             ApiError::TooLarge(_) | ApiError::EntityTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
             }
+            ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }

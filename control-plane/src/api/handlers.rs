@@ -166,7 +166,7 @@ async fn route(
             super::watch::serve(state.clone(), rt, t.namespace.clone(), &q, headers).await
         }
         (Method::GET, None, None) => list(state, rt, t.namespace.as_deref(), &q, headers).await,
-        (Method::GET, Some(name), None | Some("status")) => {
+        (Method::GET, Some(name), None | Some("status" | "approval")) => {
             let obj = registry::get_object(state, rt, &ns, &name).await?;
             Ok(respond_object(rt, &obj, table, StatusCode::OK))
         }
@@ -221,7 +221,7 @@ async fn route(
             registry::bind(state, &ns, &name, &value).await?;
             Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
         }
-        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+        (Method::PUT, Some(name), sub @ (None | Some("status" | "approval"))) => {
             let body = read_body(body, MAX_BODY).await?;
             let value = decode_request(headers, &body)?;
             let dups = duplicates(&body, &q)?;
@@ -233,7 +233,7 @@ async fn route(
                 &warnings,
             ))
         }
-        (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+        (Method::PATCH, Some(name), sub @ (None | Some("status" | "approval"))) => {
             let kind = patch_type(headers)?;
             let body = read_body(body, MAX_BODY).await?;
             let value = rules::decode_body(&body, kind == PatchType::Apply)?;

@@ -5,6 +5,7 @@
 //! every error is a `metav1.Status`; single objects always carry `kind` and `apiVersion`; the
 //! API layer never touches SQLite (it goes through the [`crate::store::Storage`] trait).
 
+mod bootstrap;
 pub mod discovery;
 pub mod error;
 pub mod gc;
@@ -39,6 +40,7 @@ use axum::Router;
 
 use crate::modules::ModuleStore;
 use crate::store::Storage;
+pub use bootstrap::bootstrap;
 pub use error::{ApiError, ApiResult};
 
 /// Largest accepted API request body (Kubernetes uses 3 MiB).
@@ -271,15 +273,22 @@ async fn openapi_gv(axum::extract::Path(gv): axum::extract::Path<String>) -> Res
     }
 }
 
-/// Swagger 2.0 as JSON. kubectl asks for the protobuf form, which is not served: a 404 makes
-/// it fall back to its compiled-in types, as it does against servers without v2.
+/// Swagger 2.0: JSON with every kind's schema, or the protobuf document kubectl asks for
+/// (see [`typed::openapi_v2_protobuf`]).
 async fn openapi_v2(headers: HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("*/*");
+    if accept.contains("proto-openapi.spec.v2") && accept.contains("protobuf") {
+        return (
+            [(header::CONTENT_TYPE, typed::OPENAPI_V2_PROTOBUF)],
+            typed::openapi_v2_protobuf(),
+        )
+            .into_response();
+    }
     if !(accept.contains("json") || accept.contains("*/*")) {
-        return ApiError::NoRoute.into_response();
+        return ApiError::NotAcceptable(accept.to_string()).into_response();
     }
     match openapi_doc("v2".into(), |_| Some(typed::openapi_v2())).await {
         Some(doc) => json_bytes(doc),
@@ -299,25 +308,4 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> ApiResult<bytes::Byte
             ApiError::BadRequest(format!("reading the request body: {e}"))
         }
     })
-}
-
-/// Create the namespaces every cluster has (`default`, `kube-system`, `kube-public`,
-/// `kube-node-lease`) if they are missing, and the claims stored objects lack.
-pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
-    let rt = crate::resources::find("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
-    for ns in [
-        "default",
-        "kube-system",
-        "kube-public",
-        skiff_common::NODE_LEASE_NAMESPACE,
-    ] {
-        let obj =
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match registry::create(state, rt, "", obj, &Default::default(), false).await {
-            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    registry::repair_claims(state).await
 }

@@ -321,6 +321,40 @@ pub fn openapi_v2() -> Value {
     })
 }
 
+/// The media type of the protobuf form of `/openapi/v2` (gnostic's `openapi.v2.Document`), as
+/// kube-openapi answers it (clients ask with `...spec.v2@v1.0+protobuf`, which Go's media type
+/// parser cannot read back).
+pub const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2` in the protobuf form kubectl asks for: a valid `openapi.v2.Document` with the
+/// version and title and no definitions. kubectl then finds no schema for any kind: it
+/// validates served kinds on the server (`fieldValidation`, from the v3 documents), lets a kind
+/// the server does not serve through to its own `no matches for kind` message, and computes
+/// strategic merge patches from its compiled-in types, which carry the merge keys.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
+        let mut varint = |mut v: u64| loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        };
+        varint(number << 3 | 2);
+        varint(payload.len() as u64);
+        out.extend_from_slice(payload);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, skiff_common::KUBE_GIT_VERSION.as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +420,16 @@ mod tests {
                 assert_eq!(unknown_fields(pods(), &cleaned), Ok(vec![]), "{obj}");
             }
         }
+    }
+
+    #[test]
+    fn openapi_v2_protobuf_is_a_document_with_version_and_info() {
+        let doc = openapi_v2_protobuf();
+        // swagger = "2.0" (field 1), then info (field 2) holding title and version.
+        assert_eq!(&doc[..5], &[0x0a, 3, b'2', b'.', b'0']);
+        assert_eq!(doc[5], 0x12);
+        assert_eq!(doc[6] as usize, doc.len() - 7);
+        assert_eq!(&doc[7..19], b"\x0a\x0aKubernetes");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub(super) fn validate_config_key(field: &str, key: &str, causes: &mut Vec<Field
 }
 
 /// The elements of a JSON array field, numbered (none when it is absent or not an array).
-fn elements(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+pub(crate) fn elements(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
     v.and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -87,7 +87,11 @@ fn key_to_paths(items: Option<&Value>, at: &str, causes: &mut Vec<FieldCause>) {
     }
 }
 
-fn quantity_field(field: String, v: &Value, causes: &mut Vec<FieldCause>) -> Option<i64> {
+pub(crate) fn quantity_field(
+    field: String,
+    v: &Value,
+    causes: &mut Vec<FieldCause>,
+) -> Option<i64> {
     let s = match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -114,6 +118,14 @@ fn quantity_field(field: String, v: &Value, causes: &mut Vec<FieldCause>) -> Opt
                 None
             }
         },
+    }
+}
+
+/// Each quantity of a resource list (`{"storage": "1Gi", "cpu": "500m"}`) at `field` parses
+/// and is not negative.
+pub(crate) fn quantities(list: Option<&Value>, field: &str, causes: &mut Vec<FieldCause>) {
+    for (name, q) in list.and_then(Value::as_object).into_iter().flatten() {
+        quantity_field(format!("{field}[{name}]"), q, causes);
     }
 }
 

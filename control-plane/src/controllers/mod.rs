@@ -12,6 +12,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod ingress;
 pub mod job;
+pub mod namespaces;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod statefulset;
@@ -202,9 +203,22 @@ impl Expectations {
     }
 }
 
-/// Start the controllers; they stop with `stop`. `node_grace`: how long a node may go without
-/// renewing its Lease before it is marked unreachable.
-pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, node_grace: Duration) {
+/// What the controllers need to know of the cluster.
+pub struct ControllerConfig {
+    /// How long a node may go without renewing its Lease before it is marked unreachable.
+    pub node_grace: Duration,
+    /// The cluster CA (PEM), published in every namespace.
+    pub ca_pem: String,
+}
+
+/// Start the controllers; they stop with `stop`.
+pub fn run(
+    client: kube::Client,
+    pods: PodInformer,
+    stop: CancellationToken,
+    config: ControllerConfig,
+) {
+    let node_grace = config.node_grace;
     let rs = replicaset::run(client.clone(), pods.clone());
     let jobs = job::run(client.clone(), pods.clone());
     let nodes = nodelifecycle::run(client.clone(), pods.clone(), node_grace);
@@ -213,6 +227,7 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
     let sets = statefulset::run(client.clone(), pods.clone());
     let endpoints = endpoints::run(client.clone(), pods.clone());
     let ingresses = ingress::run(client.clone());
+    let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -225,6 +240,7 @@ pub fn run(client: kube::Client, pods: PodInformer, stop: CancellationToken, nod
             _ = deploy => {}
             _ = endpoints => {}
             _ = ingresses => {}
+            _ = namespaces => {}
             _ = stop.cancelled() => {}
         }
     });

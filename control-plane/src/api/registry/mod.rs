@@ -8,6 +8,7 @@
 //! through the [`crate::store::Storage`] trait; the registry never calls the garbage collector
 //! (it follows the store's watch).
 
+mod admission;
 mod allocation;
 pub(crate) mod rules;
 
@@ -331,6 +332,7 @@ pub(crate) async fn create(
         let now = rules::now_rfc3339();
         crate::api::ssa::record_update(None, &mut obj, &field_writer(rt, q, "", &now));
     }
+    admission::admit(state, rt, &mut obj).await?;
     let causes = rules::validate(rt, &obj);
     if !causes.is_empty() {
         return Err(invalid(rt, &obj, causes));
@@ -354,6 +356,14 @@ pub(crate) async fn create(
         .to_string();
     // What the client asked for, to allocate again from when a concurrent create took a value.
     let requested = (!rt.strategy.claim_resources().is_empty()).then(|| obj.clone());
+    if requested.is_some() && state.store.get(&key(rt, ns, &name)).await.is_ok() {
+        // Exists: 409, not the 422 of the values it holds looking taken.
+        return Err(ApiError::from_store(
+            StoreError::AlreadyExists,
+            &rt.qualified(),
+            &name,
+        ));
+    }
     let mut attempt = 0;
     loop {
         allocation::allocate(state, rt, &name, &mut obj, &[]).await?;

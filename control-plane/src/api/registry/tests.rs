@@ -35,7 +35,7 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
         },
         modules,
         ca_pem: String::new(),
-        advertise: "127.0.0.1:0".into(),
+        advertise: "127.0.0.1:6443".into(),
         http: reqwest::Client::new(),
         gc,
         continue_key: crate::api::continue_key("test"),
@@ -128,7 +128,8 @@ async fn concurrent_creates_never_share_a_cluster_ip_or_node_port() {
         .map(|s| s["spec"]["ports"][0]["nodePort"].as_i64().unwrap())
         .collect();
     assert_eq!((ips.len(), ports.len()), (64, 64));
-    assert_eq!(claims(&state, IP_CLAIMS).await.len(), 65);
+    // Plus the `kubernetes` Service's IP (no node port).
+    assert_eq!(claims(&state, IP_CLAIMS).await.len(), 66);
     assert_eq!(claims(&state, NODE_PORT_CLAIMS).await.len(), 65);
     assert!(!ports.contains(&30080));
 
@@ -173,7 +174,10 @@ async fn a_data_dir_without_claims_gets_them_at_start_up() {
         .await
         .unwrap();
     crate::api::bootstrap(&state).await.unwrap();
-    assert_eq!(claims(&state, IP_CLAIMS).await, vec!["10.43.7.7"]);
+    assert_eq!(
+        claims(&state, IP_CLAIMS).await,
+        vec!["10.43.0.1", "10.43.7.7"]
+    );
     assert_eq!(claims(&state, NODE_PORT_CLAIMS).await, vec!["31000"]);
     let q = Query::new();
     let err = super::create(
@@ -187,5 +191,30 @@ async fn a_data_dir_without_claims_gets_them_at_start_up() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("already allocated"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_autoscaling_v1_hpa_is_stored_as_v2() {
+    let (state, dir) = state("hpa").await;
+    let v1 = resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+    let v2 = resources::find("autoscaling", "v2", "horizontalpodautoscalers").unwrap();
+    let obj = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "h"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 4, "targetCPUUtilizationPercentage": 75}});
+    let (made, _) = super::create(&state, v1, "default", obj, &Query::new(), false)
+        .await
+        .unwrap();
+    assert_eq!(made["spec"]["targetCPUUtilizationPercentage"], 75);
+    let stored = super::get_object(&state, v2, "default", "h").await.unwrap();
+    assert_eq!(
+        stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 75,
+        "{stored}"
+    );
+    let again = super::get_object(&state, v1, "default", "h").await.unwrap();
+    assert_eq!(
+        again["spec"]["targetCPUUtilizationPercentage"], 75,
+        "{again}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

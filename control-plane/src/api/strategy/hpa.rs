@@ -80,3 +80,150 @@ impl Strategy for HorizontalPodAutoscaler {
         }
     }
 }
+
+/// The annotation an autoscaling/v1 view keeps the v2 metrics it cannot show in, so an update
+/// through v1 loses none of them (as Kubernetes does with its own annotations).
+const V2_METRICS: &str = "autoscaling.alpha.kubernetes.io/metrics";
+/// Where the v1 view keeps the v2 `behavior`.
+const V2_BEHAVIOR: &str = "autoscaling.alpha.kubernetes.io/behavior";
+
+/// Is `m` the v2 metric that v1's `targetCPUUtilizationPercentage` is?
+fn is_cpu_utilization(m: &Value) -> bool {
+    m.get("type").and_then(Value::as_str) == Some("Resource")
+        && m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
+        && m.pointer("/resource/target/type").and_then(Value::as_str) == Some("Utilization")
+}
+
+/// autoscaling/v1 HorizontalPodAutoscalers: a view of the v2 objects, converted both ways.
+pub(crate) struct HorizontalPodAutoscalerV1;
+
+impl Strategy for HorizontalPodAutoscalerV1 {
+    fn default(&self, obj: &mut Value) {
+        HorizontalPodAutoscaler.default(obj);
+    }
+
+    fn validate(&self, obj: &Value, causes: &mut Vec<FieldCause>) {
+        HorizontalPodAutoscaler.validate(obj, causes);
+    }
+
+    fn columns(&self) -> Vec<Value> {
+        HorizontalPodAutoscaler.columns()
+    }
+
+    fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
+        HorizontalPodAutoscaler.cells(&self.storage_form(obj.clone()), row)
+    }
+
+    /// v1 → v2: the CPU target becomes a Resource metric, with the metrics the v1 form kept
+    /// aside.
+    fn storage_form(&self, mut obj: Value) -> Value {
+        let kept_json = |obj: &Value, key: &str| {
+            obj.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
+                .and_then(Value::as_str)
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        };
+        let kept: Vec<Value> = kept_json(&obj, V2_METRICS)
+            .and_then(|m| m.as_array().cloned())
+            .unwrap_or_default();
+        let behavior = kept_json(&obj, V2_BEHAVIOR);
+        if let Some(a) = obj
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            a.remove(V2_METRICS);
+            a.remove(V2_BEHAVIOR);
+            if a.is_empty() {
+                if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("annotations");
+                }
+            }
+        }
+        let mut metrics: Vec<Value> = kept
+            .into_iter()
+            .filter(|m| !is_cpu_utilization(m))
+            .collect();
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            if let Some(cpu) = spec
+                .remove("targetCPUUtilizationPercentage")
+                .filter(|v| !v.is_null())
+            {
+                metrics.insert(0, json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}}));
+            }
+            if !metrics.is_empty() {
+                spec.insert("metrics".into(), Value::Array(metrics));
+            }
+            if let Some(b) = behavior {
+                spec.insert("behavior".into(), b);
+            }
+        }
+        if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+            if let Some(cpu) = status
+                .remove("currentCPUUtilizationPercentage")
+                .filter(|v| !v.is_null())
+            {
+                status.insert("currentMetrics".into(), json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": cpu}}}]));
+            }
+        }
+        obj["apiVersion"] = json!("autoscaling/v2");
+        obj["kind"] = json!("HorizontalPodAutoscaler");
+        obj
+    }
+
+    /// v2 → v1: the CPU utilization target as `targetCPUUtilizationPercentage`; every other
+    /// metric kept in an annotation.
+    fn served_form(&self, mut obj: Value) -> Value {
+        let metrics: Vec<Value> = obj
+            .pointer_mut("/spec")
+            .and_then(Value::as_object_mut)
+            .and_then(|s| s.remove("metrics"))
+            .and_then(|m| m.as_array().cloned())
+            .unwrap_or_default();
+        let (cpu, rest): (Vec<Value>, Vec<Value>) =
+            metrics.into_iter().partition(is_cpu_utilization);
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            if let Some(t) = cpu
+                .first()
+                .and_then(|m| m.pointer("/resource/target/averageUtilization"))
+            {
+                spec.insert("targetCPUUtilizationPercentage".into(), t.clone());
+            }
+        }
+        let behavior = obj
+            .pointer_mut("/spec")
+            .and_then(Value::as_object_mut)
+            .and_then(|s| s.remove("behavior"));
+        let mut keep = Vec::new();
+        if !rest.is_empty() {
+            keep.push((V2_METRICS, Value::Array(rest).to_string()));
+        }
+        if let Some(b) = behavior.filter(|b| !b.is_null()) {
+            keep.push((V2_BEHAVIOR, b.to_string()));
+        }
+        if !keep.is_empty() {
+            let meta = ensure_object(&mut obj, "metadata");
+            if let Some(a) = entry(meta, "annotations", json!({})).as_object_mut() {
+                for (k, v) in keep {
+                    a.insert(k.into(), json!(v));
+                }
+            }
+        }
+        if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
+            let current = status.remove("currentMetrics");
+            let cpu_now = current
+                .as_ref()
+                .and_then(Value::as_array)
+                .and_then(|c| {
+                    c.iter().find(|m| {
+                        m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
+                    })
+                })
+                .and_then(|m| m.pointer("/resource/current/averageUtilization"))
+                .cloned();
+            if let Some(c) = cpu_now {
+                status.insert("currentCPUUtilizationPercentage".into(), c);
+            }
+            status.remove("conditions");
+        }
+        obj
+    }
+}

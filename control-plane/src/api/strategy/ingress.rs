@@ -9,6 +9,9 @@ use skiff_common::names::is_dns1123_label;
 use super::{not_supported, Row, Strategy};
 use crate::api::error::FieldCause;
 
+/// The annotation that makes an IngressClass the default.
+pub(crate) const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
 /// The networking.k8s.io/v1 Ingress strategy.
 pub(crate) struct Ingress;
 

@@ -10,18 +10,27 @@
 //! [`crate::resources::RESOURCES`].
 
 pub(crate) mod batch;
+pub(crate) mod certificates;
 pub(crate) mod config;
+pub(crate) mod disruption;
 pub(crate) mod endpoints;
 pub(crate) mod event;
 pub(crate) mod hpa;
 pub(crate) mod ingress;
 pub(crate) mod lease;
 pub(crate) mod namespace;
+pub(crate) mod networkpolicy;
 pub(crate) mod node;
 pub(crate) mod pod;
 pub(crate) mod print;
+pub(crate) mod priority;
+pub(crate) mod quota;
+pub(crate) mod rbac;
+pub(crate) mod replicationcontroller;
+pub(crate) mod revision;
 pub(crate) mod service;
 pub(crate) mod serviceaccount;
+pub(crate) mod storage;
 pub(crate) mod workloads;
 
 #[cfg(test)]

@@ -291,3 +291,194 @@ fn scale_view() {
     assert_eq!(s["status"]["replicas"], 2);
     assert_eq!(s["status"]["selector"], "app=web");
 }
+
+/// The kinds served since the registry: each case is an object after defaults and the fields
+/// validation names.
+#[test]
+fn more_kinds_validation_table() {
+    let cases: Vec<(&ResourceType, Value, Vec<&str>)> = vec![
+        (
+            rt("", "persistentvolumes"),
+            json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/data/pv"}}}),
+            vec![],
+        ),
+        (
+            rt("", "persistentvolumes"),
+            json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "lots"}, "accessModes": ["ReadWriteSometimes"], "hostPath": {"path": "../etc"}, "local": {"path": "/x"}}}),
+            vec![
+                "spec.capacity[storage]",
+                "spec.accessModes[0]",
+                "spec",
+                "spec.hostPath.path",
+            ],
+        ),
+        (
+            rt("", "persistentvolumes"),
+            json!({"metadata": {"name": "pv"}, "spec": {}}),
+            vec!["spec.capacity", "spec.accessModes", "spec"],
+        ),
+        (
+            rt("", "persistentvolumeclaims"),
+            json!({"metadata": {"name": "c"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+            vec![],
+        ),
+        (
+            rt("", "persistentvolumeclaims"),
+            json!({"metadata": {"name": "c"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {}}}),
+            vec!["spec.resources[storage]"],
+        ),
+        (
+            rt("storage.k8s.io", "storageclasses"),
+            json!({"metadata": {"name": "sc"}, "reclaimPolicy": "Recycle"}),
+            vec!["provisioner", "reclaimPolicy"],
+        ),
+        (
+            rt("", "resourcequotas"),
+            json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "10", "requests.cpu": "-1"}}}),
+            vec!["spec.hard[requests.cpu]"],
+        ),
+        (
+            rt("", "limitranges"),
+            json!({"metadata": {"name": "l"}, "spec": {"limits": [{"type": "Node", "max": {"cpu": "x"}}]}}),
+            vec!["spec.limits[0].type", "spec.limits[0].max[cpu]"],
+        ),
+        (
+            rt("networking.k8s.io", "networkpolicies"),
+            json!({"metadata": {"name": "np"}, "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}}),
+            vec!["spec.ingress[0].from[0].ipBlock.cidr"],
+        ),
+        (
+            rt("policy", "poddisruptionbudgets"),
+            json!({"metadata": {"name": "pdb"}, "spec": {"minAvailable": 1, "maxUnavailable": "120%"}}),
+            vec!["spec", "spec.maxUnavailable"],
+        ),
+        (
+            rt("scheduling.k8s.io", "priorityclasses"),
+            json!({"metadata": {"name": "system-mine"}, "value": 2000000000}),
+            vec!["value", "metadata.name"],
+        ),
+        (
+            rt("scheduling.k8s.io", "priorityclasses"),
+            json!({"metadata": {"name": "high"}, "value": 1000}),
+            vec![],
+        ),
+        (
+            rt("rbac.authorization.k8s.io", "roles"),
+            json!({"metadata": {"name": "r"}, "rules": [{"verbs": ["get"], "resources": ["pods"]}, {"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]}),
+            vec!["rules[0].apiGroups", "rules[1].nonResourceURLs"],
+        ),
+        (
+            rt("rbac.authorization.k8s.io", "clusterroles"),
+            json!({"metadata": {"name": "r"}, "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]}),
+            vec![],
+        ),
+        (
+            rt("rbac.authorization.k8s.io", "clusterrolebindings"),
+            json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+                "subjects": [{"kind": "ServiceAccount", "name": "default"}, {"kind": "Robot", "name": "x"}]}),
+            vec!["roleRef.kind", "subjects[0].namespace", "subjects[1].kind"],
+        ),
+        (
+            rt("certificates.k8s.io", "certificatesigningrequests"),
+            json!({"metadata": {"name": "csr"}, "spec": {"request": "bm90IGEgY3Ny", "signerName": "nosigner", "expirationSeconds": 60}}),
+            vec!["spec.request", "spec.signerName", "spec.expirationSeconds"],
+        ),
+        (
+            rt("", "replicationcontrollers"),
+            json!({"metadata": {"name": "rc"}, "spec": {"selector": {"app": "db"}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+            vec!["spec.template.metadata.labels"],
+        ),
+        (
+            rt("", "replicationcontrollers"),
+            json!({"metadata": {"name": "rc"}, "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+            vec![],
+        ),
+        (
+            rt("apps", "controllerrevisions"),
+            json!({"metadata": {"name": "cr"}, "revision": -1}),
+            vec!["revision"],
+        ),
+    ];
+    for (rt, mut obj, want) in cases {
+        default(rt, &mut obj);
+        let mut got = fields(rt, &obj);
+        got.sort();
+        let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+        want.sort();
+        assert_eq!(got, want, "{} {obj}", rt.kind);
+    }
+}
+
+#[test]
+fn more_kinds_defaults_and_immutable_fields() {
+    let mut np = json!({"metadata": {"name": "np"}, "spec": {"podSelector": {}, "egress": [{}]}});
+    default(rt("networking.k8s.io", "networkpolicies"), &mut np);
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let mut rc = json!({"metadata": {"name": "rc"}, "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}});
+    default(rt("", "replicationcontrollers"), &mut rc);
+    assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
+    assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(rc["spec"]["replicas"], 1);
+    assert_eq!(scale_of(&rc)["status"]["selector"], "app=web");
+
+    let cases: Vec<(&ResourceType, Value, Value, Vec<&str>)> = vec![
+        (
+            rt("", "persistentvolumeclaims"),
+            json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+            json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}, "volumeName": "pv1"}}),
+            vec![],
+        ),
+        (
+            rt("", "persistentvolumeclaims"),
+            json!({"spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "pv1"}}),
+            json!({"spec": {"accessModes": ["ReadWriteMany"], "volumeName": "pv2"}}),
+            vec!["spec"],
+        ),
+        (
+            rt("rbac.authorization.k8s.io", "rolebindings"),
+            json!({"roleRef": {"kind": "Role", "name": "a"}}),
+            json!({"roleRef": {"kind": "Role", "name": "b"}}),
+            vec!["roleRef"],
+        ),
+        (
+            rt("scheduling.k8s.io", "priorityclasses"),
+            json!({"value": 1}),
+            json!({"value": 2}),
+            vec!["value"],
+        ),
+        (
+            rt("storage.k8s.io", "storageclasses"),
+            json!({"provisioner": "a"}),
+            json!({"provisioner": "b"}),
+            vec!["provisioner"],
+        ),
+    ];
+    for (rt, old, new, want) in cases {
+        let mut causes = Vec::new();
+        validate_update(rt, &old, &new, &mut causes);
+        let got: Vec<String> = causes.into_iter().map(|c| c.field).collect();
+        assert_eq!(got, want, "{} {old} -> {new}", rt.kind);
+    }
+}
+
+/// autoscaling/v1 is a view of the stored v2 objects: the CPU target converts both ways, and
+/// what v1 cannot show survives a round trip through it.
+#[test]
+fn hpa_v1_round_trips_through_v2() {
+    let v1 = resources::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+    let stored = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "h"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}},
+                {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}},
+        "status": {"currentReplicas": 2, "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 40}}}]}});
+    let served = v1.strategy.served_form(stored.clone());
+    assert_eq!(served["spec"]["targetCPUUtilizationPercentage"], 70);
+    assert_eq!(served["status"]["currentCPUUtilizationPercentage"], 40);
+    assert!(served["spec"].get("metrics").is_none());
+    let back = v1.strategy.storage_form(served);
+    assert_eq!(back["spec"], stored["spec"]);
+    assert!(back["metadata"].get("annotations").is_none());
+}

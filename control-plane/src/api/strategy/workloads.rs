@@ -329,9 +329,17 @@ pub(crate) fn validate_template(
 /// The `autoscaling/v1` `Scale` view of a workload.
 pub(crate) fn scale_of(obj: &Value) -> Value {
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    // A ReplicationController's selector is a plain map: its `matchLabels`.
     let selector = obj
         .pointer("/spec/selector")
-        .and_then(|s| LabelSelector::from_object(s).ok())
+        .map(|s| {
+            if s.get("matchLabels").is_some() || s.get("matchExpressions").is_some() {
+                s.clone()
+            } else {
+                json!({ "matchLabels": s })
+            }
+        })
+        .and_then(|s| LabelSelector::from_object(&s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
     json!({

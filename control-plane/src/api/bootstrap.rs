@@ -1,0 +1,156 @@
+//! What every cluster has from its first start, created (or brought up to date) through the
+//! registry before the server answers: the namespaces `default`, `kube-system`, `kube-public`
+//! and `kube-node-lease`; the built-in PriorityClasses; the default StorageClass
+//! (`local-path`, as k3s') and IngressClass (`skiff`); the `default/kubernetes` Service with
+//! the Endpoints and EndpointSlice of this API server; and the claims of objects stored before
+//! claims existed.
+
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::registry::{self, Query};
+use super::strategy::priority::SYSTEM_CLASSES;
+use super::AppState;
+use crate::resources::{self, ResourceType};
+
+/// The cluster IP of the `kubernetes` Service (the first of the service range, as k3s).
+pub const KUBERNETES_SERVICE_IP: &str = "10.43.0.1";
+
+/// The default StorageClass and its provisioner (node-local directories).
+pub const LOCAL_PATH_CLASS: &str = "local-path";
+/// The provisioner of [`LOCAL_PATH_CLASS`].
+pub const LOCAL_PATH_PROVISIONER: &str = "skiff.dev/local-path";
+
+fn rt(group: &str, version: &str, plural: &str) -> ApiResult<&'static ResourceType> {
+    resources::find(group, version, plural)
+        .ok_or_else(|| ApiError::Internal(format!("{plural} not registered")))
+}
+
+/// Create `obj` unless it exists.
+async fn ensure(state: &AppState, rt: &ResourceType, ns: &str, obj: Value) -> ApiResult<()> {
+    match registry::create(state, rt, ns, obj, &Query::new(), false).await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Create `obj`, or make the stored one's `fields` what `obj` says (this server's address).
+async fn ensure_current(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    obj: Value,
+    fields: &[&str],
+) -> ApiResult<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    match registry::create(state, rt, ns, obj.clone(), &Query::new(), false).await {
+        Ok(_) => Ok(()),
+        Err(ApiError::AlreadyExists { .. }) => {
+            let mut current = registry::get_object(state, rt, ns, &name).await?;
+            if fields.iter().all(|f| current.get(*f) == obj.get(*f)) {
+                return Ok(());
+            }
+            for f in fields {
+                current[*f] = obj[*f].clone();
+            }
+            if let Some(m) = current.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            registry::update(state, rt, ns, &name, current, false, &Query::new())
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Create what every cluster has; see the module's documentation.
+pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
+    let namespaces = rt("", "v1", "namespaces")?;
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-public",
+        skiff_common::NODE_LEASE_NAMESPACE,
+    ] {
+        ensure(state, namespaces, "", json!({"metadata": {"name": ns}})).await?;
+    }
+    registry::repair_claims(state).await?;
+    let classes = rt("scheduling.k8s.io", "v1", "priorityclasses")?;
+    for (name, value) in SYSTEM_CLASSES {
+        let description = if *name == "system-node-critical" {
+            "Used for system critical pods that must not be moved from their current node."
+        } else {
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary."
+        };
+        let obj = json!({"metadata": {"name": name}, "value": value, "description": description});
+        ensure(state, classes, "", obj).await?;
+    }
+    let storage = rt("storage.k8s.io", "v1", "storageclasses")?;
+    let local = json!({
+        "metadata": {"name": LOCAL_PATH_CLASS, "annotations": {
+            super::strategy::storage::DEFAULT_CLASS_ANNOTATION: "true"}},
+        "provisioner": LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    });
+    ensure(state, storage, "", local).await?;
+    let ingress_classes = rt("networking.k8s.io", "v1", "ingressclasses")?;
+    let skiff = json!({
+        "metadata": {"name": "skiff", "annotations": {
+            super::strategy::ingress::DEFAULT_CLASS_ANNOTATION: "true"}},
+        "spec": {"controller": "skiff.dev/gateway"},
+    });
+    ensure(state, ingress_classes, "", skiff).await?;
+    kubernetes_service(state).await
+}
+
+/// The `default/kubernetes` Service, its Endpoints and EndpointSlice: this server's address.
+async fn kubernetes_service(state: &AppState) -> ApiResult<()> {
+    let (host, port) = match state.advertise.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse::<u16>().unwrap_or(6443),
+        ),
+        None => (state.advertise.clone(), 6443),
+    };
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    let service = json!({
+        "metadata": {"name": "kubernetes", "labels": labels},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": KUBERNETES_SERVICE_IP,
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+        },
+    });
+    ensure(state, rt("", "v1", "services")?, "default", service).await?;
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    ensure_current(
+        state,
+        rt("", "v1", "endpoints")?,
+        "default",
+        endpoints,
+        &["subsets"],
+    )
+    .await?;
+    let family = if host.contains(':') { "IPv6" } else { "IPv4" };
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "labels": {
+            "kubernetes.io/service-name": "kubernetes",
+            "endpointslice.kubernetes.io/managed-by": "apiserver.skiff.dev"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    ensure_current(
+        state,
+        rt("discovery.k8s.io", "v1", "endpointslices")?,
+        "default",
+        slice,
+        &["addressType", "endpoints", "ports"],
+    )
+    .await
+}
