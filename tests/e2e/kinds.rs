@@ -290,6 +290,19 @@ fn a_bundle_of_every_standard_kind_applies_and_prints() {
         ]),
         "2 legacy"
     );
+    // ... and its controller (the ReplicaSet machinery) makes the pods and counts them.
+    c.wait_for(
+        &["pods", "-n", "team-a", "-l", "app=legacy"],
+        "{.items[*].metadata.ownerReferences[0].kind}",
+        "ReplicationController ReplicationController",
+        T,
+    );
+    c.wait_for(
+        &["rc", "legacy", "-n", "team-a"],
+        "{.status.replicas}",
+        "2",
+        T,
+    );
 
     // autoscaling/v1 and v2 are two views of one object.
     let v2 = get(&[

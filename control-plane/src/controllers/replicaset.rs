@@ -1,20 +1,21 @@
-//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector, adopts
+//! The ReplicaSet controller, which also runs ReplicationControllers (the same machinery, as in
+//! kube-controller-manager): keeps `spec.replicas` active pods matching the selector, adopts
 //! matching orphans and releases pods that stopped matching (by `ownerReferences`), deletes the
 //! least valuable pods first (unscheduled, pending, not ready, most restarted, newest) and
 //! reports `replicas`, `fullyLabeledReplicas`, `readyReplicas`, `availableReplicas` and
-//! `observedGeneration`. [`plan`] and [`deletion_order`] are pure and table-tested.
+//! `observedGeneration`. [`plan`], [`deletion_order`] and [`status`] are pure and table-tested.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use serde_json::json;
+use serde_json::{json, Value};
 use skiff_common::events::{EventType, Recorder};
 
 use super::{controller_uid, is_active, ready_since, ControllerError, Expectations, PodInformer};
@@ -22,6 +23,100 @@ use crate::api::selectors::LabelSelector;
 
 /// Most pods created or deleted in one reconcile (kube-controller-manager's burst).
 const BURST: usize = 500;
+
+/// What the controller needs of a kind that keeps replicas of a pod template.
+pub trait Replicated:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// `kind`.
+    const KIND: &'static str;
+    /// `apiVersion`.
+    const API_VERSION: &'static str;
+    /// The events' reporting component.
+    const COMPONENT: &'static str;
+    /// The selector, as a label selector.
+    fn selector(&self) -> Result<LabelSelector, String>;
+    /// `spec.replicas` (defaulted).
+    fn replicas(&self) -> usize;
+    /// `spec.minReadySeconds`.
+    fn min_ready_seconds(&self) -> i64;
+    /// `spec.template`.
+    fn template(&self) -> Option<PodTemplateSpec>;
+    /// The current `status`, as JSON.
+    fn status_value(&self) -> Value;
+}
+
+impl Replicated for ReplicaSet {
+    const KIND: &'static str = "ReplicaSet";
+    const API_VERSION: &'static str = "apps/v1";
+    const COMPONENT: &'static str = "replicaset-controller";
+    fn selector(&self) -> Result<LabelSelector, String> {
+        let spec = self.spec.as_ref().ok_or("no spec")?;
+        let v = serde_json::to_value(&spec.selector).map_err(|e| e.to_string())?;
+        LabelSelector::from_object(&v)
+    }
+    fn replicas(&self) -> usize {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as usize
+    }
+    fn min_ready_seconds(&self) -> i64 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+            .max(0) as i64
+    }
+    fn template(&self) -> Option<PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.clone())
+    }
+    fn status_value(&self) -> Value {
+        serde_json::to_value(&self.status).unwrap_or(Value::Null)
+    }
+}
+
+impl Replicated for ReplicationController {
+    const KIND: &'static str = "ReplicationController";
+    const API_VERSION: &'static str = "v1";
+    const COMPONENT: &'static str = "replication-controller";
+    /// A plain map of labels (defaulted from the template's).
+    fn selector(&self) -> Result<LabelSelector, String> {
+        let spec = self.spec.as_ref().ok_or("no spec")?;
+        let labels = spec.selector.clone().unwrap_or_default();
+        if labels.is_empty() {
+            return Err("empty selector".into());
+        }
+        LabelSelector::from_object(&json!({ "matchLabels": labels }))
+    }
+    fn replicas(&self) -> usize {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1)
+            .max(0) as usize
+    }
+    fn min_ready_seconds(&self) -> i64 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+            .max(0) as i64
+    }
+    fn template(&self) -> Option<PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.clone())
+    }
+    fn status_value(&self) -> Value {
+        serde_json::to_value(&self.status).unwrap_or(Value::Null)
+    }
+}
 
 /// What a ReplicaSet must do about its pods.
 #[derive(Debug, Default, PartialEq)]
@@ -128,18 +223,18 @@ pub fn deletion_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
         .then(created(b).cmp(&created(a)))
 }
 
-/// The status the ReplicaSet's pods give it.
-pub fn status(
-    rs: &ReplicaSet,
+/// The status its pods give a ReplicaSet or ReplicationController (the conditions it has are
+/// kept), and when to look again (a ready pod becoming available).
+pub fn status<R: Replicated>(
+    rs: &R,
     mine: &[Arc<Pod>],
     now: jiff::Timestamp,
-) -> (ReplicaSetStatus, Option<Duration>) {
-    let spec = rs.spec.as_ref();
-    let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0).max(0) as i64;
-    let template_labels = spec
-        .and_then(|s| s.template.as_ref())
-        .and_then(|t| t.metadata.as_ref())
-        .and_then(|m| m.labels.clone())
+) -> (Value, Option<Duration>) {
+    let min_ready = rs.min_ready_seconds();
+    let template_labels = rs
+        .template()
+        .and_then(|t| t.metadata)
+        .and_then(|m| m.labels)
         .unwrap_or_default();
     let active: Vec<&Arc<Pod>> = mine.iter().filter(|p| is_active(p)).collect();
     let fully_labeled = active
@@ -166,16 +261,18 @@ pub fn status(
             }
         }
     }
-    let previous = rs.status.clone().unwrap_or_default();
-    let status = ReplicaSetStatus {
-        replicas: active.len() as i32,
-        fully_labeled_replicas: Some(fully_labeled as i32),
-        ready_replicas: Some(ready),
-        available_replicas: Some(available),
-        observed_generation: rs.metadata.generation,
-        conditions: previous.conditions,
-        terminating_replicas: None,
-    };
+    let mut status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+    });
+    if let Some(g) = rs.meta().generation {
+        status["observedGeneration"] = json!(g);
+    }
+    if let Some(c) = rs.status_value().get("conditions").filter(|c| !c.is_null()) {
+        status["conditions"] = c.clone();
+    }
     (status, recheck)
 }
 
@@ -186,49 +283,52 @@ struct Ctx {
     recorder: Recorder,
 }
 
-/// Run the ReplicaSet controller.
+/// Run the controller for ReplicaSets and ReplicationControllers.
 pub async fn run(client: kube::Client, pods: PodInformer) {
+    let sets = run_kind::<ReplicaSet>(client.clone(), pods.clone());
+    let rcs = run_kind::<ReplicationController>(client, pods);
+    futures::future::join(sets, rcs).await;
+}
+
+async fn run_kind<R: Replicated>(client: kube::Client, pods: PodInformer) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods: pods.clone(),
         expectations: Expectations::default(),
-        recorder: Recorder::new(client.clone(), "replicaset-controller", None),
+        recorder: Recorder::new(client.clone(), R::COMPONENT, None),
     });
-    let api: Api<ReplicaSet> = Api::all(client);
+    let api: Api<R> = Api::all(client);
     Controller::new(api, watcher::Config::default())
         .owns_shared_stream(pods.subscribe())
-        .run(reconcile, super::retry, ctx)
+        .run(reconcile::<R>, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
 }
 
-fn owner_ref(rs: &ReplicaSet) -> serde_json::Value {
-    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "name": rs.metadata.name, "uid": rs.metadata.uid,
+fn owner_ref<R: Replicated>(rs: &R) -> serde_json::Value {
+    json!({"apiVersion": R::API_VERSION, "kind": R::KIND,
+        "name": rs.meta().name, "uid": rs.meta().uid,
         "controller": true, "blockOwnerDeletion": true})
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let key = format!("{ns}/{name}");
-    let spec = rs
-        .spec
-        .as_ref()
-        .ok_or_else(|| ControllerError::Invalid(format!("replicaset {key} has no spec")))?;
-    let selector = LabelSelector::from_object(&serde_json::to_value(&spec.selector)?)
-        .map_err(|e| ControllerError::Invalid(format!("replicaset {key}: selector: {e}")))?;
-    let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
+async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Action, ControllerError> {
+    let ns = rs.meta().namespace.clone().unwrap_or_default();
+    let name = rs.meta().name.clone().unwrap_or_default();
+    let uid = rs.meta().uid.clone().unwrap_or_default();
+    let key = format!("{}/{ns}/{name}", R::KIND);
+    let selector = rs
+        .selector()
+        .map_err(|e| ControllerError::Invalid(format!("{key}: selector: {e}")))?;
+    let replicas = rs.replicas();
     let pods = ctx.pods.in_namespace(&ns);
     let manage = ctx.expectations.satisfied(&key, &pods);
-    let being_deleted = rs.metadata.deletion_timestamp.is_some();
+    let being_deleted = rs.meta().deletion_timestamp.is_some();
     let (plan, mine) = plan(replicas, &uid, &selector, &pods, manage, being_deleted);
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let object = skiff_common::events::object_ref(&rs.metadata, "ReplicaSet", "apps/v1");
+    let object = skiff_common::events::object_ref(rs.meta(), R::KIND, R::API_VERSION);
 
     for pod in &plan.adopt {
-        let patch = json!({"metadata": {"ownerReferences": [owner_ref(&rs)]}});
+        let patch = json!({"metadata": {"ownerReferences": [owner_ref(rs.as_ref())]}});
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
@@ -247,7 +347,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
     }
 
     if plan.create > 0 {
-        create_pods(&ctx, &rs, &key, &object, plan.create).await?;
+        create_pods(&ctx, rs.as_ref(), &key, &object, plan.create).await?;
     }
     if !plan.delete.is_empty() {
         let uids: Vec<String> = plan
@@ -280,9 +380,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
         }
     }
 
-    let (status, recheck) = status(&rs, &mine, jiff::Timestamp::now());
-    if rs.status.as_ref() != Some(&status) {
-        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let (status, recheck) = status(rs.as_ref(), &mine, jiff::Timestamp::now());
+    if !same_status(&rs.status_value(), &status) {
+        let rs_api: Api<R> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({"status": status});
         super::ignore_missing(
             rs_api
@@ -296,22 +396,30 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Control
     })
 }
 
+/// Does the stored status say what `want` says (absent counts read back as 0)?
+fn same_status(have: &Value, want: &Value) -> bool {
+    want.as_object().is_some_and(|w| {
+        w.iter().all(|(k, v)| {
+            let h = have.get(k).filter(|h| !h.is_null());
+            h == Some(v) || (h.is_none() && v.as_i64() == Some(0))
+        })
+    })
+}
+
 /// Create `n` pods from the template, in slow-start batches (1, 2, 4, ...) as
 /// kube-controller-manager does, so a failing create does not repeat hundreds of times.
-async fn create_pods(
+async fn create_pods<R: Replicated>(
     ctx: &Ctx,
-    rs: &ReplicaSet,
+    rs: &R,
     key: &str,
     object: &k8s_openapi::api::core::v1::ObjectReference,
     n: usize,
 ) -> Result<(), ControllerError> {
-    let ns = rs.metadata.namespace.clone().unwrap_or_default();
-    let name = rs.metadata.name.clone().unwrap_or_default();
+    let ns = rs.meta().namespace.clone().unwrap_or_default();
+    let name = rs.meta().name.clone().unwrap_or_default();
     let template = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
-        .ok_or_else(|| ControllerError::Invalid(format!("replicaset {key} has no template")))?;
+        .template()
+        .ok_or_else(|| ControllerError::Invalid(format!("{key} has no template")))?;
     let meta = template.metadata.unwrap_or_default();
     let labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
     let body = json!({
@@ -522,15 +630,28 @@ mod tests {
         let (s, recheck) = status(&rs, &mine, "2026-01-01T00:00:20Z".parse().unwrap());
         assert_eq!(
             (
-                s.replicas,
-                s.ready_replicas,
-                s.available_replicas,
-                s.observed_generation
+                &s["replicas"],
+                &s["readyReplicas"],
+                &s["availableReplicas"],
+                &s["observedGeneration"]
             ),
-            (2, Some(1), Some(0), Some(3))
+            (&json!(2), &json!(1), &json!(0), &json!(3))
         );
         assert_eq!(recheck, Some(Duration::from_secs(20)));
         let (s, recheck) = status(&rs, &mine, "2026-01-01T00:01:00Z".parse().unwrap());
-        assert_eq!((s.available_replicas, recheck), (Some(1), None));
+        assert_eq!((&s["availableReplicas"], recheck), (&json!(1), None));
+        // A ReplicationController counts the same way, with its map selector.
+        let rc: ReplicationController = serde_json::from_value(json!({
+            "metadata": {"name": "rc", "generation": 1},
+            "spec": {"replicas": 3, "selector": {"app": "web"},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}
+        }))
+        .unwrap();
+        assert_eq!(rc.selector().unwrap().to_string(), "app=web");
+        let (s, _) = status(&rc, &mine, "2026-01-01T00:01:00Z".parse().unwrap());
+        assert_eq!(
+            (&s["replicas"], &s["readyReplicas"]),
+            (&json!(2), &json!(1))
+        );
     }
 }
