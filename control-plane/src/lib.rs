@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod controllers;
+pub mod disruption;
 pub mod metrics;
 pub mod modules;
 pub mod pki;

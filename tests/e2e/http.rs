@@ -408,6 +408,63 @@ fn rollouts_and_drains_drop_no_request() {
         (last.len() == 20 && last.iter().all(|b| b.ends_with("(v2)\n"))).then_some(())
     });
 
+    // A budget that allows no disruption: an eviction is refused with 429, as kubectl drain
+    // expects (it retries).
+    c.apply(
+        "apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: http-hello}
+spec:
+  minAvailable: 100%
+  selector: {matchLabels: {app: http-hello}}
+",
+    );
+    c.wait_for(
+        &["pdb", "http-hello"],
+        "{.status.expectedPods} {.status.disruptionsAllowed}",
+        "4 0",
+        T,
+    );
+    let victim = pods_on_n2(&c)
+        .split(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let eviction = c.dir.path().join("eviction.json");
+    std::fs::write(
+        &eviction,
+        format!(r#"{{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {{"name": "{victim}", "namespace": "default"}}}}"#),
+    )
+    .expect("eviction body");
+    let refused = c.kubectl(&[
+        "create",
+        "--raw",
+        &format!("/api/v1/namespaces/default/pods/{victim}/eviction"),
+        "-f",
+        eviction.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("disruption budget"),
+        "{err}"
+    );
+    // Three of four must stay up: the drain evicts one pod at a time, waiting for each
+    // replacement to be Ready.
+    c.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "http-hello",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"minAvailable": 3}}"#,
+    ]);
+    c.wait_for(
+        &["pdb", "http-hello"],
+        "{.status.disruptionsAllowed}",
+        "1",
+        T,
+    );
+
     // Drain n2 (it hosts endpoints again after the rollout: the scheduler spreads them).
     assert!(!pods_on_n2(&c).is_empty(), "v2 endpoints run on n2 too");
     c.kubectl_ok(&["drain", "n2", "--ignore-daemonsets", "--timeout=90s"]);

@@ -101,6 +101,9 @@ pub enum ApiError {
     /// 405.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 429: an eviction a disruption budget does not allow now (with the budget's reason).
+    #[error("Cannot evict pod as it would violate the pod's disruption budget.")]
+    DisruptionBudget(String),
     /// 410.
     #[error("{0}")]
     Gone(String),
@@ -160,6 +163,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::Gone(_) => (StatusCode::GONE, "Expired"),
+            ApiError::DisruptionBudget(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             ApiError::TooLarge(_) | ApiError::EntityTooLarge(_) => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge")
             }
@@ -196,6 +200,9 @@ impl ApiError {
                 "name": name,
                 "kind": kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+            })),
+            ApiError::DisruptionBudget(why) => Some(json!({
+                "causes": [{"reason": "DisruptionBudget", "message": why}],
             })),
             ApiError::TooLargeResourceVersion { .. } => Some(json!({
                 "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],

@@ -195,7 +195,7 @@ async fn route(
             let body = read_body(body, MAX_BODY).await?;
             let value = decode_request(headers, &body)?;
             let opts = value.get("deleteOptions").cloned().unwrap_or(json!({}));
-            registry::delete(state, rt, &ns, &name, &opts, &q).await?;
+            registry::eviction::evict(state, &ns, &name, &opts, &q).await?;
             Ok((StatusCode::CREATED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))).into_response())
         }
         (Method::POST, None, None) => {

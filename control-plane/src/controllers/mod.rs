@@ -9,6 +9,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod ingress;
 pub mod job;
@@ -228,6 +229,7 @@ pub fn run(
     let endpoints = endpoints::run(client.clone(), pods.clone());
     let ingresses = ingress::run(client.clone());
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
+    let budgets = disruption::run(client.clone(), pods.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -241,6 +243,7 @@ pub fn run(
             _ = endpoints => {}
             _ = ingresses => {}
             _ = namespaces => {}
+            _ = budgets => {}
             _ = stop.cancelled() => {}
         }
     });

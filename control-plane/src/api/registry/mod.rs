@@ -10,6 +10,7 @@
 
 mod admission;
 mod allocation;
+pub(crate) mod eviction;
 pub(crate) mod rules;
 
 pub(crate) use allocation::repair as repair_claims;
