@@ -489,6 +489,38 @@ spec:
         assert!(std::time::Instant::now() < deadline, "{:?}", nodes(&c));
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Each template is a ControllerRevision: kubectl shows the history and rolls back.
+    c.wait_for(
+        &["controllerrevisions", "-l", "app=agent"],
+        "{.items[*].revision}",
+        "1 2",
+        T,
+    );
+    let history = c.kubectl_ok(&["rollout", "history", "ds/agent"]);
+    assert!(
+        history.contains("REVISION") && history.contains("\n2 "),
+        "{history}"
+    );
+    c.kubectl_ok(&["rollout", "undo", "ds/agent"]);
+    c.wait_for(
+        &["ds", "agent"],
+        "{.spec.template.spec.containers[0].image}",
+        "ticker:v1",
+        T,
+    );
+    c.kubectl_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    // The old template is the newest revision again.
+    c.wait_for(
+        &[
+            "controllerrevisions",
+            "-l",
+            "app=agent",
+            "--sort-by=.revision",
+        ],
+        "{.items[*].revision}",
+        "2 3",
+        T,
+    );
 }
 
 #[test]

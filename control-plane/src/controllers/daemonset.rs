@@ -227,6 +227,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Controll
     let template = spec.template.clone();
     let pod_spec = template.spec.clone().unwrap_or_default();
     let hash = super::deployment::template_hash(&serde_json::to_value(&template)?, None);
+    super::history::record(
+        &ctx.client,
+        &super::history::Owner {
+            kind: "DaemonSet",
+            namespace: &ns,
+            name: &name,
+            uid: &uid,
+            template: serde_json::to_value(&template)?,
+            history_limit: spec.revision_history_limit.unwrap_or(10).max(0) as usize,
+        },
+        &hash,
+    )
+    .await?;
     let all = ctx.pods.in_namespace(&ns);
     let mine = super::owned_by(&all, &uid);
     let nodes = ctx.nodes.state();

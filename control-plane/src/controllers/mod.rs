@@ -11,6 +11,7 @@ pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod history;
 pub mod ingress;
 pub mod job;
 pub mod namespaces;

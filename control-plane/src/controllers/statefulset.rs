@@ -145,10 +145,20 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Contr
         .spec
         .clone()
         .ok_or_else(|| ControllerError::Invalid(format!("statefulset {key} has no spec")))?;
-    let revision = format!(
-        "{name}-{}",
-        super::deployment::template_hash(&serde_json::to_value(&spec.template)?, None)
-    );
+    let hash = super::deployment::template_hash(&serde_json::to_value(&spec.template)?, None);
+    let (revision, _) = super::history::record(
+        &ctx.client,
+        &super::history::Owner {
+            kind: "StatefulSet",
+            namespace: &ns,
+            name: &name,
+            uid: &uid,
+            template: serde_json::to_value(&spec.template)?,
+            history_limit: spec.revision_history_limit.unwrap_or(10).max(0) as usize,
+        },
+        &hash,
+    )
+    .await?;
     let all = ctx.pods.in_namespace(&ns);
     let mine = super::owned_by(&all, &uid);
     let ordinal = |p: &Pod| {
