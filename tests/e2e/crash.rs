@@ -16,7 +16,7 @@ use crate::harness::Cluster;
 /// What a writer was told was committed: name → (value, resourceVersion).
 type Acked = Arc<Mutex<HashMap<String, (u64, u64)>>>;
 
-async fn client(c: &Cluster) -> kube::Client {
+pub(crate) async fn client(c: &Cluster) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(&c.kubeconfig).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await

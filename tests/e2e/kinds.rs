@@ -3,6 +3,8 @@
 //! and every namespace has, the admission defaults (priority classes, default classes), and the
 //! autoscaling/v1 view of HPAs.
 
+use serde_json::json;
+
 use crate::harness::Cluster;
 use crate::T;
 
@@ -534,4 +536,148 @@ fn kubectl_create_commands_send_protobuf_for_every_kind() {
         c.jsonpath(&["priorityclass", "batch"], "{.value} {.preemptionPolicy}"),
         "100 Never"
     );
+}
+
+/// What real clients found different from kube-apiserver, each now the same: trailing-slash
+/// discovery, statuses from creation, what DELETE answers, `PartialObjectMetadata`, server-side
+/// apply conflicts with their causes, and status writes in `managedFields`.
+#[test]
+fn the_wire_matches_kube_apiserver_where_clients_looked() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+
+    let c = Cluster::start(&["--no-node"]);
+    for path in ["/version/", "/api/", "/apis/"] {
+        c.kubectl_ok(&["get", "--raw", path]);
+    }
+    // Statuses as kube-apiserver's defaulting makes them.
+    c.kubectl_ok(&["create", "service", "clusterip", "web", "--tcp=80"]);
+    assert_eq!(
+        c.jsonpath(&["service", "web"], "{.status}"),
+        r#"{"loadBalancer":{}}"#
+    );
+    c.kubectl_ok(&["create", "configmap", "gone", "--from-literal=k=v"]);
+    // DELETE of a ConfigMap answers a Status; of a Service, the Service.
+    let status = c.kubectl_ok(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/gone",
+    ]);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    assert_eq!(
+        (
+            &status["kind"],
+            &status["status"],
+            &status["details"]["kind"],
+            &status["details"]["name"]
+        ),
+        (
+            &json!("Status"),
+            &json!("Success"),
+            &json!("configmaps"),
+            &json!("gone")
+        ),
+        "{status}"
+    );
+    let svc = c.kubectl_ok(&["delete", "--raw", "/api/v1/namespaces/default/services/web"]);
+    assert!(svc.contains(r#""kind":"Service""#), "{svc}");
+    // Status writes (the Deployment controller's) own their fields under `status`.
+    c.kubectl_ok(&["create", "deployment", "d", "--image=hello:latest"]);
+    c.wait_for(
+        &["deployment", "d"],
+        "{.metadata.managedFields[?(@.subresource==\"status\")].operation}",
+        "Update",
+        T,
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let client = crate::crash::client(&c).await;
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "meta", "labels": {"a": "b"}}, "data": {"k": "v"}}),
+        )
+        .unwrap();
+        cms.create(&Default::default(), &cm).await.expect("create");
+        // Metadata-only lists, gets and watches.
+        let list = cms
+            .list_metadata(&ListParams::default())
+            .await
+            .expect("list_metadata");
+        assert!(list
+            .items
+            .iter()
+            .any(|m| m.metadata.name.as_deref() == Some("meta")));
+        let one = cms.get_metadata("meta").await.expect("get_metadata");
+        assert_eq!(
+            one.metadata
+                .labels
+                .unwrap_or_default()
+                .get("a")
+                .map(String::as_str),
+            Some("b")
+        );
+        let rv = list.metadata.resource_version.clone().unwrap_or_default();
+        let mut events = cms
+            .watch_metadata(&WatchParams::default().timeout(10), &rv)
+            .await
+            .expect("watch_metadata")
+            .boxed();
+        cms.patch(
+            "meta",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "c"}}})),
+        )
+        .await
+        .expect("patch");
+        match events.next().await {
+            Some(Ok(WatchEvent::Modified(m))) => {
+                assert_eq!(
+                    m.metadata
+                        .labels
+                        .unwrap_or_default()
+                        .get("a")
+                        .map(String::as_str),
+                    Some("c")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A server-side apply conflict names the manager and the field, as a cause.
+        cms.patch(
+            "meta",
+            &PatchParams::apply("first").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "one"}})),
+        )
+        .await
+        .expect("first apply");
+        let req =
+            http::Request::patch("/api/v1/namespaces/default/configmaps/meta?fieldManager=second")
+                .header("content-type", "application/apply-patch+yaml")
+                .body(
+                    br#"{"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "two"}}"#.to_vec(),
+                )
+                .expect("request");
+        let resp = client
+            .send(req.map(kube::client::Body::from))
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 409);
+        let body = resp.into_body().collect_bytes().await.expect("body");
+        let status: serde_json::Value = serde_json::from_slice(&body).expect("status json");
+        assert_eq!(
+            status["details"]["causes"][0]["reason"], "FieldManagerConflict",
+            "{status}"
+        );
+        assert_eq!(
+            status["details"]["causes"][0]["field"], ".data.k",
+            "{status}"
+        );
+        assert!(status["details"].get("group").is_none(), "{status}");
+        let _ = cms.delete("meta", &DeleteParams::default()).await;
+    });
 }

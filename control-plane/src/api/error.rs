@@ -79,9 +79,13 @@ pub enum ApiError {
         name: String,
         message: String,
     },
-    /// 409 from server-side apply: fields owned by other managers.
-    #[error("{0}")]
-    ApplyConflict(String),
+    /// 409 from server-side apply: fields owned by other managers, each a cause (message,
+    /// field path).
+    #[error("{message}")]
+    ApplyConflict {
+        message: String,
+        causes: Vec<(String, String)>,
+    },
     /// 422 with field causes.
     #[error("{kind} \"{name}\" is invalid: {}", .causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
     Invalid {
@@ -154,7 +158,7 @@ impl ApiError {
         match self {
             ApiError::NotFound { .. } | ApiError::NoRoute => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
-            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => {
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => {
                 (StatusCode::CONFLICT, "Conflict")
             }
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
@@ -193,13 +197,21 @@ impl ApiError {
             ApiError::NotFound { resource, name }
             | ApiError::AlreadyExists { resource, name }
             | ApiError::Conflict { resource, name, .. } => {
+                // Kubernetes leaves an empty group out.
                 let (kind, group) = split_qualified(resource);
-                Some(json!({"name": name, "group": group, "kind": kind}))
+                let mut d = json!({"name": name, "kind": kind});
+                if !group.is_empty() {
+                    d["group"] = json!(group);
+                }
+                Some(d)
             }
             ApiError::Invalid { kind, name, causes } => Some(json!({
                 "name": name,
                 "kind": kind,
                 "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+            })),
+            ApiError::ApplyConflict { causes, .. } => Some(json!({
+                "causes": causes.iter().map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": m, "field": f})).collect::<Vec<_>>(),
             })),
             ApiError::DisruptionBudget(why) => Some(json!({
                 "causes": [{"reason": "DisruptionBudget", "message": why}],
@@ -219,6 +231,15 @@ impl ApiError {
 
 fn split_qualified(resource: &str) -> (&str, &str) {
     resource.split_once('.').unwrap_or((resource, ""))
+}
+
+impl From<super::ssa::Conflicts> for ApiError {
+    fn from(c: super::ssa::Conflicts) -> Self {
+        ApiError::ApplyConflict {
+            message: c.0,
+            causes: c.1,
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -161,6 +161,7 @@ async fn route(
     // Checked before anything is written: a bad `includeObject` is refused, not answered
     // after the write.
     let table = table_wanted(headers, &q)?;
+    let metadata_only = table::wants_metadata(headers);
     match (method.clone(), t.name.clone(), t.sub.as_deref()) {
         (Method::GET, None, None) if flag(&q, "watch") => {
             super::watch::serve(state.clone(), rt, t.namespace.clone(), &q, headers).await
@@ -168,7 +169,7 @@ async fn route(
         (Method::GET, None, None) => list(state, rt, t.namespace.as_deref(), &q, headers).await,
         (Method::GET, Some(name), None | Some("status" | "approval")) => {
             let obj = registry::get_object(state, rt, &ns, &name).await?;
-            Ok(respond_object(rt, &obj, table, StatusCode::OK))
+            Ok(respond_object(rt, &obj, table, StatusCode::OK, metadata_only))
         }
         (Method::GET, Some(name), Some("log")) => super::logs::serve(state, &ns, &name, &q).await,
         (_, Some(_), Some(sub @ ("exec" | "attach" | "portforward"))) => {
@@ -211,7 +212,7 @@ async fn route(
             let (obj, mut warnings) = registry::create(state, rt, &ns, value, &q, false).await?;
             warnings.extend(dups);
             Ok(with_warnings(
-                respond_object(rt, &obj, table, StatusCode::CREATED),
+                respond_object(rt, &obj, table, StatusCode::CREATED, metadata_only),
                 &warnings,
             ))
         }
@@ -229,7 +230,7 @@ async fn route(
                 registry::update(state, rt, &ns, &name, value, sub.is_some(), &q).await?;
             warnings.extend(dups);
             Ok(with_warnings(
-                respond_object(rt, &obj, table, StatusCode::OK),
+                respond_object(rt, &obj, table, StatusCode::OK, metadata_only),
                 &warnings,
             ))
         }
@@ -259,7 +260,7 @@ async fn route(
                 StatusCode::OK
             };
             Ok(with_warnings(
-                respond_object(rt, &obj, table, code),
+                respond_object(rt, &obj, table, code, metadata_only),
                 &warnings,
             ))
         }
@@ -271,7 +272,21 @@ async fn route(
                 decode_request(headers, &body)?
             };
             let obj = registry::delete(state, rt, &ns, &name, &opts, &q).await?;
-            Ok(respond_object(rt, &obj, table, StatusCode::OK))
+            let gone = obj
+                .pointer("/metadata/deletionTimestamp")
+                .is_none_or(Value::is_null);
+            if gone && table.is_none() && !rt.strategy.returns_deleted_object() {
+                // Deleted at once: a `Status`, as kube-apiserver answers for most kinds.
+                let mut details = json!({"name": name, "kind": rt.plural,
+                    "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(Value::Null)});
+                if !rt.group.is_empty() {
+                    details["group"] = json!(rt.group);
+                }
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Success", "details": details});
+                return Ok((StatusCode::OK, axum::Json(status)).into_response());
+            }
+            Ok(respond_object(rt, &obj, table, StatusCode::OK, metadata_only))
         }
         (Method::DELETE, None, None) => {
             let body = read_body(body, MAX_BODY).await?;
@@ -355,7 +370,11 @@ fn respond_object(
     obj: &Value,
     table: Option<table::IncludeObject>,
     code: StatusCode,
+    metadata_only: bool,
 ) -> Response {
+    if metadata_only && table.is_none() {
+        return (code, axum::Json(table::partial_metadata(obj))).into_response();
+    }
     if let Some(include) = table.filter(|_| code == StatusCode::OK) {
         let rv = obj
             .pointer("/metadata/resourceVersion")
@@ -388,7 +407,9 @@ async fn list(
     let table = table_wanted(headers, q)?;
     // Plain JSON lists whose selectors the key answers are copied from the stored bytes;
     // everything else is parsed.
+    let metadata_only = table.is_none() && table::wants_metadata(headers);
     let raw = table.is_none()
+        && !metadata_only
         && rt.storage.is_none()
         && filter.labels.0.is_empty()
         && filter.fields.key_only();
@@ -434,6 +455,10 @@ async fn list(
         }
         .encode(&state.continue_key, &scope));
         meta["remainingItemCount"] = json!(rest);
+    }
+    if metadata_only {
+        let items: Vec<Value> = matching.into_iter().filter_map(|(_, o)| o).collect();
+        return Ok(axum::Json(table::partial_metadata_list(&items, meta)).into_response());
     }
     if let Some(include) = table {
         let items: Vec<Value> = matching.into_iter().filter_map(|(_, o)| o).collect();

@@ -158,6 +158,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api", get(api_root))
         .route("/apis", get(apis_root))
+        // With a trailing slash too, as kube-apiserver (the Python client asks `/version/`).
+        .route(
+            "/version/",
+            get(|| async { axum::Json(discovery::version()) }),
+        )
+        .route("/api/", get(api_root))
+        .route("/apis/", get(apis_root))
         .route(
             "/openapi/v3",
             get(|| async { axum::Json(typed::openapi_v3_root()) }),

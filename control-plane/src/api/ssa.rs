@@ -37,12 +37,18 @@ const UNOWNED_META: &[&str] = &[
 
 /// The paths `v` sets: leaves, plus each keyed list element itself.
 fn field_set(v: &Value) -> BTreeSet<Path> {
+    fields_of(v, false)
+}
+
+/// The fields of the main resource (`status` false: everything but the status) or of the
+/// `status` subresource (only the status).
+fn fields_of(v: &Value, status: bool) -> BTreeSet<Path> {
     let mut out = BTreeSet::new();
     let Some(m) = v.as_object() else {
         return out;
     };
     for (k, child) in m {
-        if k == "apiVersion" || k == "kind" || k == "status" || k.starts_with('$') {
+        if k == "apiVersion" || k == "kind" || k.starts_with('$') || (k == "status") != status {
             continue;
         }
         if k == "metadata" {
@@ -295,9 +301,9 @@ pub struct Writer<'a> {
     pub now: &'a str,
 }
 
-/// Why an apply was refused.
+/// Why an apply was refused: Kubernetes' message, and each conflict as (message, field path).
 #[derive(Debug, PartialEq, Eq)]
-pub struct Conflicts(pub String);
+pub struct Conflicts(pub String, pub Vec<(String, String)>);
 
 /// Server-side apply of `applied` over `live` (None: the object does not exist yet).
 pub fn apply(
@@ -341,11 +347,15 @@ pub fn apply(
                 .collect();
             format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
         };
-        return Err(Conflicts(message));
+        let causes = conflicts
+            .iter()
+            .map(|(m, av, p)| (format!("conflict with \"{m}\" using {av}"), show(p)))
+            .collect();
+        return Err(Conflicts(message, causes));
     }
     // Bounded by its inputs (two bodies within the request limit); the caller checks the result.
     let mut out = patch::apply_patch(live, applied, PatchType::Strategic, usize::MAX)
-        .map_err(|e| Conflicts(e.to_string()))?;
+        .map_err(|e| Conflicts(e.to_string(), Vec::new()))?;
     // Fields this manager applied before and no longer applies go, unless someone else owns them.
     if let Some(prev) = owners.iter().find(|e| ours(e)) {
         let dropped: Vec<Path> = prev.set.difference(&applied_set).cloned().collect();
@@ -382,7 +392,7 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, who: &Writer<'_>) {
     let before = old.unwrap_or(&empty);
     // Entries come from the old object: a client cannot rewrite ownership by sending them.
     let mut owners = entries(before);
-    let changed: BTreeSet<Path> = field_set(new)
+    let changed: BTreeSet<Path> = fields_of(new, who.subresource == "status")
         .into_iter()
         .filter(|p| get(new, p) != get(before, p))
         .collect();

@@ -104,6 +104,22 @@ pub(crate) fn table_wanted(
         .map_err(crate::api::error::ApiError::BadRequest)
 }
 
+/// Does the client want objects as `PartialObjectMetadata` (`Accept: application/json;
+/// as=PartialObjectMetadataList;g=meta.k8s.io;v=v1` for lists, `as=PartialObjectMetadata` for
+/// single objects and watches)?
+pub(crate) fn wants_metadata(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata") && !a.contains("as=Table"))
+}
+
+/// A list of `PartialObjectMetadata` items.
+pub(crate) fn partial_metadata_list(items: &[Value], meta: Value) -> Value {
+    let items: Vec<Value> = items.iter().map(partial_metadata).collect();
+    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,8 @@ struct Encoder {
     rt: &'static ResourceType,
     /// A Table watch, and what its rows carry as `object`.
     table: Option<IncludeObject>,
+    /// Objects as `PartialObjectMetadata`.
+    metadata_only: bool,
     columns_sent: bool,
 }
 
@@ -106,6 +108,8 @@ impl Encoder {
             );
             self.columns_sent = true;
             t
+        } else if self.metadata_only && kind != "ERROR" && kind != "BOOKMARK" {
+            table::partial_metadata(obj)
         } else {
             obj.clone()
         };
@@ -118,7 +122,7 @@ impl Encoder {
     /// [`Encoder::line`] for an event's shared encoding: its JSON bytes are reused as they are.
     /// None when a Table is wanted and the object does not parse.
     fn line_encoded(&mut self, kind: &str, e: &Encoded) -> Option<Bytes> {
-        if self.table.is_some() {
+        if self.table.is_some() || self.metadata_only {
             return Some(self.line(kind, e.value()?));
         }
         let mut bytes = Vec::with_capacity(e.json.len() + 32);
@@ -183,6 +187,7 @@ pub(super) async fn serve(
     let mut enc = Encoder {
         rt,
         table: table_wanted(headers, q)?,
+        metadata_only: table::wants_metadata(headers),
         columns_sent: false,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
@@ -316,6 +321,7 @@ mod tests {
         let mut enc = Encoder {
             rt: pods,
             table: None,
+            metadata_only: false,
             columns_sent: false,
         };
         for kind in ["ADDED", "MODIFIED", "DELETED"] {
@@ -335,6 +341,7 @@ mod tests {
         let mut table = Encoder {
             rt: pods,
             table: Some(IncludeObject::Metadata),
+            metadata_only: false,
             columns_sent: false,
         };
         let row: Value =

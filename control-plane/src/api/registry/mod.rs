@@ -310,7 +310,37 @@ fn invalid(rt: &ResourceType, obj: &Value, causes: Vec<FieldCause>) -> ApiError 
     }
 }
 
+/// Create `obj` in `ns`. A name made from `generateName` that is taken is made again (up to
+/// [`RETRIES`] times, as Kubernetes 1.32 does) rather than answered 409.
 pub(crate) async fn create(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    obj: Value,
+    q: &Query,
+    applied: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    let generated = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && obj
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .is_some_and(|g| !g.is_empty());
+    if !generated {
+        return create_named(state, rt, ns, obj, q, applied).await;
+    }
+    let mut attempt = 0;
+    loop {
+        match create_named(state, rt, ns, obj.clone(), q, applied).await {
+            Err(ApiError::AlreadyExists { .. }) if attempt < RETRIES => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn create_named(
     state: &AppState,
     rt: &ResourceType,
     ns: &str,
@@ -481,9 +511,11 @@ async fn write_update(
         rt.strategy.carry_over(old, &mut new);
     }
     rules::prepare_update(&mut new, old, status_only);
-    if !status_only && !mode.applied {
+    if !mode.applied {
+        // Status writes own their fields too, under the `status` subresource.
         let now = rules::now_rfc3339();
-        crate::api::ssa::record_update(Some(old), &mut new, &field_writer(rt, q, "", &now));
+        let sub = if status_only { "status" } else { "" };
+        crate::api::ssa::record_update(Some(old), &mut new, &field_writer(rt, q, sub, &now));
     }
     let mut causes = rules::validate(rt, &new);
     if !status_only {
@@ -640,7 +672,7 @@ pub(crate) async fn patch_object(
                 }
                 let now = rules::now_rfc3339();
                 let obj = crate::api::ssa::apply(None, &obj, &field_writer(rt, q, "", &now), false)
-                    .map_err(|c| ApiError::ApplyConflict(c.0))?;
+                    .map_err(ApiError::from)?;
                 let (created, warnings) = create(state, rt, ns, obj, q, true).await?;
                 return Ok((created, warnings, true));
             }
@@ -653,7 +685,7 @@ pub(crate) async fn patch_object(
             let force = flag(q, "force");
             let new =
                 crate::api::ssa::apply(Some(&old), &applied, &field_writer(rt, q, "", &now), force)
-                    .map_err(|c| ApiError::ApplyConflict(c.0))?;
+                    .map_err(ApiError::from)?;
             // An apply merges two bodies of at most 3 MiB each; what it makes is held to the
             // same limit as any patch's result.
             if patch::json_size_within(&new, MAX_BODY).is_none() {

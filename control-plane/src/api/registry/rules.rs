@@ -90,6 +90,11 @@ pub(crate) fn prepare_create(rt: &ResourceType, obj: &mut Value, namespace: &str
     meta.remove("deletionGracePeriodSeconds");
     meta.remove("selfLink");
     meta.insert("generation".into(), json!(1));
+    if rt.subresources.contains(&"status") {
+        if let Some(status) = rt.strategy.initial_status() {
+            obj["status"] = status;
+        }
+    }
     rt.strategy.default(obj);
     rt.strategy.prepare_create(obj);
 }

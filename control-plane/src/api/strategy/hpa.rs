@@ -11,6 +11,10 @@ use crate::api::error::FieldCause;
 pub(crate) struct HorizontalPodAutoscaler;
 
 impl Strategy for HorizontalPodAutoscaler {
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({"desiredReplicas": 0}))
+    }
+
     fn default(&self, obj: &mut Value) {
         {
             entry(ensure_object(obj, "spec"), "minReplicas", json!(1));

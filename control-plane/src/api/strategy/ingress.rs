@@ -16,6 +16,10 @@ pub(crate) const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is
 pub(crate) struct Ingress;
 
 impl Strategy for Ingress {
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({"loadBalancer": {}}))
+    }
+
     fn validate(&self, obj: &Value, causes: &mut Vec<FieldCause>) {
         validate_ingress(obj.get("spec").unwrap_or(&Value::Null), causes);
     }

@@ -84,6 +84,12 @@ pub(crate) trait Strategy: Send + Sync {
     /// (idempotent).
     fn default(&self, _obj: &mut Value) {}
 
+    /// The status a new object starts with, whatever its body says (kinds with a `status`
+    /// subresource; None keeps the client's, as a Node's registration).
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({}))
+    }
+
     /// The server-owned state of a new object, after the generic metadata and [`Self::default`]
     /// (an initial status, admission defaults).
     fn prepare_create(&self, _obj: &mut Value) {}
@@ -122,6 +128,12 @@ pub(crate) trait Strategy: Send + Sync {
 
     /// A deletion marks the object and the server finishes it (a namespace is emptied first).
     fn finalized_by_server(&self) -> bool {
+        false
+    }
+
+    /// A deletion that removes the object at once answers with the object (as kube-apiserver's
+    /// `ReturnDeletedObject`), rather than a `Status`.
+    fn returns_deleted_object(&self) -> bool {
         false
     }
 

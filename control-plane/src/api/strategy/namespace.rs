@@ -10,6 +10,10 @@ use super::{str_at, NameRule, Row, Strategy};
 pub(crate) struct Namespace;
 
 impl Strategy for Namespace {
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
     fn name_rule(&self) -> NameRule {
         NameRule::Label
     }

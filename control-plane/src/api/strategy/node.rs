@@ -10,6 +10,15 @@ use super::{Row, Strategy};
 pub(crate) struct Node;
 
 impl Strategy for Node {
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
+    /// A node agent registers its Node with its status.
+    fn initial_status(&self) -> Option<Value> {
+        None
+    }
+
     fn columns(&self) -> Vec<Value> {
         vec![
             name_col(),

@@ -15,6 +15,10 @@ use crate::api::error::FieldCause;
 pub(crate) struct Pod;
 
 impl Strategy for Pod {
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         default_pod_spec(ensure_object(obj, "spec"));
     }

@@ -14,6 +14,10 @@ use crate::api::error::FieldCause;
 pub(crate) struct ReplicationController;
 
 impl Strategy for ReplicationController {
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({"replicas": 0}))
+    }
+
     fn default(&self, obj: &mut Value) {
         let labels = obj
             .pointer("/spec/template/metadata/labels")

@@ -33,8 +33,16 @@ fn port_claim(port: i64) -> Claim {
 }
 
 impl Strategy for Service {
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         default_service(ensure_object(obj, "spec"));
+    }
+
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({"loadBalancer": {}}))
     }
 
     fn claim_resources(&self) -> &'static [&'static str] {

@@ -9,6 +9,10 @@ use super::{Row, Strategy};
 pub(crate) struct ServiceAccount;
 
 impl Strategy for ServiceAccount {
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
     fn columns(&self) -> Vec<Value> {
         let name = name_col();
         let age = age_col();

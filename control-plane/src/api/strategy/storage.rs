@@ -306,6 +306,10 @@ impl Strategy for PersistentVolumeClaim {
 pub(crate) struct StorageClass;
 
 impl Strategy for StorageClass {
+    fn returns_deleted_object(&self) -> bool {
+        true
+    }
+
     fn default(&self, obj: &mut Value) {
         if let Some(m) = obj.as_object_mut() {
             entry(m, "reclaimPolicy", json!("Delete"));

@@ -30,6 +30,17 @@ pub(crate) enum Kind {
 pub(crate) struct Workload(pub Kind);
 
 impl Strategy for Workload {
+    /// The counts Kubernetes always shows (non-`omitempty` fields), all zero.
+    fn initial_status(&self) -> Option<Value> {
+        Some(match self.0 {
+            Kind::Deployment => json!({}),
+            Kind::ReplicaSet => json!({"replicas": 0}),
+            Kind::StatefulSet => json!({"replicas": 0, "availableReplicas": 0}),
+            Kind::DaemonSet => json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0, "numberReady": 0}),
+        })
+    }
+
     fn default(&self, obj: &mut Value) {
         match self.0 {
             Kind::Deployment => {
