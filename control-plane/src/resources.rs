@@ -8,7 +8,7 @@ use k8s_openapi::api;
 use crate::api::schema::{Schema, Typed};
 use crate::api::strategy::workloads::{Kind, Workload};
 use crate::api::strategy::{
-    batch, certificates, config, disruption, endpoints, event, hpa, ingress, lease, namespace,
+    batch, certificates, config, crd, disruption, endpoints, event, hpa, ingress, lease, namespace,
     networkpolicy, node, pod, priority, quota, rbac, replicationcontroller, revision, service,
     serviceaccount, storage, Strategy,
 };
@@ -695,19 +695,71 @@ pub static RESOURCES: &[ResourceType] = &[
         strategy: &certificates::CertificateSigningRequest,
         schema: &Typed::<api::certificates::v1::CertificateSigningRequest>::NEW,
     },
+    ResourceType {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        kind: "CustomResourceDefinition",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        subresources: &["status"],
+        field_labels: &[],
+        storage: None,
+        strategy: &crd::CustomResourceDefinition,
+        schema: &Typed::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::NEW,
+    },
 ];
+
+/// The kinds CustomResourceDefinitions define, replaced as a whole when CRDs change (types are
+/// interned and leaked: `&'static` like the built-in table; a CRD's unchanged version reuses
+/// its type, so memory grows only with distinct CRD versions ever served).
+static CUSTOM: std::sync::RwLock<Vec<&'static ResourceType>> = std::sync::RwLock::new(Vec::new());
+
+/// Bumped on each change of the custom kinds (documents derived from the table are remade).
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Every served resource type: the built-in ones, then those CRDs define.
+pub fn all() -> Vec<&'static ResourceType> {
+    let mut out: Vec<&'static ResourceType> = RESOURCES.iter().collect();
+    if let Ok(custom) = CUSTOM.read() {
+        out.extend(custom.iter().copied());
+    }
+    out
+}
+
+/// Replace the custom kinds.
+pub fn set_custom(types: Vec<&'static ResourceType>) {
+    if let Ok(mut custom) = CUSTOM.write() {
+        *custom = types;
+    }
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Release);
+}
+
+/// Changes with every change of the served types.
+pub fn generation() -> u64 {
+    GENERATION.load(std::sync::atomic::Ordering::Acquire)
+}
 
 /// Look a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| {
+            CUSTOM.read().ok().and_then(|c| {
+                c.iter()
+                    .copied()
+                    .find(|r| r.group == group && r.version == version && r.plural == plural)
+            })
+        })
 }
 
 /// Look a resource up by kind.
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static ResourceType> {
-    RESOURCES
-        .iter()
+    all()
+        .into_iter()
         .find(|r| r.group == group && r.kind == kind)
 }
 
@@ -727,7 +779,7 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
 /// The served group/versions, in preference order; the core group first.
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

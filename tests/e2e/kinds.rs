@@ -681,3 +681,160 @@ fn the_wire_matches_kube_apiserver_where_clients_looked() {
         let _ = cms.delete("meta", &DeleteParams::default()).await;
     });
 }
+
+/// The CronTab CustomResourceDefinition of the Kubernetes documentation: served at once, with
+/// validation, defaulting, pruning, printer columns, the status subresource, discovery and
+/// `kubectl explain`; deleting the CRD deletes its objects.
+const CRONTAB_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                cronSpec:
+                  type: string
+                  pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
+                image:
+                  type: string
+                replicas:
+                  type: integer
+                  minimum: 1
+                  maximum: 10
+                  default: 1
+            status:
+              type: object
+              properties:
+                ready:
+                  type: boolean
+      additionalPrinterColumns:
+      - name: Spec
+        type: string
+        description: The cron spec defining the interval a CronJob is run
+        jsonPath: .spec.cronSpec
+      - name: Replicas
+        type: integer
+        description: The number of jobs launched by the CronJob
+        jsonPath: .spec.replicas
+      - name: Age
+        type: date
+        jsonPath: .metadata.creationTimestamp
+      subresources:
+        status: {}
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames:
+    - ct
+"#;
+
+#[test]
+fn a_custom_resource_definition_serves_its_kind() {
+    let c = Cluster::start(&["--no-node"]);
+    c.apply(CRONTAB_CRD);
+    assert_eq!(
+        c.jsonpath(
+            &["crd", "crontabs.stable.example.com"],
+            "{.status.conditions[?(@.type==\"Established\")].status}"
+        ),
+        "True"
+    );
+    let resources = c.kubectl_ok(&["api-resources", "--api-group=stable.example.com"]);
+    assert!(
+        resources.contains("crontabs") && resources.contains("ct") && resources.contains("CronTab"),
+        "{resources}"
+    );
+    c.apply(
+        r#"apiVersion: stable.example.com/v1
+kind: CronTab
+metadata:
+  name: my-new-cron-object
+spec:
+  cronSpec: "* * * * */5"
+  image: my-awesome-cron-image
+"#,
+    );
+    // Defaulted, printed with the CRD's columns.
+    assert_eq!(
+        c.jsonpath(&["ct", "my-new-cron-object"], "{.spec.replicas}"),
+        "1"
+    );
+    let table = c.kubectl_ok(&["get", "crontabs"]);
+    assert!(
+        table.contains("SPEC") && table.contains("REPLICAS") && table.contains("* * * * */5"),
+        "{table}"
+    );
+    // Validation and pruning by the schema.
+    let bad = c.dir.path().join("bad-cron.yaml");
+    std::fs::write(&bad, "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: \"* * * * *\", replicas: 11}\n").expect("write");
+    let out = c.kubectl(&["apply", "-f", bad.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("spec.replicas in body should be less than or equal to 10"),
+        "{err}"
+    );
+    std::fs::write(&bad, "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: \"* * * * *\", colour: red}\n").expect("write");
+    let out = c.kubectl(&["apply", "-f", bad.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unknown field \"spec.colour\""),
+        "{err}"
+    );
+    // The status subresource: status writes go through /status only.
+    c.kubectl_ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"ready": true}}"#,
+    ]);
+    c.kubectl_ok(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"ready": false}, "spec": {"replicas": 2}}"#,
+    ]);
+    assert_eq!(
+        c.jsonpath(
+            &["ct", "my-new-cron-object"],
+            "{.status.ready} {.spec.replicas}"
+        ),
+        "true 2"
+    );
+    // kubectl explain reads the CRD's schema.
+    let explain = c.kubectl_ok(&["explain", "crontab.spec"]);
+    assert!(
+        explain.contains("cronSpec") && explain.contains("replicas"),
+        "{explain}"
+    );
+    // Deleting the CRD deletes its objects, then the kind is no longer served.
+    c.kubectl_ok(&[
+        "delete",
+        "crd",
+        "crontabs.stable.example.com",
+        "--timeout=60s",
+    ]);
+    let gone = c.kubectl(&["get", "crontabs"]);
+    assert!(
+        !gone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gone.stdout)
+    );
+}

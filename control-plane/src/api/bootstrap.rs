@@ -76,6 +76,7 @@ pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
         ensure(state, namespaces, "", json!({"metadata": {"name": ns}})).await?;
     }
     registry::repair_claims(state).await?;
+    super::crd::sync(state).await?;
     let classes = rt("scheduling.k8s.io", "v1", "priorityclasses")?;
     for (name, value) in SYSTEM_CLASSES {
         let description = if *name == "system-node-critical" {

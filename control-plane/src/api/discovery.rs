@@ -99,8 +99,8 @@ pub fn aggregated(core: bool) -> Value {
         let versions: Vec<Value> = versions
             .iter()
             .map(|version| {
-                let res: Vec<Value> = resources::RESOURCES
-                    .iter()
+                let res: Vec<Value> = resources::all()
+                    .into_iter()
                     .filter(|r| r.group == group && r.version == *version)
                     .map(aggregated_resource)
                     .collect();
@@ -140,8 +140,8 @@ pub fn legacy_apis() -> Value {
 
 /// Legacy `APIResourceList` for one group/version, or None if not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs: Vec<&ResourceType> = resources::RESOURCES
-        .iter()
+    let rs: Vec<&ResourceType> = resources::all()
+        .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
     if rs.is_empty() {

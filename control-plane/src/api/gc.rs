@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::registry::{self, finalizers};
+use super::strategy::crd::CLEANUP_FINALIZER;
 use super::AppState;
 use crate::resources::{self, ResourceType};
 use crate::store::{EventKind, ObjectKey, StoreError, StoredObject, Write};
@@ -90,15 +91,15 @@ fn marked(stored: &StoredObject) -> Option<Work> {
     }
     let marks: Marks = serde_json::from_slice(&stored.data).ok()?;
     marks.metadata.deletion_timestamp.as_ref()?;
-    let rt = resources::RESOURCES
-        .iter()
+    let rt = resources::all()
+        .into_iter()
         .find(|r| r.storage.is_none() && r.storage_key() == stored.key.resource)?;
     let ours = rt.strategy.finalized_by_server()
         || marks
             .metadata
             .finalizers
             .iter()
-            .any(|f| f == "foregroundDeletion" || f == "orphan");
+            .any(|f| f == "foregroundDeletion" || f == "orphan" || f == CLEANUP_FINALIZER);
     ours.then(|| Work::Marked {
         rt,
         namespace: stored.key.namespace.clone(),
@@ -134,8 +135,8 @@ struct OwnerRef {
 impl OwnerRef {
     /// Only owners of kinds this server stores can be known to be missing.
     fn served(&self) -> bool {
-        resources::RESOURCES
-            .iter()
+        resources::all()
+            .into_iter()
             .any(|r| r.kind == self.kind && r.api_version() == self.api_version)
     }
 }
@@ -396,7 +397,7 @@ async fn stored_objects(
     namespace: Option<&str>,
 ) -> Result<Vec<(&'static ResourceType, StoredObject)>, ApiError> {
     let mut out = Vec::new();
-    for rt in resources::RESOURCES.iter().filter(|r| r.storage.is_none()) {
+    for rt in resources::all().into_iter().filter(|r| r.storage.is_none()) {
         if namespace.is_some() && !rt.namespaced {
             continue;
         }
@@ -429,8 +430,8 @@ async fn dependents(
     };
     let mut out = Vec::new();
     for key in keys {
-        let Some(rt) = resources::RESOURCES
-            .iter()
+        let Some(rt) = resources::all()
+            .into_iter()
             .find(|r| r.storage.is_none() && r.storage_key() == key.resource)
         else {
             continue;
@@ -526,6 +527,11 @@ async fn process(gc: &Gc, work: &Work) -> Result<(), ApiError> {
             if rt.kind == "Namespace" {
                 return terminate_namespace(state, rt, &obj).await;
             }
+            if finalizers(&obj).iter().any(|f| f == CLEANUP_FINALIZER) {
+                remove_custom_resources(state, &obj).await?;
+                remove_finalizer(state, rt, namespace, name, CLEANUP_FINALIZER).await?;
+                return super::crd::sync(state).await;
+            }
             let uid = HashSet::from([meta_str(&obj, "uid").to_string()]);
             let fins = finalizers(&obj);
             if fins.iter().any(|f| f == "orphan") {
@@ -591,6 +597,44 @@ async fn remove_finalizer(
             Err(ApiError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Delete every object of a CRD being deleted and wait until none is left.
+async fn remove_custom_resources(state: &AppState, crd: &Value) -> Result<(), ApiError> {
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(rt) = resources::all()
+        .into_iter()
+        .find(|r| r.group == group && r.plural == plural && r.storage.is_none())
+    else {
+        return Ok(());
+    };
+    let q = Default::default();
+    loop {
+        let listing = state
+            .store
+            .list(&rt.storage_key(), None)
+            .await
+            .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+        if listing.objects.is_empty() {
+            return Ok(());
+        }
+        let q = &q;
+        each(listing.objects, |o| async move {
+            match registry::delete(state, rt, &o.key.namespace, &o.key.name, &json!({}), q).await {
+                Ok(_) | Err(ApiError::NotFound { .. }) | Err(ApiError::Conflict { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -139,7 +139,14 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
         .copied()
         .unwrap_or("");
     let resource = (target.rt.plural, sub);
+    let defines_types = target.rt.strategy.defines_types() && parts.method != Method::GET;
     let result = route(&state, &parts.method, &parts.headers, target, q, body).await;
+    if defines_types {
+        // A CRD changed: its kinds are served (or no longer) once the write is answered.
+        if let Err(e) = super::crd::sync(&state).await {
+            tracing::warn!(error = %e, "could not update the custom resource types");
+        }
+    }
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     crate::metrics::request(verb, resource, resp.status().as_u16(), started.elapsed());
     resp

@@ -6,6 +6,7 @@
 //! API layer never touches SQLite (it goes through the [`crate::store::Storage`] trait).
 
 mod bootstrap;
+pub(crate) mod crd;
 pub mod discovery;
 pub mod error;
 pub mod gc;
@@ -240,7 +241,8 @@ async fn apis_root(headers: HeaderMap) -> Response {
     }
 }
 
-/// Generated documents, by path; they only change with the binary.
+/// Generated documents, by path and generation of the resource table (they change with the binary
+/// and with CRDs).
 static OPENAPI: std::sync::OnceLock<std::sync::Mutex<HashMap<String, bytes::Bytes>>> =
     std::sync::OnceLock::new();
 
@@ -250,6 +252,12 @@ async fn openapi_doc(
     make: fn(&str) -> Option<serde_json::Value>,
 ) -> Option<bytes::Bytes> {
     let cache = OPENAPI.get_or_init(Default::default);
+    if let Ok(mut c) = cache.lock() {
+        // Documents of older generations are not asked for again.
+        if c.len() > 256 {
+            c.clear();
+        }
+    }
     if let Some(b) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return Some(b);
     }
@@ -270,8 +278,10 @@ fn json_bytes(b: bytes::Bytes) -> Response {
 }
 
 async fn openapi_gv(axum::extract::Path(gv): axum::extract::Path<String>) -> Response {
-    match openapi_doc(format!("v3/{gv}"), |k| {
-        typed::openapi_v3_gv(k.trim_start_matches("v3/"))
+    // Keyed by the table's generation too: a CRD change makes new documents.
+    let generation = crate::resources::generation();
+    match openapi_doc(format!("v3/{generation}/{gv}"), |k| {
+        typed::openapi_v3_gv(k.splitn(3, '/').nth(2).unwrap_or(""))
     })
     .await
     {
@@ -297,7 +307,8 @@ async fn openapi_v2(headers: HeaderMap) -> Response {
     if !(accept.contains("json") || accept.contains("*/*")) {
         return ApiError::NotAcceptable(accept.to_string()).into_response();
     }
-    match openapi_doc("v2".into(), |_| Some(typed::openapi_v2())).await {
+    let generation = crate::resources::generation();
+    match openapi_doc(format!("v2/{generation}"), |_| Some(typed::openapi_v2())).await {
         Some(doc) => json_bytes(doc),
         None => ApiError::NoRoute.into_response(),
     }

@@ -17,6 +17,11 @@ pub trait Schema: Send + Sync {
     fn ignored(&self, v: &Value) -> Result<Vec<FieldPath>, String>;
     /// Register the type's JSON schema with `generator`; returns its definition name.
     fn register(&self, generator: &mut SchemaGenerator) -> String;
+    /// A schema that is data (a custom resource's): its definition name and JSON schema,
+    /// which the OpenAPI documents take as they are.
+    fn raw(&self) -> Option<(String, Value)> {
+        None
+    }
 }
 
 /// The [`Schema`] of the k8s-openapi type `T`.
@@ -109,6 +114,11 @@ impl fmt::Display for FieldPath {
 }
 
 impl FieldPath {
+    /// A path from its steps.
+    pub(crate) fn new(segs: Vec<Seg<'static>>) -> Self {
+        FieldPath(segs)
+    }
+
     /// The value at this path in `obj`, if any.
     pub fn value_in<'a>(&self, obj: &'a Value) -> Option<&'a Value> {
         lookup(obj, &self.0)

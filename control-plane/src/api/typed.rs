@@ -160,8 +160,8 @@ impl<'de> Visitor<'de> for DupSeed<'_, 'de> {
 }
 
 fn gv_kinds(group: &str, version: &str) -> Vec<&'static ResourceType> {
-    resources::RESOURCES
-        .iter()
+    resources::all()
+        .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect()
 }
@@ -176,6 +176,9 @@ fn schemas(
     let mut generator = settings.into_generator();
     let mut tagged = Vec::new();
     for r in kinds {
+        if r.schema.raw().is_some() {
+            continue;
+        }
         let name = r.schema.register(&mut generator);
         tagged.push((name, r.group, r.version, r.kind));
     }
@@ -183,6 +186,12 @@ fn schemas(
         schema.register(&mut generator);
     }
     let mut defs = generator.take_definitions(true);
+    for r in kinds {
+        if let Some((name, schema)) = r.schema.raw() {
+            defs.insert(name.clone(), schema);
+            tagged.push((name, r.group, r.version, r.kind));
+        }
+    }
     for (name, group, version, kind) in tagged {
         if let Some(Value::Object(s)) = defs.get_mut(&name) {
             s.insert(
@@ -216,8 +225,12 @@ pub fn openapi_v3_root() -> Value {
 }
 
 /// Changes whenever the served documents may change (the binary's version).
-fn doc_hash() -> &'static str {
-    concat!("skiff-", env!("CARGO_PKG_VERSION"))
+fn doc_hash() -> String {
+    format!(
+        "skiff-{}-{}",
+        env!("CARGO_PKG_VERSION"),
+        resources::generation()
+    )
 }
 
 fn operations(r: &ResourceType, schema_ref: &str) -> (String, Value) {
@@ -297,7 +310,7 @@ fn defs_name(defs: &Map<String, Value>, r: &ResourceType) -> Option<String> {
 
 /// `/openapi/v2` (Swagger 2.0 JSON) for every served kind.
 pub fn openapi_v2() -> Value {
-    let kinds: Vec<&'static ResourceType> = resources::RESOURCES.iter().collect();
+    let kinds: Vec<&'static ResourceType> = resources::all();
     let mut settings = SchemaSettings::draft07();
     settings.definitions_path = "/definitions".into();
     settings.meta_schema = None;

@@ -60,8 +60,8 @@ pub(super) async fn admit(state: &AppState, rt: &ResourceType, obj: &mut Value) 
 
 /// The objects of a cluster-scoped resource.
 async fn all(state: &AppState, group: &str, plural: &str) -> ApiResult<Vec<Value>> {
-    let Some(rt) = resources::RESOURCES
-        .iter()
+    let Some(rt) = resources::all()
+        .into_iter()
         .find(|r| r.group == group && r.plural == plural && r.storage.is_none())
     else {
         return Ok(Vec::new());

@@ -120,8 +120,8 @@ pub(super) fn own_error(e: StoreError) -> StoreError {
 /// stored): run at start-up, before anything allocates. Two objects holding one value (which
 /// only such a data dir can have) keep it; the second one's claim is not written.
 pub(crate) async fn repair(state: &AppState) -> ApiResult<()> {
-    for rt in crate::resources::RESOURCES
-        .iter()
+    for rt in crate::resources::all()
+        .into_iter()
         .filter(|r| !r.strategy.claim_resources().is_empty())
     {
         let listing = state

@@ -91,8 +91,14 @@ pub(crate) fn prepare_create(rt: &ResourceType, obj: &mut Value, namespace: &str
     meta.remove("selfLink");
     meta.insert("generation".into(), json!(1));
     if rt.subresources.contains(&"status") {
-        if let Some(status) = rt.strategy.initial_status() {
-            obj["status"] = status;
+        match rt.strategy.initial_status() {
+            Some(Value::Null) => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+            Some(status) => obj["status"] = status,
+            None => {}
         }
     }
     rt.strategy.default(obj);

@@ -12,6 +12,8 @@
 pub(crate) mod batch;
 pub(crate) mod certificates;
 pub(crate) mod config;
+pub(crate) mod crd;
+pub(crate) mod custom;
 pub(crate) mod disruption;
 pub(crate) mod endpoints;
 pub(crate) mod event;
@@ -134,6 +136,11 @@ pub(crate) trait Strategy: Send + Sync {
     /// A deletion that removes the object at once answers with the object (as kube-apiserver's
     /// `ReturnDeletedObject`), rather than a `Status`.
     fn returns_deleted_object(&self) -> bool {
+        false
+    }
+
+    /// Writes of this kind change the served resource types (CustomResourceDefinitions).
+    fn defines_types(&self) -> bool {
         false
     }
 
