@@ -7,6 +7,7 @@ mod harness;
 mod http;
 mod kinds;
 mod node;
+mod operator;
 mod sandbox;
 
 use std::time::Duration;

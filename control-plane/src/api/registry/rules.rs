@@ -66,6 +66,19 @@ pub(crate) fn validate(rt: &ResourceType, obj: &Value) -> Vec<FieldCause> {
             NameRule::Subdomain if !is_dns1123_subdomain(name) => {
                 causes.push(FieldCause::invalid("metadata.name", name, SUBDOMAIN_MSG))
             }
+            NameRule::PathSegment => {
+                let why = if name == "." || name == ".." {
+                    Some(format!("may not be '{name}'"))
+                } else {
+                    ['/', '%']
+                        .iter()
+                        .find(|c| name.contains(**c))
+                        .map(|c| format!("may not contain '{c}'"))
+                };
+                if let Some(why) = why {
+                    causes.push(FieldCause::invalid("metadata.name", name, &why));
+                }
+            }
             _ => {}
         }
     }

@@ -73,6 +73,8 @@ pub(crate) enum NameRule {
     Subdomain,
     /// A DNS-1123 label (namespaces).
     Label,
+    /// Any path segment: not `.` or `..`, no `/` or `%` (RBAC objects: `system:aggregate-to-view`).
+    PathSegment,
 }
 
 /// The behaviour of one kind. Every method has the answer of a kind with no special rules.

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use super::print::{col, name_col};
-use super::{not_supported, str_at, Row, Strategy};
+use super::{not_supported, str_at, NameRule, Row, Strategy};
 use crate::api::error::FieldCause;
 use crate::api::selectors::LabelSelector;
 use crate::api::validation::elements;
@@ -32,6 +32,10 @@ fn created_at_columns() -> Vec<Value> {
 }
 
 impl Strategy for Role {
+    fn name_rule(&self) -> NameRule {
+        NameRule::PathSegment
+    }
+
     fn validate(&self, obj: &Value, causes: &mut Vec<FieldCause>) {
         for (i, rule) in elements(obj.get("rules")) {
             let at = format!("rules[{i}]");
@@ -103,6 +107,10 @@ impl Strategy for Role {
 }
 
 impl Strategy for Binding {
+    fn name_rule(&self) -> NameRule {
+        NameRule::PathSegment
+    }
+
     fn validate(&self, obj: &Value, causes: &mut Vec<FieldCause>) {
         const GROUP: &str = "rbac.authorization.k8s.io";
         let kinds: &[&str] = if self.cluster {

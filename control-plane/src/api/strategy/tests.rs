@@ -369,8 +369,13 @@ fn more_kinds_validation_table() {
         ),
         (
             rt("rbac.authorization.k8s.io", "clusterroles"),
-            json!({"metadata": {"name": "r"}, "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]}),
+            json!({"metadata": {"name": "system:aggregate-to-view"}, "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]}),
             vec![],
+        ),
+        (
+            rt("rbac.authorization.k8s.io", "clusterroles"),
+            json!({"metadata": {"name": "a/b"}, "rules": []}),
+            vec!["metadata.name"],
         ),
         (
             rt("rbac.authorization.k8s.io", "clusterrolebindings"),
