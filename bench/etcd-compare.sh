@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Durable writes/s of skiff against etcd on this machine, side by side.
+# Durable creates/s of skiff against etcd on this machine, side by side, with the same load
+# generator (wrk, two threads, so the client's CPU does not decide the result):
 #
-#   bench/etcd-compare.sh [WRITES] [CLIENTS]      (defaults: 4000 writes, 16,64 clients)
+#   bench/etcd-compare.sh [SECONDS] [CONNECTIONS]     (defaults: 10 s, 16,64 connections)
 #
-# Installs Debian's etcd-server if it is missing, starts etcd and `skiff server --no-node` on
-# loopback with fresh data directories, runs the same load against both (pod-sized values:
-# `skiff bench api` creates pods through the Kubernetes API over TLS; `skiff bench etcd` puts
-# the same bytes through etcd's v3 HTTP gateway), prints each result and the ratio skiff/etcd,
-# and stops both. Both fsync every commit (etcd by default, skiff with synchronous=FULL).
+# Installs Debian's etcd-server and wrk if missing, starts etcd and `skiff server --no-node`
+# on loopback with fresh data directories, then for each number of connections: wrk creates
+# 1 KiB ConfigMaps through skiff's Kubernetes API (HTTPS, bearer token, full semantics:
+# validation, defaulting, managedFields, the store's fsync) and puts the same bytes into etcd
+# through its v3 JSON gateway (plain HTTP, fsync per commit). Prints creates/s, p50/p99 and
+# the ratio skiff/etcd, one JSON line each, and stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WRITES=${1:-4000}
-CLIENTS=${2:-16,64}
+. bench/lib.sh
+SECS=${1:-10}
+CONNS=${2:-16,64}
+SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
 
-if ! command -v etcd >/dev/null; then
-  echo "installing etcd-server (Debian)" >&2
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-fi
+for pkg in etcd:etcd-server wrk:wrk; do
+  if ! command -v "${pkg%%:*}" >/dev/null; then
+    echo "installing ${pkg#*:} (Debian)" >&2
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkg#*:}" >/dev/null
+  fi
+done
 [ -x target/release/skiff ] || cargo build --release -q
 
 work=$(mktemp -d)
@@ -36,24 +42,30 @@ etcd --name bench --data-dir "$work/etcd" \
   --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
   --initial-cluster "bench=http://127.0.0.1:$((port + 1))" >"$work/etcd.log" 2>&1 &
 pids+=($!)
+mkdir -p "$work/skiff-run"
 target/release/skiff server --data-dir "$work/skiff" --listen 127.0.0.1:0 --no-node \
-  >"$work/skiff.out" 2>"$work/skiff.log" &
+  >"$work/skiff-run/out" 2>"$work/skiff-run/log" &
 pids+=($!)
-
+await_ready "${pids[1]}" "$work/skiff-run"
 deadline=$((SECONDS + 30))
-until grep -q "ready at" "$work/skiff.out" 2>/dev/null && curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
-  [ $SECONDS -lt $deadline ] || { echo "etcd or skiff did not start" >&2; tail "$work"/*.log >&2; exit 1; }
+until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
+  [ $SECONDS -lt $deadline ] || { echo "etcd did not start" >&2; tail "$work/etcd.log" >&2; exit 1; }
   sleep 0.1
 done
+url=$(grep -o 'https://[0-9.:]*' "$work/skiff-run/out" | head -1)
+export SKIFF_TOKEN=$(tr -d '[:space:]' <"$work/skiff/admin-token")
+cat bench/wrk/common.lua bench/wrk/create-configmap.lua >"$work/skiff.lua"
+cat bench/wrk/common.lua bench/wrk/etcd-put.lua >"$work/etcd.lua"
 
-target/release/skiff bench etcd --endpoint "http://127.0.0.1:$port" --writes "$WRITES" \
-  --clients "$CLIENTS" >"$work/etcd.json"
-target/release/skiff bench api --kubeconfig "$work/skiff/kubeconfig.yaml" --writes "$WRITES" \
-  --clients "$CLIENTS" --list-pods 0 >"$work/skiff.json"
-
-echo "clients  skiff creates/s  etcd puts/s  ratio"
-for c in ${CLIENTS//,/ }; do
-  s=$(grep "\"create-c$c\"" "$work/skiff.json" | sed 's/.*"value":\([0-9.]*\).*/\1/')
-  e=$(grep "\"etcd-put-c$c\"" "$work/etcd.json" | sed 's/.*"value":\([0-9.]*\).*/\1/')
-  awk -v c="$c" -v s="$s" -v e="$e" 'BEGIN { printf "%7d  %15.0f  %11.0f  %5.2f\n", c, s, e, s / e }'
+echo "connections  skiff creates/s (p50/p99 ms)  etcd puts/s (p50/p99 ms)  ratio"
+for c in ${CONNS//,/ }; do
+  s=$(wrk -t2 -c"$c" -d"${SECS}s" -s "$work/skiff.lua" "$url" | tail -1)
+  e=$(wrk -t2 -c"$c" -d"${SECS}s" -s "$work/etcd.lua" "http://127.0.0.1:$port" | tail -1)
+  echo "{\"bench\":\"skiff-create-c$c\",\"result\":$s}"
+  echo "{\"bench\":\"etcd-put-c$c\",\"result\":$e}"
+  field() { echo "$1" | sed "s/.*\"$2\":\([0-9.]*\).*/\1/"; }
+  awk -v c="$c" -v s="$(field "$s" per_second)" -v sp="$(field "$s" p50_ms)" -v s9="$(field "$s" p99_ms)" \
+    -v e="$(field "$e" per_second)" -v ep="$(field "$e" p50_ms)" -v e9="$(field "$e" p99_ms)" \
+    -v se="$(field "$s" errors)" -v ee="$(field "$e" errors)" \
+    'BEGIN { printf "%11d  %8.0f (%5.2f/%6.2f)%s  %8.0f (%5.2f/%6.2f)%s  %5.2f\n", c, s, sp, s9, (se > 0 ? " ERR" : ""), e, ep, e9, (ee > 0 ? " ERR" : ""), s / e }'
 done

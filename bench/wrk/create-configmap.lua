@@ -1,0 +1,19 @@
+-- wrk: durable creates of 1 KiB ConfigMaps through the Kubernetes API (skiff), each request a
+-- new name (thread number and a counter), with the bearer token from the environment.
+local counter = 0
+
+function init(args)
+  token = os.getenv("SKIFF_TOKEN")
+  value = string.rep("x", 1024)
+end
+
+function request()
+  counter = counter + 1
+  local name = string.format("cm-%d-%d-%d", os.time(), id, counter)
+  local body = '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"' .. name ..
+    '"},"data":{"v":"' .. value .. '"}}'
+  return wrk.format("POST", "/api/v1/namespaces/default/configmaps", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. token,
+  }, body)
+end
