@@ -818,6 +818,22 @@ spec:
         ),
         "true 2"
     );
+    // Custom resources have no strategic merge patch, as in Kubernetes.
+    let smp = c.kubectl(&[
+        "patch",
+        "ct",
+        "my-new-cron-object",
+        "--type=strategic",
+        "-p",
+        r#"{"spec": {"replicas": 3}}"#,
+    ]);
+    assert!(
+        !smp.status.success()
+            && String::from_utf8_lossy(&smp.stderr)
+                .contains("application/strategic-merge-patch+json is not supported by stable.example.com/v1, Kind=CronTab"),
+        "{}",
+        String::from_utf8_lossy(&smp.stderr)
+    );
     // kubectl explain reads the CRD's schema.
     let explain = c.kubectl_ok(&["explain", "crontab.spec"]);
     assert!(

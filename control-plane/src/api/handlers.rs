@@ -243,6 +243,10 @@ async fn route(
         }
         (Method::PATCH, Some(name), sub @ (None | Some("status" | "approval"))) => {
             let kind = patch_type(headers)?;
+            if kind == PatchType::Strategic && rt.schema.raw().is_some() {
+                // As kube-apiserver: custom resources have no patch strategies.
+                return Err(ApiError::UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into()));
+            }
             let body = read_body(body, MAX_BODY).await?;
             let value = rules::decode_body(&body, kind == PatchType::Apply)?;
             let dups = duplicates(&body, &q)?;

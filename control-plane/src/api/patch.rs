@@ -10,6 +10,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::api::protobuf::Merge;
+
 /// The patch types Kubernetes accepts, by Content-Type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchType {
@@ -133,7 +135,15 @@ pub fn apply_patch(
                     "a strategic merge patch must be a JSON object".into(),
                 ));
             }
-            strategic_merge(&mut out, patch, &mut Vec::new())?;
+            // The schema of the object patched decides how its lists merge.
+            let root = match (
+                target.get("apiVersion").and_then(Value::as_str),
+                target.get("kind").and_then(Value::as_str),
+            ) {
+                (Some(av), Some(k)) => Some((av, k)),
+                _ => None,
+            };
+            strategic_merge(&mut out, patch, &mut Vec::new(), root)?;
         }
     }
     json_size_within(&out, limit).ok_or_else(|| too_large(limit))?;
@@ -172,10 +182,29 @@ fn is_set_list(field: &str) -> bool {
     field == "finalizers"
 }
 
+/// The apiVersion and kind of the object patched, whose schema says how lists merge.
+type Root<'a> = Option<(&'a str, &'a str)>;
+
+/// How the list `field` at `path` merges: by Kubernetes' schema of the kind (its
+/// `patchStrategy` and `patchMergeKey`), else (kinds without one) by the field's name.
+fn rule(root: Root<'_>, path: &[String], field: &str) -> Merge {
+    if let Some(m) = root.and_then(|(av, k)| crate::api::protobuf::merge_rule(av, k, path, field)) {
+        return m;
+    }
+    if is_set_list(field) {
+        return Merge::Set;
+    }
+    match merge_key(path, field) {
+        Some(k) => Merge::Key(k.to_string()),
+        None => Merge::Replace,
+    }
+}
+
 fn strategic_merge(
     target: &mut Value,
     patch: &Value,
     path: &mut Vec<String>,
+    root: Root<'_>,
 ) -> Result<(), PatchError> {
     let Some(pmap) = patch.as_object() else {
         *target = patch.clone();
@@ -218,13 +247,13 @@ fn strategic_merge(
         }
         match pval {
             Value::Array(plist) => {
-                let merged = merge_list(tmap.get(key), plist, key, path)?;
+                let merged = merge_list(tmap.get(key), plist, key, path, root)?;
                 tmap.insert(key.clone(), merged);
             }
             Value::Object(_) => {
                 path.push(key.clone());
                 let entry = tmap.entry(key.clone()).or_insert(Value::Null);
-                strategic_merge(entry, pval, path)?;
+                strategic_merge(entry, pval, path, root)?;
                 path.pop();
                 if entry.is_null() {
                     tmap.remove(key);
@@ -247,9 +276,12 @@ fn strategic_merge(
         else {
             continue;
         };
-        let mk = merge_key(path, field);
+        let mk = match rule(root, path, field) {
+            Merge::Key(k) => Some(k),
+            _ => None,
+        };
         let pos = |v: &Value| {
-            order.iter().position(|o| match mk {
+            order.iter().position(|o| match &mk {
                 Some(k) => o.get(k).is_some() && o.get(k) == v.get(k),
                 None => o == v,
             })
@@ -264,6 +296,7 @@ fn merge_list(
     plist: &[Value],
     field: &str,
     path: &mut Vec<String>,
+    root: Root<'_>,
 ) -> Result<Value, PatchError> {
     let cur: Vec<Value> = current
         .and_then(Value::as_array)
@@ -281,18 +314,20 @@ fn merge_list(
                 .collect(),
         ));
     }
-    if is_set_list(field) {
-        let mut out = cur;
-        for v in plist {
-            if !out.contains(v) {
-                out.push(v.clone());
+    let mk = match rule(root, path, field) {
+        Merge::Set => {
+            let mut out = cur;
+            for v in plist {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
             }
+            return Ok(Value::Array(out));
         }
-        return Ok(Value::Array(out));
-    }
-    let Some(mk) = merge_key(path, field) else {
-        return Ok(Value::Array(plist.to_vec()));
+        Merge::Replace => return Ok(Value::Array(plist.to_vec())),
+        Merge::Key(k) => k,
     };
+    let mk = mk.as_str();
     let mut out = cur;
     for pv in plist {
         let Some(kv) = pv.get(mk) else {
@@ -309,13 +344,13 @@ fn merge_list(
             (None, true) => {}
             (Some(i), false) => {
                 path.push(field.to_string());
-                strategic_merge(&mut out[i], pv, path)?;
+                strategic_merge(&mut out[i], pv, path, root)?;
                 path.pop();
             }
             (None, false) => {
                 let mut fresh = Value::Object(Map::new());
                 path.push(field.to_string());
-                strategic_merge(&mut fresh, pv, path)?;
+                strategic_merge(&mut fresh, pv, path, root)?;
                 path.pop();
                 out.push(fresh);
             }
@@ -328,6 +363,26 @@ fn merge_list(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// With the kind known, lists merge as Kubernetes' schema says: a Node's taints are
+    /// replaced whole (`atomic`), a pod's containers merged by name.
+    #[test]
+    fn strategic_merge_follows_the_kinds_schema() {
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"},
+            "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}});
+        let p = json!({"spec": {"taints": [{"key": "b", "effect": "NoSchedule"}]}});
+        let got = apply_patch(&node, &p, PatchType::Strategic, 1 << 20).unwrap();
+        assert_eq!(
+            got["spec"]["taints"],
+            json!([{"key": "b", "effect": "NoSchedule"}])
+        );
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
+        let p = json!({"spec": {"containers": [{"name": "b", "image": "z"}]}});
+        let got = apply_patch(&pod, &p, PatchType::Strategic, 1 << 20).unwrap();
+        assert_eq!(got["spec"]["containers"][0]["image"], "x");
+        assert_eq!(got["spec"]["containers"][1]["image"], "z");
+    }
 
     fn check(target: Value, patch: Value, kind: PatchType, want: Value) {
         let got = apply_patch(&target, &patch, kind, 1 << 30).unwrap();

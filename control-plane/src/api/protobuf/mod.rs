@@ -12,7 +12,38 @@ mod tables;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+pub use tables::Merge;
 use tables::{tables, Field, Tables, Ty};
+
+/// The field `name` of `message`, looking into embedded (inline) messages too.
+fn find_field<'t>(t: &'t Tables, message: &str, name: &str, depth: usize) -> Option<&'t Field> {
+    let fields = t.messages.get(message)?;
+    fields.iter().find(|f| f.name == name).or_else(|| {
+        if depth >= 8 {
+            return None;
+        }
+        fields.iter().find_map(|f| match &f.ty {
+            Ty::Inline(inner) => find_field(t, inner, name, depth + 1),
+            _ => None,
+        })
+    })
+}
+
+/// How a strategic merge patch treats the list `field` at `path` (field names from the root)
+/// of an object of `api_version`/`kind`, from Kubernetes' own schema (`patchStrategy`,
+/// `patchMergeKey`); None when the kind or the path is not in the tables.
+pub fn merge_rule(api_version: &str, kind: &str, path: &[String], field: &str) -> Option<Merge> {
+    let t = tables().ok()?;
+    let mut message: &str = t.kinds.get(&(api_version.to_string(), kind.to_string()))?;
+    for step in path {
+        let f = find_field(t, message, step, 0)?;
+        message = match &f.ty {
+            Ty::Msg(m) => m,
+            _ => return None,
+        };
+    }
+    Some(find_field(t, message, field, 0)?.merge.clone())
+}
 
 /// Non-pointer fields whose JSON form is `omitempty`: their zero value means "unset". (Pointer
 /// fields such as `replicas` are only encoded when set, so their zero is kept.)
@@ -478,6 +509,67 @@ mod tests {
         );
         assert_eq!(got["status"]["conditions"][0]["type"], "Approved");
         assert_eq!(got["status"]["conditions"][0]["status"], "True");
+    }
+
+    #[test]
+    fn merge_rules_come_from_the_schema() {
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let key = |k: &str| Some(Merge::Key(k.into()));
+        let cases = [
+            ("v1", "Pod", path(&["spec"]), "containers", key("name")),
+            (
+                "v1",
+                "Pod",
+                path(&["spec", "containers"]),
+                "volumeMounts",
+                key("mountPath"),
+            ),
+            (
+                "apps/v1",
+                "Deployment",
+                path(&["spec", "template", "spec", "containers"]),
+                "ports",
+                key("containerPort"),
+            ),
+            ("v1", "Service", path(&["spec"]), "ports", key("port")),
+            (
+                "v1",
+                "Node",
+                path(&["spec"]),
+                "taints",
+                Some(Merge::Replace),
+            ),
+            (
+                "v1",
+                "Pod",
+                path(&["metadata"]),
+                "finalizers",
+                Some(Merge::Set),
+            ),
+            (
+                "v1",
+                "Pod",
+                path(&["spec"]),
+                "tolerations",
+                Some(Merge::Replace),
+            ),
+            // Through an embedded message: a Volume's configMap items.
+            (
+                "v1",
+                "Pod",
+                path(&["spec", "volumes", "configMap"]),
+                "items",
+                Some(Merge::Replace),
+            ),
+            ("example.com/v1", "Widget", path(&[]), "items", None),
+        ];
+        for (av, kind, p, field, want) in cases {
+            assert_eq!(
+                merge_rule(av, kind, &p, field),
+                want,
+                "{kind} {p:?} {field}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub(super) enum Ty {
     Map(Box<Ty>),
 }
 
+/// How a strategic merge patch treats a list field (`patchStrategy`, `patchMergeKey`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// Replaced whole.
+    Replace,
+    /// Objects merged by this key.
+    Key(String),
+    /// Primitives merged as a set.
+    Set,
+}
+
 /// One field of a message.
 #[derive(Debug)]
 pub(super) struct Field {
@@ -38,6 +49,7 @@ pub(super) struct Field {
     pub name: String,
     pub ty: Ty,
     pub repeated: bool,
+    pub merge: Merge,
 }
 
 /// The tables: messages by name, and the message of each (apiVersion, kind).
@@ -80,7 +92,7 @@ fn parse(data: &str) -> Result<Tables, String> {
         let cols: Vec<&str> = line.split('\t').collect();
         let bad = || format!("line {} of k8s.tables: {line:?}", i + 1);
         match cols.as_slice() {
-            ["field", message, num, name, ty_text, repeated] => {
+            ["field", message, num, name, ty_text, repeated, merge] => {
                 t.messages
                     .entry(message.to_string())
                     .or_default()
@@ -89,6 +101,11 @@ fn parse(data: &str) -> Result<Tables, String> {
                         name: name.to_string(),
                         ty: ty(ty_text).map_err(|e| format!("{}: {e}", bad()))?,
                         repeated: *repeated == "1",
+                        merge: match *merge {
+                            "-" => Merge::Replace,
+                            "*" => Merge::Set,
+                            key => Merge::Key(key.to_string()),
+                        },
                     });
             }
             ["message", message] => {
