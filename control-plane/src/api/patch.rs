@@ -183,13 +183,25 @@ fn is_set_list(field: &str) -> bool {
 }
 
 /// The apiVersion and kind of the object patched, whose schema says how lists merge.
-type Root<'a> = Option<(&'a str, &'a str)>;
+pub(crate) type Root<'a> = Option<(&'a str, &'a str)>;
 
-/// How the list `field` at `path` merges: by Kubernetes' schema of the kind (its
-/// `patchStrategy` and `patchMergeKey`), else (kinds without one) by the field's name.
-fn rule(root: Root<'_>, path: &[String], field: &str) -> Merge {
+/// How the list `field` at `path` merges: by the kind's schema (a built-in kind's
+/// `patchStrategy` and `patchMergeKey`, a custom kind's `x-kubernetes-list-type` and
+/// `x-kubernetes-list-map-keys`), else (no schema says) by the field's name.
+pub(crate) fn rule(root: Root<'_>, path: &[String], field: &str) -> Merge {
     if let Some(m) = root.and_then(|(av, k)| crate::api::protobuf::merge_rule(av, k, path, field)) {
         return m;
+    }
+    let custom = root.and_then(|(av, k)| {
+        crate::resources::all()
+            .into_iter()
+            .find(|r| r.kind == k && r.api_version() == av)
+            .and_then(|r| r.schema.raw())
+    });
+    if let Some((_, schema)) = custom {
+        if let Some(m) = crate::api::strategy::custom::list_rule(&schema, path, field) {
+            return m;
+        }
     }
     if is_set_list(field) {
         return Merge::Set;

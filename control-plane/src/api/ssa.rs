@@ -43,6 +43,13 @@ fn field_set(v: &Value) -> BTreeSet<Path> {
 /// The fields of the main resource (`status` false: everything but the status) or of the
 /// `status` subresource (only the status).
 fn fields_of(v: &Value, status: bool) -> BTreeSet<Path> {
+    let root = match (
+        v.get("apiVersion").and_then(Value::as_str),
+        v.get("kind").and_then(Value::as_str),
+    ) {
+        (Some(av), Some(k)) => Some((av, k)),
+        _ => None,
+    };
     let mut out = BTreeSet::new();
     let Some(m) = v.as_object() else {
         return out;
@@ -58,25 +65,34 @@ fn fields_of(v: &Value, status: bool) -> BTreeSet<Path> {
                 }
                 let mut path = vec![Elem::Field(k.clone()), Elem::Field(mk.clone())];
                 let mut names = vec![k.clone(), mk.clone()];
-                collect(mv, &mut path, &mut names, &mut out);
+                collect(root, mv, &mut path, &mut names, &mut out);
             }
             continue;
         }
         let mut path = vec![Elem::Field(k.clone())];
         let mut names = vec![k.clone()];
-        collect(child, &mut path, &mut names, &mut out);
+        collect(root, child, &mut path, &mut names, &mut out);
     }
     out
 }
 
-fn list_key(names: &[String], item: &Value) -> Option<String> {
+/// The key of a list element, `{"name":"c"}`, when its list is keyed (by the kind's schema).
+fn list_key(root: patch::Root<'_>, names: &[String], item: &Value) -> Option<String> {
     let (field, parents) = names.split_last()?;
-    let mk = patch::merge_key(parents, field)?;
-    let kv = item.get(mk)?;
+    let crate::api::protobuf::Merge::Key(mk) = patch::rule(root, parents, field) else {
+        return None;
+    };
+    let kv = item.get(&mk)?;
     Some(json!({ mk: kv }).to_string())
 }
 
-fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, out: &mut BTreeSet<Path>) {
+fn collect(
+    root: patch::Root<'_>,
+    v: &Value,
+    path: &mut Path,
+    names: &mut Vec<String>,
+    out: &mut BTreeSet<Path>,
+) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
@@ -85,16 +101,16 @@ fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, out: &mut BTreeS
                 }
                 path.push(Elem::Field(k.clone()));
                 names.push(k.clone());
-                collect(child, path, names, out);
+                collect(root, child, path, names, out);
                 names.pop();
                 path.pop();
             }
         }
         Value::Array(items)
-            if !items.is_empty() && items.iter().all(|i| list_key(names, i).is_some()) =>
+            if !items.is_empty() && items.iter().all(|i| list_key(root, names, i).is_some()) =>
         {
             for item in items {
-                let Some(key) = list_key(names, item) else {
+                let Some(key) = list_key(root, names, item) else {
                     continue;
                 };
                 path.push(Elem::Key(key));
@@ -103,7 +119,7 @@ fn collect(v: &Value, path: &mut Path, names: &mut Vec<String>, out: &mut BTreeS
                     for (k, child) in m {
                         path.push(Elem::Field(k.clone()));
                         names.push(k.clone());
-                        collect(child, path, names, out);
+                        collect(root, child, path, names, out);
                         names.pop();
                         path.pop();
                     }

@@ -135,6 +135,40 @@ pub(crate) fn json_path(obj: &Value, path: &str) -> Option<Value> {
     Some(cur)
 }
 
+/// How a custom kind's schema merges the list `field` at `path`: `x-kubernetes-list-type`
+/// `map` by its (first) `x-kubernetes-list-map-keys`, `set` as a set, otherwise replaced;
+/// None when the path is not in the schema.
+pub(crate) fn list_rule(
+    schema: &Value,
+    path: &[String],
+    field: &str,
+) -> Option<crate::api::protobuf::Merge> {
+    use crate::api::protobuf::Merge;
+    let mut s = schema;
+    for step in path
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(field))
+    {
+        // A list's element schema is where its items' fields are.
+        if s.get("type").and_then(Value::as_str) == Some("array") {
+            s = s.get("items")?;
+        }
+        s = s.get("properties")?.get(step)?;
+    }
+    Some(
+        match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("map") => Merge::Key(
+                s.pointer("/x-kubernetes-list-map-keys/0")
+                    .and_then(Value::as_str)?
+                    .to_string(),
+            ),
+            Some("set") => Merge::Set,
+            _ => Merge::Replace,
+        },
+    )
+}
+
 /// Deeper than this, a schema or an object is not walked (a hostile CRD cannot recurse
 /// without bound).
 const MAX_DEPTH: usize = 64;
@@ -542,6 +576,29 @@ mod tests {
             .map(|p| p.to_string())
             .collect();
         assert_eq!(unknown, vec!["extra", "spec.colour"]);
+    }
+
+    #[test]
+    fn list_rules_come_from_the_schema() {
+        use crate::api::protobuf::Merge;
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "endpoints": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["port"],
+                "items": {"type": "object", "properties": {"tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}},
+            "hosts": {"type": "array", "items": {"type": "string"}}}}}});
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            list_rule(&schema, &path(&["spec"]), "endpoints"),
+            Some(Merge::Key("port".into()))
+        );
+        assert_eq!(
+            list_rule(&schema, &path(&["spec", "endpoints"]), "tags"),
+            Some(Merge::Set)
+        );
+        assert_eq!(
+            list_rule(&schema, &path(&["spec"]), "hosts"),
+            Some(Merge::Replace)
+        );
+        assert_eq!(list_rule(&schema, &path(&["spec"]), "missing"), None);
     }
 
     #[test]
