@@ -133,10 +133,43 @@ pub(crate) fn generate_name(obj: &mut Value) {
         .map(str::to_string)
     {
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let suffix: String = (0..5)
-            .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
-            .collect();
+        let suffix: String = scripted_suffix().unwrap_or_else(|| {
+            (0..5)
+                .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
+                .collect()
+        });
         ensure_object(obj, "metadata").insert("name".into(), json!(format!("{prefix}{suffix}")));
+    }
+}
+
+/// The suffix a test scripted for the next generated name.
+#[cfg(test)]
+fn scripted_suffix() -> Option<String> {
+    test_suffixes::next()
+}
+
+/// Outside tests, suffixes are random.
+#[cfg(not(test))]
+fn scripted_suffix() -> Option<String> {
+    None
+}
+
+/// Suffixes tests can script (to make `generateName` collide on purpose).
+#[cfg(test)]
+pub(crate) mod test_suffixes {
+    use std::sync::Mutex;
+
+    static NEXT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// The suffixes the next generated names get, in order.
+    pub(crate) fn script(suffixes: &[&str]) {
+        if let Ok(mut n) = NEXT.lock() {
+            *n = suffixes.iter().rev().map(|s| s.to_string()).collect();
+        }
+    }
+
+    pub(super) fn next() -> Option<String> {
+        NEXT.lock().ok()?.pop()
     }
 }
 

@@ -218,3 +218,48 @@ async fn an_autoscaling_v1_hpa_is_stored_as_v2() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A name made from `generateName` that is taken is made again (Kubernetes 1.32), not 409.
+#[tokio::test]
+async fn generate_name_collisions_are_retried() {
+    let (state, dir) = state("generate").await;
+    let cms = resources::find("", "v1", "configmaps").unwrap();
+    let q = Query::new();
+    super::create(
+        &state,
+        cms,
+        "default",
+        json!({"metadata": {"name": "x-aaaaa"}}),
+        &q,
+        false,
+    )
+    .await
+    .unwrap();
+    super::rules::test_suffixes::script(&["aaaaa", "aaaaa", "bbbbb"]);
+    let (made, _) = super::create(
+        &state,
+        cms,
+        "default",
+        json!({"metadata": {"generateName": "x-"}}),
+        &q,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(made["metadata"]["name"], "x-bbbbb");
+    // A name the client chose is not retried.
+    let taken = super::create(
+        &state,
+        cms,
+        "default",
+        json!({"metadata": {"name": "x-aaaaa"}}),
+        &q,
+        false,
+    )
+    .await;
+    assert!(matches!(
+        taken,
+        Err(crate::api::ApiError::AlreadyExists { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
