@@ -25,6 +25,11 @@ pub const BLOBS_PATH: &str = "/skiff/v1/blobs";
 pub const CACERTS_PATH: &str = "/cacerts";
 /// The path on a node agent that serves container logs to the API server.
 pub const NODE_LOGS_PATH: &str = "/containerLogs";
+/// The Node annotation with the absolute directory under which the node keeps the directories
+/// of persistentVolumeClaims (`<dir>/<namespace>/<claim>`), which the local-path provisioner
+/// names in the PersistentVolumes it makes.
+pub const CLAIMS_DIR_ANNOTATION: &str = "skiff.dev/claims-dir";
+
 /// The Node annotation that tells other nodes (and the Ingress status) where the node's HTTP
 /// gateway listens, on its InternalIP.
 pub const GATEWAY_PORT_ANNOTATION: &str = "skiff.dev/gateway-port";

@@ -162,11 +162,17 @@ async fn register(
     .into();
     labels.extend(config.labels.iter().cloned());
     let status = node_status(ctx, config, port, since);
-    let annotations: BTreeMap<String, String> = [(
+    let mut annotations: BTreeMap<String, String> = [(
         crate::gateway::GATEWAY_PORT_ANNOTATION.to_string(),
         ctx.gateway.addr.port().to_string(),
     )]
     .into();
+    // Where its claims' directories are, for the PersistentVolumes the provisioner makes.
+    let claims = std::path::absolute(&ctx.claims_root).unwrap_or_else(|_| ctx.claims_root.clone());
+    annotations.insert(
+        skiff_common::CLAIMS_DIR_ANNOTATION.to_string(),
+        claims.display().to_string(),
+    );
     let node = Node {
         metadata: ObjectMeta {
             name: Some(config.name.clone()),

@@ -568,6 +568,25 @@ spec:
     assert!(created("web-1") >= ready_at("web-0"));
     assert!(created("web-2") >= ready_at("web-1"));
     assert_eq!(c.jsonpath(&["pod", "web-1"], "{.spec.hostname}"), "web-1");
+    // Each member has its claim, bound by the local-path provisioner to a volume on its node:
+    // the node's own claim directory.
+    c.wait_for(
+        &["pvc", "data-web-1"],
+        "{.status.phase} {.spec.storageClassName}",
+        "Bound local-path",
+        T,
+    );
+    let pv = c.jsonpath(&["pvc", "data-web-1"], "{.spec.volumeName}");
+    assert_eq!(
+        c.jsonpath(
+            &["pv", &pv],
+            "{.spec.claimRef.name} {.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[0].values[0]} {.status.phase}"
+        ),
+        "data-web-1 testnode Bound"
+    );
+    assert!(c
+        .jsonpath(&["pv", &pv], "{.spec.local.path}")
+        .ends_with("/claims/default/data-web-1"));
     // A new web-1 finds what the old one wrote in its claim.
     c.kubectl_ok(&["delete", "pod", "web-1"]);
     c.wait_for(&["pod", "web-1"], "{.status.phase}", "Running", T);

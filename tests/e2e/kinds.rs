@@ -427,6 +427,41 @@ spec:
         c.jsonpath(&["ingress", "web"], "{.spec.ingressClassName}"),
         "skiff"
     );
+    // A claim with no class binds to an Available volume that fits; once the claim is gone,
+    // a `Retain` volume is Released.
+    c.apply(
+        "apiVersion: v1
+kind: PersistentVolume
+metadata: {name: disk}
+spec:
+  capacity: {storage: 2Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ''
+  hostPath: {path: /srv/disk}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim}
+spec:
+  storageClassName: ''
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+",
+    );
+    c.wait_for(
+        &["pvc", "claim"],
+        "{.status.phase} {.spec.volumeName}",
+        "Bound disk",
+        T,
+    );
+    c.wait_for(
+        &["pv", "disk"],
+        "{.status.phase} {.spec.claimRef.name}",
+        "Bound claim",
+        T,
+    );
+    c.kubectl_ok(&["delete", "pvc", "claim"]);
+    c.wait_for(&["pv", "disk"], "{.status.phase}", "Released", T);
     let out = c.kubectl(&[
         "run",
         "nope",

@@ -18,6 +18,7 @@ pub mod namespaces;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod statefulset;
+pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -231,6 +232,7 @@ pub fn run(
     let ingresses = ingress::run(client.clone());
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let budgets = disruption::run(client.clone(), pods.clone());
+    let claims = volumes::run(client.clone(), pods.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -245,6 +247,7 @@ pub fn run(
             _ = ingresses => {}
             _ = namespaces => {}
             _ = budgets => {}
+            _ = claims => {}
             _ = stop.cancelled() => {}
         }
     });

@@ -224,6 +224,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Contr
         }
         let mut created = Vec::new();
         for i in &p.create {
+            ensure_claims(&ctx.client, &set, &spec, *i).await?;
             let pod = member_pod(&set, &spec, *i, &revision)?;
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(_) => {}
@@ -294,6 +295,47 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Contr
 }
 
 /// The pod of ordinal `i`: stable name and hostname, the service as subdomain, the claims of
+/// The PersistentVolumeClaims of member `i` (`<template>-<set>-<i>`), made from the
+/// `volumeClaimTemplates` when missing, as Kubernetes' StatefulSet controller does; they
+/// outlive the pod (retention policy `Retain`).
+async fn ensure_claims(
+    client: &kube::Client,
+    set: &StatefulSet,
+    spec: &k8s_openapi::api::apps::v1::StatefulSetSpec,
+    i: i32,
+) -> Result<(), ControllerError> {
+    let ns = set.metadata.namespace.clone().unwrap_or_default();
+    let name = set.metadata.name.clone().unwrap_or_default();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &ns);
+    for t in spec.volume_claim_templates.iter().flatten() {
+        let template = t.metadata.name.clone().unwrap_or_default();
+        let claim_name = format!("{template}-{name}-{i}");
+        if claims.get_opt(&claim_name).await?.is_some() {
+            continue;
+        }
+        let mut labels = t.metadata.labels.clone().unwrap_or_default();
+        labels.extend(spec.selector.match_labels.clone().unwrap_or_default());
+        let mut claim = k8s_openapi::api::core::v1::PersistentVolumeClaim {
+            metadata: kube::api::ObjectMeta {
+                name: Some(claim_name),
+                labels: Some(labels),
+                annotations: t.metadata.annotations.clone(),
+                ..Default::default()
+            },
+            spec: t.spec.clone(),
+            ..Default::default()
+        };
+        claim.status = None;
+        match claims.create(&PostParams::default(), &claim).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// `volumeClaimTemplates` as volumes.
 fn member_pod(
     set: &StatefulSet,
