@@ -285,6 +285,72 @@ pub fn decide_among(
     (decision, examined)
 }
 
+/// What a pod's PersistentVolumeClaims allow, as kube-scheduler's VolumeBinding plugin: Err
+/// with the reason when the pod must wait (a claim that does not exist; an unbound claim
+/// whose class binds at once, or that has no class), else the node affinity its bound
+/// volumes add (None: any node). Unbound `WaitForFirstConsumer` claims bind after scheduling.
+pub fn volume_check(
+    pod: &Pod,
+    claims: &BTreeMap<(String, String), k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    volumes: &BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolume>,
+    wait_for_consumer: &dyn Fn(&str) -> bool,
+) -> Result<Option<NodeSelector>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut required: Option<NodeSelector> = None;
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(claim_ref) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let name = &claim_ref.claim_name;
+        let Some(claim) = claims.get(&(ns.clone(), name.clone())) else {
+            return Err(format!("persistentvolumeclaim \"{name}\" not found"));
+        };
+        let spec = claim.spec.clone().unwrap_or_default();
+        match spec.volume_name.filter(|n| !n.is_empty()) {
+            Some(pv) => {
+                let affinity = volumes
+                    .get(&pv)
+                    .and_then(|v| v.spec.as_ref())
+                    .and_then(|s| s.node_affinity.as_ref())
+                    .and_then(|a| a.required.clone());
+                if let Some(a) = affinity {
+                    required = Some(match required {
+                        None => a,
+                        Some(r) => and_selectors(&r, &a),
+                    });
+                }
+            }
+            None => {
+                let class = spec.storage_class_name.unwrap_or_default();
+                if class.is_empty() || !wait_for_consumer(&class) {
+                    return Err("pod has unbound immediate PersistentVolumeClaims".into());
+                }
+            }
+        }
+    }
+    Ok(required)
+}
+
+/// Both selectors (each a disjunction of terms): every pair of terms, conjoined.
+fn and_selectors(a: &NodeSelector, b: &NodeSelector) -> NodeSelector {
+    let mut terms = Vec::new();
+    for x in &a.node_selector_terms {
+        for y in &b.node_selector_terms {
+            let mut t = x.clone();
+            let mut exprs = t.match_expressions.take().unwrap_or_default();
+            exprs.extend(y.match_expressions.clone().unwrap_or_default());
+            t.match_expressions = Some(exprs);
+            let mut fields = t.match_fields.take().unwrap_or_default();
+            fields.extend(y.match_fields.clone().unwrap_or_default());
+            t.match_fields = (!fields.is_empty()).then_some(fields);
+            terms.push(t);
+        }
+    }
+    NodeSelector {
+        node_selector_terms: terms,
+    }
+}
+
 fn pod_request(pod: &Pod) -> PodRequest {
     let mut r = PodRequest::default();
     if let Some(spec) = &pod.spec {
@@ -775,7 +841,45 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
     let node_events = reflector(node_writer, watcher(nodes_api, watcher::Config::default()))
         .default_backoff()
         .filter_map(|ev| futures::future::ready(ev.ok().map(|e| Change::Node(Box::new(e)))));
-    let mut changes = std::pin::pin!(futures::stream::select(pod_events, node_events));
+    // Claims, volumes and classes: a change may let a waiting pod through.
+    let (claim_store, claim_writer) = reflector::store();
+    let claim_events = reflector(
+        claim_writer,
+        watcher(
+            Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .filter_map(|ev| futures::future::ready(ev.ok().map(|_| Change::Volumes)));
+    let (volume_store, volume_writer) = reflector::store();
+    let volume_events = reflector(
+        volume_writer,
+        watcher(
+            Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .filter_map(|ev| futures::future::ready(ev.ok().map(|_| Change::Volumes)));
+    let (class_store, class_writer) = reflector::store();
+    let class_events = reflector(
+        class_writer,
+        watcher(
+            Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .filter_map(|ev| futures::future::ready(ev.ok().map(|_| Change::Volumes)));
+    let volume_changes = futures::stream::select(
+        claim_events,
+        futures::stream::select(volume_events, class_events),
+    );
+    let mut changes = std::pin::pin!(futures::stream::select(
+        futures::stream::select(pod_events, node_events),
+        volume_changes
+    ));
     let recorder = Recorder::new(client.clone(), "default-scheduler", None);
     let mut cache = Cache::default();
     // Bindings and reports run in the background, so a slow one never holds up the next pass.
@@ -791,6 +895,10 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
             Change::Pod(PodChange::Deleted(p)) => cache.deleted(&p),
             Change::Pod(PodChange::Resynced) => {
                 cache.resync(&informer.store.state());
+                true
+            }
+            Change::Volumes => {
+                cache.retry_all();
                 true
             }
             Change::Node(ev) => match *ev {
@@ -885,9 +993,64 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
         // once things settle.
         let mut failed: Vec<(PodRequest, String)> = Vec::new();
         let mut skipped = 0;
+        let uses_claims = todo.iter().any(|p| {
+            p.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| v.persistent_volume_claim.is_some())
+        });
+        let (claims, volumes, waiting_classes) = if uses_claims {
+            let claims: BTreeMap<_, _> = claim_store
+                .state()
+                .iter()
+                .map(|c| {
+                    let key = (
+                        c.metadata.namespace.clone().unwrap_or_default(),
+                        c.metadata.name.clone().unwrap_or_default(),
+                    );
+                    (key, c.as_ref().clone())
+                })
+                .collect();
+            let volumes: BTreeMap<_, _> = volume_store
+                .state()
+                .iter()
+                .map(|v| {
+                    (
+                        v.metadata.name.clone().unwrap_or_default(),
+                        v.as_ref().clone(),
+                    )
+                })
+                .collect();
+            let waiting: Vec<String> = class_store
+                .state()
+                .iter()
+                .filter(|c| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer"))
+                .filter_map(|c| c.metadata.name.clone())
+                .collect();
+            (claims, volumes, waiting)
+        } else {
+            Default::default()
+        };
         for pod in &todo {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let mut req = pod_request(pod);
+            let volume_reason = if uses_claims {
+                match volume_check(pod, &claims, &volumes, &|c| {
+                    waiting_classes.iter().any(|w| w == c)
+                }) {
+                    Ok(Some(affinity)) => {
+                        req.required_affinity = Some(match &req.required_affinity {
+                            None => affinity,
+                            Some(r) => and_selectors(r, &affinity),
+                        });
+                        None
+                    }
+                    Ok(None) => None,
+                    Err(why) => Some(why),
+                }
+            } else {
+                None
+            };
             let owner = crate::controllers::controller_uid(&pod.metadata).map(str::to_string);
             if let Some(o) = &owner {
                 req.siblings = cache.by_owner.get(o).cloned().unwrap_or_default();
@@ -899,37 +1062,46 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
                 .iter()
                 .find(|(f, _)| same_feasibility(f, &req))
                 .map(|(_, msg)| msg.clone());
-            let decision = match known {
-                Some(msg) => {
-                    if cache
-                        .pending
-                        .get(&uid)
-                        .is_some_and(|w| w.reported.is_some())
-                    {
-                        skipped += 1;
-                        continue;
-                    }
-                    Decision::Unschedulable(msg)
-                }
-                None => {
-                    let (decision, examined) =
-                        decide_among(&req, &cache.nodes, cache.next_start, enough);
-                    cache.next_start = (cache.next_start + examined) % cache.nodes.len().max(1);
-                    if let Decision::Unschedulable(msg) = &decision {
-                        if !settled && req.spread.is_empty() && failed.len() < REMEMBERED_FAILURES {
-                            let filtered = PodRequest {
-                                cpu_millis: req.cpu_millis,
-                                memory: req.memory,
-                                node_selector: req.node_selector.clone(),
-                                tolerations: req.tolerations.clone(),
-                                required_affinity: req.required_affinity.clone(),
-                                ..PodRequest::default()
-                            };
-                            failed.push((filtered, msg.clone()));
+            let decision = match (volume_reason, known) {
+                (Some(why), _) => Decision::Unschedulable(format!(
+                    "0/{} nodes are available: {why}.",
+                    cache.nodes.len()
+                )),
+                (None, known) => match known {
+                    Some(msg) => {
+                        if cache
+                            .pending
+                            .get(&uid)
+                            .is_some_and(|w| w.reported.is_some())
+                        {
+                            skipped += 1;
+                            continue;
                         }
+                        Decision::Unschedulable(msg)
                     }
-                    decision
-                }
+                    None => {
+                        let (decision, examined) =
+                            decide_among(&req, &cache.nodes, cache.next_start, enough);
+                        cache.next_start = (cache.next_start + examined) % cache.nodes.len().max(1);
+                        if let Decision::Unschedulable(msg) = &decision {
+                            if !settled
+                                && req.spread.is_empty()
+                                && failed.len() < REMEMBERED_FAILURES
+                            {
+                                let filtered = PodRequest {
+                                    cpu_millis: req.cpu_millis,
+                                    memory: req.memory,
+                                    node_selector: req.node_selector.clone(),
+                                    tolerations: req.tolerations.clone(),
+                                    required_affinity: req.required_affinity.clone(),
+                                    ..PodRequest::default()
+                                };
+                                failed.push((filtered, msg.clone()));
+                            }
+                        }
+                        decision
+                    }
+                },
             };
             match decision {
                 Decision::Bind(node) => {
@@ -984,6 +1156,8 @@ pub async fn run(client: kube::Client, informer: crate::controllers::PodInformer
 enum Change {
     Pod(crate::controllers::PodChange),
     Node(Box<watcher::Event<Node>>),
+    /// A claim, volume or storage class changed.
+    Volumes,
 }
 
 /// A write a pass started in the background, and whether it succeeded.
@@ -1106,6 +1280,59 @@ async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pod's claims: missing or unbound-immediate ones hold it; a bound volume's node
+    /// affinity pins it; an unbound WaitForFirstConsumer claim lets it through.
+    #[test]
+    fn volume_check_table() {
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        let pod = |claims: &[&str]| -> Pod {
+            let vols: Vec<serde_json::Value> = claims
+                .iter()
+                .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+                .collect();
+            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": [], "volumes": vols}})).unwrap()
+        };
+        let claim =
+            |name: &str, class: Option<&str>, volume: Option<&str>| -> PersistentVolumeClaim {
+                serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"storageClassName": class, "volumeName": volume}}))
+                .unwrap()
+            };
+        let claims: BTreeMap<(String, String), PersistentVolumeClaim> = [
+            claim("bound", None, Some("pv1")),
+            claim("later", Some("local-path"), None),
+            claim("now", Some("fast"), None),
+            claim("none", None, None),
+        ]
+        .into_iter()
+        .map(|c| (("ns".to_string(), c.metadata.name.clone().unwrap()), c))
+        .collect();
+        let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "pv1"}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}})).unwrap();
+        let volumes = BTreeMap::from([("pv1".to_string(), pv)]);
+        let wffc = |c: &str| c == "local-path";
+        let check = |names: &[&str]| volume_check(&pod(names), &claims, &volumes, &wffc);
+        assert_eq!(check(&[]), Ok(None));
+        assert_eq!(check(&["later"]), Ok(None));
+        assert_eq!(
+            check(&["gone"]),
+            Err("persistentvolumeclaim \"gone\" not found".into())
+        );
+        assert_eq!(
+            check(&["now"]),
+            Err("pod has unbound immediate PersistentVolumeClaims".into())
+        );
+        assert_eq!(
+            check(&["none"]),
+            Err("pod has unbound immediate PersistentVolumeClaims".into())
+        );
+        let pinned = check(&["bound", "later"]).unwrap().unwrap();
+        let labels =
+            |n: &str| BTreeMap::from([("kubernetes.io/hostname".to_string(), n.to_string())]);
+        assert!(placement::node_matches(&pinned, "n2", &labels("n2")));
+        assert!(!placement::node_matches(&pinned, "n1", &labels("n1")));
+    }
     use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
     fn node(

@@ -462,6 +462,39 @@ spec:
     );
     c.kubectl_ok(&["delete", "pvc", "claim"]);
     c.wait_for(&["pv", "disk"], "{.status.phase}", "Released", T);
+    // A pod waits for its claims as kube-scheduler's volume binding makes it wait.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: needs-claim}
+spec:
+  containers: [{name: c, image: hello:latest}]
+  volumes: [{name: v, persistentVolumeClaim: {claimName: missing}}]
+",
+    );
+    let scheduled = "{.status.conditions[?(@.type==\"PodScheduled\")].message}";
+    c.wait_for(
+        &["pod", "needs-claim"],
+        scheduled,
+        "0/0 nodes are available: persistentvolumeclaim \"missing\" not found.",
+        T,
+    );
+    c.apply(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: missing}
+spec:
+  storageClassName: ''
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+",
+    );
+    c.wait_for(
+        &["pod", "needs-claim"],
+        scheduled,
+        "0/0 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+        T,
+    );
     let out = c.kubectl(&[
         "run",
         "nope",
