@@ -145,6 +145,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         http,
         gc: gc_queue,
         continue_key: api::continue_key(&pki.server_key_pem),
+        snapshots: Default::default(),
     });
     api::bootstrap(&state).await?;
 

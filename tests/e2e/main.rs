@@ -985,6 +985,10 @@ fn lists_paginate_with_limit_and_continue() {
     assert_eq!(v["items"].as_array().map(Vec::len), Some(3));
     assert_eq!(v["metadata"]["remainingItemCount"], 5);
     let token = v["metadata"]["continue"].as_str().expect("continue token");
+    // The rest of the list is the snapshot the first page cut: a later delete and create do
+    // not show (as kube-apiserver reads etcd at the first page's revision).
+    c.kubectl_ok(&["delete", "configmap", "c6"]);
+    c.kubectl_ok(&["create", "configmap", "c7", "--from-literal=k=v"]);
     let rest = c.kubectl_ok(&[
         "get",
         "--raw",
@@ -992,6 +996,13 @@ fn lists_paginate_with_limit_and_continue() {
     ]);
     let v: serde_json::Value = serde_json::from_str(&rest).expect("json list");
     assert_eq!(v["items"].as_array().map(Vec::len), Some(5));
+    let names: Vec<&str> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"c6") && !names.contains(&"c7"), "{names:?}");
     assert!(v["metadata"].get("continue").is_none());
 }
 

@@ -424,17 +424,27 @@ async fn list(
         && rt.storage.is_none()
         && filter.labels.0.is_empty()
         && filter.fields.key_only();
-    let listing = state
-        .store
-        .list(&rt.storage_key(), ns)
-        .await
-        .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+    // A continuation reads the snapshot its first page cut; a first page reads the store.
+    let (objects, listed_at) = match &page.continued {
+        Some(c) => match state.snapshots.get(&scope, c.rv) {
+            Some(objects) => (objects, c.rv),
+            None => return Err(ApiError::Gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into())),
+        },
+        None => {
+            let listing = state
+                .store
+                .list(&rt.storage_key(), ns)
+                .await
+                .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
+            (std::sync::Arc::new(listing.objects), listing.revision)
+        }
+    };
     let after = page
         .continued
         .as_ref()
         .map(|c| c.start.split_once('/').unwrap_or(("", c.start.as_str())));
     let mut matching: Vec<(&StoredObject, Option<Value>)> = Vec::new();
-    for stored in &listing.objects {
+    for stored in objects.iter() {
         let key = (stored.key.namespace.as_str(), stored.key.name.as_str());
         if after.is_some_and(|a| key <= a) {
             continue;
@@ -451,9 +461,10 @@ async fn list(
             }
         }
     }
-    let revision = page.continued.as_ref().map_or(listing.revision, |c| c.rv);
+    let revision = listed_at;
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if let Some(limit) = page.limit.filter(|l| *l < matching.len()) {
+        state.snapshots.keep(&scope, revision, objects.clone());
         let rest = matching.len() - limit;
         matching.truncate(limit);
         let last = matching

@@ -21,6 +21,7 @@ mod rawjson;
 pub(crate) mod registry;
 pub mod schema;
 pub mod selectors;
+pub mod snapshots;
 mod ssa;
 pub(crate) mod strategy;
 pub mod table;
@@ -103,6 +104,8 @@ pub struct AppState {
     /// Signs `continue` tokens, so a forged one is refused (derived from a server secret,
     /// so tokens survive a restart).
     pub continue_key: ring::hmac::Key,
+    /// The listings paged lists continue from.
+    pub snapshots: snapshots::Snapshots,
 }
 
 /// The key that signs `continue` tokens, derived from a secret of the server's (its serving

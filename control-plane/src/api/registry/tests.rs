@@ -39,6 +39,7 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
         http: reqwest::Client::new(),
         gc,
         continue_key: crate::api::continue_key("test"),
+        snapshots: Default::default(),
     });
     crate::api::bootstrap(&state).await.unwrap();
     (state, dir)
