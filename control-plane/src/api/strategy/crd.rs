@@ -140,6 +140,22 @@ impl Strategy for CustomResourceDefinition {
                     skiff_common::names::LABEL_MSG,
                 ));
             }
+            let mut bad = Vec::new();
+            if let Some(s) = v.pointer("/schema/openAPIV3Schema") {
+                super::custom::bad_patterns(
+                    s,
+                    &format!("{at}.schema.openAPIV3Schema"),
+                    &mut bad,
+                    0,
+                );
+            }
+            for (field, why) in bad {
+                causes.push(FieldCause::invalid(
+                    field,
+                    "",
+                    &format!("must be a valid regular expression: {why}"),
+                ));
+            }
             match v.pointer("/schema/openAPIV3Schema") {
                 None => causes.push(FieldCause::required(format!("{at}.schema.openAPIV3Schema"))),
                 Some(s) if str_at(s, "/type") != "object" => {

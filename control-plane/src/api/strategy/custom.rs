@@ -228,7 +228,59 @@ fn field(at: &str, k: &str) -> String {
     }
 }
 
-/// Does `text` match `pattern`? None when the pattern does not compile within bounds. Compiled
+/// Why `pattern` cannot be used (not a regular expression, or one larger than the bound), if
+/// it cannot.
+pub(crate) fn bad_pattern(pattern: &str) -> Option<String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Each `pattern` of a schema that cannot be used, with its place (`properties.spec...`).
+pub(crate) fn bad_patterns(
+    schema: &Value,
+    at: &str,
+    out: &mut Vec<(String, String)>,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        out.push((at.to_string(), "the schema is nested too deeply".into()));
+        return;
+    }
+    let Some(m) = schema.as_object() else {
+        return;
+    };
+    if let Some(why) = m
+        .get("pattern")
+        .and_then(Value::as_str)
+        .and_then(bad_pattern)
+    {
+        out.push((format!("{at}.pattern"), why));
+    }
+    for (k, child) in m {
+        match k.as_str() {
+            "properties" | "patternProperties" | "definitions" => {
+                for (name, s) in child.as_object().into_iter().flatten() {
+                    bad_patterns(s, &format!("{at}.{k}[{name}]"), out, depth + 1);
+                }
+            }
+            "items" | "additionalProperties" | "not" => {
+                bad_patterns(child, &format!("{at}.{k}"), out, depth + 1)
+            }
+            "allOf" | "anyOf" | "oneOf" => {
+                for (i, s) in child.as_array().into_iter().flatten().enumerate() {
+                    bad_patterns(s, &format!("{at}.{k}[{i}]"), out, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Does `text` match `pattern`? None when the pattern does not compile within bounds (a CRD
+/// with such a pattern is refused, so only a CRD stored before that check has one). Compiled
 /// patterns are kept (a bounded number), so a pattern is compiled once, not per request.
 fn matches(pattern: &str, text: &str) -> Option<bool> {
     use std::collections::HashMap;

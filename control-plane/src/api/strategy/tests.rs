@@ -414,6 +414,37 @@ fn more_kinds_validation_table() {
     }
 }
 
+/// A hostile CRD: a pattern that is not a regular expression, or one too large to compile
+/// within the bound, is refused (rather than letting every value through), as is a schema
+/// without an object root.
+#[test]
+fn hostile_crds_are_refused() {
+    let crd = |pattern: &str, plural: &str| {
+        json!({"metadata": {"name": format!("{plural}.x.example")}, "spec": {"group": "x.example", "scope": "Namespaced",
+            "names": {"plural": plural, "kind": "W"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object",
+                "properties": {"spec": {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}}}}}]}})
+    };
+    let rt = rt("apiextensions.k8s.io", "customresourcedefinitions");
+    let check = |mut obj: Value| {
+        default(rt, &mut obj);
+        fields(rt, &obj)
+    };
+    assert_eq!(check(crd("^[a-z]+$", "widgets")), Vec::<String>::new());
+    assert_eq!(
+        check(crd("(unclosed", "widgets")),
+        vec!["spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[a].pattern"]
+    );
+    // A pattern whose compiled form exceeds the bound (a repetition of a repetition).
+    assert_eq!(check(crd("(a{1000}){1000}", "widgets")).len(), 1);
+    let mut flat = crd("x", "widgets");
+    flat["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["type"] = json!("string");
+    assert_eq!(
+        check(flat),
+        vec!["spec.versions[0].schema.openAPIV3Schema.type"]
+    );
+}
+
 #[test]
 fn more_kinds_defaults_and_immutable_fields() {
     let mut np = json!({"metadata": {"name": "np"}, "spec": {"podSelector": {}, "egress": [{}]}});
