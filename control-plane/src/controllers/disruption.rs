@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::{json, Map, Value};
 
@@ -40,13 +39,7 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     let budgets = controller.store();
     controller
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            let ns = pod.metadata.namespace.clone();
-            budgets
-                .state()
-                .iter()
-                .filter(|b| b.metadata.namespace == ns)
-                .map(|b| ObjectRef::from_obj(b.as_ref()))
-                .collect::<Vec<_>>()
+            super::in_pod_namespace(&budgets, &pod)
         })
         .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -10,7 +10,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::{json, Value};
 
@@ -214,13 +213,7 @@ pub async fn run(client: kube::Client, pods: PodInformer) {
     let services = controller.store();
     controller
         .watches_shared_stream(pods.subscribe(), move |pod: Arc<Pod>| {
-            let ns = pod.metadata.namespace.clone();
-            services
-                .state()
-                .iter()
-                .filter(|s| s.metadata.namespace == ns)
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
+            super::in_pod_namespace(&services, &pod)
         })
         .run(reconcile, super::retry, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -266,6 +266,23 @@ pub fn retry<K: kube::Resource<DynamicType = ()>, C>(
 /// How long a failed reconcile waits before it runs again.
 pub const RETRY: Duration = Duration::from_secs(2);
 
+/// The objects of `store` in a pod's namespace: what a controller whose objects select pods
+/// (Services, disruption budgets) reconciles when a pod changes.
+pub fn in_pod_namespace<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    pod: &Pod,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace == pod.metadata.namespace)
+        .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 /// The pods among `pods` that the object with `uid` controls.
 pub fn owned_by(pods: &[Arc<Pod>], uid: &str) -> Vec<Arc<Pod>> {
     pods.iter()

@@ -52,6 +52,32 @@ pub trait Replicated:
     fn status_value(&self) -> Value;
 }
 
+/// The methods of [`Replicated`] that read fields both kinds' specs name alike.
+macro_rules! spec_fields {
+    () => {
+        fn replicas(&self) -> usize {
+            self.spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1)
+                .max(0) as usize
+        }
+        fn min_ready_seconds(&self) -> i64 {
+            self.spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0)
+                .max(0) as i64
+        }
+        fn template(&self) -> Option<PodTemplateSpec> {
+            self.spec.as_ref().and_then(|s| s.template.clone())
+        }
+        fn status_value(&self) -> Value {
+            serde_json::to_value(&self.status).unwrap_or(Value::Null)
+        }
+    };
+}
+
 impl Replicated for ReplicaSet {
     const KIND: &'static str = "ReplicaSet";
     const API_VERSION: &'static str = "apps/v1";
@@ -61,26 +87,7 @@ impl Replicated for ReplicaSet {
         let v = serde_json::to_value(&spec.selector).map_err(|e| e.to_string())?;
         LabelSelector::from_object(&v)
     }
-    fn replicas(&self) -> usize {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize
-    }
-    fn min_ready_seconds(&self) -> i64 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-            .max(0) as i64
-    }
-    fn template(&self) -> Option<PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.clone())
-    }
-    fn status_value(&self) -> Value {
-        serde_json::to_value(&self.status).unwrap_or(Value::Null)
-    }
+    spec_fields!();
 }
 
 impl Replicated for ReplicationController {
@@ -96,26 +103,7 @@ impl Replicated for ReplicationController {
         }
         LabelSelector::from_object(&json!({ "matchLabels": labels }))
     }
-    fn replicas(&self) -> usize {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1)
-            .max(0) as usize
-    }
-    fn min_ready_seconds(&self) -> i64 {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0)
-            .max(0) as i64
-    }
-    fn template(&self) -> Option<PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.clone())
-    }
-    fn status_value(&self) -> Value {
-        serde_json::to_value(&self.status).unwrap_or(Value::Null)
-    }
+    spec_fields!();
 }
 
 /// What a ReplicaSet must do about its pods.
