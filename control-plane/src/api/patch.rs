@@ -192,12 +192,15 @@ pub(crate) fn rule(root: Root<'_>, path: &[String], field: &str) -> Merge {
     if let Some(m) = root.and_then(|(av, k)| crate::api::protobuf::merge_rule(av, k, path, field)) {
         return m;
     }
-    let custom = root.and_then(|(av, k)| {
-        crate::resources::all()
-            .into_iter()
-            .find(|r| r.kind == k && r.api_version() == av)
-            .and_then(|r| r.schema.raw())
-    });
+    // A built-in kind's schema is the tables; only other kinds may be custom.
+    let custom = root
+        .filter(|(av, k)| !crate::api::protobuf::is_table_kind(av, k))
+        .and_then(|(av, k)| {
+            crate::resources::all()
+                .into_iter()
+                .find(|r| r.kind == k && r.api_version() == av)
+                .and_then(|r| r.schema.raw())
+        });
     if let Some((_, schema)) = custom {
         if let Some(m) = crate::api::strategy::custom::list_rule(&schema, path, field) {
             return m;

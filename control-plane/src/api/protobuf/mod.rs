@@ -29,12 +29,21 @@ fn find_field<'t>(t: &'t Tables, message: &str, name: &str, depth: usize) -> Opt
     })
 }
 
+/// Is this a kind the tables describe (a built-in kind)?
+pub fn is_table_kind(api_version: &str, kind: &str) -> bool {
+    tables().is_ok_and(|t| {
+        t.kinds
+            .get(api_version)
+            .is_some_and(|k| k.contains_key(kind))
+    })
+}
+
 /// How a strategic merge patch treats the list `field` at `path` (field names from the root)
 /// of an object of `api_version`/`kind`, from Kubernetes' own schema (`patchStrategy`,
 /// `patchMergeKey`); None when the kind or the path is not in the tables.
 pub fn merge_rule(api_version: &str, kind: &str, path: &[String], field: &str) -> Option<Merge> {
     let t = tables().ok()?;
-    let mut message: &str = t.kinds.get(&(api_version.to_string(), kind.to_string()))?;
+    let mut message: &str = t.kinds.get(api_version)?.get(kind)?;
     for step in path {
         let f = find_field(t, message, step, 0)?;
         message = match &f.ty {
@@ -403,7 +412,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         }
     }
     let t = tables()?;
-    let Some(name) = t.kinds.get(&(api_version.clone(), kind.clone())) else {
+    let Some(name) = t.kinds.get(&api_version).and_then(|k| k.get(&kind)) else {
         return Err(format!(
             "protobuf bodies of {api_version} {kind:?} are not supported; send application/json"
         ));

@@ -55,7 +55,8 @@ pub(super) struct Field {
 /// The tables: messages by name, and the message of each (apiVersion, kind).
 pub(super) struct Tables {
     pub messages: HashMap<String, Vec<Field>>,
-    pub kinds: HashMap<(String, String), String>,
+    /// apiVersion → kind → message (looked up with borrowed strings, on every write's lists).
+    pub kinds: HashMap<String, HashMap<String, String>>,
 }
 
 const DATA: &str = include_str!("k8s.tables");
@@ -112,10 +113,10 @@ fn parse(data: &str) -> Result<Tables, String> {
                 t.messages.entry(message.to_string()).or_default();
             }
             ["kind", api_version, kind, message] => {
-                t.kinds.insert(
-                    (api_version.to_string(), kind.to_string()),
-                    message.to_string(),
-                );
+                t.kinds
+                    .entry(api_version.to_string())
+                    .or_default()
+                    .insert(kind.to_string(), message.to_string());
             }
             _ if line.starts_with('#') || line.is_empty() => {}
             _ => return Err(bad()),
@@ -153,7 +154,7 @@ mod tests {
                 }
             }
         }
-        for m in t.kinds.values() {
+        for m in t.kinds.values().flat_map(HashMap::values) {
             assert!(known(m), "{m}");
         }
         // CRDs (their schemas are JSON, not tables) come as JSON: kubectl applies them
@@ -162,8 +163,11 @@ mod tests {
             .iter()
             .filter(|r| r.group != "apiextensions.k8s.io")
         {
-            let key = (served.api_version(), served.kind.to_string());
-            assert!(t.kinds.contains_key(&key), "{key:?} has no protobuf table");
+            let (av, kind) = (served.api_version(), served.kind);
+            assert!(
+                t.kinds.get(&av).is_some_and(|k| k.contains_key(kind)),
+                "{av} {kind} has no protobuf table"
+            );
         }
     }
 }
