@@ -45,11 +45,9 @@ impl Strategy for Job {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         [
             vec![
-                name,
+                name_col(),
                 col("Status", "string", 0, "Status of the job."),
                 col(
                     "Completions",
@@ -63,7 +61,7 @@ impl Strategy for Job {
                     0,
                     "Time required to complete the job.",
                 ),
-                age,
+                age_col(),
             ],
             template_cols(Some(
                 "A label query over pods that should match the pod count.",
@@ -159,17 +157,15 @@ impl Strategy for CronJob {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         [
             vec![
-                name,
+                name_col(),
                 col("Schedule", "string", 0, "The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron."),
                 col("Timezone", "string", 0, "The time zone name for the given schedule, see https://en.wikipedia.org/wiki/List_of_tz_database_time_zones."),
                 col("Suspend", "boolean", 0, "This flag tells the controller to suspend subsequent executions."),
                 col("Active", "integer", 0, "A list of pointers to currently running jobs."),
                 col("Last Schedule", "string", 0, "Information when was the last time the job was successfully scheduled."),
-                age,
+                age_col(),
             ],
             template_cols(Some("A label query over pods that should match the pod count.")),
         ].concat()

@@ -22,34 +22,28 @@ impl Strategy for ConfigMap {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col(
                 "Data",
                 "integer",
                 0,
                 "Data contains the configuration data.",
             ),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        let name = row.name.clone();
-        let age = row.age.clone();
-        {
-            let n = ["data", "binaryData"]
-                .iter()
-                .map(|f| {
-                    obj.get(*f)
-                        .and_then(Value::as_object)
-                        .map_or(0, |m| m.len())
-                })
-                .sum::<usize>();
-            vec![json!(name), json!(n), json!(age)]
-        }
+        let n = ["data", "binaryData"]
+            .iter()
+            .map(|f| {
+                obj.get(*f)
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            })
+            .sum::<usize>();
+        vec![json!(row.name), json!(n), json!(row.age)]
     }
 }
 
@@ -85,10 +79,8 @@ impl Strategy for Secret {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col(
                 "Type",
                 "string",
@@ -96,22 +88,20 @@ impl Strategy for Secret {
                 "Used to facilitate programmatic handling of secret data.",
             ),
             col("Data", "integer", 0, "Data contains the secret data."),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
         let s = |p: &str| str_at(obj, p).to_string();
-        let name = row.name.clone();
-        let age = row.age.clone();
         vec![
-            json!(name),
+            json!(row.name),
             json!(s("/type")),
             json!(obj
                 .get("data")
                 .and_then(Value::as_object)
                 .map_or(0, |m| m.len())),
-            json!(age),
+            json!(row.age),
         ]
     }
 }

@@ -11,24 +11,20 @@ pub(crate) struct Endpoints;
 
 impl Strategy for Endpoints {
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col(
                 "Endpoints",
                 "string",
                 0,
                 "Endpoints is the list of endpoints in the service.",
             ),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        let name = row.name.clone();
-        let age = row.age.clone();
-        vec![json!(name), json!(endpoints_text(obj)), json!(age)]
+        vec![json!(row.name), json!(endpoints_text(obj)), json!(row.age)]
     }
 }
 
@@ -37,10 +33,8 @@ pub(crate) struct EndpointSlice;
 
 impl Strategy for EndpointSlice {
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col(
                 "AddressType",
                 "string",
@@ -59,48 +53,44 @@ impl Strategy for EndpointSlice {
                 0,
                 "endpoints is a list of unique endpoints in this slice.",
             ),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
         let s = |p: &str| str_at(obj, p).to_string();
-        let name = row.name.clone();
-        let age = row.age.clone();
-        {
-            let ports: Vec<String> = obj
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get("port").and_then(Value::as_i64))
-                .map(|p| p.to_string())
-                .collect();
-            let addrs: Vec<String> = obj
-                .get("endpoints")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|e| {
-                    e.get("addresses")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                })
-                .filter_map(|a| a.as_str().map(str::to_string))
-                .collect();
-            vec![
-                json!(name),
-                json!(s("/addressType")),
-                json!(if ports.is_empty() {
-                    "<unset>".to_string()
-                } else {
-                    ports.join(",")
-                }),
-                json!(list_text(addrs)),
-                json!(age),
-            ]
-        }
+        let ports: Vec<String> = obj
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("port").and_then(Value::as_i64))
+            .map(|p| p.to_string())
+            .collect();
+        let addrs: Vec<String> = obj
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|e| {
+                e.get("addresses")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        vec![
+            json!(row.name),
+            json!(s("/addressType")),
+            json!(if ports.is_empty() {
+                "<unset>".to_string()
+            } else {
+                ports.join(",")
+            }),
+            json!(list_text(addrs)),
+            json!(row.age),
+        ]
     }
 }
 

@@ -45,43 +45,37 @@ impl Strategy for HorizontalPodAutoscaler {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col("Reference", "string", 0, "reference to scaled resource"),
             col("Targets", "string", 0, "the current and the target metrics"),
             col("MinPods", "string", 0, "minReplicas is the lower limit for the number of replicas to which the autoscaler can scale down."),
             col("MaxPods", "integer", 0, "maxReplicas is the upper limit for the number of pods that can be set by the autoscaler."),
             col("Replicas", "integer", 0, "current number of replicas of pods managed by this autoscaler."),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
         let s = |p: &str| str_at(obj, p).to_string();
-        let name = row.name.clone();
-        let age = row.age.clone();
-        {
-            let reference = format!(
-                "{}/{}",
-                s("/spec/scaleTargetRef/kind"),
-                s("/spec/scaleTargetRef/name")
-            );
-            let min = obj
-                .pointer("/spec/minReplicas")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            vec![
-                json!(name),
-                json!(reference),
-                json!("<unknown>"),
-                json!(min.to_string()),
-                json!(int_at(obj, "/spec/maxReplicas")),
-                json!(int_at(obj, "/status/currentReplicas")),
-                json!(age),
-            ]
-        }
+        let reference = format!(
+            "{}/{}",
+            s("/spec/scaleTargetRef/kind"),
+            s("/spec/scaleTargetRef/name")
+        );
+        let min = obj
+            .pointer("/spec/minReplicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        vec![
+            json!(row.name),
+            json!(reference),
+            json!("<unknown>"),
+            json!(min.to_string()),
+            json!(int_at(obj, "/spec/maxReplicas")),
+            json!(int_at(obj, "/status/currentReplicas")),
+            json!(row.age),
+        ]
     }
 }
 

@@ -25,10 +25,8 @@ impl Strategy for Ingress {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col(
                 "Class",
                 "string",
@@ -48,55 +46,51 @@ impl Strategy for Ingress {
                 "Address is a list containing ingress points for the load-balancer.",
             ),
             col("Ports", "string", 0, "Ports of the ingress points."),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        let name = row.name.clone();
-        let age = row.age.clone();
-        {
-            let mut hosts: Vec<String> = obj
-                .pointer("/spec/rules")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    r.get("host")
-                        .and_then(Value::as_str)
-                        .unwrap_or("*")
-                        .to_string()
-                })
-                .collect();
-            hosts.dedup();
-            let addrs: Vec<String> = obj
-                .pointer("/status/loadBalancer/ingress")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
-                .map(str::to_string)
-                .collect();
-            let tls = obj
-                .pointer("/spec/tls")
-                .and_then(Value::as_array)
-                .is_some_and(|t| !t.is_empty());
-            vec![
-                json!(name),
-                json!(obj
-                    .pointer("/spec/ingressClassName")
+        let mut hosts: Vec<String> = obj
+            .pointer("/spec/rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                r.get("host")
                     .and_then(Value::as_str)
-                    .unwrap_or("<none>")),
-                json!(if hosts.is_empty() {
-                    "*".to_string()
-                } else {
-                    hosts.join(",")
-                }),
-                json!(addrs.join(",")),
-                json!(if tls { "80, 443" } else { "80" }),
-                json!(age),
-            ]
-        }
+                    .unwrap_or("*")
+                    .to_string()
+            })
+            .collect();
+        hosts.dedup();
+        let addrs: Vec<String> = obj
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        let tls = obj
+            .pointer("/spec/tls")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty());
+        vec![
+            json!(row.name),
+            json!(obj
+                .pointer("/spec/ingressClassName")
+                .and_then(Value::as_str)
+                .unwrap_or("<none>")),
+            json!(if hosts.is_empty() {
+                "*".to_string()
+            } else {
+                hosts.join(",")
+            }),
+            json!(addrs.join(",")),
+            json!(if tls { "80, 443" } else { "80" }),
+            json!(row.age),
+        ]
     }
 }
 
@@ -105,27 +99,23 @@ pub(crate) struct IngressClass;
 
 impl Strategy for IngressClass {
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col("Controller", "string", 0, "controller refers to the name of the controller that should handle this class."),
             col("Parameters", "string", 0, "parameters is a link to a custom resource containing additional configuration for the controller."),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        let name = row.name.clone();
-        let age = row.age.clone();
         vec![
-            json!(name),
+            json!(row.name),
             json!(obj
                 .pointer("/spec/controller")
                 .and_then(Value::as_str)
                 .unwrap_or("")),
             json!("<none>"),
-            json!(age),
+            json!(row.age),
         ]
     }
 }

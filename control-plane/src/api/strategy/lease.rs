@@ -10,19 +10,19 @@ pub(crate) struct Lease;
 
 impl Strategy for Lease {
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col("Holder", "string", 0, "The holder of the lease."),
-            age,
+            age_col(),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
         let s = |p: &str| str_at(obj, p).to_string();
-        let name = row.name.clone();
-        let age = row.age.clone();
-        vec![json!(name), json!(s("/spec/holderIdentity")), json!(age)]
+        vec![
+            json!(row.name),
+            json!(s("/spec/holderIdentity")),
+            json!(row.age),
+        ]
     }
 }

@@ -215,55 +215,49 @@ impl Strategy for Service {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         vec![
-            name,
+            name_col(),
             col("Type", "string", 0, "type determines how the Service is exposed."),
             col("Cluster-IP", "string", 0, "clusterIP is the IP address of the service and is usually assigned randomly by the master."),
             col("External-IP", "string", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service."),
             col("Port(s)", "string", 0, "The list of ports that are exposed by this service."),
-            age,
+            age_col(),
             col("Selector", "string", 1, "Route service traffic to pods with label keys and values matching this selector."),
         ]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
         let s = |p: &str| str_at(obj, p).to_string();
-        let name = row.name.clone();
-        let age = row.age.clone();
-        {
-            let external = obj
-                .pointer("/spec/externalIPs")
-                .and_then(Value::as_array)
-                .filter(|a| !a.is_empty())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .or_else(|| {
-                    obj.pointer("/spec/externalName")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                })
-                .unwrap_or_else(|| "<none>".into());
-            let ip = obj
-                .pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .unwrap_or("<none>");
-            vec![
-                json!(name),
-                json!(s("/spec/type")),
-                json!(ip),
-                json!(external),
-                json!(service_ports(obj)),
-                json!(age),
-                json!(map_text(obj.pointer("/spec/selector"))),
-            ]
-        }
+        let external = obj
+            .pointer("/spec/externalIPs")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .or_else(|| {
+                obj.pointer("/spec/externalName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "<none>".into());
+        let ip = obj
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("<none>");
+        vec![
+            json!(row.name),
+            json!(s("/spec/type")),
+            json!(ip),
+            json!(external),
+            json!(service_ports(obj)),
+            json!(row.age),
+            json!(map_text(obj.pointer("/spec/selector"))),
+        ]
     }
 }
 

@@ -14,22 +14,18 @@ impl Strategy for ServiceAccount {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
-        vec![name, col("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), age]
+        vec![name_col(), col("Secrets", "string", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."), age_col()]
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        let name = row.name.clone();
-        let age = row.age.clone();
         vec![
-            json!(name),
+            json!(row.name),
             json!(obj
                 .get("secrets")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len)
                 .to_string()),
-            json!(age),
+            json!(row.age),
         ]
     }
 }

@@ -142,47 +142,45 @@ impl Strategy for Workload {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = name_col();
-        let age = age_col();
         match self.0 {
             Kind::Deployment => [
             vec![
-                name,
+                name_col(),
                 col("Ready", "string", 0, "Number of the pod with ready state"),
                 col("Up-to-date", "integer", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
                 col("Available", "integer", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
-                age,
+                age_col(),
             ],
             template_cols(Some("Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.")),
         ].concat(),
             Kind::ReplicaSet => [
             vec![
-                name,
+                name_col(),
                 col("Desired", "integer", 0, "Replicas is the number of desired replicas."),
                 col("Current", "integer", 0, "Replicas is the most recently observed number of replicas."),
                 col("Ready", "integer", 0, "The number of ready replicas for this replica set."),
-                age,
+                age_col(),
             ],
             template_cols(Some("Selector is a label query over pods that should match the replica count.")),
         ].concat(),
             Kind::StatefulSet => [
             vec![
-                name,
+                name_col(),
                 col("Ready", "string", 0, "Number of the pod with ready state"),
-                age,
+                age_col(),
             ],
             template_cols(None),
         ].concat(),
             Kind::DaemonSet => [
             vec![
-                name,
+                name_col(),
                 col("Desired", "integer", 0, "The total number of nodes that should be running the daemon pod."),
                 col("Current", "integer", 0, "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
                 col("Ready", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
                 col("Up-to-date", "integer", 0, "The total number of nodes that are running updated daemon pod"),
                 col("Available", "integer", 0, "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
                 col("Node Selector", "string", 0, "NodeSelector is a selector which must be true for the pod to fit on a node."),
-                age,
+                age_col(),
             ],
             template_cols(Some("A label query over pods that are managed by the daemon set.")),
         ].concat(),
