@@ -1,8 +1,9 @@
 //! The generic registry: one implementation of get, list, create, update, patch (JSON, merge,
 //! strategic, apply), delete and deletecollection for every resource type, with
-//! preconditions, finalizers, graceful deletion, dry-run, managedFields and the `status`,
-//! `scale` and `binding` subresources, as kube-apiserver's `generic/registry/store.go`. What
-//! differs per kind comes from the kind's strategy (`rt.strategy`).
+//! preconditions, finalizers, graceful deletion, dry-run, managedFields and the `status`
+//! subresource, as kube-apiserver's `generic/registry/store.go` (the `scale`, `binding` and
+//! `eviction` subresources have their own files). What differs per kind comes from the kind's
+//! strategy (`rt.strategy`).
 //!
 //! Invariants: no HTTP here (bodies arrive decoded, answers leave as values); every write goes
 //! through the [`crate::store::Storage`] trait; the registry never calls the garbage collector
@@ -10,10 +11,14 @@
 
 mod admission;
 mod allocation;
+mod binding;
 pub(crate) mod eviction;
 pub(crate) mod rules;
+mod scale;
 
 pub(crate) use allocation::repair as repair_claims;
+pub(crate) use binding::bind;
+pub(crate) use scale::update_scale;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +31,6 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult, FieldCause};
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::strategy::workloads::scale_of;
 use super::{AppState, MAX_BODY};
 use crate::resources::{self, ResourceType};
 use crate::store::{ObjectKey, StoreError, StoredObject, Write};
@@ -40,78 +44,6 @@ pub(crate) fn flag(q: &Query, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true") | Some("1"))
 }
 
-/// PUT or PATCH of a workload's `scale`: only `spec.replicas` changes.
-pub(crate) async fn update_scale(
-    state: &AppState,
-    rt: &ResourceType,
-    ns: &str,
-    name: &str,
-    body: &Value,
-    patch_kind: Option<PatchType>,
-    q: &Query,
-) -> ApiResult<Value> {
-    let mut attempt = 0;
-    loop {
-        let old = get_object(state, rt, ns, name).await?;
-        let current = scale_of(&old);
-        let wanted = match patch_kind {
-            Some(kind) => {
-                patch::apply_patch(&current, body, kind, MAX_BODY).map_err(|e| match e {
-                    patch::PatchError::Failed(m) | patch::PatchError::Invalid(m) => {
-                        ApiError::BadRequest(m)
-                    }
-                    patch::PatchError::TooLarge(m) => ApiError::EntityTooLarge(m),
-                })?
-            }
-            None => body.clone(),
-        };
-        let pinned = wanted
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty() && patch_kind.is_none())
-            .map(str::to_string);
-        if let Some(rv) = &pinned {
-            if Some(rv.as_str())
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-            {
-                return Err(ApiError::from_store(
-                    StoreError::Conflict { current: 0 },
-                    &rt.qualified(),
-                    name,
-                ));
-            }
-        }
-        let replicas = match wanted.pointer("/spec/replicas") {
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|r| r >= 0) => n.clone(),
-            Some(Value::Null) | None => serde_json::Number::from(0),
-            Some(other) => {
-                return Err(ApiError::Invalid {
-                    kind: "Scale".into(),
-                    name: name.into(),
-                    causes: vec![FieldCause::invalid(
-                        "spec.replicas",
-                        &other.to_string(),
-                        "must be greater than or equal to 0",
-                    )],
-                })
-            }
-        };
-        let mut new = old.clone();
-        new["spec"]["replicas"] = Value::Number(replicas);
-        let mode = WriteMode {
-            status_only: false,
-            query: q,
-            applied: false,
-        };
-        match write_update(state, rt, ns, name, &old, new, mode).await {
-            Err(ApiError::Conflict { .. }) if pinned.is_none() && attempt < RETRIES => attempt += 1,
-            Ok((obj, _)) => return Ok(scale_of(&obj)),
-            Err(e) => return Err(e),
-        }
-    }
-}
 /// A stored object as served: JSON with `kind`, `apiVersion` and `metadata.resourceVersion`.
 pub(crate) fn materialize(rt: &ResourceType, stored: &StoredObject) -> ApiResult<Value> {
     let mut v: Value = serde_json::from_slice(&stored.data).map_err(|e| {
@@ -937,109 +869,4 @@ pub(crate) async fn delete_collection(
     Ok(
         json!({"kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(), "metadata": {}, "items": items}),
     )
-}
-
-/// `pods/binding`: assign a pod to a node, once.
-pub(crate) async fn bind(state: &AppState, ns: &str, name: &str, binding: &Value) -> ApiResult<()> {
-    let rt = resources::find("", "v1", "pods")
-        .ok_or_else(|| ApiError::Internal("pods not registered".into()))?;
-    let node = binding
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    let Some(node) = node else {
-        return Err(ApiError::Invalid {
-            kind: "Binding".into(),
-            name: name.into(),
-            causes: vec![FieldCause::required("target.name")],
-        });
-    };
-    let mut attempt = 0;
-    loop {
-        let pod = get_object(state, rt, ns, name).await?;
-        if let Some(current) = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-        {
-            return Err(ApiError::Conflict {
-                resource: "pods/binding".into(),
-                name: name.into(),
-                message: format!("pod {name} is already assigned to node {current:?}"),
-            });
-        }
-        if pod
-            .pointer("/metadata/deletionTimestamp")
-            .is_some_and(|v| !v.is_null())
-        {
-            return Err(ApiError::Conflict {
-                resource: "pods/binding".into(),
-                name: name.into(),
-                message: format!("pod {name} is being deleted, cannot be assigned to a host"),
-            });
-        }
-        let rv: u64 = pod
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut bound = pod;
-        bound["spec"]["nodeName"] = json!(node);
-        set_condition(&mut bound, "PodScheduled", "True", None, None);
-        match state
-            .store
-            .write(Write::Update {
-                key: key(rt, ns, name),
-                data: to_stored(rt, &mut bound)?,
-                precondition: Some(rv),
-            })
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) if attempt < RETRIES => attempt += 1,
-            Err(e) => return Err(ApiError::from_store(e, &rt.qualified(), name)),
-        }
-    }
-}
-
-/// Set (or replace) a status condition on a served object.
-pub(crate) fn set_condition(
-    obj: &mut Value,
-    kind: &str,
-    status: &str,
-    reason: Option<&str>,
-    message: Option<&str>,
-) {
-    let now = rules::now_rfc3339();
-    if !obj.get("status").is_some_and(Value::is_object) {
-        obj["status"] = json!({});
-    }
-    if !obj["status"].get("conditions").is_some_and(Value::is_array) {
-        obj["status"]["conditions"] = json!([]);
-    }
-    let mut cond =
-        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
-    if let Some(r) = reason {
-        cond["reason"] = json!(r);
-    }
-    if let Some(m) = message {
-        cond["message"] = json!(m);
-    }
-    if let Some(list) = obj["status"]["conditions"].as_array_mut() {
-        match list
-            .iter_mut()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
-        {
-            Some(existing) => {
-                if existing.get("status").and_then(Value::as_str) == Some(status) {
-                    cond["lastTransitionTime"] = existing
-                        .get("lastTransitionTime")
-                        .cloned()
-                        .unwrap_or(cond["lastTransitionTime"].clone());
-                }
-                *existing = cond;
-            }
-            None => list.push(cond),
-        }
-    }
 }
