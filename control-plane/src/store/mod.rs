@@ -10,6 +10,7 @@
 
 mod backend;
 mod cache;
+mod checkpoint;
 mod encryption;
 mod writer;
 
@@ -259,12 +260,13 @@ impl Store {
             // below a cluster's working set, so each upsert of a pod re-read its pages (pread,
             // ~6 % of the server's CPU while a backlog was bound; ~2 % with this).
             .pragma("cache_size", "-65536")
-            // Pages the WAL grows to before the writer copies them into the database: 4,000
-            // (16 MiB) rather than SQLite's 1,000, so a page written by several commits in a row
-            // (an index's inner pages, a table's last page) is copied back once, not each time.
-            .pragma("wal_autocheckpoint", "4000");
+            // The writer never checkpoints in a commit: the checkpointer does, beside it.
+            .pragma("wal_autocheckpoint", "0");
         let mut conn = sqlx::ConnectOptions::connect(&options).await?;
         writer::init_schema(&mut conn).await?;
+        let checkpoints = checkpoint::Checkpoints::start(
+            sqlx::ConnectOptions::connect(&options.clone().pragma("cache_size", "-2000")).await?,
+        );
         let (revision, compacted) = writer::load_counters(&mut conn).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -286,7 +288,13 @@ impl Store {
             compacted: AtomicU64::new(compacted),
         });
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(writer::run(conn, rx, shared.clone(), config.clone()));
+        tokio::spawn(writer::run(
+            conn,
+            rx,
+            shared.clone(),
+            config.clone(),
+            checkpoints,
+        ));
         let store = Store { shared, writes: tx };
         let maint = store.clone();
         tokio::spawn(async move {
