@@ -86,9 +86,8 @@ struct MarksMeta {
 /// deletion and the server finishes it (a namespace) or it holds `foregroundDeletion` or
 /// `orphan`.
 fn marked(stored: &StoredObject) -> Option<Work> {
-    if !contains(&stored.data, b"\"deletionTimestamp\"") {
-        return None;
-    }
+    // Most objects are not being deleted: look for the field before parsing anything.
+    memchr::memmem::find(&stored.data, b"\"deletionTimestamp\"")?;
     let marks: Marks = serde_json::from_slice(&stored.data).ok()?;
     marks.metadata.deletion_timestamp.as_ref()?;
     let rt = resources::all()
@@ -317,10 +316,6 @@ impl Gc {
             }
         }
     }
-}
-
-fn contains(data: &[u8], needle: &[u8]) -> bool {
-    data.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Build the index, then process the queue until `stop`.

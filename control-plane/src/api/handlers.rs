@@ -450,8 +450,7 @@ async fn list(
             continue;
         }
         if raw {
-            let by_key = json!({"metadata": {"namespace": key.0, "name": key.1}});
-            if filter.fields.matches(&by_key) {
+            if filter.fields.matches_key(key.0, key.1) {
                 matching.push((stored, None));
             }
         } else {

@@ -265,6 +265,18 @@ impl FieldSelector {
             .all(|(f, _, _)| f == "metadata.name" || f == "metadata.namespace")
     }
 
+    /// Does an object under this key match? Exact when [`FieldSelector::key_only`] holds.
+    pub fn matches_key(&self, namespace: &str, name: &str) -> bool {
+        self.0.iter().all(|(field, eq, want)| {
+            let have = if field == "metadata.namespace" {
+                namespace
+            } else {
+                name
+            };
+            (have == want) == *eq
+        })
+    }
+
     /// The value this selector pins `field` to with `=`, if any.
     pub fn pinned(&self, field: &str) -> Option<&str> {
         self.0
@@ -411,6 +423,42 @@ mod tests {
         assert_eq!(
             FieldSelector::parse("foo=bar", allowed).unwrap_err(),
             "field label not supported: foo"
+        );
+    }
+
+    /// A selector on the key alone decides from (namespace, name) exactly as from the object.
+    #[test]
+    fn key_only_selectors_match_the_key_as_the_object() {
+        let objects = [
+            ("default", "kube-root-ca.crt"),
+            ("default", "other"),
+            ("kube-system", "kube-root-ca.crt"),
+            ("", "cluster-scoped"),
+        ];
+        for sel in [
+            "",
+            "metadata.name=kube-root-ca.crt",
+            "metadata.name!=kube-root-ca.crt",
+            "metadata.namespace=default",
+            "metadata.namespace==default,metadata.name=other",
+            "metadata.namespace!=default,metadata.name=kube-root-ca.crt",
+            "metadata.namespace=",
+        ] {
+            let s = FieldSelector::parse(sel, &[]).unwrap();
+            assert!(s.key_only(), "{sel:?}");
+            for (ns, name) in objects {
+                let obj = json!({"metadata": {"namespace": ns, "name": name}});
+                assert_eq!(
+                    s.matches_key(ns, name),
+                    s.matches(&obj),
+                    "selector {sel:?} on {ns}/{name}"
+                );
+            }
+        }
+        assert!(
+            !FieldSelector::parse("spec.nodeName=n1", &["spec.nodeName"])
+                .unwrap()
+                .key_only()
         );
     }
 }

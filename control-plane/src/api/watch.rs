@@ -238,8 +238,14 @@ pub(super) async fn serve(
                             continue;
                         }
                     }
+                    // Selectors on the key alone are decided before anything is encoded, and
+                    // a key is the same before and after a change.
+                    let by_key = filter.by_key();
+                    if by_key && !filter.fields.matches_key(&ev.object.key.namespace, &ev.object.key.name) {
+                        continue;
+                    }
                     let Some(obj) = encoded(rt, &ev) else { continue };
-                    let now = if filter.is_everything() {
+                    let now = if by_key {
                         true
                     } else {
                         let Some(v) = obj.value() else { continue };
@@ -247,7 +253,7 @@ pub(super) async fn serve(
                     };
                     let before = match &ev.previous {
                         // Without selectors every object matches: nothing to look at.
-                        Some(prev) if !filter.is_everything() => {
+                        Some(prev) if !by_key => {
                             let p = StoredObject { key: ev.object.key.clone(), revision: ev.object.revision, data: prev.clone() };
                             materialize(rt, &p).map(|o| filter.matches(&o)).unwrap_or(now)
                         }

@@ -128,9 +128,10 @@ impl Filter {
         Ok(Filter { labels, fields })
     }
 
-    /// No selector at all: every object matches.
-    pub(super) fn is_everything(&self) -> bool {
-        self.labels.0.is_empty() && self.fields.0.is_empty()
+    /// Do the selectors name only what an object's key holds (name, namespace)? Then
+    /// [`FieldSelector::matches_key`] decides without reading the object.
+    pub(crate) fn by_key(&self) -> bool {
+        self.labels.0.is_empty() && self.fields.key_only()
     }
 
     pub(super) fn matches(&self, obj: &Value) -> bool {
@@ -303,8 +304,18 @@ async fn create_named(
     if rt.namespaced {
         let ns_rt = resources::find("", "v1", "namespaces")
             .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
-        let namespace = get_object(state, ns_rt, "", ns).await?;
-        if namespace.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
+        let namespace = state
+            .store
+            .get(&key(ns_rt, "", ns))
+            .await
+            .map_err(|e| ApiError::from_store(e, &ns_rt.qualified(), ns))?;
+        // Read only when it can be terminating (most creates land in an active namespace).
+        let terminating = memchr::memmem::find(&namespace.data, b"\"Terminating\"").is_some()
+            && materialize(ns_rt, &namespace)?
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                == Some("Terminating");
+        if terminating {
             return Err(ApiError::Forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 rt.plural,
