@@ -1,0 +1,702 @@
+//! RBAC evaluation, as Kubernetes' RBAC authorizer decides: a request is allowed when a rule of
+//! a role bound to its user allows it. Pure: the caller gives the policy (roles and bindings, as
+//! read from the store) and the request's attributes.
+//!
+//! Semantics follow `rbac.authorization.k8s.io/v1`: verbs and API groups match exactly or by
+//! `*`; a resource matches exactly (`pods`, `pods/log`), by `*`, or by `*/<subresource>`; empty
+//! `resourceNames` match every name; a non-resource URL matches exactly, by `*`, or by a prefix
+//! ending in `*`. ClusterRoleBindings grant everywhere; a RoleBinding grants its Role, or a
+//! ClusterRole's rules, in its own namespace only. Members of `system:masters` are allowed
+//! everything, as kube-apiserver's privileged-group authorizer does before RBAC.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+
+/// The group whose members are allowed everything.
+pub const MASTERS: &str = "system:masters";
+
+/// Who makes a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    /// User name (`system:serviceaccount:NS:NAME` for a ServiceAccount).
+    pub name: String,
+    /// Groups (every authenticated user is in `system:authenticated`).
+    pub groups: Vec<String>,
+}
+
+/// What a request does, as the authorizer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attributes {
+    /// A request for an API resource.
+    Resource {
+        /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`, or
+        /// a special verb (`impersonate`, `bind`, `escalate`, `use`...).
+        verb: String,
+        /// API group, empty for core.
+        group: String,
+        /// Resource (plural).
+        resource: String,
+        /// Subresource, empty for none.
+        subresource: String,
+        /// The object's name, empty when the request names none (list, create without a name).
+        name: String,
+        /// Namespace, empty for cluster-scoped requests.
+        namespace: String,
+    },
+    /// A request for a path outside the API (`/healthz`, `/version`, `/metrics`).
+    NonResource {
+        /// `get`, `post`, `put`, `delete`...
+        verb: String,
+        /// The path.
+        path: String,
+    },
+}
+
+/// Does `rule` allow `attrs`?
+pub fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
+    let any = |list: &Option<Vec<String>>, want: &str| {
+        list.as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|v| v == "*" || v == want)
+    };
+    match attrs {
+        Attributes::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            name,
+            ..
+        } => {
+            any(&Some(rule.verbs.clone()), verb)
+                && any(&rule.api_groups, group)
+                && resource_matches(
+                    rule.resources.as_deref().unwrap_or_default(),
+                    resource,
+                    subresource,
+                )
+                && rule
+                    .resource_names
+                    .as_deref()
+                    .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
+        }
+        Attributes::NonResource { verb, path } => {
+            any(&Some(rule.verbs.clone()), verb)
+                && rule
+                    .non_resource_urls
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|url| url_matches(url, path))
+        }
+    }
+}
+
+fn resource_matches(rule_resources: &[String], resource: &str, subresource: &str) -> bool {
+    rule_resources.iter().any(|r| {
+        if r == "*" {
+            return true;
+        }
+        if subresource.is_empty() {
+            return r == resource;
+        }
+        // `pods/log`, or `*/log` for that subresource of every resource.
+        r.split_once('/')
+            .is_some_and(|(res, sub)| sub == subresource && (res == resource || res == "*"))
+    })
+}
+
+fn url_matches(rule_url: &str, path: &str) -> bool {
+    if rule_url.ends_with('*') {
+        path.starts_with(rule_url.trim_end_matches('*'))
+    } else {
+        rule_url == path
+    }
+}
+
+/// Does a subject of a binding in `binding_ns` (empty for a ClusterRoleBinding) name `user`?
+/// A ServiceAccount subject names the user `system:serviceaccount:<namespace>:<name>`, its
+/// namespace defaulting to the binding's; with neither it names nobody.
+pub fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: &str) -> bool {
+    match subject.kind.as_str() {
+        "User" => subject.name == user.name,
+        "Group" => user.groups.contains(&subject.name),
+        "ServiceAccount" => {
+            let ns = sa_namespace(subject, binding_ns);
+            !ns.is_empty() && user.name == format!("system:serviceaccount:{ns}:{}", subject.name)
+        }
+        _ => false,
+    }
+}
+
+fn sa_namespace<'a>(subject: &'a Subject, binding_ns: &'a str) -> &'a str {
+    subject
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(binding_ns)
+}
+
+/// A subject as Kubernetes' RBAC reasons name it (`User "alice"`, `ServiceAccount "sa/ns"`).
+fn describe_subject(subject: &Subject, binding_ns: &str) -> String {
+    if subject.kind == "ServiceAccount" {
+        let ns = sa_namespace(subject, binding_ns);
+        format!("{} {:?}", subject.kind, format!("{}/{ns}", subject.name))
+    } else {
+        format!("{} {:?}", subject.kind, subject.name)
+    }
+}
+
+/// Roles and bindings, indexed for evaluation.
+#[derive(Default)]
+pub struct Policy {
+    cluster_roles: HashMap<String, Vec<PolicyRule>>,
+    /// (namespace, name) → rules.
+    roles: HashMap<(String, String), Vec<PolicyRule>>,
+    cluster_bindings: Vec<(String, RoleRef, Vec<Subject>)>,
+    /// namespace → (binding name, role, subjects).
+    bindings: HashMap<String, Vec<(String, RoleRef, Vec<Subject>)>>,
+}
+
+/// Why a request was allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allowed {
+    /// The user is in `system:masters`.
+    Masters,
+    /// A binding grants it: Kubernetes' wording for `status.reason`.
+    By(String),
+}
+
+impl Policy {
+    /// Index the given objects (those without a name are ignored).
+    pub fn new(
+        cluster_roles: impl IntoIterator<Item = ClusterRole>,
+        roles: impl IntoIterator<Item = Role>,
+        cluster_bindings: impl IntoIterator<Item = ClusterRoleBinding>,
+        bindings: impl IntoIterator<Item = RoleBinding>,
+    ) -> Policy {
+        let mut p = Policy::default();
+        for r in cluster_roles {
+            if let Some(name) = r.metadata.name {
+                p.cluster_roles.insert(name, r.rules.unwrap_or_default());
+            }
+        }
+        for r in roles {
+            if let (Some(ns), Some(name)) = (r.metadata.namespace, r.metadata.name) {
+                p.roles.insert((ns, name), r.rules.unwrap_or_default());
+            }
+        }
+        for b in cluster_bindings {
+            if let Some(name) = b.metadata.name {
+                p.cluster_bindings
+                    .push((name, b.role_ref, b.subjects.unwrap_or_default()));
+            }
+        }
+        for b in bindings {
+            if let (Some(ns), Some(name)) = (b.metadata.namespace, b.metadata.name) {
+                p.bindings.entry(ns).or_default().push((
+                    name,
+                    b.role_ref,
+                    b.subjects.unwrap_or_default(),
+                ));
+            }
+        }
+        p
+    }
+
+    /// Is `attrs` allowed for `user`, and by what? `None`: denied (no rule allows it).
+    pub fn allows(&self, user: &UserInfo, attrs: &Attributes) -> Option<Allowed> {
+        if user.groups.iter().any(|g| g == MASTERS) {
+            return Some(Allowed::Masters);
+        }
+        let subject_of = |subjects: &[Subject], ns: &str| {
+            subjects
+                .iter()
+                .find(|s| subject_matches(s, user, ns))
+                .map(|s| describe_subject(s, ns))
+        };
+        let allowed_by = |rules: Option<&Vec<PolicyRule>>| {
+            rules.is_some_and(|rules| rules.iter().any(|r| rule_allows(r, attrs)))
+        };
+        for (name, role, subjects) in &self.cluster_bindings {
+            if role.kind != "ClusterRole" {
+                continue;
+            }
+            if let Some(who) = subject_of(subjects, "") {
+                if allowed_by(self.cluster_roles.get(&role.name)) {
+                    return Some(Allowed::By(format!(
+                        "RBAC: allowed by ClusterRoleBinding {name:?} of ClusterRole {:?} to {who}",
+                        role.name
+                    )));
+                }
+            }
+        }
+        let namespace = match attrs {
+            Attributes::Resource { namespace, .. } if !namespace.is_empty() => namespace,
+            _ => return None,
+        };
+        for (name, role, subjects) in self.bindings.get(namespace).into_iter().flatten() {
+            let Some(who) = subject_of(subjects, namespace) else {
+                continue;
+            };
+            let rules = match role.kind.as_str() {
+                "Role" => self.roles.get(&(namespace.clone(), role.name.clone())),
+                "ClusterRole" => self.cluster_roles.get(&role.name),
+                _ => None,
+            };
+            if allowed_by(rules) {
+                return Some(Allowed::By(format!(
+                    "RBAC: allowed by RoleBinding \"{name}/{namespace}\" of {} {:?} to {who}",
+                    role.kind, role.name
+                )));
+            }
+        }
+        None
+    }
+}
+
+/// The message of a denial, in kube-apiserver's words (the `Status` wraps it as
+/// `<resource> "<name>" is forbidden: <message>`).
+pub fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
+    match attrs {
+        Attributes::NonResource { verb, path } => {
+            format!("User {:?} cannot {verb} path {path:?}", user.name)
+        }
+        Attributes::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace,
+            ..
+        } => {
+            let resource = if subresource.is_empty() {
+                resource.clone()
+            } else {
+                format!("{resource}/{subresource}")
+            };
+            let scope = if namespace.is_empty() {
+                "at the cluster scope".to_string()
+            } else {
+                format!("in the namespace {namespace:?}")
+            };
+            format!(
+                "User {:?} cannot {verb} resource {resource:?} in API group {group:?} {scope}",
+                user.name
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn strings(v: &[&str]) -> Option<Vec<String>> {
+        Some(v.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> PolicyRule {
+        PolicyRule {
+            verbs: verbs.iter().map(|s| s.to_string()).collect(),
+            api_groups: strings(groups),
+            resources: strings(resources),
+            resource_names: strings(names),
+            non_resource_urls: None,
+        }
+    }
+
+    fn res(verb: &str, group: &str, resource: &str, sub: &str, name: &str) -> Attributes {
+        Attributes::Resource {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            name: name.into(),
+            namespace: "team-a".into(),
+        }
+    }
+
+    #[test]
+    fn resource_rules_table() {
+        let cases: &[(PolicyRule, Attributes, bool)] = &[
+            // verbs
+            (
+                rule(&["get"], &[""], &["pods"], &[]),
+                res("get", "", "pods", "", "p"),
+                true,
+            ),
+            (
+                rule(&["get"], &[""], &["pods"], &[]),
+                res("list", "", "pods", "", ""),
+                false,
+            ),
+            (
+                rule(&["*"], &[""], &["pods"], &[]),
+                res("deletecollection", "", "pods", "", ""),
+                true,
+            ),
+            // API groups
+            (
+                rule(&["get"], &["apps"], &["deployments"], &[]),
+                res("get", "apps", "deployments", "", "d"),
+                true,
+            ),
+            (
+                rule(&["get"], &[""], &["deployments"], &[]),
+                res("get", "apps", "deployments", "", "d"),
+                false,
+            ),
+            (
+                rule(&["get"], &["*"], &["deployments"], &[]),
+                res("get", "apps", "deployments", "", "d"),
+                true,
+            ),
+            (
+                rule(&["get"], &[], &["pods"], &[]),
+                res("get", "", "pods", "", "p"),
+                false,
+            ),
+            // resources and subresources
+            (
+                rule(&["get"], &[""], &["*"], &[]),
+                res("get", "", "secrets", "", "s"),
+                true,
+            ),
+            (
+                rule(&["get"], &[""], &["*"], &[]),
+                res("get", "", "pods", "log", "p"),
+                true,
+            ),
+            (
+                rule(&["get"], &[""], &["pods"], &[]),
+                res("get", "", "pods", "log", "p"),
+                false,
+            ),
+            (
+                rule(&["get"], &[""], &["pods/log"], &[]),
+                res("get", "", "pods", "log", "p"),
+                true,
+            ),
+            (
+                rule(&["get"], &[""], &["pods/log"], &[]),
+                res("get", "", "pods", "", "p"),
+                false,
+            ),
+            (
+                rule(&["get"], &[""], &["pods/log"], &[]),
+                res("get", "", "pods", "exec", "p"),
+                false,
+            ),
+            (
+                rule(&["update"], &["apps"], &["*/scale"], &[]),
+                res("update", "apps", "deployments", "scale", "d"),
+                true,
+            ),
+            (
+                rule(&["update"], &["apps"], &["*/scale"], &[]),
+                res("update", "apps", "deployments", "", "d"),
+                false,
+            ),
+            // `pods/*` is not a wildcard in Kubernetes.
+            (
+                rule(&["get"], &[""], &["pods/*"], &[]),
+                res("get", "", "pods", "log", "p"),
+                false,
+            ),
+            // resourceNames
+            (
+                rule(&["get"], &[""], &["configmaps"], &["a"]),
+                res("get", "", "configmaps", "", "a"),
+                true,
+            ),
+            (
+                rule(&["get"], &[""], &["configmaps"], &["a"]),
+                res("get", "", "configmaps", "", "b"),
+                false,
+            ),
+            (
+                rule(&["list"], &[""], &["configmaps"], &["a"]),
+                res("list", "", "configmaps", "", ""),
+                false,
+            ),
+            (
+                rule(&["get"], &[""], &["configmaps"], &[]),
+                res("get", "", "configmaps", "", "b"),
+                true,
+            ),
+            // a resource rule never allows a non-resource URL
+            (
+                rule(&["get"], &["*"], &["*"], &[]),
+                Attributes::NonResource {
+                    verb: "get".into(),
+                    path: "/healthz".into(),
+                },
+                false,
+            ),
+        ];
+        for (i, (r, attrs, want)) in cases.iter().enumerate() {
+            assert_eq!(rule_allows(r, attrs), *want, "case {i}: {r:?} {attrs:?}");
+        }
+    }
+
+    #[test]
+    fn non_resource_rules_table() {
+        let cases: &[(&[&str], &str, &str, bool)] = &[
+            (&["/healthz"], "get", "/healthz", true),
+            (&["/healthz"], "get", "/healthz/ping", false),
+            (&["/healthz/*"], "get", "/healthz/ping", true),
+            (&["/healthz/*"], "get", "/healthz", false),
+            (&["/api*"], "get", "/apis/apps", true),
+            (&["/api**"], "get", "/apis/apps", true),
+            (&["*"], "get", "/metrics", true),
+            (&["/version"], "post", "/version", false),
+        ];
+        for (urls, verb, path, want) in cases {
+            let r = PolicyRule {
+                verbs: vec!["get".into()],
+                non_resource_urls: strings(urls),
+                ..Default::default()
+            };
+            let attrs = Attributes::NonResource {
+                verb: verb.to_string(),
+                path: path.to_string(),
+            };
+            assert_eq!(rule_allows(&r, &attrs), *want, "{urls:?} {verb} {path}");
+        }
+    }
+
+    fn subject(kind: &str, name: &str, ns: Option<&str>) -> Subject {
+        Subject {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: ns.map(str::to_string),
+            api_group: None,
+        }
+    }
+
+    #[test]
+    fn subjects_table() {
+        let alice = UserInfo {
+            name: "alice".into(),
+            groups: vec!["devs".into(), "system:authenticated".into()],
+        };
+        let sa = UserInfo {
+            name: "system:serviceaccount:team-a:builder".into(),
+            groups: vec!["system:serviceaccounts".into()],
+        };
+        // (subject, user, namespace of the binding, "" for a ClusterRoleBinding)
+        let cases = [
+            (subject("User", "alice", None), &alice, "", true),
+            (subject("User", "bob", None), &alice, "", false),
+            (subject("Group", "devs", None), &alice, "team-a", true),
+            (subject("Group", "ops", None), &alice, "", false),
+            (
+                subject("ServiceAccount", "builder", Some("team-a")),
+                &sa,
+                "",
+                true,
+            ),
+            (
+                subject("ServiceAccount", "builder", Some("team-b")),
+                &sa,
+                "team-a",
+                false,
+            ),
+            // Without a namespace, a ServiceAccount subject is in the binding's namespace.
+            (
+                subject("ServiceAccount", "builder", None),
+                &sa,
+                "team-a",
+                true,
+            ),
+            (
+                subject("ServiceAccount", "builder", None),
+                &sa,
+                "team-b",
+                false,
+            ),
+            (subject("ServiceAccount", "builder", None), &sa, "", false),
+            (
+                subject("User", "system:serviceaccount:team-a:builder", None),
+                &sa,
+                "",
+                true,
+            ),
+            (subject("Unknown", "alice", None), &alice, "", false),
+        ];
+        for (s, user, ns, want) in cases {
+            assert_eq!(
+                subject_matches(&s, user, ns),
+                want,
+                "{s:?} {user:?} in {ns:?}"
+            );
+        }
+        // Named in reasons as Kubernetes does: a ServiceAccount as name/namespace.
+        assert_eq!(
+            describe_subject(&subject("ServiceAccount", "builder", None), "team-a"),
+            "ServiceAccount \"builder/team-a\""
+        );
+        assert_eq!(
+            describe_subject(&subject("Group", "devs", None), "team-a"),
+            "Group \"devs\""
+        );
+    }
+
+    fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: ns.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn in_ns(verb: &str, resource: &str, ns: &str) -> Attributes {
+        Attributes::Resource {
+            verb: verb.into(),
+            group: String::new(),
+            resource: resource.into(),
+            subresource: String::new(),
+            name: String::new(),
+            namespace: ns.into(),
+        }
+    }
+
+    /// Two tenants: a RoleBinding of the `edit`-like ClusterRole in team-a grants alice there
+    /// and nowhere else; a Role binds only in its namespace; a ClusterRoleBinding grants
+    /// everywhere; masters are allowed everything.
+    #[test]
+    fn bindings_grant_in_their_scope() {
+        let edit = ClusterRole {
+            metadata: meta(None, "edit"),
+            rules: Some(vec![rule(&["*"], &[""], &["pods", "configmaps"], &[])]),
+            ..Default::default()
+        };
+        let viewer = ClusterRole {
+            metadata: meta(None, "node-viewer"),
+            rules: Some(vec![rule(&["get", "list"], &[""], &["nodes"], &[])]),
+            ..Default::default()
+        };
+        let secrets = Role {
+            metadata: meta(Some("team-b"), "secret-reader"),
+            rules: Some(vec![rule(&["get"], &[""], &["secrets"], &[])]),
+        };
+        let policy = Policy::new(
+            [edit, viewer],
+            [secrets],
+            [ClusterRoleBinding {
+                metadata: meta(None, "devs-see-nodes"),
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "ClusterRole".into(),
+                    name: "node-viewer".into(),
+                },
+                subjects: Some(vec![subject("Group", "devs", None)]),
+            }],
+            [
+                RoleBinding {
+                    metadata: meta(Some("team-a"), "alice-edit"),
+                    role_ref: RoleRef {
+                        api_group: "rbac.authorization.k8s.io".into(),
+                        kind: "ClusterRole".into(),
+                        name: "edit".into(),
+                    },
+                    subjects: Some(vec![subject("User", "alice", None)]),
+                },
+                RoleBinding {
+                    metadata: meta(Some("team-b"), "bob-secrets"),
+                    role_ref: RoleRef {
+                        api_group: "rbac.authorization.k8s.io".into(),
+                        kind: "Role".into(),
+                        name: "secret-reader".into(),
+                    },
+                    subjects: Some(vec![subject("User", "bob", None)]),
+                },
+            ],
+        );
+        let alice = UserInfo {
+            name: "alice".into(),
+            groups: vec!["devs".into(), "system:authenticated".into()],
+        };
+        let bob = UserInfo {
+            name: "bob".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let admin = UserInfo {
+            name: "system:admin".into(),
+            groups: vec![MASTERS.into()],
+        };
+        let nodes = Attributes::Resource {
+            verb: "list".into(),
+            group: String::new(),
+            resource: "nodes".into(),
+            subresource: String::new(),
+            name: String::new(),
+            namespace: String::new(),
+        };
+        let cases = [
+            (&alice, in_ns("create", "pods", "team-a"), true),
+            (&alice, in_ns("list", "configmaps", "team-a"), true),
+            (&alice, in_ns("list", "pods", "team-b"), false),
+            (&alice, in_ns("get", "secrets", "team-a"), false),
+            (&alice, nodes.clone(), true),
+            (&bob, in_ns("get", "secrets", "team-b"), true),
+            (&bob, in_ns("get", "secrets", "team-a"), false),
+            (&bob, nodes.clone(), false),
+            (&admin, in_ns("delete", "secrets", "kube-system"), true),
+        ];
+        for (user, attrs, want) in cases {
+            assert_eq!(
+                policy.allows(user, &attrs).is_some(),
+                want,
+                "{} {attrs:?}",
+                user.name
+            );
+        }
+        assert_eq!(
+            policy.allows(&alice, &in_ns("create", "pods", "team-a")),
+            Some(Allowed::By(
+                "RBAC: allowed by RoleBinding \"alice-edit/team-a\" of ClusterRole \"edit\" to User \"alice\"".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn denials_read_as_kube_apiservers() {
+        let user = UserInfo {
+            name: "system:serviceaccount:team-a:alice".into(),
+            groups: vec![],
+        };
+        assert_eq!(
+            forbidden_message(&user, &in_ns("list", "pods", "team-b")),
+            "User \"system:serviceaccount:team-a:alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"team-b\""
+        );
+        let scale = Attributes::Resource {
+            verb: "update".into(),
+            group: "apps".into(),
+            resource: "deployments".into(),
+            subresource: "scale".into(),
+            name: "web".into(),
+            namespace: String::new(),
+        };
+        assert_eq!(
+            forbidden_message(&user, &scale),
+            "User \"system:serviceaccount:team-a:alice\" cannot update resource \"deployments/scale\" in API group \"apps\" at the cluster scope"
+        );
+        assert_eq!(
+            forbidden_message(
+                &user,
+                &Attributes::NonResource {
+                    verb: "get".into(),
+                    path: "/metrics".into()
+                }
+            ),
+            "User \"system:serviceaccount:team-a:alice\" cannot get path \"/metrics\""
+        );
+    }
+}
