@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `skiff` binary on loopback, driven by stock kubectl.
 //! One test binary (one link step); see `harness` for the process handling.
 
+mod auth;
 mod controllers;
 mod crash;
 mod harness;

@@ -319,7 +319,7 @@ async fn route(
 }
 
 /// A create or update body: JSON, or the protobuf typed clients send.
-fn decode_request(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+pub(super) fn decode_request(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,240 @@
+//! Identities and access reviews: `kubectl auth whoami` and `auth can-i` (protobuf from kubectl
+//! 1.32), SubjectAccessReviews decided by the RBAC objects in the cluster, Kubernetes' validation
+//! of review bodies, and impersonation refused rather than ignored.
+
+use serde_json::{json, Value};
+
+use crate::harness::Cluster;
+
+const POLICY: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: team-a}
+rules:
+- apiGroups: [""]
+  resources: [pods, pods/log]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-reads-pods, namespace: team-a}
+subjects:
+- {kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}
+- {kind: ServiceAccount, name: builder}
+roleRef: {kind: Role, name: pod-reader, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-viewer}
+rules:
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list]
+- nonResourceURLs: ["/healthz", "/metrics*"]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: devs-view-nodes}
+subjects:
+- {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: node-viewer, apiGroup: rbac.authorization.k8s.io}
+"#;
+
+/// POST a review body with `kubectl create --raw`; the decoded answer, or kubectl's failure.
+fn post(c: &Cluster, path: &str, body: &Value) -> Result<Value, String> {
+    let file = c
+        .data()
+        .join(format!("review-{}.json", crate::harness::rand_suffix()));
+    std::fs::write(&file, body.to_string()).expect("write the review");
+    let out = c.kubectl(&[
+        "create",
+        "--raw",
+        path,
+        "-f",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn sar(user: &str, groups: &[&str], attrs: Value) -> Value {
+    let mut spec = json!({"user": user, "groups": groups});
+    let key = if attrs.get("path").is_some() {
+        "nonResourceAttributes"
+    } else {
+        "resourceAttributes"
+    };
+    spec[key] = attrs;
+    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec})
+}
+
+#[test]
+fn reviews_answer_from_identities_and_rbac() {
+    let c = Cluster::start(&["--no-node"]);
+    // Who am I: the admin credential is system:admin in system:masters.
+    let whoami = c.kubectl_ok(&["auth", "whoami"]);
+    assert!(whoami.contains("system:admin"), "{whoami}");
+    assert!(whoami.contains("system:masters"), "{whoami}");
+    let whoami = c.kubectl_ok(&["auth", "whoami", "-o", "json"]);
+    let me: Value = serde_json::from_str(&whoami).expect("json");
+    assert_eq!(me["status"]["userInfo"]["username"], "system:admin");
+
+    // May I: kubectl 1.32 sends SelfSubjectAccessReviews as protobuf; masters may do anything.
+    assert_eq!(
+        c.kubectl_ok(&["auth", "can-i", "create", "pods"]).trim(),
+        "yes"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["auth", "can-i", "delete", "secrets", "-n", "kube-system"])
+            .trim(),
+        "yes"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["auth", "can-i", "get", "/metrics"]).trim(),
+        "yes"
+    );
+
+    // May they: decided by the Roles and bindings in the cluster.
+    c.apply(POLICY);
+    let sars = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let pods = |verb: &str, ns: &str, sub: &str| json!({"verb": verb, "resource": "pods", "subresource": sub, "namespace": ns});
+    let cases = [
+        ("alice", vec![], pods("list", "team-a", ""), true),
+        ("alice", vec![], pods("get", "team-a", "log"), true),
+        ("alice", vec![], pods("delete", "team-a", ""), false),
+        ("alice", vec![], pods("list", "team-b", ""), false),
+        ("bob", vec![], pods("list", "team-a", ""), false),
+        // A ServiceAccount subject without a namespace is in its binding's namespace.
+        (
+            "system:serviceaccount:team-a:builder",
+            vec![],
+            pods("watch", "team-a", ""),
+            true,
+        ),
+        (
+            "system:serviceaccount:team-b:builder",
+            vec![],
+            pods("watch", "team-a", ""),
+            false,
+        ),
+        (
+            "carol",
+            vec!["devs"],
+            json!({"verb": "list", "resource": "nodes"}),
+            true,
+        ),
+        (
+            "carol",
+            vec![],
+            json!({"verb": "list", "resource": "nodes"}),
+            false,
+        ),
+        (
+            "carol",
+            vec!["devs"],
+            json!({"verb": "get", "path": "/metrics/x"}),
+            true,
+        ),
+        (
+            "carol",
+            vec!["devs"],
+            json!({"verb": "get", "path": "/version"}),
+            false,
+        ),
+        (
+            "eve",
+            vec!["system:masters"],
+            pods("delete", "team-b", ""),
+            true,
+        ),
+    ];
+    for (user, groups, attrs, want) in cases {
+        let got = post(&c, sars, &sar(user, &groups, attrs.clone())).expect("a review");
+        assert_eq!(got["kind"], "SubjectAccessReview");
+        assert_eq!(
+            got["status"]["allowed"], want,
+            "{user} {groups:?} {attrs}: {got}"
+        );
+    }
+    let why = post(&c, sars, &sar("alice", &[], pods("list", "team-a", ""))).expect("a review");
+    assert_eq!(
+        why["status"]["reason"],
+        "RBAC: allowed by RoleBinding \"alice-reads-pods/team-a\" of Role \"pod-reader\" to User \"alice\""
+    );
+
+    // Local reviews are confined to their namespace.
+    let local = |ns: &str, body_ns: &str| {
+        let mut body = sar("alice", &[], pods("list", body_ns, ""));
+        body["kind"] = json!("LocalSubjectAccessReview");
+        post(
+            &c,
+            &format!("/apis/authorization.k8s.io/v1/namespaces/{ns}/localsubjectaccessreviews"),
+            &body,
+        )
+    };
+    let ok = local("team-a", "team-a").expect("a local review");
+    assert_eq!(
+        (
+            ok["status"]["allowed"].clone(),
+            ok["metadata"]["namespace"].clone()
+        ),
+        (json!(true), json!("team-a"))
+    );
+    let err = local("team-a", "team-b").expect_err("another namespace is refused");
+    assert!(err.contains("must match metadata.namespace"), "{err}");
+
+    // Kubernetes' validation of review bodies: 422, never a guess.
+    let err = post(
+        &c,
+        sars,
+        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "alice"}}),
+    )
+    .expect_err("no attributes");
+    assert!(
+        err.contains(
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified"
+        ),
+        "{err}"
+    );
+    let err = post(
+        &c,
+        sars,
+        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}}),
+    )
+    .expect_err("nobody asked about");
+    assert!(
+        err.contains("at least one of user or group must be specified"),
+        "{err}"
+    );
+    let err = post(&c, sars, &json!({"apiVersion": "v1", "kind": "ConfigMap"}))
+        .expect_err("not a review");
+    assert!(
+        err.contains(
+            "the kind in the body (ConfigMap) does not match the kind of the resource (SubjectAccessReview)"
+        ),
+        "{err}"
+    );
+
+    // A review body is small: a huge one is refused before it is read whole.
+    let huge = sar(&"x".repeat(100_000), &[], pods("list", "team-a", ""));
+    let err = post(&c, sars, &huge).expect_err("too large");
+    assert!(err.to_lowercase().contains("too large"), "{err}");
+
+    // Impersonation is refused, never carried out as the caller.
+    let out = c.kubectl(&["get", "pods", "-n", "team-b", "--as", "alice"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("impersonation"), "{err}");
+}
