@@ -104,6 +104,26 @@ fn reviews_answer_from_identities_and_rbac() {
         "yes"
     );
 
+    // What may I: masters get the rules that allow everything.
+    let list = c.kubectl_ok(&["auth", "can-i", "--list", "-n", "default"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("*.*") && l.ends_with("[*]")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("[*]") || l.contains(" [*] ")),
+        "{list}"
+    );
+    let err = post(
+        &c,
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {}}),
+    )
+    .expect_err("no namespace");
+    assert!(err.contains("no namespace on request"), "{err}");
+
     // May they: decided by the Roles and bindings in the cluster.
     c.apply(POLICY);
     let sars = "/apis/authorization.k8s.io/v1/subjectaccessreviews";

@@ -1,6 +1,7 @@
 //! The review APIs, as kube-apiserver serves them: who am I (`SelfSubjectReview`, `kubectl auth
 //! whoami`), may I (`SelfSubjectAccessReview`, `kubectl auth can-i`), may they
-//! (`SubjectAccessReview`, `LocalSubjectAccessReview`). Nothing is stored: each POST is answered
+//! (`SubjectAccessReview`, `LocalSubjectAccessReview`), what may I (`SelfSubjectRulesReview`,
+//! `kubectl auth can-i --list`). Nothing is stored: each POST is answered
 //! 201 with the object and its status. Decisions come from [`crate::auth::rbac`] over the Roles
 //! and bindings in the store. Bodies are JSON or Kubernetes protobuf (kubectl 1.32 sends
 //! `can-i` as protobuf).
@@ -47,6 +48,54 @@ pub(super) async fn self_subject_access_review(
     answer(async move {
         let body = body_of(req).await?;
         review(&state, body, "SelfSubjectAccessReview", |_| Ok(user)).await
+    })
+    .await
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectrulesreviews` (`kubectl auth can-i --list`):
+/// the rules that apply to the caller in `spec.namespace`. As kube-apiserver, the answer carries
+/// only the status.
+pub(super) async fn self_subject_rules_review(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> Response {
+    let user = requester(&req);
+    answer(async move {
+        let body = body_of(req).await?;
+        expect_kind(&body, "authorization.k8s.io/v1", "SelfSubjectRulesReview")?;
+        let namespace = body
+            .pointer("/spec/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if namespace.is_empty() {
+            return Err(ApiError::BadRequest("no namespace on request".into()));
+        }
+        let rules = load_policy(&state).await?.rules_for(&user, namespace);
+        let list = |v: &Option<Vec<String>>| json!(v.clone().unwrap_or_default());
+        let resource_rules: Vec<Value> = rules
+            .iter()
+            .filter(|r| r.resources.as_ref().is_some_and(|v| !v.is_empty()))
+            .map(|r| {
+                json!({"verbs": r.verbs, "apiGroups": list(&r.api_groups),
+                    "resources": list(&r.resources), "resourceNames": list(&r.resource_names)})
+            })
+            .collect();
+        let non_resource_rules: Vec<Value> = rules
+            .iter()
+            .filter(|r| r.non_resource_urls.as_ref().is_some_and(|v| !v.is_empty()))
+            .map(|r| json!({"verbs": r.verbs, "nonResourceURLs": list(&r.non_resource_urls)}))
+            .collect();
+        Ok(json!({
+            "kind": "SelfSubjectRulesReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": {},
+            "status": {
+                "resourceRules": resource_rules,
+                "nonResourceRules": non_resource_rules,
+                "incomplete": false,
+            },
+        }))
     })
     .await
 }

@@ -259,6 +259,52 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Every rule that applies to `user` in `namespace` (cluster-wide ones included), as a
+    /// SelfSubjectRulesReview lists them: masters first get the rules that allow everything.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
+        let mut out = Vec::new();
+        if user.groups.iter().any(|g| g == MASTERS) {
+            out.push(PolicyRule {
+                verbs: vec!["*".into()],
+                api_groups: Some(vec!["*".into()]),
+                resources: Some(vec!["*".into()]),
+                ..Default::default()
+            });
+            out.push(PolicyRule {
+                verbs: vec!["*".into()],
+                non_resource_urls: Some(vec!["*".into()]),
+                ..Default::default()
+            });
+        }
+        let applies =
+            |subjects: &[Subject], ns: &str| subjects.iter().any(|s| subject_matches(s, user, ns));
+        for (_, role, subjects) in &self.cluster_bindings {
+            if role.kind == "ClusterRole" && applies(subjects, "") {
+                out.extend(
+                    self.cluster_roles
+                        .get(&role.name)
+                        .into_iter()
+                        .flatten()
+                        .cloned(),
+                );
+            }
+        }
+        for (_, role, subjects) in self.bindings.get(namespace).into_iter().flatten() {
+            if !applies(subjects, namespace) {
+                continue;
+            }
+            let rules = match role.kind.as_str() {
+                "Role" => self.roles.get(&(namespace.to_string(), role.name.clone())),
+                "ClusterRole" => self.cluster_roles.get(&role.name),
+                _ => None,
+            };
+            out.extend(rules.into_iter().flatten().cloned());
+        }
+        out
+    }
+}
+
 /// The message of a denial, in kube-apiserver's words (the `Status` wraps it as
 /// `<resource> "<name>" is forbidden: <message>`).
 pub fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
@@ -658,6 +704,19 @@ mod tests {
                 user.name
             );
         }
+        // What each may do where, as `kubectl auth can-i --list` asks.
+        let count = |user: &UserInfo, ns: &str| policy.rules_for(user, ns).len();
+        assert_eq!(
+            count(&alice, "team-a"),
+            2,
+            "edit in team-a and node-viewer everywhere"
+        );
+        assert_eq!(count(&alice, "team-b"), 1, "node-viewer only");
+        assert_eq!(count(&bob, "team-b"), 1, "secret-reader in team-b");
+        assert_eq!(count(&bob, "team-a"), 0);
+        let masters = policy.rules_for(&admin, "team-a");
+        assert_eq!(masters[0].resources, Some(vec!["*".to_string()]));
+        assert_eq!(masters[1].non_resource_urls, Some(vec!["*".to_string()]));
         assert_eq!(
             policy.allows(&alice, &in_ns("create", "pods", "team-a")),
             Some(Allowed::By(
