@@ -192,6 +192,33 @@ fn reviews_answer_from_identities_and_rbac() {
         "RBAC: allowed by RoleBinding \"alice-reads-pods/team-a\" of Role \"pod-reader\" to User \"alice\""
     );
 
+    // The review kinds are in discovery (create only), so the manifests of the Kubernetes docs
+    // work with `kubectl create -f`.
+    let listed = c.kubectl_ok(&["api-resources", "--api-group=authorization.k8s.io"]);
+    for plural in [
+        "localsubjectaccessreviews",
+        "selfsubjectaccessreviews",
+        "selfsubjectrulesreviews",
+        "subjectaccessreviews",
+    ] {
+        assert!(listed.contains(plural), "{listed}");
+    }
+    let file = c.data().join("sar.json");
+    std::fs::write(
+        &file,
+        sar("alice", &[], pods("get", "team-a", "log")).to_string(),
+    )
+    .expect("write the review");
+    let file = file.to_str().expect("utf-8 path");
+    assert_eq!(
+        c.kubectl_ok(&["create", "-f", file, "-o", "jsonpath={.status.allowed}"]),
+        "true"
+    );
+    assert_eq!(
+        c.kubectl_ok(&["create", "-f", file]).trim(),
+        "subjectaccessreview.authorization.k8s.io/<unknown> created"
+    );
+
     // Local reviews are confined to their namespace.
     let local = |ns: &str, body_ns: &str| {
         let mut body = sar("alice", &[], pods("list", body_ns, ""));

@@ -67,6 +67,69 @@ fn subresource_kind(
     }
 }
 
+/// Resources served outside the resource table: the review APIs (`api::reviews`), create only
+/// and never stored. (group, version, plural, kind, namespaced)
+const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "SelfSubjectReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "localsubjectaccessreviews",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        false,
+    ),
+];
+
+/// The review groups with their versions, after the table's groups.
+fn review_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (g, v, ..) in REVIEWS {
+        match out.iter_mut().find(|(group, _)| group == g) {
+            Some((_, versions)) if !versions.contains(v) => versions.push(v),
+            Some(_) => {}
+            None => out.push((g, vec![v])),
+        }
+    }
+    out
+}
+
+fn reviews_in<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = (&'static str, &'static str, bool)> + 'a {
+    REVIEWS
+        .iter()
+        .filter(move |(g, v, ..)| *g == group && *v == version)
+        .map(|(_, _, plural, kind, namespaced)| (*plural, *kind, *namespaced))
+}
+
 fn aggregated_resource(r: &ResourceType) -> Value {
     let subs: Vec<Value> = r
         .subresources
@@ -114,6 +177,28 @@ pub fn aggregated(core: bool) -> Value {
         };
         items.push(json!({"metadata": meta, "versions": versions}));
     }
+    if !core {
+        for (group, versions) in review_groups() {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    let res: Vec<Value> = reviews_in(group, version)
+                        .map(|(plural, kind, namespaced)| {
+                            json!({
+                                "resource": plural,
+                                "responseKind": {"group": group, "version": version, "kind": kind},
+                                "scope": if namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": kind.to_lowercase(),
+                                "verbs": ["create"],
+                            })
+                        })
+                        .collect();
+                    json!({"version": version, "freshness": "Current", "resources": res})
+                })
+                .collect();
+            items.push(json!({"metadata": {"creationTimestamp": null, "name": group}, "versions": versions}));
+        }
+    }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
@@ -127,6 +212,7 @@ pub fn legacy_apis() -> Value {
     let groups: Vec<Value> = resources::groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
+        .chain(review_groups())
         .map(|(g, versions)| {
             let gvs: Vec<Value> = versions
                 .iter()
@@ -144,10 +230,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
-    if rs.is_empty() {
+    let mut out: Vec<Value> = reviews_in(group, version)
+        .map(|(plural, kind, namespaced)| {
+            json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced,
+                "kind": kind, "verbs": ["create"]})
+        })
+        .collect();
+    if rs.is_empty() && out.is_empty() {
         return None;
     }
-    let mut out = Vec::new();
     for r in rs {
         out.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
