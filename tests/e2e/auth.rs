@@ -219,6 +219,66 @@ fn reviews_answer_from_identities_and_rbac() {
         "subjectaccessreview.authorization.k8s.io/<unknown> created"
     );
 
+    // The default roles mean what they mean in Kubernetes: `view` and `edit` are aggregated
+    // (and a ClusterRole labelled aggregate-to-view joins them), `cluster-admin` is bound to
+    // system:masters.
+    c.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: widgets-view
+  labels: {rbac.authorization.k8s.io/aggregate-to-view: "true"}
+rules:
+- apiGroups: [example.com]
+  resources: [widgets]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: dana-views, namespace: team-a}
+subjects:
+- {kind: User, name: dana, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: view, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: erin-edits, namespace: team-a}
+subjects:
+- {kind: User, name: erin, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: edit, apiGroup: rbac.authorization.k8s.io}
+"#,
+    );
+    let widgets = json!({"verb": "list", "group": "example.com", "resource": "widgets", "namespace": "team-a"});
+    crate::harness::eventually("view and edit aggregate the widgets role", crate::T, || {
+        let dana = post(&c, sars, &sar("dana", &[], widgets.clone())).ok()?;
+        let erin = post(&c, sars, &sar("erin", &[], widgets.clone())).ok()?;
+        (dana["status"]["allowed"] == true && erin["status"]["allowed"] == true).then_some(())
+    });
+    let cases = [
+        ("dana", pods("list", "team-a", ""), true),
+        ("dana", pods("get", "team-a", "log"), true),
+        ("dana", pods("delete", "team-a", ""), false),
+        ("dana", pods("list", "team-b", ""), false),
+        ("erin", pods("delete", "team-a", ""), true),
+        (
+            "erin",
+            json!({"verb": "create", "resource": "roles", "group": "rbac.authorization.k8s.io", "namespace": "team-a"}),
+            false,
+        ),
+    ];
+    for (user, attrs, want) in cases {
+        let got = post(&c, sars, &sar(user, &[], attrs.clone())).expect("a review");
+        assert_eq!(got["status"]["allowed"], want, "{user} {attrs}: {got}");
+    }
+    let bound = c.kubectl_ok(&[
+        "get",
+        "clusterrolebinding",
+        "cluster-admin",
+        "-o",
+        "jsonpath={.subjects[0].name}",
+    ]);
+    assert_eq!(bound, "system:masters");
+
     // Local reviews are confined to their namespace.
     let local = |ns: &str, body_ns: &str| {
         let mut body = sar("alice", &[], pods("list", body_ns, ""));

@@ -2,8 +2,9 @@
 //! registry before the server answers: the namespaces `default`, `kube-system`, `kube-public`
 //! and `kube-node-lease`; the built-in PriorityClasses; the default StorageClass
 //! (`local-path`, as k3s') and IngressClass (`skiff`); the `default/kubernetes` Service with
-//! the Endpoints and EndpointSlice of this API server; and the claims of objects stored before
-//! claims existed.
+//! the Endpoints and EndpointSlice of this API server; the default ClusterRoles and
+//! ClusterRoleBindings (`auth::defaults`); and the claims of objects stored before claims
+//! existed.
 
 use serde_json::{json, Value};
 
@@ -77,6 +78,14 @@ pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     }
     registry::repair_claims(state).await?;
     super::crd::sync(state).await?;
+    let cluster_roles = rt("rbac.authorization.k8s.io", "v1", "clusterroles")?;
+    for role in crate::auth::defaults::cluster_roles() {
+        ensure(state, cluster_roles, "", role).await?;
+    }
+    let bindings = rt("rbac.authorization.k8s.io", "v1", "clusterrolebindings")?;
+    for binding in crate::auth::defaults::cluster_role_bindings() {
+        ensure(state, bindings, "", binding).await?;
+    }
     let classes = rt("scheduling.k8s.io", "v1", "priorityclasses")?;
     for (name, value) in SYSTEM_CLASSES {
         let description = if *name == "system-node-critical" {

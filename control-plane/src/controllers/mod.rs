@@ -6,6 +6,7 @@
 //! Invariants: a controller acts on what its caches show plus what it is still waiting to see
 //! ([`Expectations`]), so a slow watch never makes it create or delete twice.
 
+pub mod clusterroles;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -233,6 +234,7 @@ pub fn run(
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let budgets = disruption::run(client.clone(), pods.clone());
     let claims = volumes::run(client.clone(), pods.clone());
+    let roles = clusterroles::run(client.clone());
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -248,6 +250,7 @@ pub fn run(
             _ = namespaces => {}
             _ = budgets => {}
             _ = claims => {}
+            _ = roles => {}
             _ = stop.cancelled() => {}
         }
     });
