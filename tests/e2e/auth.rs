@@ -80,7 +80,7 @@ fn sar(user: &str, groups: &[&str], attrs: Value) -> Value {
 
 #[test]
 fn reviews_answer_from_identities_and_rbac() {
-    let c = Cluster::start(&["--no-node"]);
+    let mut c = Cluster::start(&["--no-node"]);
     // Who am I: the admin credential is system:admin in system:masters.
     let whoami = c.kubectl_ok(&["auth", "whoami"]);
     assert!(whoami.contains("system:admin"), "{whoami}");
@@ -338,6 +338,55 @@ roleRef: {kind: ClusterRole, name: edit, apiGroup: rbac.authorization.k8s.io}
     let huge = sar(&"x".repeat(100_000), &[], pods("list", "team-a", ""));
     let err = post(&c, sars, &huge).expect_err("too large");
     assert!(err.to_lowercase().contains("too large"), "{err}");
+
+    // Default roles are reconciled at start: a rule taken away comes back; a role marked
+    // autoupdate=false is left as its owner made it.
+    let basic = [
+        "get",
+        "clusterrole",
+        "system:basic-user",
+        "-o",
+        "jsonpath={.rules[*].apiGroups[0]}",
+    ];
+    c.kubectl_ok(&[
+        "patch",
+        "clusterrole",
+        "system:basic-user",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/rules/0"}]"#,
+    ]);
+    c.kubectl_ok(&[
+        "patch",
+        "clusterrole",
+        "system:discovery",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/rules","value":[]}]"#,
+    ]);
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "clusterrole",
+        "system:discovery",
+        "rbac.authorization.kubernetes.io/autoupdate=false",
+    ]);
+    assert_eq!(c.kubectl_ok(&basic), "authorization.k8s.io");
+    c.kill9_and_restart(&["--no-node"]);
+    assert_eq!(
+        c.kubectl_ok(&basic),
+        "authorization.k8s.io authentication.k8s.io"
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "get",
+            "clusterrole",
+            "system:discovery",
+            "-o",
+            "jsonpath={.rules}"
+        ]),
+        "[]"
+    );
 
     // Impersonation is refused, never carried out as the caller.
     let out = c.kubectl(&["get", "pods", "-n", "team-b", "--as", "alice"]);

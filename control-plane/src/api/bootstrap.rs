@@ -3,7 +3,8 @@
 //! and `kube-node-lease`; the built-in PriorityClasses; the default StorageClass
 //! (`local-path`, as k3s') and IngressClass (`skiff`); the `default/kubernetes` Service with
 //! the Endpoints and EndpointSlice of this API server; the default ClusterRoles and
-//! ClusterRoleBindings (`auth::defaults`); and the claims of objects stored before claims
+//! ClusterRoleBindings (`auth::defaults`, reconciled when they lack what the defaults have);
+//! and the claims of objects stored before claims
 //! existed.
 
 use serde_json::{json, Value};
@@ -65,6 +66,31 @@ async fn ensure_current(
     }
 }
 
+/// Create the cluster-scoped `want`, or put back into the stored one what `merge` says it lacks
+/// (the default RBAC objects, reconciled as kube-apiserver does at start).
+async fn ensure_reconciled(
+    state: &AppState,
+    rt: &ResourceType,
+    want: Value,
+    merge: fn(&mut Value, &Value) -> bool,
+) -> ApiResult<()> {
+    let name = want["metadata"]["name"].as_str().unwrap_or("").to_string();
+    match registry::create(state, rt, "", want.clone(), &Query::new(), false).await {
+        Ok(_) => Ok(()),
+        Err(ApiError::AlreadyExists { .. }) => {
+            let mut stored = registry::get_object(state, rt, "", &name).await?;
+            if !merge(&mut stored, &want) {
+                return Ok(());
+            }
+            tracing::info!(resource = rt.plural, %name, "put back what a default RBAC object lacked");
+            registry::update(state, rt, "", &name, stored, false, &Query::new())
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Create what every cluster has; see the module's documentation.
 pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     let namespaces = rt("", "v1", "namespaces")?;
@@ -80,11 +106,23 @@ pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     super::crd::sync(state).await?;
     let cluster_roles = rt("rbac.authorization.k8s.io", "v1", "clusterroles")?;
     for role in crate::auth::defaults::cluster_roles() {
-        ensure(state, cluster_roles, "", role).await?;
+        ensure_reconciled(
+            state,
+            cluster_roles,
+            role,
+            crate::auth::defaults::reconcile_role,
+        )
+        .await?;
     }
     let bindings = rt("rbac.authorization.k8s.io", "v1", "clusterrolebindings")?;
     for binding in crate::auth::defaults::cluster_role_bindings() {
-        ensure(state, bindings, "", binding).await?;
+        ensure_reconciled(
+            state,
+            bindings,
+            binding,
+            crate::auth::defaults::reconcile_binding,
+        )
+        .await?;
     }
     let classes = rt("scheduling.k8s.io", "v1", "priorityclasses")?;
     for (name, value) in SYSTEM_CLASSES {

@@ -3,7 +3,10 @@
 //! `system:masters`), the user-facing `admin` ⊃ `edit` ⊃ `view`, aggregated by label from the
 //! `system:aggregate-to-*` roles (and from any ClusterRole a user or operator labels so), and
 //! what every authenticated user may do: `system:basic-user`, `system:discovery`,
-//! `system:public-info-viewer`. Pure data; created at start by `api::bootstrap`.
+//! `system:public-info-viewer`. Pure data and merges; created at start by `api::bootstrap`,
+//! and reconciled there as kube-apiserver does: a stored default whose
+//! `rbac.authorization.kubernetes.io/autoupdate` annotation is not `"false"` gets back the
+//! rules, aggregation selectors, subjects and labels it lacks (nothing it has is removed).
 
 use serde_json::{json, Value};
 
@@ -285,4 +288,170 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &["system:authenticated", "system:unauthenticated"],
         ),
     ]
+}
+
+/// Put back into a stored default ClusterRole what `want` has and it lacks: rules (or, for an
+/// aggregated role, its selectors: the controller owns its rules) and labels. True when it
+/// changed. A role whose `autoupdate` annotation is `"false"` is left alone.
+pub fn reconcile_role(stored: &mut Value, want: &Value) -> bool {
+    if !autoupdate(stored) {
+        return false;
+    }
+    let mut changed = merge_labels(stored, want);
+    let (key, list) = match want.get("aggregationRule") {
+        Some(_) => ("aggregationRule", "/aggregationRule/clusterRoleSelectors"),
+        None => ("rules", "/rules"),
+    };
+    let wanted = want
+        .pointer(list)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if stored.get(key).is_none_or(Value::is_null) {
+        stored[key] = if key == "rules" {
+            json!([])
+        } else {
+            json!({"clusterRoleSelectors": []})
+        };
+    }
+    if let Some(have) = stored.pointer_mut(list) {
+        if !have.is_array() {
+            *have = json!([]);
+        }
+        if let Some(have) = have.as_array_mut() {
+            for w in wanted {
+                if !have.contains(&w) {
+                    have.push(w);
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// Put back into a stored default ClusterRoleBinding the subjects and labels `want` has and it
+/// lacks. True when it changed.
+pub fn reconcile_binding(stored: &mut Value, want: &Value) -> bool {
+    if !autoupdate(stored) {
+        return false;
+    }
+    let mut changed = merge_labels(stored, want);
+    if !stored.get("subjects").is_some_and(Value::is_array) {
+        stored["subjects"] = json!([]);
+    }
+    let wanted = want["subjects"].as_array().cloned().unwrap_or_default();
+    if let Some(have) = stored["subjects"].as_array_mut() {
+        for w in wanted {
+            let named = |s: &Value| s["kind"] == w["kind"] && s["name"] == w["name"];
+            if !have.iter().any(named) {
+                have.push(w);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+fn autoupdate(stored: &Value) -> bool {
+    stored
+        .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+        .and_then(Value::as_str)
+        != Some("false")
+}
+
+fn merge_labels(stored: &mut Value, want: &Value) -> bool {
+    let Some(wanted) = want.pointer("/metadata/labels").and_then(Value::as_object) else {
+        return false;
+    };
+    if !stored["metadata"]["labels"].is_object() {
+        stored["metadata"]["labels"] = json!({});
+    }
+    let mut changed = false;
+    if let Some(have) = stored["metadata"]["labels"].as_object_mut() {
+        for (k, v) in wanted {
+            if !have.contains_key(k) {
+                have.insert(k.clone(), v.clone());
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find<'a>(all: &'a [Value], name: &str) -> &'a Value {
+        all.iter()
+            .find(|v| v["metadata"]["name"] == name)
+            .expect("a default")
+    }
+
+    #[test]
+    fn reconciling_puts_back_what_is_missing_and_keeps_what_was_added() {
+        let roles = cluster_roles();
+        let view = find(&roles, "system:aggregate-to-view");
+        // (what the stored object looks like, whether it changes, rules it ends with)
+        let mut lost_a_rule = view.clone();
+        lost_a_rule["rules"].as_array_mut().unwrap().remove(0);
+        lost_a_rule["rules"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"apiGroups": ["x"], "resources": ["y"], "verbs": ["get"]}));
+        let mut opted_out = lost_a_rule.clone();
+        opted_out["metadata"]["annotations"][AUTOUPDATE] = json!("false");
+        let mut no_rules = view.clone();
+        no_rules.as_object_mut().unwrap().remove("rules");
+        let n = view["rules"].as_array().unwrap().len();
+        let cases = [
+            (view.clone(), false, n),
+            (lost_a_rule, true, n + 1),
+            (opted_out, false, n),
+            (no_rules, true, n),
+        ];
+        for (i, (mut stored, changes, rules)) in cases.into_iter().enumerate() {
+            assert_eq!(reconcile_role(&mut stored, view), changes, "case {i}");
+            assert_eq!(stored["rules"].as_array().unwrap().len(), rules, "case {i}");
+        }
+        // An aggregated role gets its selectors back, never rules (the controller's).
+        let edit = find(&roles, "edit");
+        let mut stored = edit.clone();
+        stored["aggregationRule"] =
+            json!({"clusterRoleSelectors": [{"matchLabels": {"mine": "true"}}]});
+        stored["rules"] = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]);
+        stored["metadata"]["labels"] = json!({});
+        assert!(reconcile_role(&mut stored, edit));
+        assert_eq!(
+            stored["aggregationRule"]["clusterRoleSelectors"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(stored["rules"].as_array().unwrap().len(), 1);
+        assert_eq!(stored["metadata"]["labels"], edit["metadata"]["labels"]);
+    }
+
+    #[test]
+    fn reconciling_a_binding_adds_missing_subjects_only() {
+        let bindings = cluster_role_bindings();
+        let admin = find(&bindings, "cluster-admin");
+        let mut stored = admin.clone();
+        stored["subjects"] =
+            json!([{"kind": "User", "name": "root", "apiGroup": "rbac.authorization.k8s.io"}]);
+        assert!(reconcile_binding(&mut stored, admin));
+        let names: Vec<&str> = stored["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert_eq!(names, ["root", "system:masters"]);
+        assert!(!reconcile_binding(&mut stored, admin));
+        stored["metadata"]["annotations"][AUTOUPDATE] = json!("false");
+        stored["subjects"] = json!([]);
+        assert!(!reconcile_binding(&mut stored, admin));
+    }
 }
