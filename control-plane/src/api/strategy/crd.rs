@@ -8,7 +8,6 @@
 use serde_json::{json, Value};
 use skiff_common::names::is_dns1123_label;
 
-use super::print::{col, name_col};
 use super::{ensure_object, entry, not_supported, str_at, Row, Strategy};
 use crate::api::error::FieldCause;
 use crate::api::validation::elements;
@@ -189,17 +188,11 @@ impl Strategy for CustomResourceDefinition {
     }
 
     fn columns(&self) -> Vec<Value> {
-        vec![
-            name_col(),
-            col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
-        ]
+        super::print::created_at_columns()
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        vec![
-            json!(row.name),
-            json!(str_at(obj, "/metadata/creationTimestamp")),
-        ]
+        super::print::created_at_cells(obj, &row.name)
     }
 
     fn defines_types(&self) -> bool {

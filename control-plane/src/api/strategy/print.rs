@@ -18,6 +18,26 @@ pub(crate) fn age_col() -> Value {
     col("Age", "string", 0, "CreationTimestamp is a timestamp representing the server time when this object was created.")
 }
 
+/// The columns kube-apiserver's default table prints for a kind without printer columns of its
+/// own (Roles, bindings, quotas, CRDs): `Name` and `Created At`.
+pub(crate) fn created_at_columns() -> Vec<Value> {
+    vec![
+        name_col(),
+        col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    ]
+}
+
+/// The cells of [`created_at_columns`].
+pub(crate) fn created_at_cells(obj: &Value, name: &str) -> Vec<Value> {
+    vec![
+        json!(name),
+        json!(obj
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .unwrap_or("")),
+    ]
+}
+
 pub(crate) fn col(name: &str, kind: &str, priority: u8, description: &str) -> Value {
     json!({"name": name, "type": kind, "format": if name == "Name" { "name" } else { "" }, "description": description, "priority": priority})
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::print::{age_col, col, name_col};
-use super::{not_supported, str_at, Row, Strategy};
+use super::{not_supported, Row, Strategy};
 use crate::api::error::FieldCause;
 use crate::api::validation::{elements, quantities};
 
@@ -98,16 +98,10 @@ impl Strategy for LimitRange {
     }
 
     fn columns(&self) -> Vec<Value> {
-        vec![
-            name_col(),
-            col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
-        ]
+        super::print::created_at_columns()
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        vec![
-            json!(row.name),
-            json!(str_at(obj, "/metadata/creationTimestamp")),
-        ]
+        super::print::created_at_cells(obj, &row.name)
     }
 }

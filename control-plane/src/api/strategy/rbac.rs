@@ -24,13 +24,6 @@ pub(crate) struct Binding {
     pub cluster: bool,
 }
 
-fn created_at_columns() -> Vec<Value> {
-    vec![
-        name_col(),
-        col("Created At", "date", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
-    ]
-}
-
 impl Strategy for Role {
     fn name_rule(&self) -> NameRule {
         NameRule::PathSegment
@@ -95,14 +88,11 @@ impl Strategy for Role {
     }
 
     fn columns(&self) -> Vec<Value> {
-        created_at_columns()
+        super::print::created_at_columns()
     }
 
     fn cells(&self, obj: &Value, row: &Row) -> Vec<Value> {
-        vec![
-            json!(row.name),
-            json!(str_at(obj, "/metadata/creationTimestamp")),
-        ]
+        super::print::created_at_cells(obj, &row.name)
     }
 }
 
