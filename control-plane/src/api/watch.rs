@@ -209,6 +209,7 @@ pub(super) async fn serve(
         if send_initial && tx.send(enc.bookmark(from, true)).await.is_err() {
             return;
         }
+        let by_key = filter.by_key();
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -240,7 +241,6 @@ pub(super) async fn serve(
                     }
                     // Selectors on the key alone are decided before anything is encoded, and
                     // a key is the same before and after a change.
-                    let by_key = filter.by_key();
                     if by_key && !filter.fields.matches_key(&ev.object.key.namespace, &ev.object.key.name) {
                         continue;
                     }

@@ -213,53 +213,24 @@ impl Policy {
         if user.groups.iter().any(|g| g == MASTERS) {
             return Some(Allowed::Masters);
         }
-        let subject_of = |subjects: &[Subject], ns: &str| {
-            subjects
-                .iter()
-                .find(|s| subject_matches(s, user, ns))
-                .map(|s| describe_subject(s, ns))
-        };
-        let allowed_by = |rules: Option<&Vec<PolicyRule>>| {
-            rules.is_some_and(|rules| rules.iter().any(|r| rule_allows(r, attrs)))
-        };
-        for (name, role, subjects) in &self.cluster_bindings {
-            if role.kind != "ClusterRole" {
-                continue;
-            }
-            if let Some(who) = subject_of(subjects, "") {
-                if allowed_by(self.cluster_roles.get(&role.name)) {
-                    return Some(Allowed::By(format!(
-                        "RBAC: allowed by ClusterRoleBinding {name:?} of ClusterRole {:?} to {who}",
-                        role.name
-                    )));
-                }
-            }
-        }
         let namespace = match attrs {
-            Attributes::Resource { namespace, .. } if !namespace.is_empty() => namespace,
-            _ => return None,
+            Attributes::Resource { namespace, .. } => namespace.as_str(),
+            Attributes::NonResource { .. } => "",
         };
-        for (name, role, subjects) in self.bindings.get(namespace).into_iter().flatten() {
-            let Some(who) = subject_of(subjects, namespace) else {
-                continue;
-            };
-            let rules = match role.kind.as_str() {
-                "Role" => self.roles.get(&(namespace.clone(), role.name.clone())),
-                "ClusterRole" => self.cluster_roles.get(&role.name),
-                _ => None,
-            };
-            if allowed_by(rules) {
-                return Some(Allowed::By(format!(
-                    "RBAC: allowed by RoleBinding \"{name}/{namespace}\" of {} {:?} to {who}",
-                    role.kind, role.name
-                )));
+        let mut allowed = None;
+        self.visit(user, namespace, |grant, rule| {
+            if !rule_allows(rule, attrs) {
+                return true;
             }
-        }
-        None
+            allowed = Some(Allowed::By(format!(
+                "RBAC: allowed by {}",
+                grant.describe()
+            )));
+            false
+        });
+        allowed
     }
-}
 
-impl Policy {
     /// Every rule that applies to `user` in `namespace` (cluster-wide ones included), as a
     /// SelfSubjectRulesReview lists them: masters first get the rules that allow everything.
     pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Vec<PolicyRule> {
@@ -277,31 +248,81 @@ impl Policy {
                 ..Default::default()
             });
         }
-        let applies =
-            |subjects: &[Subject], ns: &str| subjects.iter().any(|s| subject_matches(s, user, ns));
-        for (_, role, subjects) in &self.cluster_bindings {
-            if role.kind == "ClusterRole" && applies(subjects, "") {
-                out.extend(
-                    self.cluster_roles
-                        .get(&role.name)
-                        .into_iter()
-                        .flatten()
-                        .cloned(),
-                );
-            }
-        }
-        for (_, role, subjects) in self.bindings.get(namespace).into_iter().flatten() {
-            if !applies(subjects, namespace) {
+        self.visit(user, namespace, |_, rule| {
+            out.push(rule.clone());
+            true
+        });
+        out
+    }
+
+    /// Walk the rules bound to `user`: those of ClusterRoleBindings, then those of the
+    /// RoleBindings in `namespace` (none when it is empty), each with the grant it comes from,
+    /// until `visit` returns false. The one walk behind both [`Policy::allows`] and
+    /// [`Policy::rules_for`], as Kubernetes' `VisitRulesFor`.
+    fn visit(
+        &self,
+        user: &UserInfo,
+        namespace: &str,
+        mut visit: impl FnMut(&Grant, &PolicyRule) -> bool,
+    ) {
+        let cluster = self.cluster_bindings.iter().map(|b| ("", b));
+        let local = self
+            .bindings
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|b| (namespace, b));
+        for (ns, (binding, role, subjects)) in cluster.chain(local) {
+            let Some(subject) = subjects.iter().find(|s| subject_matches(s, user, ns)) else {
                 continue;
-            }
-            let rules = match role.kind.as_str() {
-                "Role" => self.roles.get(&(namespace.to_string(), role.name.clone())),
-                "ClusterRole" => self.cluster_roles.get(&role.name),
+            };
+            let rules = match (role.kind.as_str(), ns) {
+                ("ClusterRole", _) => self.cluster_roles.get(&role.name),
+                // A ClusterRoleBinding may only name a ClusterRole.
+                ("Role", "") => None,
+                ("Role", ns) => self.roles.get(&(ns.to_string(), role.name.clone())),
                 _ => None,
             };
-            out.extend(rules.into_iter().flatten().cloned());
+            let grant = Grant {
+                binding,
+                namespace: ns,
+                role,
+                subject,
+            };
+            for rule in rules.into_iter().flatten() {
+                if !visit(&grant, rule) {
+                    return;
+                }
+            }
         }
-        out
+    }
+}
+
+/// Where a rule comes from: a binding (a ClusterRoleBinding when `namespace` is empty), its role
+/// and the subject of it that names the user.
+struct Grant<'a> {
+    binding: &'a str,
+    namespace: &'a str,
+    role: &'a RoleRef,
+    subject: &'a Subject,
+}
+
+impl Grant<'_> {
+    /// As Kubernetes' RBAC reasons name it.
+    fn describe(&self) -> String {
+        let who = describe_subject(self.subject, self.namespace);
+        let (kind, role) = (&self.role.kind, &self.role.name);
+        if self.namespace.is_empty() {
+            format!(
+                "ClusterRoleBinding {:?} of {kind} {role:?} to {who}",
+                self.binding
+            )
+        } else {
+            format!(
+                "RoleBinding \"{}/{}\" of {kind} {role:?} to {who}",
+                self.binding, self.namespace
+            )
+        }
     }
 }
 

@@ -67,28 +67,47 @@ impl Checkpoints {
             && self.fresh.swap(false, Ordering::AcqRel)
         {
             let started = std::time::Instant::now();
-            let outcome = passive(conn).await;
+            let outcome = Passive::run(conn).await;
             tracing::debug!(
                 took_ms = started.elapsed().as_secs_f64() * 1000.0,
-                complete = outcome.as_ref().is_ok_and(|done| *done),
+                complete = outcome.as_ref().is_ok_and(Passive::complete),
                 "store: the writer checkpointed the WAL to start it over"
             );
             match outcome {
-                Ok(true) => self.frames.store(0, Ordering::Release),
-                Ok(false) => {}
+                Ok(p) if p.complete() => self.frames.store(0, Ordering::Release),
+                Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "store: WAL checkpoint by the writer failed"),
             }
         }
     }
 }
 
-/// One PASSIVE checkpoint (it never waits for readers or the writer). True when every frame of
-/// the WAL is now in the database file.
-async fn passive(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
-    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(busy == 0 && log == copied)
+/// What one PASSIVE checkpoint (it never waits for readers or the writer) saw.
+struct Passive {
+    /// Another checkpoint held the lock.
+    busy: bool,
+    /// Frames in the WAL.
+    frames: u64,
+    /// Frames now copied into the database file.
+    copied: u64,
+}
+
+impl Passive {
+    async fn run(conn: &mut SqliteConnection) -> Result<Passive, sqlx::Error> {
+        let (busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(Passive {
+            busy: busy != 0,
+            frames: log.max(0) as u64,
+            copied: copied.max(0) as u64,
+        })
+    }
+
+    /// Every frame of the WAL is in the database file.
+    fn complete(&self) -> bool {
+        !self.busy && self.frames == self.copied
+    }
 }
 
 async fn run(
@@ -99,18 +118,15 @@ async fn run(
 ) {
     while wake.recv().await.is_some() {
         let started = std::time::Instant::now();
-        let log: Result<(i64, i64, i64), sqlx::Error> =
-            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&mut conn)
-                .await;
+        let outcome = Passive::run(&mut conn).await;
         tracing::debug!(
             took_ms = started.elapsed().as_secs_f64() * 1000.0,
-            frames = log.as_ref().map_or(0, |r| r.1),
+            frames = outcome.as_ref().map_or(0, |p| p.frames),
             "store: background WAL checkpoint"
         );
-        match log {
-            Ok((0, log, _)) => {
-                frames.store(log.max(0) as u64, Ordering::Release);
+        match outcome {
+            Ok(p) if !p.busy => {
+                frames.store(p.frames, Ordering::Release);
                 fresh.store(true, Ordering::Release);
             }
             // Another checkpoint (maintenance's) held the lock: the next wake-up retries.
