@@ -23,9 +23,15 @@ struct Ctx {
     roles: Store<ClusterRole>,
 }
 
-/// The rules `rule` aggregates from `roles`: those of the roles any selector selects, by role
-/// name, each rule once. A selector that does not parse selects nothing.
-pub fn aggregate(rule: &AggregationRule, roles: &[Arc<ClusterRole>]) -> Vec<PolicyRule> {
+/// The rules the ClusterRole `name` aggregates by `rule` from `roles`: those of the other roles
+/// any selector selects, by role name, each rule once. A role never aggregates itself (its
+/// rules would keep what the roles it selected once gave it). A selector that does not parse
+/// selects nothing.
+pub fn aggregate(
+    name: &str,
+    rule: &AggregationRule,
+    roles: &[Arc<ClusterRole>],
+) -> Vec<PolicyRule> {
     let selectors: Vec<LabelSelector> = rule
         .cluster_role_selectors
         .iter()
@@ -38,6 +44,7 @@ pub fn aggregate(rule: &AggregationRule, roles: &[Arc<ClusterRole>]) -> Vec<Poli
         .collect();
     let mut selected: Vec<&Arc<ClusterRole>> = roles
         .iter()
+        .filter(|r| r.metadata.name.as_deref() != Some(name))
         .filter(|r| {
             selectors
                 .iter()
@@ -84,7 +91,7 @@ async fn reconcile(role: Arc<ClusterRole>, ctx: Arc<Ctx>) -> Result<Action, Cont
     let (Some(rule), Some(name)) = (&role.aggregation_rule, &role.metadata.name) else {
         return Ok(Action::await_change());
     };
-    let want = aggregate(rule, &ctx.roles.state());
+    let want = aggregate(name, rule, &ctx.roles.state());
     if role.rules.as_ref().unwrap_or(&Vec::new()) != &want {
         let api = Api::<ClusterRole>::all(ctx.client.clone());
         api.patch(
@@ -203,7 +210,19 @@ mod tests {
             let rule = AggregationRule {
                 cluster_role_selectors: Some(selectors.clone()),
             };
-            assert_eq!(resources(&aggregate(&rule, &roles)), want, "{selectors:?}");
+            assert_eq!(
+                resources(&aggregate("aggregating", &rule, &roles)),
+                want,
+                "{selectors:?}"
+            );
         }
+        // A role that its own selector matches does not take its own rules.
+        let rule = AggregationRule {
+            cluster_role_selectors: Some(vec![by_labels(&[("team", "a")])]),
+        };
+        assert_eq!(
+            resources(&aggregate("team", &rule, &roles)),
+            Vec::<String>::new()
+        );
     }
 }
