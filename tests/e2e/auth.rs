@@ -388,6 +388,23 @@ roleRef: {kind: ClusterRole, name: edit, apiGroup: rbac.authorization.k8s.io}
         "[]"
     );
 
+    // Deep nesting within the size limit is refused (400), not followed down.
+    let deep = c.data().join("deep.json");
+    std::fs::write(
+        &deep,
+        format!("{{\"spec\":{}{}}}", "[".repeat(30_000), "]".repeat(30_000)),
+    )
+    .expect("write the body");
+    let out = c.kubectl(&[
+        "create",
+        "--raw",
+        sars,
+        "-f",
+        deep.to_str().expect("utf-8 path"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("BadRequest"), "{err}");
+
     // Impersonation is refused, never carried out as the caller.
     let out = c.kubectl(&["get", "pods", "-n", "team-b", "--as", "alice"]);
     assert!(!out.status.success());
