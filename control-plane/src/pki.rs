@@ -1,5 +1,6 @@
 //! Cluster identity kept in the data dir: the CA, the API server's serving certificate, the admin
-//! token, the node join token and the admin kubeconfig. Generated on first start, reused after.
+//! token, the node join token, the ServiceAccount token signing key and the admin kubeconfig.
+//! Generated on first start, reused after.
 //!
 //! Invariants: secrets are written with mode 0600 and never logged; the serving certificate is
 //! re-issued (by the same CA) when it does not cover the names the server is reached at.
@@ -38,6 +39,10 @@ pub struct Pki {
     pub admin_token: String,
     /// Node join token.
     pub node_token: skiff_common::token::JoinToken,
+    /// The key that signs ServiceAccount tokens (P-256), PKCS#8 DER.
+    pub sa_key_der: Vec<u8>,
+    /// Its public point, uncompressed.
+    pub sa_public: Vec<u8>,
 }
 
 fn read(path: &Path) -> Result<Option<String>, PkiError> {
@@ -176,7 +181,19 @@ impl Pki {
                 t
             }
         };
+        // The ServiceAccount signing key, kept so tokens survive restarts.
+        let sa_path = tls.join("service-account.key");
+        let sa_key = match read(&sa_path)? {
+            Some(pem) => KeyPair::from_pem(&pem)?,
+            None => {
+                let key = KeyPair::generate()?;
+                write_secret(&sa_path, &key.serialize_pem())?;
+                key
+            }
+        };
         Ok(Pki {
+            sa_key_der: sa_key.serialize_der(),
+            sa_public: sa_key.public_key_raw().to_vec(),
             ca_pem,
             server_cert_pem,
             server_key_pem,

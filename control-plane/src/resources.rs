@@ -269,7 +269,7 @@ pub static RESOURCES: &[ResourceType] = &[
         namespaced: true,
         short_names: &["sa"],
         categories: &[],
-        subresources: &[],
+        subresources: &["token"],
         field_labels: &[],
         storage: None,
         strategy: &serviceaccount::ServiceAccount,

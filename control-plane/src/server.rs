@@ -12,7 +12,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use crate::api::{self, AppState, Tokens};
+use crate::api::{self, AppState};
+use crate::auth::authn::{self, Authenticator};
+use crate::auth::authorizer::Authorizer;
+use crate::auth::defaults;
 use crate::modules::ModuleStore;
 use crate::pki::{self, Pki};
 use crate::store::{Store, StoreConfig};
@@ -133,12 +136,45 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .build()
         .map_err(|e| ServerError::Io(e.to_string()))?;
     let (gc_queue, gc_work) = api::gc::queue();
+    // The in-process components' credentials: new at every start, never written down.
+    let scheduler_token = random_token();
+    let controllers_token = random_token();
+    let signer = crate::auth::satoken::Signer::new(&pki.sa_key_der, &pki.sa_public)
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let authn = Authenticator::new(
+        vec![
+            (
+                pki.admin_token.clone(),
+                authn::user("system:admin", &[crate::auth::rbac::MASTERS]),
+            ),
+            // The join token is shared by every node and still allowed everything until
+            // nodes get credentials of their own.
+            (
+                pki.node_token.to_string(),
+                authn::user(
+                    "system:skiff:node-join-token",
+                    &["system:nodes", crate::auth::rbac::MASTERS],
+                ),
+            ),
+            (
+                scheduler_token.clone(),
+                authn::user(defaults::SCHEDULER, &[]),
+            ),
+            (
+                controllers_token.clone(),
+                authn::user(defaults::CONTROLLER_MANAGER, &[]),
+            ),
+        ],
+        signer,
+    );
+    let authorizer = Authorizer::new();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(authorizer.clone().run(store.clone(), shutdown.clone()));
     let state = Arc::new(AppState {
         store,
-        tokens: Tokens {
-            admin: pki.admin_token.clone(),
-            node: pki.node_token.to_string(),
-        },
+        authn,
+        authorizer,
+        node_token: pki.node_token.to_string(),
         modules,
         ca_pem: pki.ca_pem.clone(),
         advertise,
@@ -150,7 +186,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     api::bootstrap(&state).await?;
 
     let tls = tls_config(&pki)?;
-    let shutdown = CancellationToken::new();
     tokio::spawn(api::gc::run(state.clone(), gc_work, shutdown.clone()));
     let router = api::router(state);
     let serving = tokio::spawn(serve(listener, tls, router.clone(), shutdown.clone()));
@@ -158,7 +193,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     pki::write_secret(&kubeconfig, &pki.kubeconfig(&url))?;
 
-    let client = loopback(router.clone(), &pki.admin_token)?;
+    let client = loopback(router.clone(), &controllers_token)?;
+    let scheduler = loopback(router.clone(), &scheduler_token)?;
     crate::api::strategy::pod::set_default_toleration_seconds(config.default_toleration_seconds);
     // One pod watch for the controllers and the scheduler.
     let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
@@ -174,7 +210,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let sched_stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = crate::scheduler::run(client, pods) => {}
+            _ = crate::scheduler::run(scheduler, pods) => {}
             _ = sched_stop.cancelled() => {}
         }
     });
@@ -188,6 +224,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         serving,
         router,
     })
+}
+
+fn random_token() -> String {
+    (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// The client of the in-process controllers and scheduler: kube-rs sending its requests straight
@@ -221,11 +263,52 @@ fn tls_config(pki: &Pki) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| ServerError::Io(e.to_string()))?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_verifier(&pki.ca_pem)?)
     .with_single_cert(certs, key)
     .map_err(|e| ServerError::Io(format!("TLS set-up: {e}")))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Client certificates are optional (most clients send a token); one that is sent must be
+/// signed by the cluster CA for client authentication.
+fn client_verifier(
+    ca_pem: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServerError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| ServerError::Io(format!("cluster CA: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ServerError::Io(format!("cluster CA: {e}")))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| ServerError::Io(format!("client certificate verifier: {e}")))
+}
+
+/// The user a verified client certificate names: CN is the user, each O a group.
+fn certificate_user(
+    stream: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) -> Option<api::ClientCertUser> {
+    let der = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let orgs: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    authn::certificate_user(&cn, &orgs).map(api::ClientCertUser)
 }
 
 async fn serve(
@@ -261,7 +344,11 @@ async fn serve(
                 }
                 Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let cert_user = certificate_user(&stream);
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                if let Some(u) = &cert_user {
+                    req.extensions_mut().insert(u.clone());
+                }
                 router.clone().call(req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -177,6 +177,40 @@ impl Cluster {
             .expect("kubectl runs (it is on every machine here)")
     }
 
+    /// A kubeconfig for this cluster whose user is `user` (the YAML of a kubeconfig `user:`
+    /// map, e.g. `token: ...`), written to the test's directory.
+    pub fn kubeconfig_for(&self, name: &str, user: &str) -> PathBuf {
+        let admin: serde_yaml::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(&self.kubeconfig).expect("admin kubeconfig"),
+        )
+        .expect("kubeconfig is YAML");
+        let cluster = &admin["clusters"][0]["cluster"];
+        let server = cluster["server"].as_str().expect("server");
+        let ca = cluster["certificate-authority-data"]
+            .as_str()
+            .expect("CA data");
+        let indented: String = user.lines().map(|l| format!("    {l}\n")).collect();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n{indented}contexts:\n- name: {name}\n  context: {{cluster: skiff, user: {name}}}\ncurrent-context: {name}\n"
+        );
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// Run kubectl with another kubeconfig (another user).
+    pub fn kubectl_with<S: AsRef<std::ffi::OsStr>>(&self, kubeconfig: &Path, args: &[S]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("kubectl runs")
+    }
+
     /// Run kubectl, require success, return stdout.
     pub fn kubectl_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
         let out = self.kubectl(args);

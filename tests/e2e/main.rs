@@ -10,6 +10,7 @@ mod kinds;
 mod node;
 mod operator;
 mod sandbox;
+mod tenants;
 
 use std::time::Duration;
 

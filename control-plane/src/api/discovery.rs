@@ -59,6 +59,7 @@ fn subresource_kind(
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
         "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
         "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
@@ -75,6 +76,13 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "v1",
         "selfsubjectreviews",
         "SelfSubjectReview",
+        false,
+    ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "tokenreviews",
+        "TokenReview",
         false,
     ),
     (

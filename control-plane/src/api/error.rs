@@ -102,6 +102,19 @@ pub enum ApiError {
     /// 403.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 from authorization, in kube-apiserver's words:
+    /// `<resource>[.<group>] ["<name>"] is forbidden: <message>`.
+    #[error("{}", denied_text(group, resource, name, message))]
+    Denied {
+        /// API group of the resource (empty for core and for non-resource requests).
+        group: String,
+        /// Resource (empty for a non-resource request).
+        resource: String,
+        /// Object name, if the request names one.
+        name: String,
+        /// Why: who cannot do what (`rbac::forbidden_message`).
+        message: String,
+    },
     /// 405.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -164,7 +177,9 @@ impl ApiError {
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::Forbidden(_) | ApiError::Denied { .. } => {
+                (StatusCode::FORBIDDEN, "Forbidden")
+            }
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
             ApiError::Gone(_) => (StatusCode::GONE, "Expired"),
             ApiError::DisruptionBudget(_) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
@@ -213,6 +228,22 @@ impl ApiError {
             ApiError::ApplyConflict { causes, .. } => Some(json!({
                 "causes": causes.iter().map(|(m, f)| json!({"reason": "FieldManagerConflict", "message": m, "field": f})).collect::<Vec<_>>(),
             })),
+            ApiError::Denied {
+                group,
+                resource,
+                name,
+                ..
+            } if !resource.is_empty() => {
+                let mut d = json!({"kind": resource});
+                if !name.is_empty() {
+                    d["name"] = json!(name);
+                }
+                if !group.is_empty() {
+                    d["group"] = json!(group);
+                }
+                Some(d)
+            }
+            ApiError::Denied { .. } => Some(json!({})),
             ApiError::DisruptionBudget(why) => Some(json!({
                 "causes": [{"reason": "DisruptionBudget", "message": why}],
             })),
@@ -226,6 +257,19 @@ impl ApiError {
             status["details"] = d;
         }
         status
+    }
+}
+
+fn denied_text(group: &str, resource: &str, name: &str, message: &str) -> String {
+    let what = match (resource, group) {
+        ("", _) => String::new(),
+        (r, "") => r.to_string(),
+        (r, g) => format!("{r}.{g}"),
+    };
+    match (what.as_str(), name) {
+        ("", _) => format!("forbidden: {message}"),
+        (w, "") => format!("{w} is forbidden: {message}"),
+        (w, n) => format!("{w} {n:?} is forbidden: {message}"),
     }
 }
 

@@ -223,6 +223,12 @@ async fn route(
                 &warnings,
             ))
         }
+        (Method::POST, Some(name), Some("token")) => {
+            let body = read_body(body, super::reviews::MAX_REVIEW).await?;
+            let value = decode_request(headers, &body)?;
+            let answer = super::tokens::request(state, &ns, &name, value).await?;
+            Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+        }
         (Method::POST, Some(name), Some("binding")) => {
             let body = read_body(body, MAX_BODY).await?;
             let value = rules::decode_body(&body, false)?;

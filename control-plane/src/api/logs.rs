@@ -129,7 +129,7 @@ pub(super) async fn serve(
     let resp = state
         .http
         .get(url)
-        .bearer_auth(&state.tokens.node)
+        .bearer_auth(&state.node_token)
         .send()
         .await
         .map_err(|e| {

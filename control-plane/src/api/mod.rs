@@ -26,6 +26,7 @@ pub mod snapshots;
 mod ssa;
 pub(crate) mod strategy;
 pub mod table;
+mod tokens;
 pub mod typed;
 mod validation;
 mod watch;
@@ -41,6 +42,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, put};
 use axum::Router;
 
+use crate::auth::authn::Authenticator;
+use crate::auth::authorizer::Authorizer;
+use crate::auth::rbac::{self, Attributes, UserInfo};
 use crate::modules::ModuleStore;
 use crate::store::Storage;
 pub use bootstrap::bootstrap;
@@ -49,74 +53,28 @@ pub use error::{ApiError, ApiResult};
 /// Largest accepted API request body (Kubernetes uses 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// Who made a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// The cluster admin (kubeconfig token).
-    Admin,
-    /// A node agent (join token).
-    Node,
+tokio::task_local! {
+    /// The user of the request being served (set by [`authenticate`] around the handler), for
+    /// the checks that depend on who writes (RBAC escalation). Unset for the server's own
+    /// writes (bootstrap).
+    pub(crate) static REQUEST_USER: UserInfo;
 }
 
-impl Identity {
-    /// The user and groups this identity acts as. The admin is `system:admin` in
-    /// `system:masters`, as Kubernetes' admin credential. The join token is shared by every
-    /// node and still allowed everything (it is in `system:masters` too) until nodes get
-    /// credentials of their own; the review APIs answer so, as the API does.
-    pub fn user(&self) -> crate::auth::rbac::UserInfo {
-        let (name, groups): (&str, &[&str]) = match self {
-            Identity::Admin => ("system:admin", &[crate::auth::rbac::MASTERS]),
-            Identity::Node => (
-                "system:skiff:node-join-token",
-                &["system:nodes", crate::auth::rbac::MASTERS],
-            ),
-        };
-        crate::auth::rbac::UserInfo {
-            name: name.into(),
-            groups: groups
-                .iter()
-                .copied()
-                .chain(["system:authenticated"])
-                .map(str::to_string)
-                .collect(),
-        }
-    }
-}
-
-/// The bearer tokens the server accepts.
-#[derive(Clone)]
-pub struct Tokens {
-    /// Admin token.
-    pub admin: String,
-    /// Node join token (full `K10...` text).
-    pub node: String,
-}
-
-impl Tokens {
-    fn identify(&self, presented: &str) -> Option<Identity> {
-        if constant_time_eq(presented.as_bytes(), self.admin.as_bytes()) {
-            Some(Identity::Admin)
-        } else if constant_time_eq(presented.as_bytes(), self.node.as_bytes()) {
-            Some(Identity::Node)
-        } else {
-            None
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+/// The user a client certificate of the connection names (set by the listener, read by
+/// [`authenticate`]).
+#[derive(Clone, Debug)]
+pub struct ClientCertUser(pub UserInfo);
 
 /// Shared state of all handlers.
 pub struct AppState {
     /// The cluster store.
     pub store: Arc<dyn Storage>,
-    /// Accepted tokens.
-    pub tokens: Tokens,
+    /// Maps credentials to users.
+    pub authn: Authenticator,
+    /// Decides every request.
+    pub authorizer: Arc<Authorizer>,
+    /// The node join token, with which the server calls node agents (logs).
+    pub node_token: String,
     /// The built-in module store.
     pub modules: ModuleStore,
     /// The cluster CA, PEM (served at `/cacerts`).
@@ -221,6 +179,15 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/apis/authorization.k8s.io/v1/namespaces/{ns}/localsubjectaccessreviews",
             post(reviews::local_subject_access_review),
         )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            post(tokens::review),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(tokens::openid_configuration),
+        )
+        .route("/openid/v1/jwks", get(tokens::jwks))
         .route("/api/{*rest}", any(handlers::dispatch))
         .route("/apis/{*rest}", any(handlers::dispatch))
         .route(
@@ -242,37 +209,93 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Every request but `/cacerts` and the health checks: who is it (a client certificate, else a
+/// bearer token; none is 401), whom does it act as (impersonation, each asked attribute
+/// authorized), and may that user do what it asks (RBAC). Only then does a handler run; the
+/// user is in the request's extensions.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
+    let revision = state.store.revision();
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match token.and_then(|t| state.tokens.identify(t)) {
-        Some(id) => {
-            // Acting as another user needs authorization as that user, which the API does
-            // not enforce yet: refused, rather than carried out as the caller.
-            if req
-                .headers()
-                .keys()
-                .any(|k| k.as_str().starts_with("impersonate-"))
-            {
-                return ApiError::Forbidden(
-                    "impersonation (kubectl --as, --as-group) is not served by this server yet"
-                        .into(),
-                )
-                .into_response();
+    let cert = req
+        .extensions()
+        .get::<ClientCertUser>()
+        .map(|c| c.0.clone());
+    let user = match (cert, token) {
+        (Some(user), _) => user,
+        (None, Some(t)) => match state.authn.bearer(t, state.store.as_ref()).await {
+            Some(user) => user,
+            None => return ApiError::Unauthorized.into_response(),
+        },
+        (None, None) => return ApiError::Unauthorized.into_response(),
+    };
+    let user = match crate::auth::impersonate::parse(req.headers()) {
+        Ok(None) => user,
+        Ok(Some(imp)) => {
+            for check in imp.checks() {
+                if let Err(e) = authorize(&state, &user, &check, revision).await {
+                    return e.into_response();
+                }
             }
-            req.extensions_mut().insert(id);
-            next.run(req).await
+            imp.user()
         }
-        None => ApiError::Unauthorized.into_response(),
+        Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
+    };
+    let attrs = crate::auth::request::attributes(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query(),
+    );
+    if let Err(e) = authorize(&state, &user, &attrs, revision).await {
+        return e.into_response();
     }
+    req.extensions_mut().insert(user.clone());
+    REQUEST_USER.scope(user, next.run(req)).await
+}
+
+/// Allow `attrs` for `user`, or the 403 that says who cannot do what.
+async fn authorize(
+    state: &AppState,
+    user: &UserInfo,
+    attrs: &Attributes,
+    revision: u64,
+) -> Result<(), ApiError> {
+    if state
+        .authorizer
+        .authorize(user, attrs, revision)
+        .await
+        .is_some()
+    {
+        return Ok(());
+    }
+    let message = rbac::forbidden_message(user, attrs);
+    Err(match attrs {
+        Attributes::Resource {
+            group,
+            resource,
+            name,
+            ..
+        } => ApiError::Denied {
+            group: group.clone(),
+            resource: resource.clone(),
+            name: name.clone(),
+            message,
+        },
+        Attributes::NonResource { .. } => ApiError::Denied {
+            group: String::new(),
+            resource: String::new(),
+            name: String::new(),
+            message,
+        },
+    })
 }
 
 async fn cacerts(State(state): State<Arc<AppState>>) -> Response {

@@ -11,17 +11,14 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, FieldCause};
-use super::{read_body, AppState, Identity};
-use crate::auth::rbac::{Allowed, Attributes, Policy, UserInfo, MASTERS};
-use crate::resources;
+use super::{read_body, AppState};
+use crate::auth::rbac::{Allowed, Attributes, Policy, UserInfo};
 
 /// Review bodies are small; a larger one is refused before it is read whole.
-const MAX_REVIEW: usize = 64 * 1024;
+pub(super) const MAX_REVIEW: usize = 64 * 1024;
 
 /// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews`.
 pub(super) async fn self_subject_review(req: Request) -> Response {
@@ -33,10 +30,22 @@ pub(super) async fn self_subject_review(req: Request) -> Response {
             "kind": "SelfSubjectReview",
             "apiVersion": "authentication.k8s.io/v1",
             "metadata": {"creationTimestamp": null},
-            "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+            "status": {"userInfo": user_info(&user)},
         }))
     })
     .await
+}
+
+/// A user as `authentication.k8s.io/v1` UserInfo (empty uid and extra left out).
+pub(super) fn user_info(user: &UserInfo) -> Value {
+    let mut v = json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        v["uid"] = json!(user.uid);
+    }
+    if !user.extra.is_empty() {
+        v["extra"] = json!(user.extra);
+    }
+    v
 }
 
 /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`.
@@ -158,25 +167,25 @@ pub(super) async fn local_subject_access_review(
 /// The user a request authenticated as.
 fn requester(req: &Request) -> UserInfo {
     req.extensions()
-        .get::<Identity>()
-        .map(Identity::user)
+        .get::<UserInfo>()
+        .cloned()
         .unwrap_or_default()
 }
 
-async fn answer(work: impl std::future::Future<Output = ApiResult<Value>>) -> Response {
+pub(super) async fn answer(work: impl std::future::Future<Output = ApiResult<Value>>) -> Response {
     match work.await {
         Ok(v) => (StatusCode::CREATED, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn body_of(req: Request) -> ApiResult<Value> {
+pub(super) async fn body_of(req: Request) -> ApiResult<Value> {
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, MAX_REVIEW).await?;
     super::handlers::decode_request(&parts.headers, &bytes)
 }
 
-fn expect_kind(body: &Value, api_version: &str, kind: &str) -> ApiResult<()> {
+pub(super) fn expect_kind(body: &Value, api_version: &str, kind: &str) -> ApiResult<()> {
     if !body.is_object() {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
@@ -198,7 +207,7 @@ fn expect_kind(body: &Value, api_version: &str, kind: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn invalid(kind: &str, cause: FieldCause) -> ApiError {
+pub(super) fn invalid(kind: &str, cause: FieldCause) -> ApiError {
     ApiError::Invalid {
         kind: kind.into(),
         name: String::new(),
@@ -224,6 +233,12 @@ fn subject_of_spec(spec: &Value) -> ApiResult<UserInfo> {
                     .collect()
             })
             .unwrap_or_default(),
+        uid: spec
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        ..Default::default()
     };
     if user.name.is_empty() && user.groups.is_empty() {
         return Err(invalid(
@@ -250,7 +265,7 @@ async fn review(
     let attrs = attributes(&spec, kind)?;
     let user = who(&spec)?;
     // Masters are allowed everything: no need to read the policy.
-    let decision = if user.groups.iter().any(|g| g == MASTERS) {
+    let decision = if user.is_master() {
         Some(Allowed::Masters)
     } else {
         load_policy(state).await?.allows(&user, &attrs)
@@ -309,34 +324,7 @@ fn attributes(spec: &Value, kind: &str) -> ApiResult<Attributes> {
     }
 }
 
-/// Every Role, ClusterRole and binding in the store, indexed.
-async fn load_policy(state: &AppState) -> ApiResult<Policy> {
-    Ok(Policy::new(
-        load::<ClusterRole>(state, "clusterroles").await?,
-        load::<Role>(state, "roles").await?,
-        load::<ClusterRoleBinding>(state, "clusterrolebindings").await?,
-        load::<RoleBinding>(state, "rolebindings").await?,
-    ))
-}
-
-async fn load<T: DeserializeOwned>(state: &AppState, plural: &str) -> ApiResult<Vec<T>> {
-    let rt = resources::find("rbac.authorization.k8s.io", "v1", plural)
-        .ok_or_else(|| ApiError::Internal(format!("{plural} are not registered")))?;
-    let listing = state
-        .store
-        .list(&rt.storage_key(), None)
-        .await
-        .map_err(|e| ApiError::from_store(e, &rt.qualified(), ""))?;
-    Ok(listing
-        .objects
-        .iter()
-        .filter_map(|o| match serde_json::from_slice(&o.data) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                // Validated on the way in; a row that does not parse grants nothing.
-                tracing::warn!(resource = plural, name = %o.key.name, error = %e, "unreadable RBAC object ignored");
-                None
-            }
-        })
-        .collect())
+/// The policy as of now (it has seen every write answered before this request).
+async fn load_policy(state: &AppState) -> ApiResult<std::sync::Arc<Policy>> {
+    Ok(state.authorizer.policy_at(state.store.revision()).await)
 }

@@ -253,6 +253,41 @@ pub fn cluster_roles() -> Vec<Value> {
             )],
         ),
         role(
+            "system:service-account-issuer-discovery",
+            bootstrapping.clone(),
+            vec![urls(
+                &[
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                    "/openid/v1/jwks/",
+                ],
+                &["get"],
+            )],
+        ),
+        role(
+            "system:auth-delegator",
+            bootstrapping.clone(),
+            vec![
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                    &["create"],
+                ),
+            ],
+        ),
+        role(
+            "system:kube-scheduler",
+            bootstrapping.clone(),
+            scheduler_rules(),
+        ),
+        role(
+            "system:kube-controller-manager",
+            bootstrapping.clone(),
+            controller_manager_rules(),
+        ),
+        role(
             "system:public-info-viewer",
             bootstrapping,
             vec![urls(
@@ -263,12 +298,134 @@ pub fn cluster_roles() -> Vec<Value> {
     ]
 }
 
+/// The in-process scheduler's user.
+pub const SCHEDULER: &str = "system:kube-scheduler";
+/// The in-process controllers' user.
+pub const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+
+const EVENTS: &[&str] = &["create", "patch", "update"];
+
+/// What the scheduler reads and writes: pods and their bindings and status, what placement
+/// looks at (nodes, claims, volumes, classes, budgets), events.
+fn scheduler_rules() -> Vec<Value> {
+    vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "nodes",
+                "namespaces",
+                "services",
+                "replicationcontrollers",
+            ],
+            READ,
+        ),
+        rule(&[""], &["pods/binding", "bindings"], &["create"]),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(&[""], &["pods"], &["delete"]),
+        rule(
+            &[""],
+            &["persistentvolumeclaims", "persistentvolumes"],
+            &[READ, &["patch", "update"]].concat(),
+        ),
+        rule(&["storage.k8s.io"], &["storageclasses", "csinodes"], READ),
+        rule(&["apps"], &["replicasets", "statefulsets"], READ),
+        rule(&["policy"], &["poddisruptionbudgets"], READ),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[READ, WRITE].concat(),
+        ),
+        rule(&["", "events.k8s.io"], &["events"], EVENTS),
+    ]
+}
+
+/// What the controllers read and write: the workload kinds they run (with status and scale),
+/// the pods they create, endpoints, claims and volumes, the `default` ServiceAccount and root CA
+/// of each namespace, node conditions and taints, and the rules of aggregated ClusterRoles
+/// (`escalate`, as kube-controller-manager's clusterrole-aggregation controller has). No
+/// Secrets, no bindings, no impersonation.
+fn controller_manager_rules() -> Vec<Value> {
+    let rw = &[READ, WRITE].concat();
+    let status = &[READ, &["patch", "update"]].concat();
+    vec![
+        rule(
+            &[""],
+            &[
+                "pods",
+                "serviceaccounts",
+                "configmaps",
+                "endpoints",
+                "persistentvolumeclaims",
+                "persistentvolumes",
+                "replicationcontrollers",
+                "nodes",
+            ],
+            rw,
+        ),
+        rule(
+            &[""],
+            &[
+                "pods/status",
+                "nodes/status",
+                "persistentvolumeclaims/status",
+                "persistentvolumes/status",
+                "replicationcontrollers/status",
+                "replicationcontrollers/scale",
+                "services/status",
+            ],
+            status,
+        ),
+        rule(&[""], &["pods/eviction"], &["create"]),
+        rule(&[""], &["namespaces", "services"], READ),
+        rule(
+            &["apps"],
+            &[
+                "deployments",
+                "replicasets",
+                "statefulsets",
+                "daemonsets",
+                "controllerrevisions",
+            ],
+            rw,
+        ),
+        rule(
+            &["apps"],
+            &[
+                "deployments/status",
+                "replicasets/status",
+                "statefulsets/status",
+                "daemonsets/status",
+                "deployments/scale",
+                "replicasets/scale",
+                "statefulsets/scale",
+            ],
+            status,
+        ),
+        rule(&["batch"], &["jobs", "cronjobs"], rw),
+        rule(&["batch"], &["jobs/status", "cronjobs/status"], status),
+        rule(&["discovery.k8s.io"], &["endpointslices"], rw),
+        rule(&["networking.k8s.io"], &["ingresses"], READ),
+        rule(&["networking.k8s.io"], &["ingresses/status"], status),
+        rule(&["policy"], &["poddisruptionbudgets"], READ),
+        rule(&["policy"], &["poddisruptionbudgets/status"], status),
+        rule(&["storage.k8s.io"], &["storageclasses"], READ),
+        rule(&["coordination.k8s.io"], &["leases"], rw),
+        rule(
+            &["rbac.authorization.k8s.io"],
+            &["clusterroles"],
+            &[READ, &["update", "patch", "escalate"]].concat(),
+        ),
+        rule(&["", "events.k8s.io"], &["events"], EVENTS),
+    ]
+}
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
-    let bind = |name: &str, groups: &[&str]| {
-        let subjects: Vec<Value> = groups
+    let bind_subjects = |name: &str, kind: &str, names: &[&str]| {
+        let subjects: Vec<Value> = names
             .iter()
-            .map(|g| json!({"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"}))
+            .map(|g| json!({"kind": kind, "name": g, "apiGroup": "rbac.authorization.k8s.io"}))
             .collect();
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -279,10 +436,17 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "subjects": subjects,
         })
     };
+    let bind = |name: &str, groups: &[&str]| bind_subjects(name, "Group", groups);
     vec![
+        bind_subjects(SCHEDULER, "User", &[SCHEDULER]),
+        bind_subjects(CONTROLLER_MANAGER, "User", &[CONTROLLER_MANAGER]),
         bind("cluster-admin", &["system:masters"]),
         bind("system:basic-user", &["system:authenticated"]),
         bind("system:discovery", &["system:authenticated"]),
+        bind(
+            "system:service-account-issuer-discovery",
+            &["system:serviceaccounts"],
+        ),
         bind(
             "system:public-info-viewer",
             &["system:authenticated", "system:unauthenticated"],

@@ -23,8 +23,19 @@ pub const MASTERS: &str = "system:masters";
 pub struct UserInfo {
     /// User name (`system:serviceaccount:NS:NAME` for a ServiceAccount).
     pub name: String,
+    /// Unique id (a ServiceAccount's uid), empty when the credential has none.
+    pub uid: String,
     /// Groups (every authenticated user is in `system:authenticated`).
     pub groups: Vec<String>,
+    /// Extra attributes (a ServiceAccount token's pod and credential id).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// Is the user in `system:masters` (allowed everything)?
+    pub fn is_master(&self) -> bool {
+        self.groups.iter().any(|g| g == MASTERS)
+    }
 }
 
 /// What a request does, as the authorizer sees it.
@@ -359,6 +370,133 @@ pub fn forbidden_message(user: &UserInfo, attrs: &Attributes) -> String {
     }
 }
 
+/// The parts of `servant` no rule of `owner` covers, one verb, group, resource and name (or URL)
+/// each, as Kubernetes' escalation check (`validation.Covers`) breaks rules down. Empty: a user
+/// holding `owner` may grant `servant`.
+pub fn uncovered(owner: &[PolicyRule], servant: &PolicyRule) -> Vec<PolicyRule> {
+    let one = |v: &str| Some(vec![v.to_string()]);
+    let mut atoms = Vec::new();
+    for verb in &servant.verbs {
+        for group in servant.api_groups.as_deref().unwrap_or_default() {
+            for resource in servant.resources.as_deref().unwrap_or_default() {
+                let names = servant.resource_names.as_deref().unwrap_or_default();
+                if names.is_empty() {
+                    atoms.push(PolicyRule {
+                        verbs: vec![verb.clone()],
+                        api_groups: one(group),
+                        resources: one(resource),
+                        ..Default::default()
+                    });
+                }
+                for name in names {
+                    atoms.push(PolicyRule {
+                        verbs: vec![verb.clone()],
+                        api_groups: one(group),
+                        resources: one(resource),
+                        resource_names: one(name),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        for url in servant.non_resource_urls.as_deref().unwrap_or_default() {
+            atoms.push(PolicyRule {
+                verbs: vec![verb.clone()],
+                non_resource_urls: one(url),
+                ..Default::default()
+            });
+        }
+    }
+    atoms
+        .into_iter()
+        .filter(|atom| !owner.iter().any(|rule| covers(rule, atom)))
+        .collect()
+}
+
+/// Does `owner` cover the one-verb, one-target rule `atom`? A `*` in the atom is covered only by
+/// a `*` (holding every verb is not the same as holding "every verb there will be").
+fn covers(owner: &PolicyRule, atom: &PolicyRule) -> bool {
+    let has = |list: &Option<Vec<String>>, v: &str| {
+        list.as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|x| x == "*" || x == v)
+    };
+    let first = |list: &Option<Vec<String>>| {
+        list.as_deref()
+            .and_then(|l| l.first())
+            .cloned()
+            .unwrap_or_default()
+    };
+    if !has(&Some(owner.verbs.clone()), &atom.verbs[0]) {
+        return false;
+    }
+    if let Some(url) = atom.non_resource_urls.as_deref().and_then(|u| u.first()) {
+        return owner
+            .non_resource_urls
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|o| {
+                o == "*"
+                    || o == url
+                    || (o.ends_with('*') && url.starts_with(o.trim_end_matches('*')))
+            });
+    }
+    let resource = first(&atom.resources);
+    let resource_ok = owner
+        .resources
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| {
+            o == "*"
+                || *o == resource
+                || resource
+                    .split_once('/')
+                    .is_some_and(|(_, sub)| *o == format!("*/{sub}"))
+        });
+    let names_ok = match owner.resource_names.as_deref() {
+        None | Some([]) => true,
+        Some(names) => atom
+            .resource_names
+            .as_deref()
+            .and_then(|n| n.first())
+            .is_some_and(|n| names.contains(n)),
+    };
+    has(&owner.api_groups, &first(&atom.api_groups)) && resource_ok && names_ok
+}
+
+/// A rule as Kubernetes prints it in escalation errors.
+pub fn describe_rule(rule: &PolicyRule) -> String {
+    let list = |v: &Option<Vec<String>>| {
+        let items: Vec<String> = v
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect();
+        format!("[{}]", items.join(" "))
+    };
+    let mut parts = Vec::new();
+    if rule.resources.as_ref().is_some_and(|r| !r.is_empty()) {
+        parts.push(format!("APIGroups:{}", list(&rule.api_groups)));
+        parts.push(format!("Resources:{}", list(&rule.resources)));
+        if rule.resource_names.as_ref().is_some_and(|r| !r.is_empty()) {
+            parts.push(format!("ResourceNames:{}", list(&rule.resource_names)));
+        }
+    }
+    if rule
+        .non_resource_urls
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+    {
+        parts.push(format!("NonResourceURLs:{}", list(&rule.non_resource_urls)));
+    }
+    parts.push(format!("Verbs:{}", list(&Some(rule.verbs.clone()))));
+    format!("{{{}}}", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,10 +690,12 @@ mod tests {
         let alice = UserInfo {
             name: "alice".into(),
             groups: vec!["devs".into(), "system:authenticated".into()],
+            ..Default::default()
         };
         let sa = UserInfo {
             name: "system:serviceaccount:team-a:builder".into(),
             groups: vec!["system:serviceaccounts".into()],
+            ..Default::default()
         };
         // (subject, user, namespace of the binding, "" for a ClusterRoleBinding)
         let cases = [
@@ -689,14 +829,17 @@ mod tests {
         let alice = UserInfo {
             name: "alice".into(),
             groups: vec!["devs".into(), "system:authenticated".into()],
+            ..Default::default()
         };
         let bob = UserInfo {
             name: "bob".into(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let admin = UserInfo {
             name: "system:admin".into(),
             groups: vec![MASTERS.into()],
+            ..Default::default()
         };
         let nodes = Attributes::Resource {
             verb: "list".into(),
@@ -751,6 +894,7 @@ mod tests {
         let user = UserInfo {
             name: "system:serviceaccount:team-a:alice".into(),
             groups: vec![],
+            ..Default::default()
         };
         assert_eq!(
             forbidden_message(&user, &in_ns("list", "pods", "team-b")),
@@ -777,6 +921,58 @@ mod tests {
                 }
             ),
             "User \"system:serviceaccount:team-a:alice\" cannot get path \"/metrics\""
+        );
+    }
+
+    #[test]
+    fn escalation_coverage_table() {
+        let owner = vec![
+            rule(&["get", "list"], &[""], &["pods", "pods/log"], &[]),
+            rule(&["*"], &["apps"], &["deployments"], &[]),
+            rule(&["get"], &[""], &["secrets"], &["db"]),
+            rule(&["get"], &["*"], &["*/status"], &[]),
+            PolicyRule {
+                verbs: vec!["get".into()],
+                non_resource_urls: strings(&["/healthz", "/logs/*"]),
+                ..Default::default()
+            },
+        ];
+        // (servant rule, how many of its parts are not covered)
+        let cases: Vec<(PolicyRule, usize)> = vec![
+            (rule(&["get"], &[""], &["pods"], &[]), 0),
+            (rule(&["get", "list"], &[""], &["pods", "pods/log"], &[]), 0),
+            (rule(&["get", "delete"], &[""], &["pods"], &[]), 1),
+            (rule(&["*"], &[""], &["pods"], &[]), 1),
+            (rule(&["get"], &["*"], &["pods"], &[]), 1),
+            (
+                rule(&["update", "patch"], &["apps"], &["deployments"], &[]),
+                0,
+            ),
+            (
+                rule(&["get"], &["apps"], &["deployments", "statefulsets"], &[]),
+                1,
+            ),
+            (rule(&["get"], &[""], &["secrets"], &["db"]), 0),
+            (rule(&["get"], &[""], &["secrets"], &["db", "api"]), 1),
+            (rule(&["get"], &[""], &["secrets"], &[]), 1),
+            (rule(&["get"], &["batch"], &["jobs/status"], &[]), 0),
+            (rule(&["get"], &["batch"], &["jobs"], &[]), 1),
+            (
+                PolicyRule {
+                    verbs: vec!["get".into()],
+                    non_resource_urls: strings(&["/logs/node", "/metrics"]),
+                    ..Default::default()
+                },
+                1,
+            ),
+        ];
+        for (servant, want) in cases {
+            let missing = uncovered(&owner, &servant);
+            assert_eq!(missing.len(), want, "{servant:?}: {missing:?}");
+        }
+        assert_eq!(
+            describe_rule(&rule(&["get"], &[""], &["secrets"], &[])),
+            r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}"#
         );
     }
 }

@@ -12,6 +12,7 @@
 mod admission;
 mod allocation;
 mod binding;
+mod escalation;
 pub(crate) mod eviction;
 pub(crate) mod rules;
 mod scale;
@@ -301,6 +302,7 @@ async fn create_named(
     if !causes.is_empty() {
         return Err(invalid(rt, &obj, causes));
     }
+    escalation::check(state, rt, ns, None, &obj).await?;
     if rt.namespaced {
         let ns_rt = resources::find("", "v1", "namespaces")
             .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
@@ -478,6 +480,9 @@ async fn write_update(
     }
     if !causes.is_empty() {
         return Err(invalid(rt, &new, causes));
+    }
+    if !status_only {
+        escalation::check(state, rt, ns, Some(old), &new).await?;
     }
     let old_claims = rt.strategy.claims(old);
     if !status_only {

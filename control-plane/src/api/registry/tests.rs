@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::Query;
 use crate::api::strategy::service::{IP_CLAIMS, NODE_PORT_CLAIMS};
-use crate::api::{AppState, Tokens};
+use crate::api::AppState;
 use crate::resources::{self, ResourceType};
 use crate::store::{ObjectKey, Store, StoreConfig, Write};
 
@@ -29,10 +29,12 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
     let (gc, _) = crate::api::gc::queue();
     let state = Arc::new(AppState {
         store,
-        tokens: Tokens {
-            admin: "a".into(),
-            node: "n".into(),
-        },
+        authn: crate::auth::authn::Authenticator::new(Vec::new(), {
+            let key = rcgen::KeyPair::generate().unwrap();
+            crate::auth::satoken::Signer::new(&key.serialize_der(), key.public_key_raw()).unwrap()
+        }),
+        authorizer: crate::auth::authorizer::Authorizer::new(),
+        node_token: "n".into(),
         modules,
         ca_pem: String::new(),
         advertise: "127.0.0.1:6443".into(),

@@ -1,0 +1,457 @@
+//! Tenants: two namespaces, one ServiceAccount each with `kubectl create token`, and RBAC
+//! enforced on every request. Each tenant does everything in its namespace and nothing in the
+//! other; `auth can-i` answers what the API then does; RBAC writes cannot escalate; impersonation
+//! needs the `impersonate` verb; a deleted ServiceAccount's token stops working.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::harness::Cluster;
+
+const TENANTS: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: alice, namespace: team-a}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: bob, namespace: team-b}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-admin, namespace: team-a}
+subjects:
+- {kind: ServiceAccount, name: alice, namespace: team-a}
+roleRef: {kind: ClusterRole, name: admin, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: bob-admin, namespace: team-b}
+subjects:
+- {kind: ServiceAccount, name: bob, namespace: team-b}
+roleRef: {kind: ClusterRole, name: admin, apiGroup: rbac.authorization.k8s.io}
+"#;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// kubectl as a tenant: its output on success, its error text on failure.
+fn run(c: &Cluster, kc: &Path, args: &[&str]) -> Result<String, String> {
+    let out = c.kubectl_with(kc, args);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> PathBuf {
+    c.kubeconfig_for(name, &format!("token: {}", token.trim()))
+}
+
+#[test]
+fn tenants_are_confined_to_their_namespaces() {
+    let c = Cluster::start(&["--no-node"]);
+    c.apply(TENANTS);
+
+    // `kubectl create token`: a short duration is refused with Kubernetes' message.
+    let out = c.kubectl(&[
+        "create",
+        "token",
+        "alice",
+        "-n",
+        "team-a",
+        "--duration",
+        "1m",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("may not specify a duration less than 10 minutes"),
+        "{}",
+        stderr(&out)
+    );
+    let alice_token = c.kubectl_ok(&["create", "token", "alice", "-n", "team-a"]);
+    let bob_token = c.kubectl_ok(&["create", "token", "bob", "-n", "team-b", "--duration", "2h"]);
+    let alice = token_kubeconfig(&c, "alice", &alice_token);
+    let bob = token_kubeconfig(&c, "bob", &bob_token);
+
+    // Who am I.
+    let me: Value =
+        serde_json::from_str(&run(&c, &alice, &["auth", "whoami", "-o", "json"]).expect("whoami"))
+            .expect("json");
+    let info = &me["status"]["userInfo"];
+    assert_eq!(info["username"], "system:serviceaccount:team-a:alice");
+    let groups: Vec<&str> = info["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:team-a",
+            "system:authenticated"
+        ]
+    );
+    assert!(info["uid"].as_str().is_some_and(|u| !u.is_empty()), "{me}");
+
+    // Everything in their own namespace.
+    for (kc, ns) in [(&alice, "team-a"), (&bob, "team-b")] {
+        run(
+            &c,
+            kc,
+            &["create", "configmap", "cfg", "-n", ns, "--from-literal=k=v"],
+        )
+        .expect("create");
+        run(&c, kc, &["get", "configmap", "cfg", "-n", ns]).expect("get");
+        run(&c, kc, &["get", "pods", "-n", ns]).expect("list");
+        run(
+            &c,
+            kc,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "s",
+                "-n",
+                ns,
+                "--from-literal=p=x",
+            ],
+        )
+        .expect("secret");
+        run(
+            &c,
+            kc,
+            &[
+                "create",
+                "deployment",
+                "web",
+                "-n",
+                ns,
+                "--image=hello:latest",
+            ],
+        )
+        .expect("deployment");
+        run(
+            &c,
+            kc,
+            &["scale", "deployment", "web", "-n", ns, "--replicas=2"],
+        )
+        .expect("scale");
+        run(&c, kc, &["delete", "configmap", "cfg", "-n", ns]).expect("delete");
+        assert_eq!(
+            run(&c, kc, &["auth", "can-i", "delete", "secrets", "-n", ns])
+                .expect("can-i")
+                .trim(),
+            "yes"
+        );
+    }
+
+    // Nothing in the other's, with kube-apiserver's exact words; can-i agrees.
+    let who = "system:serviceaccount:team-a:alice";
+    let denied = [
+        (
+            vec!["get", "pods", "-n", "team-b"],
+            format!(
+                r#"pods is forbidden: User "{who}" cannot list resource "pods" in API group "" in the namespace "team-b""#
+            ),
+        ),
+        (
+            vec!["get", "secret", "s", "-n", "team-b"],
+            format!(
+                r#"secrets "s" is forbidden: User "{who}" cannot get resource "secrets" in API group "" in the namespace "team-b""#
+            ),
+        ),
+        (
+            vec!["delete", "deployment", "web", "-n", "team-b"],
+            format!(
+                r#"deployments.apps "web" is forbidden: User "{who}" cannot delete resource "deployments" in API group "apps" in the namespace "team-b""#
+            ),
+        ),
+        (
+            vec!["create", "configmap", "x", "-n", "team-b"],
+            format!(
+                r#"configmaps is forbidden: User "{who}" cannot create resource "configmaps" in API group "" in the namespace "team-b""#
+            ),
+        ),
+        (
+            vec!["scale", "deployment", "web", "-n", "team-b", "--replicas=0"],
+            // kubectl reads the object before it scales it.
+            format!(
+                r#"deployments.apps "web" is forbidden: User "{who}" cannot get resource "deployments" in API group "apps" in the namespace "team-b""#
+            ),
+        ),
+        (
+            vec!["get", "--raw", "/api/v1/namespaces/team-b/pods?watch=true"],
+            "Forbidden".to_string(),
+        ),
+        (
+            vec!["get", "nodes"],
+            format!(
+                r#"nodes is forbidden: User "{who}" cannot list resource "nodes" in API group "" at the cluster scope"#
+            ),
+        ),
+        (vec!["get", "--raw", "/metrics"], "forbidden".to_string()),
+    ];
+    for (args, want) in &denied {
+        let err = run(&c, &alice, args).expect_err("denied");
+        assert!(err.contains(want.as_str()), "{args:?}: {err}");
+    }
+    for (verb, what) in [
+        ("list", "pods"),
+        ("get", "secrets"),
+        ("delete", "deployments"),
+        ("create", "configmaps"),
+    ] {
+        // `can-i` prints its answer and exits 1 for "no".
+        let out = c.kubectl_with(&alice, &["auth", "can-i", verb, what, "-n", "team-b"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "no",
+            "{verb} {what}"
+        );
+    }
+    // The denied writes wrote nothing.
+    assert_eq!(
+        c.jsonpath(&["deployment", "web", "-n", "team-b"], "{.spec.replicas}"),
+        "2"
+    );
+
+    // RBAC writes cannot grant more than the writer holds.
+    run(
+        &c,
+        &alice,
+        &[
+            "create",
+            "role",
+            "cm-reader",
+            "-n",
+            "team-a",
+            "--verb=get",
+            "--resource=configmaps",
+        ],
+    )
+    .expect("a role within alice's rights");
+    let err = run(
+        &c,
+        &alice,
+        &[
+            "create",
+            "role",
+            "node-lister",
+            "-n",
+            "team-a",
+            "--verb=list",
+            "--resource=nodes",
+        ],
+    )
+    .expect_err("a role beyond alice's rights");
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    let err = run(
+        &c,
+        &alice,
+        &[
+            "create",
+            "rolebinding",
+            "grab",
+            "-n",
+            "team-a",
+            "--clusterrole=cluster-admin",
+            "--serviceaccount=team-a:alice",
+        ],
+    )
+    .expect_err("binding cluster-admin");
+    assert!(
+        err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    run(
+        &c,
+        &alice,
+        &[
+            "create",
+            "rolebinding",
+            "view",
+            "-n",
+            "team-a",
+            "--clusterrole=view",
+            "--serviceaccount=team-a:alice",
+        ],
+    )
+    .expect("binding a role alice holds");
+    let err = run(
+        &c,
+        &alice,
+        &[
+            "create",
+            "rolebinding",
+            "x",
+            "-n",
+            "team-b",
+            "--clusterrole=view",
+            "--user=alice",
+        ],
+    )
+    .expect_err("another namespace");
+    assert!(err.contains("forbidden"), "{err}");
+
+    // Impersonation: the admin may; alice may not.
+    let err = c.kubectl(&["get", "pods", "-n", "team-b", "--as", who]);
+    assert!(
+        stderr(&err).contains(&format!(r#"User "{who}" cannot list resource "pods""#)),
+        "{}",
+        stderr(&err)
+    );
+    assert_eq!(
+        c.kubectl_ok(&[
+            "auth",
+            "whoami",
+            "--as",
+            "carol",
+            "--as-group",
+            "devs",
+            "-o",
+            "jsonpath={.status.userInfo.groups}"
+        ]),
+        r#"["devs","system:authenticated"]"#
+    );
+    let err = run(
+        &c,
+        &alice,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "team-b",
+            "--as",
+            "system:serviceaccount:team-b:bob",
+        ],
+    )
+    .expect_err("alice cannot impersonate bob");
+    assert!(
+        err.contains(&format!(r#"serviceaccounts "bob" is forbidden: User "{who}" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "team-b""#)),
+        "{err}"
+    );
+
+    // Anyone may check tokens offline: the issuer's documents, the keys.
+    let discovery: Value = serde_json::from_str(
+        &run(
+            &c,
+            &bob,
+            &["get", "--raw", "/.well-known/openid-configuration"],
+        )
+        .expect("discovery"),
+    )
+    .expect("json");
+    assert_eq!(
+        discovery["issuer"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+    let keys: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "--raw", "/openid/v1/jwks"])).expect("json");
+    assert_eq!(keys["keys"][0]["alg"], "ES256");
+
+    // TokenReview (for the admin, or whoever may create tokenreviews).
+    let review = c.data().join("review.json");
+    std::fs::write(
+        &review,
+        serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": bob_token.trim()}})
+        .to_string(),
+    )
+    .expect("write");
+    let answer: Value = serde_json::from_str(&c.kubectl_ok(&[
+        "create",
+        "-f",
+        review.to_str().expect("utf-8"),
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["user"]["username"],
+        "system:serviceaccount:team-b:bob"
+    );
+    let err = run(
+        &c,
+        &alice,
+        &["create", "-f", review.to_str().expect("utf-8")],
+    )
+    .expect_err("not alice's");
+    assert!(err.contains("forbidden"), "{err}");
+
+    // A token bound to a pod names it, and dies with it.
+    c.apply(
+        &crate::harness::pod(
+            "worker",
+            "hello:latest",
+            "",
+            "  serviceAccountName: alice\n",
+        )
+        .replace("metadata:\n", "metadata:\n  namespace: team-a\n"),
+    );
+    let err = c.kubectl(&[
+        "create",
+        "token",
+        "bob",
+        "-n",
+        "team-a",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "worker",
+    ]);
+    assert!(!err.status.success(), "bob's token for alice's pod");
+    let bound = c.kubectl_ok(&[
+        "create",
+        "token",
+        "alice",
+        "-n",
+        "team-a",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "worker",
+    ]);
+    let worker = token_kubeconfig(&c, "worker", &bound);
+    let me = run(&c, &worker, &["auth", "whoami", "-o", "json"]).expect("whoami");
+    assert!(me.contains("authentication.kubernetes.io/pod-name"), "{me}");
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        "worker",
+        "-n",
+        "team-a",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let err = run(&c, &worker, &["get", "pods", "-n", "team-a"]).expect_err("pod gone");
+    assert!(err.contains("Unauthorized"), "{err}");
+
+    // A deleted ServiceAccount's tokens stop working at once; a made-up token never worked.
+    c.kubectl_ok(&["delete", "serviceaccount", "bob", "-n", "team-b"]);
+    let err = run(&c, &bob, &["get", "pods", "-n", "team-b"]).expect_err("deleted");
+    assert!(err.contains("Unauthorized"), "{err}");
+    let forged = token_kubeconfig(&c, "forged", &format!("{}x", alice_token.trim()));
+    let err = run(&c, &forged, &["get", "pods", "-n", "team-a"]).expect_err("forged");
+    assert!(err.contains("Unauthorized"), "{err}");
+    // A ServiceAccount of the same name made again is a new uid: the old token stays dead.
+    c.kubectl_ok(&["create", "serviceaccount", "bob", "-n", "team-b"]);
+    let err = run(&c, &bob, &["get", "pods", "-n", "team-b"]).expect_err("recreated");
+    assert!(err.contains("Unauthorized"), "{err}");
+}
