@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The set-up both README commands need, on a fresh clone of a machine that has only cargo
-# (rustup), kubectl and curl: the wasm targets of wasm-examples/ and the rustfmt/clippy
+# (rustup), kubectl, curl and openssl (the e2e tests make keys and requests with it, as the
+# Kubernetes docs do): the wasm targets of wasm-examples/ and the rustfmt/clippy
 # components. scripts/up.sh and scripts/test.sh both run it, so CI exercises the same set-up as
 # the main command. Idempotent; fails loudly when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in cargo rustup kubectl curl; do
+for tool in cargo rustup kubectl curl openssl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is required and is missing" >&2; exit 1; }
 done
 # rustup installs a rust-toolchain.toml's targets only when it installs the toolchain itself;

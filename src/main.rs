@@ -2,6 +2,7 @@
 
 mod bench;
 mod hollow;
+mod kubeconfig;
 
 /// mimalloc: the API server allocates and frees many small JSON values per request, and glibc's
 /// allocator spent a fifth of the server's CPU time (and contended on its arena locks) under load.
@@ -176,6 +177,27 @@ enum Command {
         /// CA file (with --server; default: the system's roots).
         #[arg(long)]
         ca_file: Option<PathBuf>,
+    },
+    /// Print a kubeconfig for a new user with a client certificate from the cluster's signer
+    /// (a CertificateSigningRequest for `kubernetes.io/kube-apiserver-client`, approved):
+    /// `skiff kubeconfig --user alice --group devs --namespace team-a > alice.yaml`. What the
+    /// user may do is up to RBAC (bind a role to the user or one of its groups).
+    Kubeconfig {
+        /// User name (the certificate's common name).
+        #[arg(long)]
+        user: String,
+        /// A group of the user (repeatable; each an organization of the certificate).
+        #[arg(long)]
+        group: Vec<String>,
+        /// Default namespace of the kubeconfig's context.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// How long the certificate is valid (`24h`, `30d`; at least 10m, at most 365d).
+        #[arg(long, default_value = "365d")]
+        duration: String,
+        /// The admin's kubeconfig (default: $KUBECONFIG or ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
     /// Benchmarks against a running cluster.
     Bench {
@@ -442,6 +464,33 @@ async fn main() -> Result<()> {
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
+        Command::Kubeconfig {
+            user,
+            group,
+            namespace,
+            duration,
+            kubeconfig,
+        } => {
+            let span: jiff::Span = duration.parse().with_context(|| {
+                format!("--duration {duration:?} is not a duration like 24h or 30d")
+            })?;
+            let seconds = span
+                .total((jiff::Unit::Second, jiff::civil::date(2000, 1, 1)))
+                .context("--duration")? as i64;
+            if !(600..=365 * 24 * 3600).contains(&seconds) {
+                bail!("--duration must be between 10m and 365d");
+            }
+            let text = kubeconfig::make(kubeconfig::Request {
+                kubeconfig: default_kubeconfig(kubeconfig)?,
+                user,
+                groups: group,
+                namespace,
+                seconds,
+            })
+            .await?;
+            print!("{text}");
+            Ok(())
+        }
         Command::Push {
             reference,
             file,
@@ -576,6 +625,14 @@ async fn server(
     Ok(())
 }
 
+/// The kubeconfig given, else $KUBECONFIG, else ~/.kube/config.
+fn default_kubeconfig(given: Option<PathBuf>) -> Result<PathBuf> {
+    given
+        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
+        .context("no kubeconfig: give --kubeconfig")
+}
+
 /// Server, CA and token from a kubeconfig's current context.
 fn from_kubeconfig(path: &Path) -> Result<(String, Option<Vec<u8>>, String)> {
     use base64::Engine;
@@ -638,13 +695,7 @@ async fn push(
                 .context("reading the CA file")?,
             t,
         ),
-        _ => {
-            let path = kubeconfig
-                .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
-                .context("no kubeconfig: give --kubeconfig or --server and --token")?;
-            from_kubeconfig(&path)?
-        }
+        _ => from_kubeconfig(&default_kubeconfig(kubeconfig)?)?,
     };
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut http = reqwest::Client::builder();

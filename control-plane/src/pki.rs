@@ -31,6 +31,8 @@ pub enum PkiError {
 pub struct Pki {
     /// CA certificate, PEM.
     pub ca_pem: String,
+    /// CA key, PEM (signs client certificates of approved CertificateSigningRequests).
+    pub ca_key_pem: String,
     /// Serving certificate chain, PEM.
     pub server_cert_pem: String,
     /// Serving key, PEM.
@@ -192,6 +194,7 @@ impl Pki {
             }
         };
         Ok(Pki {
+            ca_key_pem,
             sa_key_der: sa_key.serialize_der(),
             sa_public: sa_key.public_key_raw().to_vec(),
             ca_pem,

@@ -205,6 +205,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         crate::controllers::ControllerConfig {
             node_grace: config.node_monitor_grace,
             ca_pem: pki.ca_pem.clone(),
+            ca_key_pem: pki.ca_key_pem.clone(),
         },
     );
     let sched_stop = shutdown.clone();

@@ -455,3 +455,261 @@ fn tenants_are_confined_to_their_namespaces() {
     let err = run(&c, &bob, &["get", "pods", "-n", "team-b"]).expect_err("recreated");
     assert!(err.contains("Unauthorized"), "{err}");
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs (scripts/setup.sh checks it is there)");
+    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+}
+
+fn csr_manifest(name: &str, request: &Path, usages: &str) -> String {
+    use base64::Engine as _;
+    let pem = std::fs::read(request).expect("the request");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {b64}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400\n  usages: [{usages}]\n"
+    )
+}
+
+/// The Kubernetes docs' "normal user" walkthrough, verbatim: an openssl key and request, a
+/// CertificateSigningRequest, `kubectl certificate approve`, the issued certificate in a
+/// kubeconfig; RBAC decides what the user may do. And `skiff kubeconfig`, which does it all.
+#[test]
+fn certificate_users_from_a_signing_request() {
+    let c = Cluster::start(&["--no-node"]);
+    let dir = c.dir.path().to_path_buf();
+    c.kubectl_ok(&["create", "namespace", "team-a"]);
+    openssl(&dir, &["genrsa", "-out", "myuser.key", "2048"]);
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "myuser.key",
+            "-out",
+            "myuser.csr",
+            "-subj",
+            "/CN=myuser/O=devs",
+        ],
+    );
+    c.apply(&csr_manifest(
+        "myuser",
+        &dir.join("myuser.csr"),
+        "client auth",
+    ));
+    let row = c.kubectl_ok(&["get", "csr", "myuser"]);
+    assert!(
+        row.contains("Pending") && row.contains("system:admin"),
+        "{row}"
+    );
+    c.kubectl_ok(&["certificate", "approve", "myuser"]);
+    let cert = crate::harness::eventually("the certificate is issued", crate::T, || {
+        let c = c.jsonpath(&["csr", "myuser"], "{.status.certificate}");
+        (!c.is_empty()).then_some(c)
+    });
+    use base64::Engine as _;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(cert)
+        .expect("base64");
+    std::fs::write(dir.join("myuser.crt"), pem).expect("write");
+    assert!(c
+        .kubectl_ok(&["get", "csr", "myuser"])
+        .contains("Approved,Issued"));
+
+    let me = c.kubeconfig_for(
+        "myuser",
+        &format!(
+            "client-certificate: {}\nclient-key: {}",
+            dir.join("myuser.crt").display(),
+            dir.join("myuser.key").display()
+        ),
+    );
+    assert_eq!(
+        run(
+            &c,
+            &me,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"
+            ]
+        )
+        .expect("whoami"),
+        r#"myuser ["devs","system:authenticated"]"#
+    );
+    let err = run(&c, &me, &["get", "pods", "-n", "team-a"]).expect_err("no role yet");
+    assert!(
+        err.contains(r#"pods is forbidden: User "myuser" cannot list resource "pods" in API group "" in the namespace "team-a""#),
+        "{err}"
+    );
+    c.kubectl_ok(&[
+        "create",
+        "role",
+        "developer",
+        "-n",
+        "team-a",
+        "--verb=create",
+        "--verb=get",
+        "--verb=list",
+        "--verb=update",
+        "--verb=delete",
+        "--resource=pods",
+    ]);
+    c.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "developer-binding-myuser",
+        "-n",
+        "team-a",
+        "--role=developer",
+        "--user=myuser",
+    ]);
+    run(&c, &me, &["get", "pods", "-n", "team-a"]).expect("allowed now");
+    run(&c, &me, &["get", "pods", "-n", "default"]).expect_err("only team-a");
+
+    // Approving needs `approve` on the signer, not only write access to the approval.
+    c.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: csr-approval-writer}
+rules:
+- apiGroups: [certificates.k8s.io]
+  resources: [certificatesigningrequests, certificatesigningrequests/approval]
+  verbs: [get, list, update, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: myuser-writes-approvals}
+subjects: [{kind: User, name: myuser, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: csr-approval-writer, apiGroup: rbac.authorization.k8s.io}
+"#,
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "myuser.key",
+            "-out",
+            "root.csr",
+            "-subj",
+            "/CN=root/O=system:masters",
+        ],
+    );
+    c.apply(&csr_manifest(
+        "escalate",
+        &dir.join("root.csr"),
+        "client auth",
+    ));
+    // (A binding counts from the moment it is written.)
+    let err = run(&c, &me, &["certificate", "approve", "escalate"]).expect_err("no approve verb");
+    assert!(
+        err.contains(r#"user not permitted to approve requests with signerName "kubernetes.io/kube-apiserver-client""#),
+        "{err}"
+    );
+    assert_eq!(c.jsonpath(&["csr", "escalate"], "{.status.conditions}"), "");
+
+    // A denied request is never signed; a request for server usages fails with the reason.
+    c.kubectl_ok(&["certificate", "deny", "escalate"]);
+    c.apply(&csr_manifest(
+        "server",
+        &dir.join("myuser.csr"),
+        "client auth, server auth",
+    ));
+    c.kubectl_ok(&["certificate", "approve", "server"]);
+    c.wait_for(
+        &["csr", "server"],
+        r#"{.status.conditions[?(@.type=="Failed")].message}"#,
+        "invalid usage for client certificate: server auth",
+        crate::T,
+    );
+    assert_eq!(
+        c.jsonpath(&["csr", "escalate"], "{.status.certificate}"),
+        ""
+    );
+
+    // A certificate from another CA is not a credential.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "fake.key",
+            "-out",
+            "fake.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=admin/O=system:masters",
+        ],
+    );
+    let fake = c.kubeconfig_for(
+        "fake",
+        &format!(
+            "client-certificate: {}\nclient-key: {}",
+            dir.join("fake.crt").display(),
+            dir.join("fake.key").display()
+        ),
+    );
+    run(&c, &fake, &["get", "pods", "-A"]).expect_err("a self-signed certificate");
+
+    // `skiff kubeconfig` does the whole walkthrough.
+    let out = std::process::Command::new(crate::harness::SKIFF)
+        .args([
+            "kubeconfig",
+            "--user",
+            "carol",
+            "--group",
+            "devs",
+            "--namespace",
+            "team-a",
+            "--duration",
+            "24h",
+            "--kubeconfig",
+        ])
+        .arg(&c.kubeconfig)
+        .output()
+        .expect("skiff kubeconfig runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let carol = dir.join("carol.yaml");
+    std::fs::write(&carol, &out.stdout).expect("write");
+    assert_eq!(
+        run(
+            &c,
+            &carol,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"
+            ]
+        )
+        .expect("whoami"),
+        r#"carol ["devs","system:authenticated"]"#
+    );
+    c.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "devs-view",
+        "-n",
+        "team-a",
+        "--clusterrole=view",
+        "--group=devs",
+    ]);
+    run(&c, &carol, &["get", "pods"]).expect("the context's namespace, viewed");
+    let err = run(&c, &carol, &["create", "configmap", "x"]).expect_err("view only");
+    assert!(
+        err.contains(r#"User "carol" cannot create resource "configmaps" in API group "" in the namespace "team-a""#),
+        "{err}"
+    );
+}

@@ -416,6 +416,18 @@ fn controller_manager_rules() -> Vec<Value> {
             &["clusterroles"],
             &[READ, &["update", "patch", "escalate"]].concat(),
         ),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            READ,
+        ),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests/status"],
+            &["patch", "update"],
+        ),
+        json!({"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+            "resourceNames": [crate::controllers::csrsigning::CLIENT_SIGNER], "verbs": ["sign"]}),
         rule(&["", "events.k8s.io"], &["events"], EVENTS),
     ]
 }

@@ -8,6 +8,7 @@
 
 pub mod clusterroles;
 pub mod cronjob;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
@@ -213,6 +214,8 @@ pub struct ControllerConfig {
     pub node_grace: Duration,
     /// The cluster CA (PEM), published in every namespace.
     pub ca_pem: String,
+    /// The cluster CA's key (PEM), which signs approved client certificate requests.
+    pub ca_key_pem: String,
 }
 
 /// Start the controllers; they stop with `stop`.
@@ -231,6 +234,7 @@ pub fn run(
     let sets = statefulset::run(client.clone(), pods.clone());
     let endpoints = endpoints::run(client.clone(), pods.clone());
     let ingresses = ingress::run(client.clone());
+    let csrs = csrsigning::run(client.clone(), config.ca_pem.clone(), config.ca_key_pem);
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let budgets = disruption::run(client.clone(), pods.clone());
     let claims = volumes::run(client.clone(), pods.clone());
@@ -251,6 +255,7 @@ pub fn run(
             _ = budgets => {}
             _ = claims => {}
             _ = roles => {}
+            _ = csrs => {}
             _ = stop.cancelled() => {}
         }
     });

@@ -4,7 +4,9 @@
 //! - a Pod's `priorityClassName` becomes its `priority` and `preemptionPolicy` (a class that
 //!   does not exist is refused with 403); a pod naming none gets the global default class's;
 //! - an Ingress without a class gets the default IngressClass;
-//! - a PersistentVolumeClaim without `storageClassName` gets the default StorageClass.
+//! - a PersistentVolumeClaim without `storageClassName` gets the default StorageClass;
+//! - a CertificateSigningRequest records who asked (`spec.username`, `uid`, `groups`, `extra`:
+//!   the request's user, whatever the body says), as its Kubernetes strategy does.
 
 use serde_json::{json, Value};
 
@@ -50,6 +52,25 @@ pub(super) async fn admit(state: &AppState, rt: &ResourceType, obj: &mut Value) 
                 .await?
                 {
                     obj["spec"]["storageClassName"] = json!(class);
+                }
+            }
+            Ok(())
+        }
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            if let Ok(user) = crate::api::REQUEST_USER.try_with(Clone::clone) {
+                let spec = &mut obj["spec"];
+                spec["username"] = json!(user.name);
+                spec["groups"] = json!(user.groups);
+                for (field, value) in [("uid", json!(user.uid)), ("extra", json!(user.extra))] {
+                    let empty = value.as_str() == Some("")
+                        || value.as_object().is_some_and(|m| m.is_empty());
+                    if empty {
+                        if let Some(m) = spec.as_object_mut() {
+                            m.remove(field);
+                        }
+                    } else {
+                        spec[field] = value;
+                    }
                 }
             }
             Ok(())

@@ -16,6 +16,7 @@ mod escalation;
 pub(crate) mod eviction;
 pub(crate) mod rules;
 mod scale;
+mod signers;
 
 pub(crate) use allocation::repair as repair_claims;
 pub(crate) use binding::bind;
@@ -481,7 +482,9 @@ async fn write_update(
     if !causes.is_empty() {
         return Err(invalid(rt, &new, causes));
     }
-    if !status_only {
+    if status_only {
+        signers::check(state, rt, old, &new).await?;
+    } else {
         escalation::check(state, rt, ns, Some(old), &new).await?;
     }
     let old_claims = rt.strategy.claims(old);

@@ -1,6 +1,6 @@
 //! CertificateSigningRequests (certificates.k8s.io/v1): a PEM certificate request, a signer
 //! name, known key usages, a spec that never changes, approval and status through their
-//! subresources, and the `kubectl get csr` columns. Signing is issue 24's.
+//! subresources, and the `kubectl get csr` columns. Signing is `controllers::csrsigning`.
 
 use base64::Engine as _;
 use serde_json::{json, Value};

@@ -1,0 +1,317 @@
+//! CertificateSigningRequest signing, as kube-controller-manager's csrsigning controller does it
+//! for the `kubernetes.io/kube-apiserver-client` signer: an approved, not denied or failed request
+//! for that signer gets a client certificate signed by the cluster CA (the request's subject, so
+//! CN is the user and each O a group; usages only `client auth`, `digital signature`,
+//! `key encipherment`; valid for `spec.expirationSeconds`, at most a year, backdated five minutes
+//! for clock skew). A request that cannot be signed gets a `Failed` condition that says why.
+//! [`decide`] is pure.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use super::ControllerError;
+
+/// The signer skiff signs for.
+pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+
+/// Longest validity of a signed certificate (kube-controller-manager's default
+/// `--cluster-signing-duration`).
+pub const MAX_DURATION_SECONDS: i64 = 365 * 24 * 3600;
+
+const ALLOWED_USAGES: &[&str] = &["client auth", "digital signature", "key encipherment"];
+
+struct Ctx {
+    client: kube::Client,
+    ca_pem: String,
+    ca_key_pem: String,
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not ours, not approved, or already decided.
+    Skip,
+    /// Sign it, valid for this many seconds.
+    Sign(i64),
+    /// Mark it failed with this message.
+    Fail(String),
+}
+
+/// What a request needs, from its spec and status alone.
+pub fn decide(csr: &CertificateSigningRequest) -> Decision {
+    if csr.spec.signer_name != CLIENT_SIGNER {
+        return Decision::Skip;
+    }
+    let status = csr.status.as_ref();
+    if status
+        .and_then(|s| s.certificate.as_ref())
+        .is_some_and(|c| !c.0.is_empty())
+    {
+        return Decision::Skip;
+    }
+    let has = |t: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == t && c.status != "False")
+    };
+    if !has("Approved") || has("Denied") || has("Failed") {
+        return Decision::Skip;
+    }
+    let usages = csr.spec.usages.clone().unwrap_or_default();
+    if let Some(bad) = usages
+        .iter()
+        .find(|u| !ALLOWED_USAGES.contains(&u.as_str()))
+    {
+        return Decision::Fail(format!("invalid usage for client certificate: {bad}"));
+    }
+    if !usages.iter().any(|u| u == "client auth") {
+        return Decision::Fail("missing required usages: client auth".into());
+    }
+    let seconds = csr
+        .spec
+        .expiration_seconds
+        .map_or(MAX_DURATION_SECONDS, i64::from)
+        .clamp(600, MAX_DURATION_SECONDS);
+    Decision::Sign(seconds)
+}
+
+/// A client certificate (PEM) for the PEM certificate request `request`, signed by the CA.
+pub fn sign(
+    request_pem: &str,
+    seconds: i64,
+    ca_pem: &str,
+    ca_key_pem: &str,
+) -> Result<String, String> {
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
+        .map_err(|e| format!("the request could not be parsed or verified: {e}"))?;
+    let cn = csr
+        .params
+        .distinguished_name
+        .get(&rcgen::DnType::CommonName)
+        .is_some();
+    if !cn {
+        return Err("the request's subject has no common name (the user name)".into());
+    }
+    let p = &mut csr.params;
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.subject_alt_names.clear();
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + time::Duration::seconds(seconds);
+    let mut serial = [0u8; 16];
+    serial.iter_mut().for_each(|b| *b = rand::random());
+    serial[0] &= 0x7f;
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    let ca_key = rcgen::KeyPair::from_pem(ca_key_pem).map_err(|e| e.to_string())?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(|e| e.to_string())?;
+    let cert = csr.signed_by(&issuer).map_err(|e| e.to_string())?;
+    Ok(cert.pem())
+}
+
+/// Run the controller until its stream ends.
+pub async fn run(client: kube::Client, ca_pem: String, ca_key_pem: String) {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        ca_pem,
+        ca_key_pem,
+    });
+    Controller::new(
+        Api::<CertificateSigningRequest>::all(client),
+        watcher::Config::default(),
+    )
+    .run(reconcile, super::retry, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+async fn reconcile(
+    csr: Arc<CertificateSigningRequest>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, ControllerError> {
+    let Some(name) = csr.metadata.name.clone() else {
+        return Ok(Action::await_change());
+    };
+    let api: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let failed = |reason: &str, message: &str| {
+        let mut conditions = csr
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        conditions.push(
+            k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+                last_update_time: None,
+                last_transition_time: None,
+            },
+        );
+        let mut conditions = serde_json::to_value(conditions).unwrap_or(json!([]));
+        if let Some(last) = conditions.as_array_mut().and_then(|c| c.last_mut()) {
+            last["lastUpdateTime"] = json!(now);
+            last["lastTransitionTime"] = json!(now);
+        }
+        json!({"status": {"conditions": conditions}})
+    };
+    let patch = match decide(&csr) {
+        Decision::Skip => return Ok(Action::await_change()),
+        Decision::Fail(message) => failed("SignerValidationFailure", &message),
+        Decision::Sign(seconds) => {
+            let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
+            match sign(&pem, seconds, &ctx.ca_pem, &ctx.ca_key_pem) {
+                Ok(cert) => json!({"status": {"certificate":
+                    base64::engine::general_purpose::STANDARD.encode(cert)}}),
+                Err(message) => failed("SignerValidationFailure", &message),
+            }
+        }
+    };
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+        CertificateSigningRequestStatus,
+    };
+    use k8s_openapi::ByteString;
+
+    fn csr(
+        signer: &str,
+        usages: &[&str],
+        conditions: &[&str],
+        issued: bool,
+    ) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            spec: CertificateSigningRequestSpec {
+                signer_name: signer.into(),
+                usages: Some(usages.iter().map(|s| s.to_string()).collect()),
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            status: Some(CertificateSigningRequestStatus {
+                certificate: issued.then(|| ByteString(b"x".to_vec())),
+                conditions: Some(
+                    conditions
+                        .iter()
+                        .map(|t| CertificateSigningRequestCondition {
+                            type_: t.to_string(),
+                            status: "True".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn signing_decisions() {
+        let client = &["client auth", "digital signature"][..];
+        let cases = [
+            (
+                csr(CLIENT_SIGNER, client, &["Approved"], false),
+                Decision::Sign(3600),
+            ),
+            (csr(CLIENT_SIGNER, client, &[], false), Decision::Skip),
+            (
+                csr(CLIENT_SIGNER, client, &["Approved", "Denied"], false),
+                Decision::Skip,
+            ),
+            (
+                csr(CLIENT_SIGNER, client, &["Approved", "Failed"], false),
+                Decision::Skip,
+            ),
+            (
+                csr(CLIENT_SIGNER, client, &["Approved"], true),
+                Decision::Skip,
+            ),
+            (
+                csr("example.com/other", client, &["Approved"], false),
+                Decision::Skip,
+            ),
+            (
+                csr(
+                    CLIENT_SIGNER,
+                    &["client auth", "server auth"],
+                    &["Approved"],
+                    false,
+                ),
+                Decision::Fail("invalid usage for client certificate: server auth".into()),
+            ),
+            (
+                csr(CLIENT_SIGNER, &["digital signature"], &["Approved"], false),
+                Decision::Fail("missing required usages: client auth".into()),
+            ),
+        ];
+        for (c, want) in cases {
+            assert_eq!(decide(&c), want, "{:?}", c.spec.usages);
+        }
+    }
+
+    #[test]
+    fn a_signed_request_is_a_client_certificate_of_its_subject() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "test-ca");
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut req = rcgen::CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        req.distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        req.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "devs");
+        req.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let request = req.serialize_request(&key).unwrap().pem().unwrap();
+        let cert = sign(&request, 3600, &ca_pem, &ca_key.serialize_pem()).unwrap();
+        let der = rustls_pemfile::certs(&mut cert.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let cn = parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
+        assert_eq!(cn, "alice");
+        assert!(!parsed.is_ca(), "a request cannot make itself a CA");
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        assert!(parsed.subject_alternative_name().unwrap().is_none());
+        let life =
+            parsed.validity().not_after.timestamp() - parsed.validity().not_before.timestamp();
+        assert_eq!(life, 3600 + 300);
+        // A request whose signature does not verify is refused.
+        let tampered = request.replace('A', "B");
+        assert!(sign(&tampered, 3600, &ca_pem, &ca_key.serialize_pem()).is_err());
+    }
+}
