@@ -98,6 +98,15 @@ impl RawApi {
         })
     }
 
+    /// The same client with another bearer token.
+    pub(crate) fn with_token(&self, token: &str) -> RawApi {
+        RawApi {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: token.to_string(),
+        }
+    }
+
     /// Send `body` and read the whole answer; anything but `expect` is an error.
     pub(crate) async fn send(
         &self,
@@ -213,11 +222,91 @@ fn rate(name: &str, n: usize, wall: Duration) {
 }
 
 /// `skiff bench api`.
+/// Make `n` RoleBindings in `ns` (of `view` to other users) and, if `as_tenant`, a
+/// ServiceAccount bound to `edit` there; the client to write with (the tenant's token, or the
+/// admin's).
+async fn tenant(admin: &RawApi, ns: &str, n: usize, as_tenant: bool) -> Result<RawApi> {
+    let json = "application/json";
+    let binding = |name: &str, subject: serde_json::Value, role: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": ns},
+            "subjects": [subject],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        }))
+    };
+    let path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings");
+    for i in 0..n {
+        let subject = serde_json::json!({"kind": "User", "name": format!("user-{i}"),
+            "apiGroup": "rbac.authorization.k8s.io"});
+        admin
+            .send(
+                reqwest::Method::POST,
+                &path,
+                json,
+                binding(&format!("other-{i}"), subject, "view")?,
+                201,
+            )
+            .await?;
+    }
+    if !as_tenant {
+        return Ok(admin.clone());
+    }
+    let sa = serde_json::to_vec(&serde_json::json!({"metadata": {"name": "bench-tenant"}}))?;
+    admin
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+            json,
+            sa,
+            201,
+        )
+        .await?;
+    let subject =
+        serde_json::json!({"kind": "ServiceAccount", "name": "bench-tenant", "namespace": ns});
+    admin
+        .send(
+            reqwest::Method::POST,
+            &path,
+            json,
+            binding("bench-tenant-edit", subject, "edit")?,
+            201,
+        )
+        .await?;
+    let request = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}))?;
+    let (status, body) = admin
+        .exchange(
+            reqwest::Method::POST,
+            &format!("/api/v1/namespaces/{ns}/serviceaccounts/bench-tenant/token"),
+            json,
+            request,
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "token request answered {status}");
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let token = answer["status"]["token"]
+        .as_str()
+        .context("no token in the TokenRequest answer")?;
+    Ok(admin.with_token(token))
+}
+
+/// Who sends the create and update load of `bench api`.
+pub struct Writer {
+    /// A ServiceAccount bound to `edit` in the bench namespace instead of the admin (whose
+    /// `system:masters` membership skips RBAC): every request is then authorized by RBAC.
+    pub tenant: bool,
+    /// RoleBindings (to other subjects) created in the bench namespace first, so each decision
+    /// walks them.
+    pub role_bindings: usize,
+}
+
 pub async fn api(
     kubeconfig: &Path,
     writes: usize,
     levels: &[usize],
     list_pods: usize,
+    writer: Writer,
 ) -> Result<()> {
     use futures::{StreamExt, TryStreamExt};
     use k8s_openapi::api::core::v1::Namespace;
@@ -232,9 +321,12 @@ pub async fn api(
         )
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
-    let raw = RawApi::from_kubeconfig(kubeconfig)?;
+    let mut raw = RawApi::from_kubeconfig(kubeconfig)?;
     let pods_path = format!("/api/v1/namespaces/{ns_name}/pods");
     let result = async {
+        if writer.tenant || writer.role_bindings > 0 {
+            raw = tenant(&raw, &ns_name, writer.role_bindings, writer.tenant).await?;
+        }
         for &c in levels {
             let (api, path) = (raw.clone(), pods_path.clone());
             let (lat, wall) = concurrent(writes, c, move |i| {

@@ -235,6 +235,13 @@ enum BenchCommand {
         /// Pods to create for the LIST benchmark.
         #[arg(long, default_value_t = 10000)]
         list_pods: usize,
+        /// Write as a ServiceAccount bound to `edit` (every request authorized by RBAC) instead
+        /// of the admin (`system:masters`, which skips RBAC).
+        #[arg(long)]
+        tenant: bool,
+        /// RoleBindings to other users to create in the bench namespace first.
+        #[arg(long, default_value_t = 0)]
+        role_bindings: usize,
     },
     /// Pods: create N long-running pods at a steady rate and time create → Running as a watch
     /// sees it, report the node's RSS per running pod (with --pid), delete them all; then the
@@ -461,6 +468,7 @@ async fn main() -> Result<()> {
                 log_rotation: settings.log_rotation,
                 gateway_port: settings.gateway_port,
                 client: None,
+                identity: None,
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
@@ -514,8 +522,16 @@ async fn main() -> Result<()> {
                     writes,
                     clients,
                     list_pods,
+                    tenant,
+                    role_bindings,
                 },
-        } => bench::api(&kubeconfig, writes, &clients, list_pods).await,
+        } => {
+            let writer = bench::Writer {
+                tenant,
+                role_bindings,
+            };
+            bench::api(&kubeconfig, writes, &clients, list_pods, writer).await
+        }
         Command::Bench {
             which:
                 BenchCommand::Pods {
@@ -607,7 +623,18 @@ async fn server(
             reserved: settings.reserved,
             log_rotation: settings.log_rotation,
             gateway_port: settings.gateway_port,
-            client: Some(running.loopback_client(&running.node_token)?),
+            // In process: the loopback client acting as the node, and a certificate for
+            // `system:node:NAME` issued by the server (for module downloads), as a joined node
+            // gets through its signing request.
+            client: Some(
+                running.loopback_client_as(&skiff_control_plane::auth::authn::node_user(&name))?,
+            ),
+            identity: Some({
+                let (cert_pem, key_pem) = running
+                    .node_credential(&name)
+                    .context("issuing the embedded node's certificate")?;
+                skiff_node::credential::Credential { cert_pem, key_pem }
+            }),
         };
         let node_stop = stop.clone();
         node = Some(tokio::spawn(async move {

@@ -48,6 +48,21 @@ impl ApiEndpoint {
     pub fn client(&self) -> Result<kube::Client, ClientError> {
         Ok(kube::Client::try_from(self.kube_config()?)?)
     }
+
+    /// A kube-rs client that authenticates with a client certificate (PEM) instead of the token.
+    pub fn client_with_certificate(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<kube::Client, ClientError> {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let mut config = self.kube_config()?;
+        config.auth_info.token = None;
+        config.auth_info.client_certificate_data = Some(b64(cert_pem));
+        config.auth_info.client_key_data = Some(SecretString::from(b64(key_pem)));
+        Ok(kube::Client::try_from(config)?)
+    }
 }
 
 /// Decode every `CERTIFICATE` block of a PEM text into DER.

@@ -16,6 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::authn::{self, Authenticator};
 use crate::auth::authorizer::Authorizer;
 use crate::auth::defaults;
+use crate::auth::rbac::UserInfo;
 use crate::modules::ModuleStore;
 use crate::pki::{self, Pki};
 use crate::store::{Store, StoreConfig};
@@ -74,6 +75,8 @@ pub struct RunningServer {
     pub kubeconfig: PathBuf,
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
+    /// The CA's key (signs the embedded node's certificate).
+    ca_key_pem: String,
     /// Ends when the listener has stopped.
     pub serving: tokio::task::JoinHandle<()>,
     router: axum::Router,
@@ -84,6 +87,32 @@ impl RunningServer {
     /// requests straight into the API router (see [`loopback`]).
     pub fn loopback_client(&self, token: &str) -> Result<kube::Client, ServerError> {
         loopback(self.router.clone(), token)
+    }
+
+    /// A loopback client for an in-process component that acts as `user`, as a client
+    /// certificate for it would (the embedded node).
+    pub fn loopback_client_as(&self, user: &UserInfo) -> Result<kube::Client, ServerError> {
+        let cert = api::ClientCertUser(user.clone());
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |req: axum::http::Request<kube::client::Body>| {
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(cert.clone());
+                axum::http::Request::from_parts(parts, axum::body::Body::new(body))
+            })
+            .service(self.router.clone());
+        Ok(kube::Client::new(service, "default"))
+    }
+
+    /// A client certificate and key (PEM) for node `name` (`system:node:NAME` in
+    /// `system:nodes`), signed by the cluster CA: the embedded node's credential.
+    pub fn node_credential(&self, name: &str) -> Result<(String, String), ServerError> {
+        Ok(pki::issue_client(
+            &self.ca_pem,
+            &self.ca_key_pem,
+            &format!("system:node:{name}"),
+            &["system:nodes"],
+            365,
+        )?)
     }
 }
 
@@ -147,13 +176,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 pki.admin_token.clone(),
                 authn::user("system:admin", &[crate::auth::rbac::MASTERS]),
             ),
-            // The join token is shared by every node and still allowed everything until
-            // nodes get credentials of their own.
+            // The join token, shared by every node, only lets a node ask for its own
+            // certificate (as a kubeadm bootstrap token).
             (
                 pki.node_token.to_string(),
                 authn::user(
-                    "system:skiff:node-join-token",
-                    &["system:nodes", crate::auth::rbac::MASTERS],
+                    "system:bootstrap:node-join-token",
+                    &["system:bootstrappers"],
                 ),
             ),
             (
@@ -224,6 +253,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         shutdown,
         serving,
         router,
+        ca_key_pem: pki.ca_key_pem,
     })
 }
 

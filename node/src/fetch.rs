@@ -58,12 +58,12 @@ pub struct Fetched {
     pub cached: bool,
 }
 
-/// Fetches modules from the control plane with the node's credentials.
+/// Fetches modules from the control plane with the node's credentials (the client certificate
+/// its HTTP client presents).
 #[derive(Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
     server: String,
-    token: String,
     cache: PathBuf,
     /// What each tag named when this node last resolved it (also kept on disk under
     /// `tags/`, so `IfNotPresent` survives an agent restart).
@@ -76,18 +76,12 @@ struct Descriptor {
 }
 
 impl Fetcher {
-    /// A fetcher against `server` with its own blob cache in `cache`.
-    pub fn new(
-        http: reqwest::Client,
-        server: &str,
-        token: &str,
-        cache: &Path,
-    ) -> Result<Self, FetchError> {
+    /// A fetcher against `server` with its own blob cache in `cache`; `http` authenticates.
+    pub fn new(http: reqwest::Client, server: &str, cache: &Path) -> Result<Self, FetchError> {
         std::fs::create_dir_all(cache.join(TAGS))?;
         Ok(Fetcher {
             http,
             server: server.trim_end_matches('/').to_string(),
-            token: token.to_string(),
             cache: cache.to_path_buf(),
             tags: Arc::default(),
         })
@@ -214,12 +208,11 @@ impl Fetcher {
         }
     }
 
-    /// GET with the node's token; 404 means the module (`what`) is not there.
+    /// GET as the node; 404 means the module (`what`) is not there.
     async fn get(&self, url: &str, what: &str) -> Result<reqwest::Response, FetchError> {
         let resp = self
             .http
             .get(url)
-            .bearer_auth(&self.token)
             .send()
             .await
             .map_err(|e| FetchError::Http(what.into(), e.to_string()))?;

@@ -6,6 +6,7 @@
 //! plane's internals); a failing workload is reported in its pod's status, never a crash of the agent.
 
 pub mod agent;
+pub mod credential;
 pub mod egress;
 pub mod fetch;
 pub mod gateway;
@@ -87,9 +88,12 @@ pub struct NodeConfig {
     pub log_rotation: logs::Rotation,
     /// Port of the node's HTTP gateway on the node's address (0: any free port).
     pub gateway_port: u16,
-    /// An API client to use instead of one built from `server` and `token` (the embedded node
-    /// of `skiff server` gets the control plane's loopback client).
+    /// An API client to use instead of one built from `server` and the node's certificate (the
+    /// embedded node of `skiff server` gets the control plane's loopback client).
     pub client: Option<kube::Client>,
+    /// The node's client certificate, when it already has one (the embedded node's is issued
+    /// by its server); otherwise it is obtained with the join token ([`credential`]).
+    pub identity: Option<credential::Credential>,
 }
 
 /// What every part of a running agent shares.
@@ -225,12 +229,38 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         ca_pem: ca.clone(),
         token: config.token.clone(),
     };
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    // Pods' directories hold their Secret volumes and logs, and the node's credential is here:
+    // the node's own only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
+    }
+    // The join token only obtains the node's own certificate; everything after acts with it.
+    let identity = match &config.identity {
+        Some(c) => c.clone(),
+        None => {
+            credential::obtain(
+                &endpoint,
+                &config.name,
+                &config.data_dir.join("credentials"),
+            )
+            .await?
+        }
+    };
     let client = match config.client.clone() {
         Some(c) => c,
-        None => endpoint.client()?,
+        None => endpoint.client_with_certificate(&identity.cert_pem, &identity.key_pem)?,
     };
+    let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
     let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
+        .identity(
+            reqwest::Identity::from_pem(pem.as_bytes())
+                .map_err(|e| NodeError::Io(format!("the node's certificate: {e}")))?,
+        )
         .tls_built_in_root_certs(false);
     for der in skiff_common::client::pem_to_der(&ca) {
         let cert =
@@ -238,21 +268,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         http = http.add_root_certificate(cert);
     }
     let http = http.build().map_err(|e| NodeError::Ca(e.to_string()))?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
-    // Pods' directories hold their Secret volumes and logs: the node's own only.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
-    }
     let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
-    let fetcher = fetch::Fetcher::new(
-        http,
-        &config.server,
-        &config.token,
-        &config.data_dir.join("modules"),
-    )?;
+    let fetcher = fetch::Fetcher::new(http, &config.server, &config.data_dir.join("modules"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| NodeError::Io(format!("listening on {}: {e}", config.listen)))?;

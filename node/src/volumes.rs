@@ -67,60 +67,11 @@ pub struct Sources {
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
 }
 
-/// Names of the ConfigMaps and Secrets the pod refers to (env, envFrom, volumes, projections).
-pub fn referenced(pod: &Pod) -> (HashSet<String>, HashSet<String>) {
-    let (mut cms, mut secrets) = (HashSet::new(), HashSet::new());
-    let Some(spec) = pod.spec.as_ref() else {
-        return (cms, secrets);
-    };
-    let containers = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten());
-    for c in containers {
-        for e in c.env.iter().flatten() {
-            if let Some(src) = &e.value_from {
-                if let Some(r) = &src.config_map_key_ref {
-                    cms.insert(r.name.clone());
-                }
-                if let Some(r) = &src.secret_key_ref {
-                    secrets.insert(r.name.clone());
-                }
-            }
-        }
-        for f in c.env_from.iter().flatten() {
-            if let Some(r) = &f.config_map_ref {
-                cms.insert(r.name.clone());
-            }
-            if let Some(r) = &f.secret_ref {
-                secrets.insert(r.name.clone());
-            }
-        }
-    }
-    for v in spec.volumes.iter().flatten() {
-        if let Some(c) = &v.config_map {
-            cms.insert(c.name.clone());
-        }
-        if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
-            secrets.insert(s);
-        }
-        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-            if let Some(c) = &p.config_map {
-                cms.insert(c.name.clone());
-            }
-            if let Some(s) = &p.secret {
-                secrets.insert(s.name.clone());
-            }
-        }
-    }
-    (cms, secrets)
-}
-
 impl Sources {
     /// Read what the pod refers to from the API.
     pub async fn fetch(client: &kube::Client, pod: &Pod) -> Result<Self, VolumeError> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let (cm_names, secret_names) = referenced(pod);
+        let (cm_names, secret_names) = skiff_common::podrefs::referenced(pod);
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
         Ok(Sources {

@@ -713,3 +713,163 @@ roleRef: {kind: ClusterRole, name: csr-approval-writer, apiGroup: rbac.authoriza
         "{err}"
     );
 }
+
+/// A joined node gets its own certificate through a signing request that the join token may
+/// only make, and with it may touch only what is its own (NodeRestriction), and read only the
+/// Secrets its pods refer to (the node authorizer).
+#[test]
+fn a_node_credential_is_confined() {
+    let mut c = Cluster::start(&["--no-node"]);
+    c.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: mine, namespace: team-a}
+stringData: {k: v}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: theirs, namespace: team-a}
+stringData: {k: v}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: other}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: here, namespace: team-a}
+spec:
+  nodeName: worker
+  containers:
+  - name: main
+    image: hello:latest
+    env:
+    - name: K
+      valueFrom: {secretKeyRef: {name: mine, key: k}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: there, namespace: team-a}
+spec:
+  nodeName: other
+  containers:
+  - name: main
+    image: hello:latest
+    env:
+    - name: K
+      valueFrom: {secretKeyRef: {name: theirs, key: k}}
+"#,
+    );
+    // The join token alone: it may ask for a node certificate and nothing else.
+    let token = std::fs::read_to_string(c.data().join("node-token")).expect("join token");
+    let joiner = token_kubeconfig(&c, "joiner", &token);
+    assert_eq!(
+        run(
+            &c,
+            &joiner,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}"
+            ]
+        )
+        .expect("whoami"),
+        "system:bootstrap:node-join-token"
+    );
+    for args in [
+        vec!["get", "secret", "mine", "-n", "team-a"],
+        vec!["get", "pods", "-A"],
+        vec!["get", "nodes"],
+    ] {
+        let err = run(&c, &joiner, &args).expect_err("the join token is no credential");
+        assert!(err.contains("forbidden"), "{args:?}: {err}");
+    }
+
+    c.join_node("worker");
+    let creds = c.dir.path().join("worker").join("credentials");
+    crate::harness::eventually("the node's certificate is issued", crate::T, || {
+        creds.join("node.crt").exists().then_some(())
+    });
+    let csr = c.kubectl_ok(&["get", "csr"]);
+    assert!(
+        csr.lines().any(
+            |l| l.contains("kubernetes.io/kube-apiserver-client-kubelet")
+                && l.contains("system:bootstrap:node-join-token")
+                && l.contains("Approved,Issued")
+        ),
+        "{csr}"
+    );
+    c.wait_for(&["node", "worker"], "{.metadata.name}", "worker", crate::T);
+    let node = c.kubeconfig_for(
+        "worker",
+        &format!(
+            "client-certificate: {}\nclient-key: {}",
+            creds.join("node.crt").display(),
+            creds.join("node.key").display()
+        ),
+    );
+    assert_eq!(
+        run(
+            &c,
+            &node,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"
+            ]
+        )
+        .expect("whoami"),
+        r#"system:node:worker ["system:nodes","system:authenticated"]"#
+    );
+    // What is its own, or what its pods need.
+    run(&c, &node, &["get", "secret", "mine", "-n", "team-a"]).expect("its pod's secret");
+    run(&c, &node, &["get", "pods", "-A"]).expect("pods");
+    run(&c, &node, &["label", "node", "worker", "rack=r1"]).expect("its own node");
+    // Nothing else.
+    let denied = [
+        (
+            vec!["get", "secret", "theirs", "-n", "team-a"],
+            r#"secrets "theirs" is forbidden: User "system:node:worker" cannot get resource "secrets""#,
+        ),
+        (
+            vec!["get", "secrets", "-n", "team-a"],
+            r#"cannot list resource "secrets""#,
+        ),
+        (
+            vec!["delete", "pod", "there", "-n", "team-a"],
+            r#"node "worker" can only delete pod team-a/there if it is bound to it"#,
+        ),
+        (
+            vec!["label", "node", "other", "rack=r2"],
+            r#"node "worker" is not allowed to modify node "other""#,
+        ),
+        (
+            vec!["run", "x", "-n", "team-a", "--image=hello:latest"],
+            r#"User "system:node:worker" cannot create resource "pods""#,
+        ),
+        (vec!["get", "configmaps", "-A"], "forbidden"),
+    ];
+    for (args, want) in denied {
+        let err = run(&c, &node, &args).expect_err("confined");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // The secret becomes readable when a pod bound to the node refers to it, and stops being
+    // readable when that pod is gone.
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        "here",
+        "-n",
+        "team-a",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let err = run(&c, &node, &["get", "secret", "mine", "-n", "team-a"]).expect_err("no pod");
+    assert!(err.contains("forbidden"), "{err}");
+}

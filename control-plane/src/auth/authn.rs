@@ -7,7 +7,9 @@
 //! Invariants: a failure says nothing about why (the caller answers a plain 401); token
 //! comparison is constant-time; a token is never logged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -23,18 +25,34 @@ const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 const EXTRA_CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
 
+/// How long a verified ServiceAccount token's signature stays trusted without checking it again
+/// (kube-apiserver caches token authentication for 10 s too). Expiry, and the ServiceAccount's
+/// and pod's existence, are checked on every request regardless.
+const VERIFIED_TTL: Duration = Duration::from_secs(10);
+/// Most tokens remembered as verified (the memory is cleared when full).
+const VERIFIED_MAX: usize = 4096;
+
+/// A token's claims and when its signature was checked.
+type Verified = (Arc<satoken::Claims>, Instant);
+
 /// Maps credentials to users.
 pub struct Authenticator {
     /// Token → user (a handful: admin, join token, components).
     tokens: Vec<(String, UserInfo)>,
     /// Signs and verifies ServiceAccount tokens.
     pub signer: Signer,
+    /// SHA-256 of a token for the API's audience → its claims and when they were verified.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 impl Authenticator {
     /// An authenticator for `tokens` and ServiceAccount tokens of `signer`.
     pub fn new(tokens: Vec<(String, UserInfo)>, signer: Signer) -> Authenticator {
-        Authenticator { tokens, signer }
+        Authenticator {
+            tokens,
+            signer,
+            verified: Mutex::default(),
+        }
     }
 
     /// The user a bearer token names, if any.
@@ -62,14 +80,47 @@ impl Authenticator {
         if token.split('.').count() != 3 {
             return None;
         }
-        let claims = match self.signer.verify(token, audiences) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "service account token refused");
-                return None;
-            }
+        let claims = if audiences == [satoken::ISSUER] {
+            self.verified_for_api(token)?
+        } else {
+            Arc::new(self.verify(token, audiences)?)
         };
         service_account_user(&claims, store).await
+    }
+
+    fn verify(&self, token: &str, audiences: &[&str]) -> Option<satoken::Claims> {
+        match self.signer.verify(token, audiences) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::debug!(error = %e, "service account token refused");
+                None
+            }
+        }
+    }
+
+    /// The claims of a token for the API's own audience, verified at most [`VERIFIED_TTL`] ago
+    /// and not expired now.
+    fn verified_for_api(&self, token: &str) -> Option<Arc<satoken::Claims>> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = Instant::now();
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+            .filter(|(_, at)| now.duration_since(*at) < VERIFIED_TTL);
+        if let Some((claims, _)) = remembered {
+            return (claims.exp > jiff::Timestamp::now().as_second()).then_some(claims);
+        }
+        let claims = Arc::new(self.verify(token, &[satoken::ISSUER])?);
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= VERIFIED_MAX {
+                m.clear();
+            }
+            m.insert(key, (claims.clone(), now));
+        }
+        Some(claims)
     }
 }
 
@@ -130,6 +181,11 @@ pub fn certificate_user(cn: &str, orgs: &[String]) -> Option<UserInfo> {
         groups,
         ..Default::default()
     })
+}
+
+/// The user of node `name`: `system:node:NAME` in `system:nodes`.
+pub fn node_user(name: &str) -> UserInfo {
+    user(&format!("system:node:{name}"), &["system:nodes"])
 }
 
 /// A user with `name` in `groups` (and `system:authenticated`).

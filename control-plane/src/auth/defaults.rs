@@ -277,6 +277,34 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        role("system:node", bootstrapping.clone(), node_rules()),
+        role(
+            "system:node-bootstrapper",
+            bootstrapping.clone(),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
+        role(
+            NODE_CLIENT,
+            bootstrapping.clone(),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+                &["create"],
+            )],
+        ),
+        role(
+            SELF_NODE_CLIENT,
+            bootstrapping.clone(),
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+                &["create"],
+            )],
+        ),
         role(
             "system:kube-scheduler",
             bootstrapping.clone(),
@@ -295,6 +323,49 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["get"],
             )],
         ),
+    ]
+}
+
+/// Who may ask for a node's first client certificate with the join token.
+pub const NODE_CLIENT: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
+/// Who may renew its own node client certificate.
+pub const SELF_NODE_CLIENT: &str =
+    "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
+
+/// What any node may do by RBAC; NodeRestriction (`api::registry::noderestriction`) narrows
+/// writes to the node's own objects, and the node authorizer (`auth::authorizer`) lets it read
+/// the Secrets and ConfigMaps its pods refer to, and no others.
+fn node_rules() -> Vec<Value> {
+    vec![
+        rule(
+            &[""],
+            &["nodes"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
+        ),
+        rule(&[""], &["nodes/status"], &["patch", "update"]),
+        rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(&[""], &["services", "endpoints"], READ),
+        rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        rule(
+            &["networking.k8s.io"],
+            &["ingresses", "networkpolicies"],
+            READ,
+        ),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &[READ, &["create", "update", "patch", "delete"]].concat(),
+        ),
+        rule(&["", "events.k8s.io"], &["events"], EVENTS),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            &["create", "get", "list", "watch"],
+        ),
+        urls(&["/skiff/v1/modules/*", "/skiff/v1/blobs/*"], &["get"]),
     ]
 }
 
@@ -426,8 +497,21 @@ fn controller_manager_rules() -> Vec<Value> {
             &["certificatesigningrequests/status"],
             &["patch", "update"],
         ),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests/approval"],
+            &["patch", "update"],
+        ),
         json!({"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
-            "resourceNames": [crate::controllers::csrsigning::CLIENT_SIGNER], "verbs": ["sign"]}),
+            "resourceNames": [crate::controllers::csrsigning::CLIENT_SIGNER,
+                crate::controllers::csrsigning::KUBELET_SIGNER], "verbs": ["sign"]}),
+        json!({"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+            "resourceNames": [crate::controllers::csrsigning::KUBELET_SIGNER], "verbs": ["approve"]}),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
         rule(&["", "events.k8s.io"], &["events"], EVENTS),
     ]
 }
@@ -453,6 +537,10 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         bind_subjects(SCHEDULER, "User", &[SCHEDULER]),
         bind_subjects(CONTROLLER_MANAGER, "User", &[CONTROLLER_MANAGER]),
         bind("cluster-admin", &["system:masters"]),
+        bind("system:node", &["system:nodes"]),
+        bind("system:node-bootstrapper", &["system:bootstrappers"]),
+        bind(NODE_CLIENT, &["system:bootstrappers"]),
+        bind(SELF_NODE_CLIENT, &["system:nodes"]),
         bind("system:basic-user", &["system:authenticated"]),
         bind("system:discovery", &["system:authenticated"]),
         bind(

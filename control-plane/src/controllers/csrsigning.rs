@@ -1,7 +1,9 @@
 //! CertificateSigningRequest signing, as kube-controller-manager's csrsigning controller does it
-//! for the `kubernetes.io/kube-apiserver-client` signer: an approved, not denied or failed request
-//! for that signer gets a client certificate signed by the cluster CA (the request's subject, so
-//! CN is the user and each O a group; usages only `client auth`, `digital signature`,
+//! for the `kubernetes.io/kube-apiserver-client` and `kubernetes.io/kube-apiserver-client-kubelet`
+//! signers: an approved, not denied or failed request for one of them gets a client certificate
+//! signed by the cluster CA (the request's subject, so CN is the user and each O a group; a
+//! kubelet request must be `system:node:NAME` in exactly `system:nodes`, without alternative
+//! names; usages only `client auth`, `digital signature`,
 //! `key encipherment`; valid for `spec.expirationSeconds`, at most a year, backdated five minutes
 //! for clock skew). A request that cannot be signed gets a `Failed` condition that says why.
 //! [`decide`] is pure.
@@ -18,8 +20,10 @@ use serde_json::json;
 
 use super::ControllerError;
 
-/// The signer skiff signs for.
+/// The signer of users' client certificates.
 pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
+/// The signer of nodes' client certificates.
+pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
 /// Longest validity of a signed certificate (kube-controller-manager's default
 /// `--cluster-signing-duration`).
@@ -46,7 +50,7 @@ pub enum Decision {
 
 /// What a request needs, from its spec and status alone.
 pub fn decide(csr: &CertificateSigningRequest) -> Decision {
-    if csr.spec.signer_name != CLIENT_SIGNER {
+    if csr.spec.signer_name != CLIENT_SIGNER && csr.spec.signer_name != KUBELET_SIGNER {
         return Decision::Skip;
     }
     let status = csr.status.as_ref();
@@ -84,15 +88,58 @@ pub fn decide(csr: &CertificateSigningRequest) -> Decision {
     Decision::Sign(seconds)
 }
 
-/// A client certificate (PEM) for the PEM certificate request `request`, signed by the CA.
+/// The node a kubelet client request is for: CN `system:node:NAME`, O exactly `system:nodes`,
+/// no alternative names (as Kubernetes' `ValidateKubeletClientCSR`).
+pub fn kubelet_node(csr: &rcgen::CertificateSigningRequestParams) -> Result<String, String> {
+    let dn = &csr.params.distinguished_name;
+    let text = |t: &rcgen::DnType| dn.get(t).and_then(dn_text);
+    let cn = text(&rcgen::DnType::CommonName).unwrap_or_default();
+    let node = cn
+        .strip_prefix("system:node:")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            format!("subject common name {cn:?} does not begin with \"system:node:\"")
+        })?;
+    let orgs: Vec<String> = dn
+        .iter()
+        .filter(|(t, _)| **t == rcgen::DnType::OrganizationName)
+        .filter_map(|(_, v)| dn_text(v))
+        .collect();
+    if orgs != ["system:nodes"] {
+        return Err(format!(
+            "subject organization {orgs:?} is not [\"system:nodes\"]"
+        ));
+    }
+    if !csr.params.subject_alt_names.is_empty() {
+        return Err("a node client certificate may not have alternative names".into());
+    }
+    Ok(node.to_string())
+}
+
+fn dn_text(v: &rcgen::DnValue) -> Option<String> {
+    match v {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        rcgen::DnValue::Ia5String(s) => Some(s.as_str().to_string()),
+        rcgen::DnValue::TeletexString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// A client certificate (PEM) for the PEM certificate request `request`, signed by the CA; a
+/// request of the kubelet signer must name a node.
 pub fn sign(
     request_pem: &str,
+    signer: &str,
     seconds: i64,
     ca_pem: &str,
     ca_key_pem: &str,
 ) -> Result<String, String> {
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
         .map_err(|e| format!("the request could not be parsed or verified: {e}"))?;
+    if signer == KUBELET_SIGNER {
+        kubelet_node(&csr)?;
+    }
     let cn = csr
         .params
         .distinguished_name
@@ -178,7 +225,13 @@ async fn reconcile(
         Decision::Fail(message) => failed("SignerValidationFailure", &message),
         Decision::Sign(seconds) => {
             let pem = String::from_utf8_lossy(&csr.spec.request.0).into_owned();
-            match sign(&pem, seconds, &ctx.ca_pem, &ctx.ca_key_pem) {
+            match sign(
+                &pem,
+                &csr.spec.signer_name,
+                seconds,
+                &ctx.ca_pem,
+                &ctx.ca_key_pem,
+            ) {
                 Ok(cert) => json!({"status": {"certificate":
                     base64::engine::general_purpose::STANDARD.encode(cert)}}),
                 Err(message) => failed("SignerValidationFailure", &message),
@@ -289,7 +342,23 @@ mod tests {
             .push(rcgen::DnType::OrganizationName, "devs");
         req.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let request = req.serialize_request(&key).unwrap().pem().unwrap();
-        let cert = sign(&request, 3600, &ca_pem, &ca_key.serialize_pem()).unwrap();
+        let cert = sign(
+            &request,
+            CLIENT_SIGNER,
+            3600,
+            &ca_pem,
+            &ca_key.serialize_pem(),
+        )
+        .unwrap();
+        // Not a node: the kubelet signer refuses it.
+        let err = sign(
+            &request,
+            KUBELET_SIGNER,
+            3600,
+            &ca_pem,
+            &ca_key.serialize_pem(),
+        );
+        assert!(err.unwrap_err().contains("system:node:"));
         let der = rustls_pemfile::certs(&mut cert.as_bytes())
             .next()
             .unwrap()
@@ -312,6 +381,28 @@ mod tests {
         assert_eq!(life, 3600 + 300);
         // A request whose signature does not verify is refused.
         let tampered = request.replace('A', "B");
-        assert!(sign(&tampered, 3600, &ca_pem, &ca_key.serialize_pem()).is_err());
+        assert!(sign(
+            &tampered,
+            CLIENT_SIGNER,
+            3600,
+            &ca_pem,
+            &ca_key.serialize_pem()
+        )
+        .is_err());
+        // A node's request, and one that claims more groups.
+        let node = |orgs: &[&str], sans: Vec<String>| {
+            let mut p = rcgen::CertificateParams::new(sans).unwrap();
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "system:node:n1");
+            for o in orgs {
+                p.distinguished_name
+                    .push(rcgen::DnType::OrganizationName, *o);
+            }
+            let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+            sign(&pem, KUBELET_SIGNER, 3600, &ca_pem, &ca_key.serialize_pem())
+        };
+        assert!(node(&["system:nodes"], vec![]).is_ok());
+        assert!(node(&["system:nodes", "system:masters"], vec![]).is_err());
+        assert!(node(&["system:nodes"], vec!["n1.example".into()]).is_err());
     }
 }

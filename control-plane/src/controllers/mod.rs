@@ -8,6 +8,7 @@
 
 pub mod clusterroles;
 pub mod cronjob;
+pub mod csrapproving;
 pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
@@ -234,6 +235,7 @@ pub fn run(
     let sets = statefulset::run(client.clone(), pods.clone());
     let endpoints = endpoints::run(client.clone(), pods.clone());
     let ingresses = ingress::run(client.clone());
+    let approvals = csrapproving::run(client.clone());
     let csrs = csrsigning::run(client.clone(), config.ca_pem.clone(), config.ca_key_pem);
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let budgets = disruption::run(client.clone(), pods.clone());
@@ -256,6 +258,7 @@ pub fn run(
             _ = claims => {}
             _ = roles => {}
             _ = csrs => {}
+            _ = approvals => {}
             _ = stop.cancelled() => {}
         }
     });

@@ -14,6 +14,7 @@ mod allocation;
 mod binding;
 mod escalation;
 pub(crate) mod eviction;
+pub(crate) mod noderestriction;
 pub(crate) mod rules;
 mod scale;
 mod signers;
@@ -304,6 +305,11 @@ async fn create_named(
         return Err(invalid(rt, &obj, causes));
     }
     escalation::check(state, rt, ns, None, &obj).await?;
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    noderestriction::check(rt, ns, name, None, noderestriction::Op::Create)?;
     if rt.namespaced {
         let ns_rt = resources::find("", "v1", "namespaces")
             .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
@@ -484,8 +490,10 @@ async fn write_update(
     }
     if status_only {
         signers::check(state, rt, old, &new).await?;
+        noderestriction::check(rt, ns, name, Some(old), noderestriction::Op::Status)?;
     } else {
         escalation::check(state, rt, ns, Some(old), &new).await?;
+        noderestriction::check(rt, ns, name, Some(old), noderestriction::Op::Update)?;
     }
     let old_claims = rt.strategy.claims(old);
     if !status_only {
@@ -791,6 +799,7 @@ pub(crate) async fn delete(
     loop {
         let obj = get_object(state, rt, ns, name).await?;
         check_preconditions(rt, &obj, opts, name)?;
+        noderestriction::check(rt, ns, name, Some(&obj), noderestriction::Op::Delete)?;
         let rv: u64 = obj
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)

@@ -1,0 +1,190 @@
+//! NodeRestriction, as kube-apiserver's admission plugin: a node (`system:node:NAME` in
+//! `system:nodes`) may write only what is its own, whatever RBAC lets nodes do in general:
+//! - its own Node object (create, update, status, delete), never another's;
+//! - the status of pods bound to it, and the deletion of those pods; it creates no pods and
+//!   changes no pod's spec or metadata;
+//! - its own Lease in `kube-node-lease`.
+//!
+//! [`decide`] is pure and table-tested; [`check`] applies it to the request's user.
+
+use serde_json::Value;
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::REQUEST_USER;
+use crate::auth::authorizer::node_of;
+use crate::auth::rbac::UserInfo;
+use crate::resources::ResourceType;
+
+/// What a write does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Create.
+    Create,
+    /// Update or patch of the object (not its status).
+    Update,
+    /// Update or patch of the status.
+    Status,
+    /// Delete.
+    Delete,
+}
+
+/// May `node` do `op` on the object `name` of `plural` in `group` (`ns`), whose stored state is
+/// `old` (`None` on create)? `Err` says why not.
+pub(crate) fn decide(
+    node: &str,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    old: Option<&Value>,
+    op: Op,
+) -> Result<(), String> {
+    let bound_here = || {
+        old.and_then(|o| o.pointer("/spec/nodeName"))
+            .and_then(Value::as_str)
+            == Some(node)
+    };
+    match (group, plural) {
+        ("", "nodes") if name != node => Err(format!(
+            "node {node:?} is not allowed to modify node {name:?}"
+        )),
+        ("", "pods") => match op {
+            Op::Create => Err(format!("node {node:?} can not create pods")),
+            Op::Update => Err(format!(
+                "node {node:?} can only update the status of pods bound to it"
+            )),
+            Op::Status | Op::Delete if !bound_here() => Err(format!(
+                "node {node:?} can only {} pod {ns}/{name} if it is bound to it",
+                if op == Op::Delete {
+                    "delete"
+                } else {
+                    "update the status of"
+                }
+            )),
+            _ => Ok(()),
+        },
+        ("coordination.k8s.io", "leases")
+            if ns != skiff_common::NODE_LEASE_NAMESPACE || name != node =>
+        {
+            Err(format!(
+                "node {node:?} can only access its own lease in {:?}",
+                skiff_common::NODE_LEASE_NAMESPACE
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Refuse a node's write of something not its own (403).
+pub(super) fn check(
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    old: Option<&Value>,
+    op: Op,
+) -> ApiResult<()> {
+    let Ok(user) = REQUEST_USER.try_with(UserInfo::clone) else {
+        return Ok(());
+    };
+    let Some(node) = node_of(&user) else {
+        return Ok(());
+    };
+    decide(node, rt.group, rt.plural, ns, name, old, op).map_err(|why| ApiError::Denied {
+        group: rt.group.into(),
+        resource: rt.plural.into(),
+        name: name.into(),
+        message: why,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn node_restriction_table() {
+        let mine = json!({"spec": {"nodeName": "n1"}});
+        let theirs = json!({"spec": {"nodeName": "n2"}});
+        let unbound = json!({"spec": {}});
+        let lease_ns = skiff_common::NODE_LEASE_NAMESPACE;
+        // (group, plural, ns, name, old, op, allowed)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<&'a Value>,
+            Op,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            ("", "nodes", "", "n1", None, Op::Create, true),
+            ("", "nodes", "", "n1", Some(&unbound), Op::Status, true),
+            ("", "nodes", "", "n2", None, Op::Create, false),
+            ("", "nodes", "", "n2", Some(&unbound), Op::Status, false),
+            ("", "nodes", "", "n2", Some(&unbound), Op::Update, false),
+            ("", "nodes", "", "n2", Some(&unbound), Op::Delete, false),
+            ("", "pods", "a", "p", Some(&mine), Op::Status, true),
+            ("", "pods", "a", "p", Some(&mine), Op::Delete, true),
+            ("", "pods", "a", "p", Some(&theirs), Op::Status, false),
+            ("", "pods", "a", "p", Some(&theirs), Op::Delete, false),
+            ("", "pods", "a", "p", Some(&unbound), Op::Delete, false),
+            ("", "pods", "a", "p", Some(&mine), Op::Update, false),
+            ("", "pods", "a", "p", None, Op::Create, false),
+            (
+                "coordination.k8s.io",
+                "leases",
+                lease_ns,
+                "n1",
+                None,
+                Op::Create,
+                true,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                lease_ns,
+                "n1",
+                Some(&unbound),
+                Op::Update,
+                true,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                lease_ns,
+                "n2",
+                Some(&unbound),
+                Op::Update,
+                false,
+            ),
+            (
+                "coordination.k8s.io",
+                "leases",
+                "kube-system",
+                "n1",
+                None,
+                Op::Create,
+                false,
+            ),
+            ("", "events", "a", "e", None, Op::Create, true),
+            (
+                "certificates.k8s.io",
+                "certificatesigningrequests",
+                "",
+                "c",
+                None,
+                Op::Create,
+                true,
+            ),
+        ];
+        for (group, plural, ns, name, old, op, want) in cases {
+            assert_eq!(
+                decide("n1", group, plural, ns, name, old, op).is_ok(),
+                want,
+                "{group}/{plural} {ns}/{name} {op:?}"
+            );
+        }
+    }
+}
