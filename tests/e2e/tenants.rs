@@ -873,3 +873,162 @@ spec:
     let err = run(&c, &node, &["get", "secret", "mine", "-n", "team-a"]).expect_err("no pod");
     assert!(err.contains("forbidden"), "{err}");
 }
+
+/// ResourceQuota and LimitRange admission: defaults applied, bounds and quotas refused with
+/// Kubernetes' messages, usage kept in `status.used` and given back on deletion, and the last
+/// unit of a quota taken by exactly one of many concurrent creates.
+#[test]
+fn quotas_and_limit_ranges_bound_a_namespace() {
+    let c = Cluster::start(&["--no-node"]);
+    c.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: lab}
+---
+apiVersion: v1
+kind: LimitRange
+metadata: {name: defaults, namespace: lab}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m, memory: 64Mi}
+    defaultRequest: {cpu: 100m}
+    max: {memory: 256Mi}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: compute, namespace: lab}
+spec:
+  hard: {pods: "2", requests.cpu: "1", limits.memory: 1Gi}
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: counts, namespace: lab}
+spec:
+  hard: {count/deployments.apps: "1"}
+"#,
+    );
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: lab}}\nspec:\n  containers:\n  - name: main\n    image: hello:latest\n{resources}"
+        )
+    };
+    c.apply(&pod("a", ""));
+    assert_eq!(
+        c.jsonpath(
+            &["pod", "a", "-n", "lab"],
+            "{.spec.containers[0].resources}"
+        ),
+        r#"{"limits":{"cpu":"500m","memory":"64Mi"},"requests":{"cpu":"100m","memory":"64Mi"}}"#
+    );
+    let create = |manifest: &str| {
+        let path = c
+            .dir
+            .path()
+            .join(format!("m-{}.yaml", crate::harness::rand_suffix()));
+        std::fs::write(&path, manifest).expect("write");
+        c.kubectl(&["create", "-f", path.to_str().expect("utf-8")])
+    };
+    let out = create(&pod("big", "    resources: {limits: {memory: 512Mi}}\n"));
+    assert!(
+        stderr(&out).contains(r#"pods "big" is forbidden: maximum memory usage per Container is 256Mi, but limit is 512Mi"#),
+        "{}",
+        stderr(&out)
+    );
+    assert!(create(&pod("b", "")).status.success());
+    let out = create(&pod("c", ""));
+    assert!(
+        stderr(&out).contains(r#"pods "c" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=2, limited: pods=2"#),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        c.jsonpath(&["quota", "compute", "-n", "lab"], "{.status.used.pods}"),
+        "2"
+    );
+    assert_eq!(
+        c.jsonpath(
+            &["quota", "compute", "-n", "lab"],
+            "{.status.used.requests\\.cpu}"
+        ),
+        "200m"
+    );
+    let described = c.kubectl_ok(&["describe", "quota", "compute", "-n", "lab"]);
+    assert!(
+        described
+            .lines()
+            .any(|l| l.starts_with("pods") && l.contains('2')),
+        "{described}"
+    );
+    // A deletion gives its usage back.
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        "a",
+        "-n",
+        "lab",
+        "--grace-period=0",
+        "--force",
+    ]);
+    c.wait_for(
+        &["quota", "compute", "-n", "lab"],
+        "{.status.used.pods}",
+        "1",
+        crate::T,
+    );
+    assert!(create(&pod("c", "")).status.success());
+    // Counts of any kind.
+    c.kubectl_ok(&[
+        "create",
+        "deployment",
+        "d1",
+        "-n",
+        "lab",
+        "--image=hello:latest",
+    ]);
+    let out = c.kubectl(&[
+        "create",
+        "deployment",
+        "d2",
+        "-n",
+        "lab",
+        "--image=hello:latest",
+    ]);
+    assert!(
+        stderr(&out).contains("exceeded quota: counts, requested: count/deployments.apps=1, used: count/deployments.apps=1, limited: count/deployments.apps=1"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Many creates race for the last three pods: exactly three get one.
+    c.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: race}\n---\napiVersion: v1\nkind: ResourceQuota\nmetadata: {name: three, namespace: race}\nspec:\n  hard: {pods: \"3\"}\n");
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            let path = c.dir.path().join(format!("race-{i}.yaml"));
+            std::fs::write(
+                &path,
+                format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: race}}\nspec:\n  containers:\n  - {{name: main, image: hello:latest}}\n"),
+            )
+            .expect("write");
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&c.kubeconfig)
+                .args(["create", "-f"])
+                .arg(&path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("kubectl")
+        })
+        .collect();
+    let created = children
+        .into_iter()
+        .map(|mut ch| ch.wait().expect("kubectl ends"))
+        .filter(|s| s.success())
+        .count();
+    assert_eq!(created, 3);
+    assert_eq!(
+        c.jsonpath(&["quota", "three", "-n", "race"], "{.status.used.pods}"),
+        "3"
+    );
+}

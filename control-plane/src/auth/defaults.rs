@@ -414,8 +414,10 @@ fn scheduler_rules() -> Vec<Value> {
 /// What the controllers read and write: the workload kinds they run (with status and scale),
 /// the pods they create, endpoints, claims and volumes, the `default` ServiceAccount and root CA
 /// of each namespace, node conditions and taints, and the rules of aggregated ClusterRoles
-/// (`escalate`, as kube-controller-manager's clusterrole-aggregation controller has). No
-/// Secrets, no bindings, no impersonation.
+/// (`escalate`, as kube-controller-manager's clusterrole-aggregation controller has), signing
+/// and approving node certificates, and listing any kind to count quota usage (as
+/// kube-controller-manager's resourcequota controller). No writes of Secrets or bindings, no
+/// impersonation.
 fn controller_manager_rules() -> Vec<Value> {
     let rw = &[READ, WRITE].concat();
     let status = &[READ, &["patch", "update"]].concat();
@@ -512,6 +514,10 @@ fn controller_manager_rules() -> Vec<Value> {
             &["subjectaccessreviews"],
             &["create"],
         ),
+        // The quota controller counts objects of any kind (as kube-controller-manager's).
+        rule(&["*"], &["*"], &["list", "watch"]),
+        rule(&[""], &["resourcequotas"], READ),
+        rule(&[""], &["resourcequotas/status"], &["update", "patch"]),
         rule(&["", "events.k8s.io"], &["events"], EVENTS),
     ]
 }

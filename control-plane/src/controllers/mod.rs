@@ -19,6 +19,7 @@ pub mod ingress;
 pub mod job;
 pub mod namespaces;
 pub mod nodelifecycle;
+pub mod quota;
 pub mod replicaset;
 pub mod statefulset;
 pub mod volumes;
@@ -236,6 +237,7 @@ pub fn run(
     let endpoints = endpoints::run(client.clone(), pods.clone());
     let ingresses = ingress::run(client.clone());
     let approvals = csrapproving::run(client.clone());
+    let quotas = quota::run(client.clone(), pods.clone());
     let csrs = csrsigning::run(client.clone(), config.ca_pem.clone(), config.ca_key_pem);
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let budgets = disruption::run(client.clone(), pods.clone());
@@ -259,6 +261,7 @@ pub fn run(
             _ = roles => {}
             _ = csrs => {}
             _ = approvals => {}
+            _ = quotas => {}
             _ = stop.cancelled() => {}
         }
     });

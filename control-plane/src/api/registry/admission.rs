@@ -5,6 +5,8 @@
 //!   does not exist is refused with 403); a pod naming none gets the global default class's;
 //! - an Ingress without a class gets the default IngressClass;
 //! - a PersistentVolumeClaim without `storageClassName` gets the default StorageClass;
+//! - a Pod gets its namespace's LimitRange defaults and must be within their bounds
+//!   (`limits`);
 //! - a CertificateSigningRequest records who asked (`spec.username`, `uid`, `groups`, `extra`:
 //!   the request's user, whatever the body says), as its Kubernetes strategy does.
 
@@ -18,7 +20,10 @@ use crate::resources::{self, ResourceType};
 /// Run the plugins that apply to a new `obj` of `rt`.
 pub(super) async fn admit(state: &AppState, rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     match (rt.group, rt.plural) {
-        ("", "pods") => priority(state, obj).await,
+        ("", "pods") => {
+            priority(state, obj).await?;
+            limit_ranges(state, rt, obj).await
+        }
         ("networking.k8s.io", "ingresses") => {
             if obj
                 .pointer("/spec/ingressClassName")
@@ -77,6 +82,41 @@ pub(super) async fn admit(state: &AppState, rt: &ResourceType, obj: &mut Value) 
         }
         _ => Ok(()),
     }
+}
+
+/// Defaults and bounds of the namespace's LimitRanges (LimitRanger).
+async fn limit_ranges(state: &AppState, rt: &ResourceType, pod: &mut Value) -> ApiResult<()> {
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let Some(ranges_rt) = resources::find("", "v1", "limitranges") else {
+        return Ok(());
+    };
+    let listing = state
+        .store
+        .list(&ranges_rt.storage_key(), Some(&ns))
+        .await
+        .map_err(|e| ApiError::from_store(e, &ranges_rt.qualified(), ""))?;
+    if listing.objects.is_empty() {
+        return Ok(());
+    }
+    let ranges: Vec<Value> = listing
+        .objects
+        .iter()
+        .map(|o| super::materialize(ranges_rt, o))
+        .collect::<ApiResult<_>>()?;
+    super::limits::apply(pod, &ranges).map_err(|errors| ApiError::Denied {
+        group: rt.group.into(),
+        resource: rt.plural.into(),
+        name: pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        message: super::limits::message(&errors),
+    })
 }
 
 /// The objects of a cluster-scoped resource.

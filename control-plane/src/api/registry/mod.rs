@@ -14,7 +14,9 @@ mod allocation;
 mod binding;
 mod escalation;
 pub(crate) mod eviction;
+pub(crate) mod limits;
 pub(crate) mod noderestriction;
+pub(crate) mod quota;
 pub(crate) mod rules;
 mod scale;
 mod signers;
@@ -353,7 +355,8 @@ async fn create_named(
         if dry_run(q) {
             return Ok((obj, warnings));
         }
-        let claims = allocation::writes(rt, (ns, &name), &[], &rt.strategy.claims(&obj))?;
+        let mut claims = allocation::writes(rt, (ns, &name), &[], &rt.strategy.claims(&obj))?;
+        claims.extend(quota::charge(state, rt, ns, &name, &obj).await?);
         let write = allocation::with_claims(
             Write::Create {
                 key: key(rt, ns, &name),
@@ -366,7 +369,7 @@ async fn create_named(
                 tracing::debug!(resource = rt.plural, %ns, %name, revision = stored.revision, "created");
                 return Ok((with_revision(obj, stored.revision), warnings));
             }
-            Err(e) if allocation::lost_race(&e) && attempt < RETRIES => {
+            Err(e) if (allocation::lost_race(&e) || quota::lost_race(&e)) && attempt < RETRIES => {
                 attempt += 1;
                 if let Some(r) = &requested {
                     obj = r.clone();
