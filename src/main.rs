@@ -131,6 +131,16 @@ enum Command {
         /// (apiserver.config.k8s.io/v1; aescbc, aesgcm, secretbox and identity providers).
         #[arg(long)]
         encryption_provider_config: Option<PathBuf>,
+        /// Write one JSON line per API request to this file (audit.k8s.io/v1 Events at the
+        /// Metadata level: user, verb, resource, namespace, name, response code, time).
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// Rotate the audit log when it passes this many megabytes.
+        #[arg(long, default_value_t = 100)]
+        audit_log_maxsize: u64,
+        /// Rotated audit logs to keep.
+        #[arg(long, default_value_t = 5)]
+        audit_log_maxbackup: u32,
     },
     /// Join a running cluster as a node.
     Node {
@@ -407,6 +417,9 @@ async fn main() -> Result<()> {
             node_monitor_grace_period,
             default_unreachable_toleration_seconds,
             encryption_provider_config,
+            audit_log,
+            audit_log_maxsize,
+            audit_log_maxbackup,
         } => {
             if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
                 tracing::warn!(
@@ -426,6 +439,11 @@ async fn main() -> Result<()> {
                     .map(skiff_control_plane::store::EncryptionConfig::load)
                     .transpose()
                     .context("--encryption-provider-config")?,
+                audit: audit_log.map(|path| skiff_control_plane::api::audit::AuditConfig {
+                    path,
+                    max_bytes: audit_log_maxsize.saturating_mul(1 << 20),
+                    max_backups: audit_log_maxbackup,
+                }),
             };
             server(config, no_node, node_name, node.settings()?).await
         }

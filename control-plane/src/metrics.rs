@@ -126,6 +126,11 @@ pub fn render() -> String {
     let Ok(r) = registry().lock() else {
         return out;
     };
+    let _ = writeln!(
+        out,
+        "# HELP skiff_audit_dropped_total Audit records dropped because the writer fell behind.\n# TYPE skiff_audit_dropped_total counter\nskiff_audit_dropped_total {}",
+        crate::api::audit::DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+    );
     out.push_str("# HELP apiserver_request_total Requests by verb, resource and HTTP code.\n# TYPE apiserver_request_total counter\n");
     for ((verb, res, code), n) in &r.requests {
         let _ = writeln!(

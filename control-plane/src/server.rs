@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub default_toleration_seconds: i64,
     /// Encryption at rest (`--encryption-provider-config`); none by default.
     pub encryption: Option<crate::store::EncryptionConfig>,
+    /// The audit log (`--audit-log`); none by default.
+    pub audit: Option<api::audit::AuditConfig>,
 }
 
 /// A running control plane.
@@ -211,6 +213,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         gc: gc_queue,
         continue_key: api::continue_key(&pki.server_key_pem),
         snapshots: Default::default(),
+        audit: match config.audit.clone() {
+            Some(a) => Some(
+                api::audit::AuditLog::start(a.clone())
+                    .map_err(|e| ServerError::Io(format!("{}: {e}", a.path.display())))?,
+            ),
+            None => None,
+        },
     });
     api::bootstrap(&state).await?;
 
@@ -380,6 +389,7 @@ async fn serve(
                 if let Some(u) = &cert_user {
                     req.extensions_mut().insert(u.clone());
                 }
+                req.extensions_mut().insert(api::PeerAddr(peer));
                 router.clone().call(req)
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

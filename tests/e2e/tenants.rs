@@ -1032,3 +1032,55 @@ spec:
         "3"
     );
 }
+
+/// `--audit-log`: one audit.k8s.io Event per request (who, what, the answer), never a value.
+#[test]
+fn the_audit_log_records_who_did_what() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.log");
+    let c = Cluster::start(&["--no-node", "--audit-log", log.to_str().expect("utf-8")]);
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=hunter2-value",
+    ]);
+    c.kubectl_ok(&["create", "serviceaccount", "eve"]);
+    let token = c.kubectl_ok(&["create", "token", "eve"]);
+    let eve = token_kubeconfig(&c, "eve", &token);
+    run(&c, &eve, &["get", "secret", "db"]).expect_err("eve may not");
+    let find = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let denied = events.iter().find(|e| {
+            e["user"]["username"] == "system:serviceaccount:default:eve"
+                && e["objectRef"]["resource"] == "secrets"
+                && e["responseStatus"]["code"] == 403
+        })?;
+        let created = events.iter().find(|e| {
+            e["user"]["username"] == "system:admin"
+                && e["verb"] == "create"
+                && e["objectRef"]["resource"] == "secrets"
+                && e["responseStatus"]["code"] == 201
+        })?;
+        Some((text.clone(), denied.clone(), created.clone()))
+    };
+    let (text, denied, _) =
+        crate::harness::eventually("the audit lines are written", crate::T, find);
+    assert_eq!(denied["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(denied["objectRef"]["name"], "db");
+    assert_eq!(denied["verb"], "get");
+    assert!(
+        !text.contains("hunter2"),
+        "no secret value in the audit log"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&log).expect("log").permissions().mode() & 0o777,
+        0o600
+    );
+}

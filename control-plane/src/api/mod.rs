@@ -5,6 +5,7 @@
 //! every error is a `metav1.Status`; single objects always carry `kind` and `apiVersion`; the
 //! API layer never touches SQLite (it goes through the [`crate::store::Storage`] trait).
 
+pub mod audit;
 mod bootstrap;
 pub(crate) mod crd;
 pub mod discovery;
@@ -90,6 +91,8 @@ pub struct AppState {
     pub continue_key: ring::hmac::Key,
     /// The listings paged lists continue from.
     pub snapshots: snapshots::Snapshots,
+    /// The audit log, when `--audit-log` is given.
+    pub audit: Option<audit::AuditLog>,
 }
 
 /// The key that signs `continue` tokens, derived from a secret of the server's (its serving
@@ -209,15 +212,56 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The address a request's connection comes from (set by the listener).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Every request but `/cacerts` and the health checks: who is it (a client certificate, else a
 /// bearer token; none is 401), whom does it act as (impersonation, each asked attribute
 /// authorized), and may that user do what it asks (RBAC). Only then does a handler run; the
-/// user is in the request's extensions.
-async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// user is in the request's extensions. With `--audit-log`, every request's record is written.
+async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(audit) = state.audit.clone() else {
+        return gate(&state, req, next).await.0;
+    };
+    let received = jiff::Timestamp::now();
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let source = req.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+    let (resp, who) = gate(&state, req, next).await;
+    let long_running =
+        matches!(&who.attrs, Some(Attributes::Resource { verb, .. }) if verb == "watch");
+    audit.record(&audit::Record {
+        user: who.user.as_ref(),
+        impersonator: who.impersonator.as_ref(),
+        attrs: who.attrs.as_ref(),
+        method: &method,
+        uri: &uri,
+        source,
+        user_agent: &agent,
+        code: resp.status().as_u16(),
+        long_running,
+        received,
+    });
+    resp
+}
+
+/// Who a request turned out to be, as far as it got.
+#[derive(Default)]
+struct Who {
+    user: Option<UserInfo>,
+    impersonator: Option<UserInfo>,
+    attrs: Option<Attributes>,
+}
+
+async fn gate(state: &Arc<AppState>, mut req: Request, next: Next) -> (Response, Who) {
+    let mut who = Who::default();
     let revision = state.store.revision();
     let token = req
         .headers()
@@ -233,32 +277,40 @@ async fn authenticate(
         (Some(user), _) => user,
         (None, Some(t)) => match state.authn.bearer(t, state.store.as_ref()).await {
             Some(user) => user,
-            None => return ApiError::Unauthorized.into_response(),
+            None => return (ApiError::Unauthorized.into_response(), who),
         },
-        (None, None) => return ApiError::Unauthorized.into_response(),
+        (None, None) => return (ApiError::Unauthorized.into_response(), who),
     };
+    who.attrs = Some(crate::auth::request::attributes(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query(),
+    ));
     let user = match crate::auth::impersonate::parse(req.headers()) {
         Ok(None) => user,
         Ok(Some(imp)) => {
             for check in imp.checks() {
-                if let Err(e) = authorize(&state, &user, &check, revision).await {
-                    return e.into_response();
+                if let Err(e) = authorize(state, &user, &check, revision).await {
+                    who.user = Some(user);
+                    return (e.into_response(), who);
                 }
             }
+            who.impersonator = Some(user);
             imp.user()
         }
-        Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
+        Err(e) => {
+            who.user = Some(user);
+            return (ApiError::BadRequest(e.to_string()).into_response(), who);
+        }
     };
-    let attrs = crate::auth::request::attributes(
-        req.method().as_str(),
-        req.uri().path(),
-        req.uri().query(),
-    );
-    if let Err(e) = authorize(&state, &user, &attrs, revision).await {
-        return e.into_response();
+    who.user = Some(user.clone());
+    if let Some(attrs) = &who.attrs {
+        if let Err(e) = authorize(state, &user, attrs, revision).await {
+            return (e.into_response(), who);
+        }
     }
     req.extensions_mut().insert(user.clone());
-    REQUEST_USER.scope(user, next.run(req)).await
+    (REQUEST_USER.scope(user, next.run(req)).await, who)
 }
 
 /// Allow `attrs` for `user`, or the 403 that says who cannot do what.

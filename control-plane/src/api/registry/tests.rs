@@ -42,6 +42,7 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
         gc,
         continue_key: crate::api::continue_key("test"),
         snapshots: Default::default(),
+        audit: None,
     });
     crate::api::bootstrap(&state).await.unwrap();
     (state, dir)
