@@ -11,8 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::rbac::UserInfo;
 use super::satoken::{self, Signer};
 use crate::store::{ObjectKey, Storage};
@@ -158,15 +156,24 @@ async fn service_account_user(claims: &satoken::Claims, store: &dyn Storage) -> 
 
 /// Does the object exist, with `uid`, and not being deleted?
 async fn current(store: &dyn Storage, resource: &str, ns: &str, name: &str, uid: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        #[serde(default)]
+        uid: String,
+        #[serde(default)]
+        deletion_timestamp: Option<String>,
+    }
     let Ok(obj) = store.get(&ObjectKey::new(resource, ns, name)).await else {
         return false;
     };
-    let Ok(v) = serde_json::from_slice::<Value>(&obj.data) else {
-        return false;
-    };
-    let meta = |f: &str| v.pointer(&format!("/metadata/{f}")).cloned();
-    meta("uid").and_then(|u| u.as_str().map(|u| u == uid)) == Some(true)
-        && meta("deletionTimestamp").is_none_or(|d| d.is_null())
+    // Only the metadata is decoded: this runs on every request a ServiceAccount makes.
+    serde_json::from_slice::<Object>(&obj.data)
+        .is_ok_and(|o| o.metadata.uid == uid && o.metadata.deletion_timestamp.is_none())
 }
 
 /// The user of a client certificate's subject: CN is the name, each O a group.

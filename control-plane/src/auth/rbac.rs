@@ -68,12 +68,8 @@ pub enum Attributes {
 
 /// Does `rule` allow `attrs`?
 pub fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
-    let any = |list: &Option<Vec<String>>, want: &str| {
-        list.as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|v| v == "*" || v == want)
-    };
+    let any = |list: &[String], want: &str| list.iter().any(|v| v == "*" || v == want);
+    let groups = rule.api_groups.as_deref().unwrap_or_default();
     match attrs {
         Attributes::Resource {
             verb,
@@ -83,8 +79,8 @@ pub fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
             name,
             ..
         } => {
-            any(&Some(rule.verbs.clone()), verb)
-                && any(&rule.api_groups, group)
+            any(&rule.verbs, verb)
+                && any(groups, group)
                 && resource_matches(
                     rule.resources.as_deref().unwrap_or_default(),
                     resource,
@@ -96,7 +92,7 @@ pub fn rule_allows(rule: &PolicyRule, attrs: &Attributes) -> bool {
                     .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
         }
         Attributes::NonResource { verb, path } => {
-            any(&Some(rule.verbs.clone()), verb)
+            any(&rule.verbs, verb)
                 && rule
                     .non_resource_urls
                     .as_deref()
@@ -138,7 +134,13 @@ pub fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: &str) -> 
         "Group" => user.groups.contains(&subject.name),
         "ServiceAccount" => {
             let ns = sa_namespace(subject, binding_ns);
-            !ns.is_empty() && user.name == format!("system:serviceaccount:{ns}:{}", subject.name)
+            !ns.is_empty()
+                && user
+                    .name
+                    .strip_prefix("system:serviceaccount:")
+                    .and_then(|rest| rest.strip_prefix(ns))
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    == Some(subject.name.as_str())
         }
         _ => false,
     }
@@ -171,6 +173,39 @@ pub struct Policy {
     cluster_bindings: Vec<(String, RoleRef, Vec<Subject>)>,
     /// namespace → (binding name, role, subjects).
     bindings: HashMap<String, Vec<(String, RoleRef, Vec<Subject>)>>,
+    /// (namespace, "" for cluster bindings) → who a subject names (`user:NAME`, `group:NAME`)
+    /// → the bindings (indexes, in order) with such a subject; a user's walk visits only those.
+    by_subject: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+/// Who each binding of `list` (in `ns`) names → the bindings' indexes, in order.
+fn index_subjects(
+    ns: &str,
+    list: &[(String, RoleRef, Vec<Subject>)],
+) -> HashMap<String, Vec<usize>> {
+    let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, (_, _, subjects)) in list.iter().enumerate() {
+        for key in subjects.iter().filter_map(|s| subject_key(s, ns)) {
+            let at = out.entry(key).or_default();
+            if at.last() != Some(&i) {
+                at.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// The index key of a subject of a binding in `binding_ns`, if it can name anyone.
+fn subject_key(subject: &Subject, binding_ns: &str) -> Option<String> {
+    match subject.kind.as_str() {
+        "User" => Some(format!("user:{}", subject.name)),
+        "Group" => Some(format!("group:{}", subject.name)),
+        "ServiceAccount" => {
+            let ns = sa_namespace(subject, binding_ns);
+            (!ns.is_empty()).then(|| format!("user:system:serviceaccount:{ns}:{}", subject.name))
+        }
+        _ => None,
+    }
 }
 
 /// Why a request was allowed.
@@ -216,7 +251,31 @@ impl Policy {
                 ));
             }
         }
+        let cluster = index_subjects("", &p.cluster_bindings);
+        p.by_subject.insert(String::new(), cluster);
+        let local: Vec<(String, HashMap<String, Vec<usize>>)> = p
+            .bindings
+            .iter()
+            .map(|(ns, list)| (ns.clone(), index_subjects(ns, list)))
+            .collect();
+        p.by_subject.extend(local);
         p
+    }
+
+    /// The bindings of `namespace` ("" for the cluster's) that may name `user`, in order.
+    fn candidates(&self, namespace: &str, user: &UserInfo) -> Vec<usize> {
+        let Some(index) = self.by_subject.get(namespace) else {
+            return Vec::new();
+        };
+        let mut out: Vec<usize> = std::iter::once(format!("user:{}", user.name))
+            .chain(user.groups.iter().map(|g| format!("group:{g}")))
+            .filter_map(|k| index.get(&k))
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Is `attrs` allowed for `user`, and by what? `None`: denied (no rule allows it).
@@ -276,13 +335,20 @@ impl Policy {
         namespace: &str,
         mut visit: impl FnMut(&Grant, &PolicyRule) -> bool,
     ) {
-        let cluster = self.cluster_bindings.iter().map(|b| ("", b));
-        let local = self
-            .bindings
-            .get(namespace)
+        let cluster = self
+            .candidates("", user)
             .into_iter()
-            .flatten()
-            .map(|b| (namespace, b));
+            .filter_map(|i| self.cluster_bindings.get(i))
+            .map(|b| ("", b));
+        let local_list = self.bindings.get(namespace);
+        let local = if namespace.is_empty() {
+            Vec::new()
+        } else {
+            self.candidates(namespace, user)
+        }
+        .into_iter()
+        .filter_map(|i| local_list.and_then(|l| l.get(i)))
+        .map(|b| (namespace, b));
         for (ns, (binding, role, subjects)) in cluster.chain(local) {
             let Some(subject) = subjects.iter().find(|s| subject_matches(s, user, ns)) else {
                 continue;
