@@ -54,9 +54,17 @@ tenant_a=$(k -n bench-a create token tenant --duration 2h)
 tenant_b=$(k -n bench-b create token tenant --duration 2h)
 cat bench/wrk/common.lua bench/wrk/create-configmap.lua >"$work/create.lua"
 
+# The server's CPU time so far (user + system), in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+hz=$(getconf CLK_TCK)
 run() { # MODE TOKEN NS
-  local r
+  local r t0 t1 cpu
+  t0=$(ticks)
   r=$(SKIFF_TOKEN=$2 SKIFF_NS=$3 wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$work/create.lua" "$url" | tail -1)
+  t1=$(ticks)
+  # Server CPU per request (µs): what each request costs, whatever the machine's noise.
+  cpu=$(echo "$r" | awk -v t=$((t1 - t0)) -v hz="$hz" -F'"requests":' '{ split($2, a, ","); printf "%.1f", t / hz * 1e6 / a[1] }')
+  r="${r%\}},\"server_cpu_us_per_request\":$cpu}"
   echo "{\"bench\":\"authz-$1-c$CONNS\",\"result\":$r}"
   echo "$1 $r" >>"$work/results"
 }
@@ -78,11 +86,13 @@ field() { sed "s/.*\"$1\":\([0-9.]*\).*/\1/"; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 errors=$(grep -o '"errors":[0-9]*' "$work/results" | cut -d: -f2 | awk '{ s += $1 } END { print s + 0 }')
 base=$(grep '^admin ' "$work/results" | field per_second | median)
-echo "mode      creates/s  p50 ms  p99 ms  vs admin   (median of $ROUNDS rounds, $CONNS connections, $BINDINGS bindings; errors: $errors)"
+echo "mode      creates/s  p50 ms  p99 ms  vs admin  server CPU/request  vs admin   (median of $ROUNDS rounds, $CONNS connections, $BINDINGS bindings; errors: $errors)"
+base_cpu=$(grep '^admin ' "$work/results" | field server_cpu_us_per_request | median)
 for mode in admin tenant bindings; do
   rate=$(grep "^$mode " "$work/results" | field per_second | median)
   p50=$(grep "^$mode " "$work/results" | field p50_ms | median)
   p99=$(grep "^$mode " "$work/results" | field p99_ms | median)
-  awk -v m="$mode" -v r="$rate" -v a="$p50" -v b="$p99" -v base="$base" \
-    'BEGIN { printf "%-8s  %9.0f  %6.2f  %6.2f  %6.1f %%\n", m, r, a, b, 100 * r / base }'
+  cpu=$(grep "^$mode " "$work/results" | field server_cpu_us_per_request | median)
+  awk -v m="$mode" -v r="$rate" -v a="$p50" -v b="$p99" -v base="$base" -v c="$cpu" -v bc="$base_cpu" \
+    'BEGIN { printf "%-8s  %9.0f  %6.2f  %6.2f  %6.1f %%  %14.1f us  %6.1f %%\n", m, r, a, b, 100 * r / base, c, 100 * c / bc }'
 done

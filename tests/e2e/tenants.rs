@@ -309,6 +309,28 @@ fn tenants_are_confined_to_their_namespaces() {
     .expect_err("another namespace");
     assert!(err.contains("forbidden"), "{err}");
 
+    // `kubectl auth reconcile` (as operators' install scripts run it) within alice's rights.
+    let manifest = c.dir.path().join("reconcile.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: leader, namespace: team-a}\nrules:\n- apiGroups: [\"\"]\n  resources: [configmaps]\n  resourceNames: [leader]\n  verbs: [get, create, update]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: leader, namespace: team-a}\nsubjects: [{kind: ServiceAccount, name: alice, namespace: team-a}]\nroleRef: {kind: Role, name: leader, apiGroup: rbac.authorization.k8s.io}\n",
+    )
+    .expect("write");
+    let path = manifest.to_str().expect("utf-8");
+    let out = run(&c, &alice, &["auth", "reconcile", "-f", path]).expect("reconcile");
+    assert!(
+        out.contains("role.rbac.authorization.k8s.io/leader reconciled"),
+        "{out}"
+    );
+    run(&c, &alice, &["auth", "reconcile", "-f", path]).expect("again, nothing to do");
+    assert_eq!(
+        c.jsonpath(
+            &["role", "leader", "-n", "team-a"],
+            "{.rules[0].resourceNames[0]}"
+        ),
+        "leader"
+    );
+
     // Impersonation: the admin may; alice may not.
     let err = c.kubectl(&["get", "pods", "-n", "team-b", "--as", who]);
     assert!(

@@ -266,6 +266,22 @@ pub fn cluster_roles() -> Vec<Value> {
             )],
         ),
         role(
+            "system:monitoring",
+            bootstrapping.clone(),
+            vec![urls(
+                &[
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/readyz",
+                    "/readyz/*",
+                    "/metrics",
+                ],
+                &["get"],
+            )],
+        ),
+        role(
             "system:auth-delegator",
             bootstrapping.clone(),
             vec![
@@ -544,6 +560,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         bind_subjects(CONTROLLER_MANAGER, "User", &[CONTROLLER_MANAGER]),
         bind("cluster-admin", &["system:masters"]),
         bind("system:node", &["system:nodes"]),
+        bind("system:monitoring", &["system:monitoring"]),
         bind("system:node-bootstrapper", &["system:bootstrappers"]),
         bind(NODE_CLIENT, &["system:bootstrappers"]),
         bind(SELF_NODE_CLIENT, &["system:nodes"]),
