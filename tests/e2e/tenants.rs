@@ -812,6 +812,51 @@ spec:
         assert!(err.contains("forbidden"), "{args:?}: {err}");
     }
 
+    // The join token cannot get the certificate of a node that exists (here `other`).
+    let dir = c.dir.path().to_path_buf();
+    openssl(
+        &dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "steal.key",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "steal.key",
+            "-out",
+            "steal.csr",
+            "-subj",
+            "/CN=system:node:other/O=system:nodes",
+        ],
+    );
+    let steal = csr_manifest(
+        "steal",
+        &dir.join("steal.csr"),
+        "digital signature, client auth",
+    )
+    .replace(
+        "kubernetes.io/kube-apiserver-client\n",
+        "kubernetes.io/kube-apiserver-client-kubelet\n",
+    );
+    let steal_file = dir.join("steal.yaml");
+    std::fs::write(&steal_file, steal).expect("write");
+    run(
+        &c,
+        &joiner,
+        &["create", "-f", steal_file.to_str().expect("utf-8")],
+    )
+    .expect("the join token may ask");
+
     c.join_node("worker");
     let creds = c.dir.path().join("worker").join("credentials");
     crate::harness::eventually("the node's certificate is issued", crate::T, || {
@@ -827,6 +872,11 @@ spec:
         "{csr}"
     );
     c.wait_for(&["node", "worker"], "{.metadata.name}", "worker", crate::T);
+    assert_eq!(
+        c.jsonpath(&["csr", "steal"], "{.status}"),
+        "{}",
+        "not approved"
+    );
     let node = c.kubeconfig_for(
         "worker",
         &format!(

@@ -3,7 +3,10 @@
 //! `system:node:NAME` in `system:nodes` (client usages only) is approved when its requestor may
 //! create `certificatesigningrequests/nodeclient` (a node joining with the join token) or is that
 //! very node and may create `certificatesigningrequests/selfnodeclient` (a renewal), asked with a
-//! SubjectAccessReview. Anything else is left for a human (`kubectl certificate approve`).
+//! SubjectAccessReview. A join-token request for a node that already exists is not approved
+//! (as k3s refuses a second node with a name in use): the join token cannot be used to take
+//! over a running node's identity. Anything else is left for a human (`kubectl certificate
+//! approve`).
 
 use std::sync::Arc;
 
@@ -21,9 +24,9 @@ struct Ctx {
     client: kube::Client,
 }
 
-/// Which permission a pending node request's requestor needs for it to be approved, or `None`
-/// when it is not one this controller approves.
-pub fn needed(csr: &CertificateSigningRequest) -> Option<&'static str> {
+/// Which permission a pending node request's requestor needs for it to be approved, and the
+/// node it is for, or `None` when it is not one this controller approves.
+pub fn needed(csr: &CertificateSigningRequest) -> Option<(&'static str, String)> {
     if csr.spec.signer_name != KUBELET_SIGNER {
         return None;
     }
@@ -50,11 +53,12 @@ pub fn needed(csr: &CertificateSigningRequest) -> Option<&'static str> {
     let request = rcgen::CertificateSigningRequestParams::from_pem(&pem).ok()?;
     let node = kubelet_node(&request).ok()?;
     let requestor = csr.spec.username.as_deref().unwrap_or("");
-    Some(if requestor == format!("system:node:{node}") {
+    let sub = if requestor == format!("system:node:{node}") {
         "selfnodeclient"
     } else {
         "nodeclient"
-    })
+    };
+    Some((sub, node))
 }
 
 /// Run the controller until its stream ends.
@@ -75,9 +79,16 @@ async fn reconcile(
     csr: Arc<CertificateSigningRequest>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, ControllerError> {
-    let (Some(name), Some(sub)) = (csr.metadata.name.clone(), needed(&csr)) else {
+    let (Some(name), Some((sub, node))) = (csr.metadata.name.clone(), needed(&csr)) else {
         return Ok(Action::await_change());
     };
+    if sub == "nodeclient" {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
+        if nodes.get_opt(&node).await?.is_some() {
+            tracing::warn!(csr = %name, node = %node, "a join-token request for an existing node's certificate is left for an administrator");
+            return Ok(Action::await_change());
+        }
+    }
     let spec = &csr.spec;
     let review = json!({
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
