@@ -67,12 +67,18 @@ pub struct Record<'a> {
 impl AuditLog {
     /// Open (or create) the log and start its writer.
     pub fn start(config: AuditConfig) -> std::io::Result<AuditLog> {
+        Ok(AuditLog::spawn(config)?.0)
+    }
+
+    /// [`AuditLog::start`], with the writer thread, which ends once every `AuditLog` is dropped
+    /// and the queue is written.
+    fn spawn(config: AuditConfig) -> std::io::Result<(AuditLog, std::thread::JoinHandle<()>)> {
         let file = open(&config.path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || write_loop(config, file, rx))?;
-        Ok(AuditLog { tx })
+        Ok((AuditLog { tx }, writer))
     }
 
     /// Queue a request's record.
@@ -208,7 +214,7 @@ mod tests {
             max_bytes: 2000,
             max_backups: 2,
         };
-        let log = AuditLog::start(config).unwrap();
+        let (log, writer) = AuditLog::spawn(config).unwrap();
         let alice = UserInfo {
             name: "alice".into(),
             groups: vec!["devs".into()],
@@ -236,16 +242,10 @@ mod tests {
                 received: jiff::Timestamp::now(),
             });
         }
+        // The writer ends once the queue is written.
         drop(log);
-        // The writer drains its queue; wait for the rotated files (bounded).
-        let rotated = dir.join("audit.log.2");
-        for _ in 0..200 {
-            if rotated.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(rotated.exists(), "rotated twice");
+        writer.join().unwrap();
+        assert!(dir.join("audit.log.2").exists(), "rotated twice");
         assert!(!dir.join("audit.log.3").exists(), "at most two backups");
         let text = std::fs::read_to_string(dir.join("audit.log.1")).unwrap();
         let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
