@@ -267,3 +267,105 @@ async fn generate_name_collisions_are_retried() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A benchmark, not a check (ignored; run it with `cargo test --release -p
+/// skiff-control-plane authz_path_cost -- --ignored --nocapture`): what authenticating and
+/// authorizing one request costs, for the admin (`system:masters`) and for a ServiceAccount
+/// token whose user RBAC decides, on a real store with the default roles. Prints ns per
+/// request; compare with the server's CPU per create from `bench/authz.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn authz_path_cost() {
+    use crate::auth::authn::Authenticator;
+    use crate::auth::rbac::Attributes;
+    let (state0, dir) = state("authzcost").await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let signer =
+        crate::auth::satoken::Signer::new(&key.serialize_der(), key.public_key_raw()).unwrap();
+    let authn = Authenticator::new(
+        vec![(
+            "admintoken".into(),
+            crate::auth::authn::user("system:admin", &["system:masters"]),
+        )],
+        signer,
+    );
+    let authorizer = crate::auth::authorizer::Authorizer::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(authorizer.clone().run(state0.store.clone(), stop.clone()));
+    let ns_rt = resources::find("", "v1", "namespaces").unwrap();
+    super::create(
+        &state0,
+        ns_rt,
+        "",
+        json!({"metadata": {"name": "a"}}),
+        &Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    let sa_rt = resources::find("", "v1", "serviceaccounts").unwrap();
+    let (sa, _) = super::create(
+        &state0,
+        sa_rt,
+        "a",
+        json!({"metadata": {"name": "t"}}),
+        &Default::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    let rb = resources::find("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap();
+    super::create(&state0, rb, "a", json!({"metadata": {"name": "t"}, "subjects": [{"kind": "ServiceAccount", "name": "t", "namespace": "a"}], "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:aggregate-to-edit"}}), &Default::default(), false).await.unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    let claims = crate::auth::satoken::Claims {
+        iss: crate::auth::satoken::ISSUER.into(),
+        sub: "system:serviceaccount:a:t".into(),
+        aud: vec![crate::auth::satoken::ISSUER.into()],
+        exp: now + 3600,
+        iat: now,
+        nbf: now,
+        jti: "x".into(),
+        kubernetes: crate::auth::satoken::KubernetesClaim {
+            namespace: "a".into(),
+            serviceaccount: crate::auth::satoken::Ref {
+                name: "t".into(),
+                uid: sa["metadata"]["uid"].as_str().unwrap().into(),
+            },
+            pod: None,
+        },
+    };
+    let token = authn.signer.sign(&claims).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let attrs = Attributes::Resource {
+        verb: "create".into(),
+        group: "".into(),
+        resource: "configmaps".into(),
+        subresource: "".into(),
+        name: "".into(),
+        namespace: "a".into(),
+    };
+    for (label, t) in [
+        ("admin", "admintoken".to_string()),
+        ("tenant", token.clone()),
+    ] {
+        let n = 200_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let u = authn.bearer(&t, state0.store.as_ref()).await.unwrap();
+            let rev = state0.store.revision();
+            assert!(authorizer.authorize(&u, &attrs, rev).await.is_some());
+        }
+        let per = start.elapsed().as_nanos() as f64 / n as f64;
+        eprintln!("{label}: {per:.0} ns per authn+authz");
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let _u = authn.bearer(&t, state0.store.as_ref()).await.unwrap();
+        }
+        eprintln!(
+            "{label}: {:.0} ns per authn",
+            start.elapsed().as_nanos() as f64 / n as f64
+        );
+    }
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(dir);
+}
