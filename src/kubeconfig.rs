@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 /// What to make.
@@ -59,18 +59,16 @@ pub async fn make(req: Request) -> Result<String> {
 
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let name = format!("skiff-user-{}-{}", dns_label(&req.user), suffix());
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "request": base64::engine::general_purpose::STANDARD.encode(&request),
-            "signerName": "kubernetes.io/kube-apiserver-client",
-            "expirationSeconds": req.seconds,
-            "usages": ["client auth", "digital signature"],
-        },
-    }))?;
-    api.create(&PostParams::default(), &csr)
-        .await
-        .context("creating the certificate signing request")?;
+    skiff_common::csr::submit(
+        &api,
+        &name,
+        "kubernetes.io/kube-apiserver-client",
+        &request,
+        req.seconds,
+        &["client auth", "digital signature"],
+    )
+    .await
+    .context("creating the certificate signing request")?;
     let approval = json!({"status": {"conditions": [{
         "type": "Approved", "status": "True", "reason": "SkiffKubeconfig",
         "message": format!("approved by skiff kubeconfig for user {}", req.user),
@@ -78,7 +76,7 @@ pub async fn make(req: Request) -> Result<String> {
     api.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval))
         .await
         .context("approving the certificate signing request")?;
-    let cert = issued(&api, &name).await?;
+    let cert = skiff_common::csr::issued(&api, &name, Duration::from_secs(30)).await?;
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let context = format!("{}@skiff", req.user);
@@ -94,40 +92,6 @@ pub async fn make(req: Request) -> Result<String> {
         b64(&key.serialize_pem()),
         user = req.user,
     ))
-}
-
-/// The certificate once the signer has issued it (a watch, bounded), or why it was not.
-async fn issued(api: &Api<CertificateSigningRequest>, name: &str) -> Result<String> {
-    let cond = |csr: Option<&CertificateSigningRequest>| {
-        csr.and_then(|c| c.status.as_ref()).is_some_and(|s| {
-            s.certificate.as_ref().is_some_and(|c| !c.0.is_empty())
-                || s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Failed" || c.type_ == "Denied")
-        })
-    };
-    let done = tokio::time::timeout(
-        Duration::from_secs(30),
-        kube::runtime::wait::await_condition(api.clone(), name, cond),
-    )
-    .await
-    .context("the certificate was not issued within 30 s")?
-    .context("watching the certificate signing request")?;
-    let status = done.and_then(|c| c.status).unwrap_or_default();
-    match status.certificate {
-        Some(c) if !c.0.is_empty() => Ok(String::from_utf8_lossy(&c.0).into_owned()),
-        _ => {
-            let why = status
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join("; ");
-            bail!("the certificate was not issued ({why})")
-        }
-    }
 }
 
 fn pem_of(label: &str, der: &[u8]) -> String {

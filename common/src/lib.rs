@@ -3,6 +3,7 @@
 //! It holds no policy and does no IO of its own except through the clients it builds.
 
 pub mod client;
+pub mod csr;
 pub mod events;
 pub mod image;
 pub mod names;

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use kube::api::Api;
 use skiff_common::client::ApiEndpoint;
+use skiff_common::csr;
 
 use crate::NodeError;
 
@@ -111,59 +111,24 @@ async fn request(client: kube::Client, name: &str) -> Result<Credential, NodeErr
         .collect();
     let csr_name = format!("node-csr-{}-{suffix}", name.to_ascii_lowercase());
     let api: Api<CertificateSigningRequest> = Api::all(client);
-    use base64::Engine as _;
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"name": csr_name},
-        "spec": {
-            "request": base64::engine::general_purpose::STANDARD.encode(&pem),
-            "signerName": KUBELET_SIGNER,
-            "expirationSeconds": LIFETIME_SECONDS,
-            "usages": ["digital signature", "client auth"],
-        },
-    }))
-    .map_err(|e| bad(&e))?;
-    api.create(&PostParams::default(), &csr)
-        .await
-        .map_err(|e| bad(&e))?;
-    let cond = |c: Option<&CertificateSigningRequest>| {
-        c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
-            s.certificate.as_ref().is_some_and(|c| !c.0.is_empty())
-                || s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Denied" || c.type_ == "Failed")
-        })
-    };
-    let done = tokio::time::timeout(
-        Duration::from_secs(60),
-        kube::runtime::wait::await_condition(api, &csr_name, cond),
+    let usages = ["digital signature", "client auth"];
+    csr::submit(
+        &api,
+        &csr_name,
+        KUBELET_SIGNER,
+        &pem,
+        LIFETIME_SECONDS,
+        &usages,
     )
     .await
-    .map_err(|_| {
-        bad(&format!(
-            "{csr_name} was not approved and signed within 60 s"
-        ))
-    })?
     .map_err(|e| bad(&e))?;
-    let status = done.and_then(|c| c.status).unwrap_or_default();
-    match status.certificate {
-        Some(c) if !c.0.is_empty() => Ok(Credential {
-            cert_pem: String::from_utf8_lossy(&c.0).into_owned(),
-            key_pem: key.serialize_pem(),
-        }),
-        _ => {
-            let why: Vec<String> = status
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| format!("{}: {}", c.type_, c.message.clone().unwrap_or_default()))
-                .collect();
-            Err(bad(&format!(
-                "{csr_name} was not issued ({})",
-                why.join("; ")
-            )))
-        }
-    }
+    let cert_pem = csr::issued(&api, &csr_name, Duration::from_secs(60))
+        .await
+        .map_err(|e| bad(&e))?;
+    Ok(Credential {
+        cert_pem,
+        key_pem: key.serialize_pem(),
+    })
 }
 
 fn write_secret(path: &Path, contents: &str) -> Result<(), NodeError> {

@@ -54,6 +54,17 @@ fn run(c: &Cluster, kc: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+fn cert_kubeconfig(c: &Cluster, name: &str, cert: &Path, key: &Path) -> PathBuf {
+    c.kubeconfig_for(
+        name,
+        &format!(
+            "client-certificate: {}\nclient-key: {}",
+            cert.display(),
+            key.display()
+        ),
+    )
+}
+
 fn token_kubeconfig(c: &Cluster, name: &str, token: &str) -> PathBuf {
     c.kubeconfig_for(name, &format!("token: {}", token.trim()))
 }
@@ -542,13 +553,11 @@ fn certificate_users_from_a_signing_request() {
         .kubectl_ok(&["get", "csr", "myuser"])
         .contains("Approved,Issued"));
 
-    let me = c.kubeconfig_for(
+    let me = cert_kubeconfig(
+        &c,
         "myuser",
-        &format!(
-            "client-certificate: {}\nclient-key: {}",
-            dir.join("myuser.crt").display(),
-            dir.join("myuser.key").display()
-        ),
+        &dir.join("myuser.crt"),
+        &dir.join("myuser.key"),
     );
     assert_eq!(
         run(
@@ -675,14 +684,7 @@ roleRef: {kind: ClusterRole, name: csr-approval-writer, apiGroup: rbac.authoriza
             "/CN=admin/O=system:masters",
         ],
     );
-    let fake = c.kubeconfig_for(
-        "fake",
-        &format!(
-            "client-certificate: {}\nclient-key: {}",
-            dir.join("fake.crt").display(),
-            dir.join("fake.key").display()
-        ),
-    );
+    let fake = cert_kubeconfig(&c, "fake", &dir.join("fake.crt"), &dir.join("fake.key"));
     run(&c, &fake, &["get", "pods", "-A"]).expect_err("a self-signed certificate");
 
     // `skiff kubeconfig` does the whole walkthrough.
@@ -877,13 +879,11 @@ spec:
         "{}",
         "not approved"
     );
-    let node = c.kubeconfig_for(
+    let node = cert_kubeconfig(
+        &c,
         "worker",
-        &format!(
-            "client-certificate: {}\nclient-key: {}",
-            creds.join("node.crt").display(),
-            creds.join("node.key").display()
-        ),
+        &creds.join("node.crt"),
+        &creds.join("node.key"),
     );
     assert_eq!(
         run(
