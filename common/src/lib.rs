@@ -6,6 +6,7 @@ pub mod client;
 pub mod csr;
 pub mod events;
 pub mod image;
+pub mod labels;
 pub mod names;
 pub mod podrefs;
 pub mod quantity;

@@ -5,7 +5,8 @@
 //! pattern (`*` included) and no DNS answer leads a guest to the node itself or the control
 //! plane: loopback, unspecified, link-local (cloud metadata services) and multicast addresses,
 //! and the node's and API server's own addresses, are refused. Plain HTTP then connects to the
-//! address that was checked (no second resolution to rebind).
+//! address that was checked (no second resolution to rebind). NetworkPolicy egress rules apply
+//! on top: to in-cluster calls in the gateway, to outside calls here, on the checked address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
@@ -14,7 +15,8 @@ use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::WasiHttpHooks;
 
-use crate::gateway::{classify_host, split_host_port, Gateway, HostTarget, Origin};
+use crate::gateway::{classify_host, split_host_port, Caller, Gateway, HostTarget, Origin};
+use crate::netpolicy::PodInfo;
 use crate::runtime::OutboundResult;
 
 /// Pod annotation: hosts outbound HTTP may reach (comma separated: `host`, `host:port`,
@@ -127,28 +129,30 @@ impl HostPattern {
 /// the rest is denied (the guest gets `HTTP-request-denied`, the pod an event).
 pub struct Outbound {
     gateway: Weak<Gateway>,
-    namespace: String,
+    caller: Arc<Caller>,
     allowed: Arc<Vec<HostPattern>>,
-    denied: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
+/// Event reason of an outbound call to a host the pod does not allow.
+pub const DENIED_REASON: &str = "OutboundDenied";
+
 impl Outbound {
-    /// A policy factory for a pod in `namespace` allowing `allowed`; denials are sent to `denied`.
+    /// A policy factory for `pod` allowing `allowed`; denials (event reason, message) are sent
+    /// to `denied`.
     pub fn factory(
         gateway: &Arc<Gateway>,
-        namespace: &str,
+        pod: PodInfo,
         allowed: Vec<HostPattern>,
-        denied: tokio::sync::mpsc::UnboundedSender<String>,
+        denied: tokio::sync::mpsc::UnboundedSender<(&'static str, String)>,
     ) -> crate::runtime::OutboundFactory {
         let gateway = Arc::downgrade(gateway);
-        let namespace = namespace.to_string();
+        let caller = Arc::new(Caller { pod, denied });
         let allowed = Arc::new(allowed);
         Arc::new(move || {
             Box::new(Outbound {
                 gateway: gateway.clone(),
-                namespace: namespace.clone(),
+                caller: caller.clone(),
                 allowed: allowed.clone(),
-                denied: denied.clone(),
             })
         })
     }
@@ -183,20 +187,26 @@ impl WasiHttpHooks for Outbound {
                     .services
                     .contains_key(&(ns.to_string(), n.to_string()))
             };
-            match classify_host(&host, &self.namespace, &exists) {
+            match classify_host(&host, &self.caller.pod.namespace, &exists) {
                 HostTarget::Service { namespace, name } => Some(format!("{name}.{namespace}.svc")),
                 HostTarget::Pod { namespace, name } => Some(format!("{name}.{namespace}.pod")),
                 HostTarget::Other(_) => None,
             }
         });
         if let (Some(gw), Some(qualified), false) = (gateway.clone(), in_cluster, https) {
+            let caller = self.caller.clone();
             let authority = format!("{qualified}:{port}");
             if let Ok(v) = HeaderValue::from_str(&authority) {
                 request.headers_mut().insert(http::header::HOST, v);
             }
             return Box::new(async move {
                 let resp = gw
-                    .route(request, IpAddr::from([127, 0, 0, 1]), None, Origin::Cluster)
+                    .route(
+                        request,
+                        IpAddr::from([127, 0, 0, 1]),
+                        None,
+                        Origin::Pod(caller),
+                    )
                     .await;
                 let io: Box<
                     dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send,
@@ -213,7 +223,7 @@ impl WasiHttpHooks for Outbound {
                 Some(g) => Some(g.protected.clone()),
                 None => Some(Arc::default()),
             };
-            let denied = self.denied.clone();
+            let caller = self.caller.clone();
             return Box::new(async move {
                 // What the name resolves to must not be the node or the control plane, whatever
                 // the pattern allowed; plain HTTP then connects to the address checked.
@@ -226,10 +236,19 @@ impl WasiHttpHooks for Outbound {
                 {
                     Ok(a) => a,
                     Err(msg) => {
-                        let _ = denied.send(msg);
+                        let _ = caller.denied.send((DENIED_REASON, msg));
                         return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                     }
                 };
+                // NetworkPolicy egress rules, on the address that will be connected to.
+                if let Some(gw) = &gateway {
+                    if let Err(d) = gw.check_outside(&caller.pod, addr.ip(), port) {
+                        let _ = caller
+                            .denied
+                            .send((crate::gateway::DENIED_REASON, d.message));
+                        return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                    }
+                }
                 if !https {
                     let path = request
                         .uri()
@@ -247,9 +266,9 @@ impl WasiHttpHooks for Outbound {
                 Ok((resp.map(|b| b.boxed_unsync()), io))
             });
         }
-        let _ = self.denied.send(format!(
+        let _ = self.caller.denied.send((DENIED_REASON, format!(
             "outbound HTTP to {host}:{port} denied: not a Service of the cluster and not in the pod's {ALLOWED_OUTBOUND_ANNOTATION} annotation"
-        ));
+        )));
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod logs;
 pub mod logserver;
+pub mod netpolicy;
 pub mod pod;
 pub mod probe;
 pub mod runtime;

@@ -865,14 +865,17 @@ impl ContainerRun {
             .await;
     }
 
-    /// Record a Warning event for each outbound HTTP call the policy denied.
-    fn report_denied_outbound(&self, mut denied: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    /// Record a Warning event for each outbound HTTP call denied (allowed hosts, NetworkPolicy).
+    fn report_denied_outbound(
+        &self,
+        mut denied: tokio::sync::mpsc::UnboundedReceiver<(&'static str, String)>,
+    ) {
         let recorder = self.ctx.recorder.clone();
         let object = self.object.clone();
         tokio::spawn(async move {
-            while let Some(msg) = denied.recv().await {
+            while let Some((reason, msg)) = denied.recv().await {
                 recorder
-                    .record(&object, EventType::Warning, "OutboundDenied", &msg)
+                    .record(&object, EventType::Warning, reason, &msg)
                     .await;
             }
         });
@@ -1236,7 +1239,7 @@ impl ContainerRun {
                 .unwrap_or_default();
             let outbound = crate::egress::Outbound::factory(
                 &self.ctx.gateway,
-                self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+                crate::netpolicy::PodInfo::of(&self.pod),
                 allowed,
                 denied_tx,
             );

@@ -7,6 +7,7 @@ mod crash;
 mod harness;
 mod http;
 mod kinds;
+mod netpolicy;
 mod node;
 mod operator;
 mod sandbox;

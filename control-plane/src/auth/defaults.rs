@@ -364,6 +364,8 @@ fn node_rules() -> Vec<Value> {
         rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
         rule(&[""], &["pods/status"], &["patch", "update"]),
         rule(&[""], &["services", "endpoints"], READ),
+        // NetworkPolicy enforcement in the gateway selects pods by their namespace's labels.
+        rule(&[""], &["namespaces"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
         rule(
             &["networking.k8s.io"],

@@ -1,6 +1,6 @@
 //! NetworkPolicies (networking.k8s.io/v1): a pod selector, policy types defaulted from the
-//! rules given, valid peers and ports, and the `kubectl get networkpolicies` columns. (skiff's
-//! gateway does not enforce them yet; README says so.)
+//! rules given, valid peers and ports, and the `kubectl get networkpolicies` columns. The node
+//! gateways enforce them (`skiff_node::netpolicy`).
 
 use serde_json::{json, Value};
 

@@ -9,7 +9,12 @@
 //! Invariants: a request never reaches a pod that is not ready unless no ready endpoint is
 //! left (then serving, terminating endpoints take it, as kube-proxy does); a request without a
 //! body whose endpoint vanished under it is retried on another endpoint; a guest trap, timeout
-//! or overload is an HTTP error answer, never a crash of the node.
+//! or overload is an HTTP error answer, never a crash of the node; a call a NetworkPolicy
+//! refuses (`policy`) never reaches the callee.
+
+mod policy;
+
+pub use policy::{Caller, DENIED_REASON};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -58,13 +63,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// A terminating HTTP container stops once no request came for this long (or its grace period ends).
 pub const DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// Who sent a request to [`Gateway::route`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Origin {
     /// A client of a listener (outside the cluster, or another node's gateway, which proves
     /// itself with the peer header).
     Listener,
     /// A guest's outbound request on this node, routed in process.
-    Cluster,
+    Pod(Arc<Caller>),
 }
 
 /// What the gateway needs to tell its peers from outside clients and to keep guests off the
@@ -846,6 +851,8 @@ pub struct Gateway {
     pub(crate) protected: Arc<Vec<IpAddr>>,
     /// `--allow-local-outbound` (for `egress`).
     pub(crate) local_allowed: Vec<String>,
+    /// NetworkPolicy enforcement.
+    policy: Arc<policy::Enforcer>,
     serving: tokio::runtime::Handle,
     _runtime: Serving,
 }
@@ -912,11 +919,17 @@ impl Gateway {
             peer_secret: security.peer_secret,
             protected: Arc::new(security.protected),
             local_allowed: security.local_allowed,
+            policy: Arc::new(policy::Enforcer::new(skiff_common::events::Recorder::new(
+                client.clone(),
+                "skiff-gateway",
+                Some(node),
+            ))),
             serving: runtime.handle().clone(),
             _runtime: Serving(Some(runtime)),
         });
         gw.serve(listener, None, stop.clone());
         // The routing table is built from watches on the agent's runtime.
+        tokio::spawn(gw.policy.clone().watch(client.clone(), stop.clone()));
         tokio::spawn(gw.clone().watch(client, stop));
         Ok(gw)
     }
@@ -946,6 +959,16 @@ impl Gateway {
         !b.is_empty()
             && a.len() == b.len()
             && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+
+    /// May `caller` reach `addr` outside the cluster on `port`, by its NetworkPolicies?
+    pub(crate) fn check_outside(
+        &self,
+        caller: &crate::netpolicy::PodInfo,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), crate::netpolicy::Denial> {
+        self.policy.check_outside(caller, addr, port)
     }
 
     /// The current routing table.
@@ -1058,7 +1081,12 @@ impl Gateway {
     ) -> Response<Body> {
         // Only the cluster may name a pod directly: guests on this node, or other nodes'
         // gateways (which prove it). The proof never reaches a guest.
-        let from_cluster = origin == Origin::Cluster || self.is_peer(req.headers());
+        let from = match origin {
+            _ if self.is_peer(req.headers()) => policy::From::Decided,
+            Origin::Pod(c) => policy::From::Pod(c),
+            Origin::Listener => policy::From::Outside(client_ip),
+        };
+        let from_cluster = !matches!(from, policy::From::Outside(_));
         req.headers_mut()
             .remove(skiff_common::token::GATEWAY_PEER_HEADER);
         let hops = req
@@ -1098,7 +1126,17 @@ impl Gateway {
                         );
                     }
                     HostTarget::Pod { namespace, name } => {
-                        return self.serve_local(&(namespace, name), host_port, req).await;
+                        let pod = (namespace, name);
+                        if let Some(port) = self
+                            .local_container(&pod, host_port)
+                            .and_then(|s| host_port.or(s.ports.first().map(|p| p.1)))
+                        {
+                            if let Err(d) = self.policy.check(&from, &pod, port) {
+                                self.policy.report(&from, None, &pod, &d);
+                                return text(StatusCode::FORBIDDEN, d.message);
+                            }
+                        }
+                        return self.serve_local(&pod, host_port, req).await;
                     }
                     HostTarget::Service { namespace, name } => Backend {
                         namespace,
@@ -1121,7 +1159,8 @@ impl Gateway {
                 }
             }
         };
-        self.to_service(req, &routes, &backend, client_ip).await
+        self.to_service(req, &routes, &backend, client_ip, &from)
+            .await
     }
 
     async fn to_service(
@@ -1130,6 +1169,7 @@ impl Gateway {
         routes: &Routes,
         b: &Backend,
         client_ip: IpAddr,
+        from: &policy::From,
     ) -> Response<Body> {
         let Some(svc) = routes
             .services
@@ -1180,6 +1220,25 @@ impl Gateway {
             let mut candidates = usable(true);
             if candidates.is_empty() {
                 candidates = usable(false);
+            }
+            // Endpoints a NetworkPolicy closes to this caller are not candidates; when it
+            // closes all of them the call is refused.
+            if !candidates.is_empty() && self.policy.applies(from, &b.namespace) {
+                let mut refused = None;
+                candidates.retain(
+                    |i| match self.policy.check(from, &eps[*i].pod, eps[*i].port) {
+                        Ok(()) => true,
+                        Err(d) => {
+                            refused.get_or_insert((*i, d));
+                            false
+                        }
+                    },
+                );
+                if let (true, Some((i, d))) = (candidates.is_empty(), refused) {
+                    self.policy
+                        .report(from, Some((&b.namespace, &b.service)), &eps[i].pod, &d);
+                    return text(StatusCode::FORBIDDEN, d.message);
+                }
             }
             let turn = self.turn.fetch_add(1, Ordering::Relaxed);
             let affinity = svc.client_ip_affinity.then_some(client_ip);
@@ -1295,10 +1354,10 @@ impl Gateway {
     /// Keep the routing table and the NodePort listeners current from watches.
     async fn watch(self: Arc<Self>, client: kube::Client, stop: CancellationToken) {
         let changed = Arc::new(Notify::new());
-        let services: Store<Service> = reflect(&client, &changed, &stop);
-        let slices: Store<EndpointSlice> = reflect(&client, &changed, &stop);
-        let ingresses: Store<Ingress> = reflect(&client, &changed, &stop);
-        let nodes: Store<Node> = reflect(&client, &changed, &stop);
+        let services: Store<Service> = reflect(&client, &changed, &stop, |_| {});
+        let slices: Store<EndpointSlice> = reflect(&client, &changed, &stop, |_| {});
+        let ingresses: Store<Ingress> = reflect(&client, &changed, &stop, |_| {});
+        let nodes: Store<Node> = reflect(&client, &changed, &stop, |_| {});
         let mut listeners: BTreeMap<u16, CancellationToken> = BTreeMap::new();
         loop {
             tokio::select! {
@@ -1357,7 +1416,14 @@ impl Gateway {
     }
 }
 
-fn reflect<K>(client: &kube::Client, changed: &Arc<Notify>, stop: &CancellationToken) -> Store<K>
+/// A reflector of every `K`, each object passed through `keep` (to drop what is not needed);
+/// `changed` is notified on every event.
+fn reflect<K>(
+    client: &kube::Client,
+    changed: &Arc<Notify>,
+    stop: &CancellationToken,
+    keep: impl FnMut(&mut K) + Send + 'static,
+) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -1370,6 +1436,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(keep)
         .reflect(writer);
     let changed = changed.clone();
     let stop = stop.clone();
