@@ -17,6 +17,7 @@ pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod safefs;
+pub mod tokens;
 pub mod volumes;
 
 use std::net::{IpAddr, SocketAddr};
@@ -301,6 +302,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
             .iter()
             .map(|h| h.to_ascii_lowercase())
             .collect(),
+        api_server: Some(Arc::new(
+            gateway::ApiServer::new(&config.server, &ca)
+                .await
+                .map_err(|e| NodeError::Ca(e.to_string()))?,
+        )),
     };
     let gateway = gateway::Gateway::start(
         &config.name,

@@ -534,7 +534,19 @@ pub async fn run(ctx: Arc<NodeContext>, pod: Pod, stop: CancellationToken, termi
 
     let object = pod_ref(&pod);
     let laid = match lay_out_volumes(&ctx, &pod, &pod_dir, &containers_stop, &object).await {
-        Some(l) => Arc::new(l),
+        Some((l, token_lifetime)) => {
+            let l = Arc::new(l);
+            if let Some(first) = token_lifetime {
+                tokio::spawn(crate::tokens::keep_fresh(
+                    ctx.client.clone(),
+                    pod.clone(),
+                    l.clone(),
+                    first,
+                    containers_stop.clone(),
+                ));
+            }
+            l
+        }
         None => {
             writer_stop.cancel();
             let _ = writer.await;
@@ -644,30 +656,36 @@ async fn grace_period(
     }
 }
 
-/// Read the pod's ConfigMaps and Secrets and lay its volumes out under the pod's directory,
-/// retrying (with a `FailedMount` event) until it works or the pod is stopped.
+/// Read the pod's ConfigMaps, Secrets and projected tokens and lay its volumes out under the
+/// pod's directory, retrying (with a `FailedMount` event) until it works or the pod is
+/// stopped. Also returns the shortest lifetime of the tokens written, if any.
 async fn lay_out_volumes(
     ctx: &NodeContext,
     pod: &Pod,
     pod_dir: &std::path::Path,
     stop: &CancellationToken,
     object: &k8s_openapi::api::core::v1::ObjectReference,
-) -> Option<Vec<crate::volumes::Laid>> {
+) -> Option<(Vec<crate::volumes::Laid>, Option<Duration>)> {
     let has_volumes = pod
         .spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
         .is_some_and(|v| !v.is_empty());
     if !has_volumes {
-        return Some(Vec::new());
+        return Some((Vec::new(), None));
     }
     let mut delay = Duration::from_secs(2);
     loop {
         let attempt = async {
-            let sources = crate::volumes::Sources::fetch(&ctx.client, pod).await?;
+            let mut sources = crate::volumes::Sources::fetch(&ctx.client, pod).await?;
+            sources.tokens = crate::tokens::request_all(&ctx.client, pod)
+                .await
+                .map_err(crate::volumes::VolumeError::Api)?;
+            let shortest = sources.tokens.values().map(|t| t.lifetime).min();
             let plans =
                 crate::volumes::plan(pod, &sources, &ctx.facts(pod), &ctx.allowed_host_paths)?;
             crate::volumes::materialize(pod_dir, &ctx.claims_root, &plans)
+                .map(|laid| (laid, shortest))
         };
         match attempt.await {
             Ok(laid) => return Some(laid),

@@ -186,6 +186,33 @@ impl DirHandle {
             .map_err(|e| errno(Path::new(name), e))
     }
 
+    /// Replace the regular file `rel` beneath this directory with `bytes` (mode 0600): written
+    /// to a new file beside it and renamed over it, so a reader sees the old or the new content,
+    /// never a mix; no component is followed through a link.
+    pub fn replace_file(&self, rel: &Path, bytes: &[u8]) -> Result<(), SafeFsError> {
+        use std::io::Write;
+        let parts = names(rel)?;
+        let Some((file, dirs)) = parts.split_last() else {
+            return Err(SafeFsError::NotRelative(rel.display().to_string()));
+        };
+        let dir = self.open_dir(&dirs.iter().collect::<PathBuf>(), false)?;
+        let mut tmp = std::ffi::OsString::from(".");
+        tmp.push(file);
+        tmp.push(".new");
+        let _ = rustix::fs::unlinkat(&*dir.fd, &tmp, rustix::fs::AtFlags::empty());
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&*dir.fd, &tmp, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| errno(rel, e))?;
+        std::fs::File::from(fd)
+            .write_all(bytes)
+            .map_err(|source| SafeFsError::Io {
+                path: rel.display().to_string(),
+                source,
+            })?;
+        rustix::fs::renameat(&*dir.fd, &tmp, &*dir.fd, *file).map_err(|e| errno(rel, e))
+    }
+
     /// A path that names exactly this open directory (its `/proc/self/fd` entry), for APIs that
     /// open directories by path (wasmtime's preopens).
     pub fn proc_path(&self) -> PathBuf {
@@ -286,6 +313,36 @@ mod tests {
             .unwrap()
             .create_file("created")
             .is_err());
+        assert_eq!(std::fs::read(d.join("secret")).unwrap(), b"host secret");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn files_are_replaced_whole_and_never_through_a_link() {
+        let d = scratch("replace");
+        let vol = d.join("vol");
+        std::fs::create_dir_all(vol.join("sub")).unwrap();
+        std::fs::write(d.join("secret"), b"host secret").unwrap();
+        let h = DirHandle::open(&vol).unwrap();
+        h.replace_file(Path::new("token"), b"one").unwrap();
+        h.replace_file(Path::new("token"), b"two").unwrap();
+        assert_eq!(std::fs::read(vol.join("token")).unwrap(), b"two");
+        h.replace_file(Path::new("sub/token"), b"three").unwrap();
+        assert_eq!(std::fs::read(vol.join("sub/token")).unwrap(), b"three");
+        // A link where the file (or its temporary name) goes is replaced, not written through.
+        symlink("../secret", vol.join("planted")).unwrap();
+        symlink("../secret", vol.join(".again.new")).unwrap();
+        h.replace_file(Path::new("planted"), b"four").unwrap();
+        h.replace_file(Path::new("again"), b"five").unwrap();
+        assert_eq!(std::fs::read(d.join("secret")).unwrap(), b"host secret");
+        assert_eq!(std::fs::read(vol.join("planted")).unwrap(), b"four");
+        // A link on the way is refused.
+        symlink("..", vol.join("up")).unwrap();
+        assert!(matches!(
+            h.replace_file(Path::new("up/secret"), b"x"),
+            Err(SafeFsError::Link(_))
+        ));
+        assert!(h.replace_file(Path::new("../secret"), b"x").is_err());
         assert_eq!(std::fs::read(d.join("secret")).unwrap(), b"host secret");
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -4,7 +4,8 @@
 //! environment variables (`env`, with `envFrom`, `valueFrom` and `$(VAR)` expansion), volume
 //! plans (`plan`: `emptyDir`, `configMap`, `secret`, `downwardAPI`, `projected`, `hostPath`)
 //! and per-container mounts (`mounts`: `mountPath`, `subPath`, `readOnly`, `workingDir`).
-//! `materialize` writes the plans under the pod's directory; `Sources::fetch` reads the API.
+//! `materialize` writes the plans under the pod's directory; `Sources::fetch` reads the API
+//! (and `crate::tokens` fills `Sources::tokens` for `serviceAccountToken` projections).
 //!
 //! Invariants: a guest sees only the directories its mounts name (wasmtime-wasi's preopens are
 //! capability-based: no `..` or symlink leads out of them); volume names are DNS-1123 labels
@@ -65,6 +66,8 @@ pub struct Sources {
     pub config_maps: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     /// Secret name → its keys.
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// Projected ServiceAccount tokens (`crate::tokens::request_all`).
+    pub tokens: HashMap<crate::tokens::Want, crate::tokens::Issued>,
 }
 
 impl Sources {
@@ -82,6 +85,7 @@ impl Sources {
                 (s.string_data, s.data)
             })
             .await?,
+            tokens: HashMap::new(),
         })
     }
 
@@ -633,9 +637,21 @@ pub fn plan(
                     )?);
                 } else if let Some(d) = &src.downward_api {
                     files.extend(downward_files(d.items.as_deref().unwrap_or(&[]), facts)?);
+                } else if let Some(t) = &src.service_account_token {
+                    let want = (
+                        t.audience.clone().unwrap_or_default(),
+                        t.expiration_seconds
+                            .unwrap_or(crate::tokens::DEFAULT_SECONDS),
+                    );
+                    let token = sources.tokens.get(&want).ok_or_else(|| {
+                        config(format!(
+                            "volume {name:?}: no ServiceAccount token was issued for it"
+                        ))
+                    })?;
+                    files.push((t.path.clone(), token.token.clone().into_bytes()));
                 } else {
                     return Err(config(format!(
-                        "volume {name:?}: only configMap, secret and downwardAPI projections are supported on skiff nodes"
+                        "volume {name:?}: only configMap, secret, downwardAPI and serviceAccountToken projections are supported on skiff nodes"
                     )));
                 }
             }
@@ -965,6 +981,13 @@ mod tests {
             "pw".into(),
             Some([("password".to_string(), b"s3cret".to_vec())].into()),
         );
+        s.tokens.insert(
+            (String::new(), crate::tokens::DEFAULT_SECONDS),
+            crate::tokens::Issued {
+                token: "jwt-for-tests".into(),
+                lifetime: std::time::Duration::from_secs(3600),
+            },
+        );
         s
     }
 
@@ -1160,7 +1183,11 @@ mod tests {
                 {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}]),
                 Ok(vec![files(vec![("g", "hi"), ("ns", "ns")])])),
             (json!([{"name": "pr", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),
-                Err("volume \"pr\": only configMap, secret and downwardAPI projections are supported on skiff nodes")),
+                Ok(vec![files(vec![("token", "jwt-for-tests")])])),
+            (json!([{"name": "pr", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault"}}]}}]),
+                Err("volume \"pr\": no ServiceAccount token was issued for it")),
+            (json!([{"name": "pr", "projected": {"sources": [{"clusterTrustBundle": {"path": "b"}}]}}]),
+                Err("volume \"pr\": only configMap, secret, downwardAPI and serviceAccountToken projections are supported on skiff nodes")),
             (json!([{"name": "h", "hostPath": {"path": "/srv/shared/x", "type": "DirectoryOrCreate"}}]),
                 Ok(vec![Plan::HostPath { base: "/srv/shared".into(), rest: "x".into(), create: true }])),
             (json!([{"name": "/etc", "emptyDir": {}}]),

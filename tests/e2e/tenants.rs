@@ -764,6 +764,10 @@ kind: Node
 metadata: {name: other}
 ---
 apiVersion: v1
+kind: ServiceAccount
+metadata: {name: robot, namespace: team-a}
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: here, namespace: team-a}
 spec:
@@ -780,6 +784,7 @@ kind: Pod
 metadata: {name: there, namespace: team-a}
 spec:
   nodeName: other
+  serviceAccountName: robot
   containers:
   - name: main
     image: hello:latest
@@ -930,6 +935,40 @@ spec:
     for (args, want) in denied {
         let err = run(&c, &node, &args).expect_err("confined");
         assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // ServiceAccount tokens: only of an account its pods run as, only bound to its own pod by
+    // uid (the kubelet's projected tokens), as NodeRestriction has it.
+    let here_uid = c.jsonpath(&["pod", "here", "-n", "team-a"], "{.metadata.uid}");
+    let there_uid = c.jsonpath(&["pod", "there", "-n", "team-a"], "{.metadata.uid}");
+    let token = |account: &str, pod: Option<(&str, &str)>| {
+        let mut args = vec!["create", "token", account, "-n", "team-a"];
+        if let Some((name, uid)) = pod {
+            args.extend(["--bound-object-kind", "Pod", "--bound-object-name", name]);
+            if !uid.is_empty() {
+                args.extend(["--bound-object-uid", uid]);
+            }
+        }
+        run(&c, &node, &args)
+    };
+    let jwt = token("default", Some(("here", &here_uid))).expect("its own pod's token");
+    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+    let refused = [
+        (
+            token("default", None),
+            "node requested token not bound to a pod",
+        ),
+        (
+            token("default", Some(("here", ""))),
+            "node requested token with a pod binding without a uid",
+        ),
+        (
+            token("robot", Some(("there", &there_uid))),
+            r#"User "system:node:worker" cannot create resource "serviceaccounts/token""#,
+        ),
+    ];
+    for (got, want) in refused {
+        let err = got.expect_err("refused");
+        assert!(err.contains(want), "{err}");
     }
     // The secret becomes readable when a pod bound to the node refers to it, and stops being
     // readable when that pod is gone.

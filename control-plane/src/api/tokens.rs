@@ -82,10 +82,29 @@ pub(super) async fn request(
             .unwrap_or("")
             .to_string()
     };
-    let pod = match spec.get("boundObjectRef").filter(|v| !v.is_null()) {
-        None => None,
-        Some(r) => Some(bound_pod(state, ns, name, r).await?),
+    let (pod, pod_node) = match spec.get("boundObjectRef").filter(|v| !v.is_null()) {
+        None => (None, None),
+        Some(r) => {
+            let (pod, node) = bound_pod(state, ns, name, r).await?;
+            (Some(pod), node)
+        }
     };
+    // NodeRestriction: a node gets tokens only for pods bound to it, named by uid.
+    if let Some(node) = registry::noderestriction::requesting_node() {
+        let given_uid = spec
+            .pointer("/boundObjectRef/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let bound = pod.as_ref().map(|_| (given_uid, pod_node.as_deref()));
+        registry::noderestriction::token_binding(&node, bound).map_err(|message| {
+            ApiError::Denied {
+                group: String::new(),
+                resource: "serviceaccounts".into(),
+                name: name.into(),
+                message,
+            }
+        })?;
+    }
     let now = jiff::Timestamp::now();
     let exp = now.as_second() + seconds;
     let claims = Claims {
@@ -129,9 +148,14 @@ pub(super) async fn request(
     }))
 }
 
-/// The pod a token is bound to: it must exist (with the uid given, if one is) and run as the
-/// ServiceAccount, as kube-apiserver checks.
-async fn bound_pod(state: &Arc<AppState>, ns: &str, sa: &str, r: &Value) -> ApiResult<Ref> {
+/// The pod a token is bound to, and its node: it must exist (with the uid given, if one is)
+/// and run as the ServiceAccount, as kube-apiserver checks.
+async fn bound_pod(
+    state: &Arc<AppState>,
+    ns: &str,
+    sa: &str,
+    r: &Value,
+) -> ApiResult<(Ref, Option<String>)> {
     let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("");
     if s("kind") != "Pod" {
         return Err(invalid(
@@ -177,10 +201,18 @@ async fn bound_pod(state: &Arc<AppState>, ns: &str, sa: &str, r: &Value) -> ApiR
             "cannot bind token for serviceaccount {sa:?} to pod running with different serviceaccount name."
         )));
     }
-    Ok(Ref {
-        name: s("name").into(),
-        uid: uid.into(),
-    })
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    Ok((
+        Ref {
+            name: s("name").into(),
+            uid: uid.into(),
+        },
+        node,
+    ))
 }
 
 fn core(plural: &str) -> ApiResult<&'static resources::ResourceType> {

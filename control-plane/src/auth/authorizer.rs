@@ -90,10 +90,17 @@ impl NodeGraph {
         };
         let (config_maps, secrets) = skiff_common::podrefs::referenced(&pod);
         let ns = key.namespace.clone();
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         let refs: Vec<Ref> = config_maps
             .into_iter()
             .map(|n| ("configmaps", ns.clone(), n))
             .chain(secrets.into_iter().map(|n| ("secrets", ns.clone(), n)))
+            .chain(std::iter::once(("serviceaccounts", ns.clone(), account)))
             .collect();
         let g = self.grants.entry(node.clone()).or_default();
         for r in &refs {
@@ -102,7 +109,9 @@ impl NodeGraph {
         self.pods.insert(k, (node, refs));
     }
 
-    /// May `node` read the object `attrs` names?
+    /// May `node` read the object `attrs` names (a Secret or ConfigMap), or ask for a token of
+    /// it (a ServiceAccount)? Only when a pod bound to the node refers to it; which pod a
+    /// token may be bound to is NodeRestriction's (`api::tokens`).
     fn allows(&self, node: &str, attrs: &Attributes) -> Option<Allowed> {
         let Attributes::Resource {
             verb,
@@ -116,15 +125,15 @@ impl NodeGraph {
             return None;
         };
         let readable = matches!(verb.as_str(), "get" | "list" | "watch")
-            && group.is_empty()
             && subresource.is_empty()
-            && !name.is_empty()
             && matches!(resource.as_str(), "secrets" | "configmaps");
-        if !readable {
+        let token = verb == "create" && subresource == "token" && resource == "serviceaccounts";
+        if !(readable || token) || !group.is_empty() || name.is_empty() {
             return None;
         }
         let r: Ref = match resource.as_str() {
             "secrets" => ("secrets", namespace.clone(), name.clone()),
+            "serviceaccounts" => ("serviceaccounts", namespace.clone(), name.clone()),
             _ => ("configmaps", namespace.clone(), name.clone()),
         };
         self.grants.get(node)?.contains_key(&r).then(|| {

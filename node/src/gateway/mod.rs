@@ -12,8 +12,10 @@
 //! or overload is an HTTP error answer, never a crash of the node; a call a NetworkPolicy
 //! refuses (`policy`) never reaches the callee.
 
+mod apiserver;
 mod policy;
 
+pub use apiserver::{ApiServer, ApiServerError};
 pub use policy::{Caller, DENIED_REASON};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -83,6 +85,8 @@ pub struct GatewaySecurity {
     /// Hosts the admin lets pods reach although they resolve to protected addresses, when a
     /// pod's allow-list names them exactly (`--allow-local-outbound`).
     pub local_allowed: Vec<String>,
+    /// Where guests' calls to `kubernetes.default.svc` go.
+    pub api_server: Option<Arc<ApiServer>>,
 }
 
 /// Header a gateway adds when it forwards to another node's gateway (loop guard and hop count).
@@ -853,6 +857,7 @@ pub struct Gateway {
     pub(crate) local_allowed: Vec<String>,
     /// NetworkPolicy enforcement.
     policy: Arc<policy::Enforcer>,
+    api_server: Option<Arc<ApiServer>>,
     serving: tokio::runtime::Handle,
     _runtime: Serving,
 }
@@ -919,6 +924,7 @@ impl Gateway {
             peer_secret: security.peer_secret,
             protected: Arc::new(security.protected),
             local_allowed: security.local_allowed,
+            api_server: security.api_server,
             policy: Arc::new(policy::Enforcer::new(skiff_common::events::Recorder::new(
                 client.clone(),
                 "skiff-gateway",
@@ -1159,6 +1165,22 @@ impl Gateway {
                 }
             }
         };
+        // A guest calling the `kubernetes` Service reaches the API server, with its own
+        // credentials only.
+        if let (policy::From::Pod(caller), Some(api)) = (&from, &self.api_server) {
+            if backend.namespace == "default" && backend.service == "kubernetes" {
+                if let Some(addr) = api.addr {
+                    if let Err(d) = self
+                        .policy
+                        .check_outside(&caller.pod, addr.ip(), addr.port())
+                    {
+                        let _ = caller.denied.send((DENIED_REASON, d.message.clone()));
+                        return text(StatusCode::FORBIDDEN, d.message);
+                    }
+                }
+                return api.forward(req).await;
+            }
+        }
         self.to_service(req, &routes, &backend, client_ip, &from)
             .await
     }

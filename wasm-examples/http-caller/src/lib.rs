@@ -1,6 +1,8 @@
 //! `http-caller`: answers each request by calling another HTTP service over outbound HTTP
 //! (`wasi:http/outgoing-handler`) and relaying what it said. The target is `TARGET` (default
-//! `http://http-hello/`), or `?url=<url>` on the request.
+//! `http://http-hello/`), or `?url=<url>` on the request. With `TOKEN_FILE` set, the call
+//! carries `Authorization: Bearer <the file's content>` (a projected ServiceAccount token, to
+//! call `http://kubernetes.default.svc/...`).
 
 use std::io::{Read as _, Write as _};
 
@@ -24,7 +26,15 @@ fn call(url: &str) -> Result<(u16, String), String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let req = OutgoingRequest::new(Fields::new());
+    let headers = Fields::new();
+    if let Ok(file) = std::env::var("TOKEN_FILE") {
+        let token = std::fs::read_to_string(&file).map_err(|e| format!("reading {file}: {e}"))?;
+        let value = format!("Bearer {}", token.trim());
+        headers
+            .set("authorization", &[value.into_bytes()])
+            .map_err(|e| format!("header: {e:?}"))?;
+    }
+    let req = OutgoingRequest::new(headers);
     req.set_method(&Method::Get).map_err(|_| "method")?;
     req.set_scheme(Some(&scheme)).map_err(|_| "scheme")?;
     req.set_authority(Some(authority)).map_err(|_| "authority")?;

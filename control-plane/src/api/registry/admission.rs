@@ -1,6 +1,8 @@
 //! Admission: the built-in mutating and validating plugins that need to read other objects,
 //! run on create after the kind's defaults and before validation, as kube-apiserver's
 //! `Priority`, `DefaultIngressClass` and `DefaultStorageClass` plugins:
+//! - a Pod runs as a ServiceAccount that exists, with its token mounted when it asks for one
+//!   (`serviceaccount`);
 //! - a Pod's `priorityClassName` becomes its `priority` and `preemptionPolicy` (a class that
 //!   does not exist is refused with 403); a pod naming none gets the global default class's;
 //! - an Ingress without a class gets the default IngressClass;
@@ -21,6 +23,7 @@ use crate::resources::{self, ResourceType};
 pub(super) async fn admit(state: &AppState, rt: &ResourceType, obj: &mut Value) -> ApiResult<()> {
     match (rt.group, rt.plural) {
         ("", "pods") => {
+            super::serviceaccount::admit(state, rt, obj).await?;
             priority(state, obj).await?;
             limit_ranges(state, rt, obj).await
         }

@@ -19,6 +19,7 @@ pub(crate) mod noderestriction;
 pub(crate) mod quota;
 pub(crate) mod rules;
 mod scale;
+pub(crate) mod serviceaccount;
 mod signers;
 
 pub(crate) use allocation::repair as repair_claims;

@@ -3,7 +3,8 @@
 //! - its own Node object (create, update, status, delete), never another's;
 //! - the status of pods bound to it, and the deletion of those pods; it creates no pods and
 //!   changes no pod's spec or metadata;
-//! - its own Lease in `kube-node-lease`.
+//! - its own Lease in `kube-node-lease`;
+//! - ServiceAccount tokens only bound to a pod (by uid) that is bound to it.
 //!
 //! [`decide`] is pure and table-tested; [`check`] applies it to the request's user.
 
@@ -75,6 +76,27 @@ pub(crate) fn decide(
     }
 }
 
+/// May `node` have a ServiceAccount token bound as `bound` says: (the uid the request names,
+/// the node of the pod it names), None when it names no pod? Kubernetes' messages.
+pub(crate) fn token_binding(node: &str, bound: Option<(&str, Option<&str>)>) -> Result<(), String> {
+    match bound {
+        None => Err("node requested token not bound to a pod".into()),
+        Some(("", _)) => Err("node requested token with a pod binding without a uid".into()),
+        Some((_, pod_node)) if pod_node != Some(node) => {
+            Err("node requested token bound to a pod scheduled on a different node".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The node that makes the current request, if a node makes it.
+pub(crate) fn requesting_node() -> Option<String> {
+    REQUEST_USER
+        .try_with(|u: &UserInfo| node_of(u).map(str::to_string))
+        .ok()
+        .flatten()
+}
+
 /// Refuse a node's write of something not its own (403).
 pub(super) fn check(
     rt: &ResourceType,
@@ -84,11 +106,7 @@ pub(super) fn check(
     op: Op,
 ) -> ApiResult<()> {
     // Runs on every write: only a node's name is taken from the request's user.
-    let node = REQUEST_USER
-        .try_with(|u: &UserInfo| node_of(u).map(str::to_string))
-        .ok()
-        .flatten();
-    let Some(node) = node else {
+    let Some(node) = requesting_node() else {
         return Ok(());
     };
     decide(&node, rt.group, rt.plural, ns, name, old, op).map_err(|why| ApiError::Denied {
@@ -103,6 +121,33 @@ pub(super) fn check(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn node_token_binding_table() {
+        let cases: &[(Option<(&str, Option<&str>)>, Result<(), &str>)] = &[
+            (Some(("u1", Some("n1"))), Ok(())),
+            (None, Err("node requested token not bound to a pod")),
+            (
+                Some(("", Some("n1"))),
+                Err("node requested token with a pod binding without a uid"),
+            ),
+            (
+                Some(("u1", Some("n2"))),
+                Err("node requested token bound to a pod scheduled on a different node"),
+            ),
+            (
+                Some(("u1", None)),
+                Err("node requested token bound to a pod scheduled on a different node"),
+            ),
+        ];
+        for (bound, want) in cases {
+            assert_eq!(
+                token_binding("n1", *bound),
+                want.map_err(str::to_string),
+                "{bound:?}"
+            );
+        }
+    }
 
     #[test]
     fn node_restriction_table() {

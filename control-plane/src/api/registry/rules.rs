@@ -132,14 +132,17 @@ pub(crate) fn generate_name(obj: &mut Value) {
         .and_then(Value::as_str)
         .map(str::to_string)
     {
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let suffix: String = scripted_suffix().unwrap_or_else(|| {
-            (0..5)
-                .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
-                .collect()
-        });
+        let suffix: String = scripted_suffix().unwrap_or_else(random_suffix);
         ensure_object(obj, "metadata").insert("name".into(), json!(format!("{prefix}{suffix}")));
     }
+}
+
+/// Kubernetes' random name suffix: five characters of its alphabet without vowels.
+pub(crate) fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHABET[rand::random::<usize>() % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// The suffix a test scripted for the next generated name.
