@@ -162,10 +162,29 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let url = format!("https://{advertise}");
 
-    let http = reqwest::Client::builder()
+    // Calls to the nodes' agent endpoints: the node's serving certificate must chain to the
+    // cluster CA, and the API server proves itself with its own client certificate (new at
+    // every start, never written down).
+    let (kubelet_cert, kubelet_key) = pki::issue_client(
+        &pki.ca_pem,
+        &pki.ca_key_pem,
+        defaults::KUBELET_CLIENT,
+        &[],
+        365,
+    )?;
+    let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| ServerError::Io(e.to_string()))?;
+        .tls_built_in_root_certs(false)
+        .identity(
+            reqwest::Identity::from_pem(format!("{kubelet_key}\n{kubelet_cert}").as_bytes())
+                .map_err(|e| ServerError::Io(format!("the kubelet client certificate: {e}")))?,
+        );
+    for der in skiff_common::client::pem_to_der(pki.ca_pem.as_bytes()) {
+        http = http.add_root_certificate(
+            reqwest::Certificate::from_der(&der).map_err(|e| ServerError::Io(e.to_string()))?,
+        );
+    }
+    let http = http.build().map_err(|e| ServerError::Io(e.to_string()))?;
     let (gc_queue, gc_work) = api::gc::queue();
     // The in-process components' credentials: new at every start, never written down.
     let scheduler_token = random_token();

@@ -388,6 +388,7 @@ pub async fn run(
         }
     }
     tracing::info!(node = %config.name, "node registered");
+    ctx.registered.notify_one();
     let hb_ctx = ctx.clone();
     let hb_stop = shutdown.clone();
     let hb_config = config.clone();

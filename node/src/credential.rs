@@ -5,6 +5,10 @@
 //! with the certificate (kept in `DATA/credentials/`, mode 0600) and nothing else. A certificate
 //! past 80 % of its life is renewed at start with the certificate itself (`selfnodeclient`).
 //!
+//! The node's serving certificate (for the agent endpoint, `crate::serving`) comes the same way
+//! from the `kubernetes.io/kubelet-serving` signer, asked with the node's own certificate, for
+//! its address and name (`DATA/credentials/serving.crt|key`).
+//!
 //! Invariants: the key never leaves the node; a credential for another node name, or an expired
 //! one, is never used.
 
@@ -20,6 +24,8 @@ use crate::NodeError;
 
 /// The node client signer.
 pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The node serving signer.
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
 /// How long a node certificate is asked to be valid.
 const LIFETIME_SECONDS: i64 = 365 * 24 * 3600;
@@ -60,7 +66,14 @@ pub async fn obtain(
         Some(c) => endpoint.client_with_certificate(&c.cert_pem, &c.key_pem)?,
         None => endpoint.client()?,
     };
-    let fresh = request(client, name).await?;
+    let fresh = request(
+        client,
+        name,
+        KUBELET_SIGNER,
+        &["digital signature", "client auth"],
+        Vec::new(),
+    )
+    .await?;
     std::fs::create_dir_all(dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
     write_secret(&key_path, &fresh.key_pem)?;
     write_secret(&cert_path, &fresh.cert_pem)?;
@@ -68,9 +81,79 @@ pub async fn obtain(
     Ok(fresh)
 }
 
+/// The stored serving certificate of node `name`, if it names `ip`, with the fraction of its
+/// life left.
+pub fn stored_serving(dir: &Path, name: &str, ip: std::net::IpAddr) -> Option<(Credential, f64)> {
+    let cert_pem = std::fs::read_to_string(dir.join("serving.crt")).ok()?;
+    let key_pem = std::fs::read_to_string(dir.join("serving.key")).ok()?;
+    let der = rustls_pemfile_cert(&cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let names_ip = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value.general_names.iter().any(|g| match g {
+                x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).is_ok_and(|a| std::net::IpAddr::from(a) == ip),
+                    16 => <[u8; 16]>::try_from(*b).is_ok_and(|a| std::net::IpAddr::from(a) == ip),
+                    _ => false,
+                },
+                _ => false,
+            })
+        });
+    if !names_ip {
+        return None;
+    }
+    let left = remaining_life(&cert_pem, name)?;
+    Some((Credential { cert_pem, key_pem }, left))
+}
+
+/// Ask for the node's serving certificate (its address and name), with its own client.
+pub async fn serving(
+    client: kube::Client,
+    name: &str,
+    ip: std::net::IpAddr,
+    dir: &Path,
+) -> Result<Credential, NodeError> {
+    let mut names = vec![ip.to_string()];
+    if skiff_common::names::is_dns1123_subdomain(name) {
+        names.push(name.to_string());
+    }
+    let fresh = request(
+        client,
+        name,
+        SERVING_SIGNER,
+        &["digital signature", "key encipherment", "server auth"],
+        names,
+    )
+    .await?;
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
+    write_secret(&dir.join("serving.key"), &fresh.key_pem)?;
+    write_secret(&dir.join("serving.crt"), &fresh.cert_pem)?;
+    Ok(fresh)
+}
+
+/// How long until `fraction` of the certificate's life has passed (zero if it has).
+pub fn renew_in(cert_pem: &str, fraction: f64) -> Duration {
+    let validity = rustls_pemfile_cert(cert_pem).and_then(|der| {
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        Some((
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        ))
+    });
+    let Some((from, to)) = validity else {
+        return Duration::ZERO;
+    };
+    let at = from + ((to - from) as f64 * fraction) as i64;
+    let now = jiff::Timestamp::now().as_second();
+    Duration::from_secs((at - now).max(0) as u64)
+}
+
 /// The fraction of its validity a certificate for this node has left (`None`: not this node's,
 /// unreadable, or expired).
-fn remaining_life(cert_pem: &str, name: &str) -> Option<f64> {
+pub fn remaining_life(cert_pem: &str, name: &str) -> Option<f64> {
     let der = rustls_pemfile_cert(cert_pem)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
@@ -91,11 +174,18 @@ fn rustls_pemfile_cert(pem: &str) -> Option<Vec<u8>> {
         .next()
 }
 
-/// Ask for a certificate and wait (bounded) for it to be issued.
-async fn request(client: kube::Client, name: &str) -> Result<Credential, NodeError> {
+/// Ask `signer` for a certificate of node `name` (with alternative `names`) and wait
+/// (bounded) for it to be issued.
+async fn request(
+    client: kube::Client,
+    name: &str,
+    signer: &str,
+    usages: &[&str],
+    names: Vec<String>,
+) -> Result<Credential, NodeError> {
     let bad = |e: &dyn std::fmt::Display| NodeError::Register(format!("node certificate: {e}"));
     let key = rcgen::KeyPair::generate().map_err(|e| bad(&e))?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| bad(&e))?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(|e| bad(&e))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("system:node:{name}"));
@@ -111,17 +201,9 @@ async fn request(client: kube::Client, name: &str) -> Result<Credential, NodeErr
         .collect();
     let csr_name = format!("node-csr-{}-{suffix}", name.to_ascii_lowercase());
     let api: Api<CertificateSigningRequest> = Api::all(client);
-    let usages = ["digital signature", "client auth"];
-    csr::submit(
-        &api,
-        &csr_name,
-        KUBELET_SIGNER,
-        &pem,
-        LIFETIME_SECONDS,
-        &usages,
-    )
-    .await
-    .map_err(|e| bad(&e))?;
+    csr::submit(&api, &csr_name, signer, &pem, LIFETIME_SECONDS, usages)
+        .await
+        .map_err(|e| bad(&e))?;
     let cert_pem = csr::issued(&api, &csr_name, Duration::from_secs(60))
         .await
         .map_err(|e| bad(&e))?;

@@ -17,6 +17,7 @@ pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod safefs;
+pub mod serving;
 pub mod tokens;
 pub mod volumes;
 
@@ -126,6 +127,8 @@ pub struct NodeContext {
     pub allocatable: (i64, i64),
     /// The node's HTTP gateway.
     pub gateway: Arc<gateway::Gateway>,
+    /// Notified once the node is registered (its serving certificate can be asked for then).
+    pub registered: Arc<tokio::sync::Notify>,
     /// What each container uses, by (pod uid, namespace/name, container), for `/metrics`.
     pub usage:
         std::sync::Mutex<std::collections::BTreeMap<(String, String, String), Arc<runtime::Usage>>>,
@@ -332,13 +335,25 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         allowed_host_paths: config.allow_host_paths.clone(),
         allocatable: agent::allocatable(config.reserved),
         usage: Default::default(),
+        registered: Arc::new(tokio::sync::Notify::new()),
     });
-    let logs_stop = shutdown.clone();
-    let log_app = logserver::router(ctx.clone(), config.token.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, log_app)
-            .with_graceful_shutdown(async move { logs_stop.cancelled().await })
-            .await;
-    });
+    // The agent endpoint: HTTPS with the node's serving certificate (issued once the node is
+    // registered), callers authorized by the API server.
+    let serving_cert = Arc::new(serving::ServingCert::default());
+    tokio::spawn(serving::keep_cert(
+        ctx.client.clone(),
+        config.name.clone(),
+        host_ip,
+        config.data_dir.join("credentials"),
+        serving_cert.clone(),
+        ctx.registered.clone(),
+        shutdown.clone(),
+    ));
+    let tls = serving::acceptor(&ca, serving_cert)?;
+    let log_app = logserver::router(
+        ctx.clone(),
+        serving::Guard::new(ctx.client.clone(), &config.name),
+    );
+    tokio::spawn(serving::serve(listener, tls, log_app, shutdown.clone()));
     agent::run(ctx, &config, local.port(), shutdown).await
 }

@@ -1,6 +1,7 @@
-//! The agent's own HTTP endpoint: `GET /containerLogs/{ns}/{pod}/{container}`, called by the API
-//! server (with the join token) to serve `kubectl logs`, including `follow`, and `GET /metrics`
-//! (Prometheus text, join token): CPU time per container, pods, resident memory.
+//! The agent's own HTTPS endpoint: `GET /containerLogs/{ns}/{pod}/{container}`, called by the
+//! API server (with its client certificate) to serve `kubectl logs`, including `follow`, and
+//! `GET /metrics` (Prometheus text): CPU time per container, pods, resident memory. Who may
+//! call is the cluster's RBAC (`nodes/proxy`, `nodes/metrics`), asked by `crate::serving`.
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
@@ -8,23 +9,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Extension, Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
 use crate::logs::{self, ReadOptions};
+use crate::serving::Caller;
 use crate::NodeContext;
 
 struct LogState {
     ctx: Arc<NodeContext>,
-    token: String,
+    guard: crate::serving::Guard,
 }
 
 /// The router of the agent endpoint.
-pub fn router(ctx: Arc<NodeContext>, token: String) -> Router {
+pub fn router(ctx: Arc<NodeContext>, guard: crate::serving::Guard) -> Router {
     Router::new()
         .route(
             &format!(
@@ -34,7 +36,7 @@ pub fn router(ctx: Arc<NodeContext>, token: String) -> Router {
             get(container_logs),
         )
         .route("/metrics", get(metrics))
-        .with_state(Arc::new(LogState { ctx, token }))
+        .with_state(Arc::new(LogState { ctx, guard }))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -94,22 +96,6 @@ fn runs(dir: &Path) -> Vec<u32> {
     v
 }
 
-/// Only the API server (holding the join token) may call the agent endpoint: the refusal for
-/// anyone else.
-fn unauthorized(state: &LogState, headers: &HeaderMap) -> Option<Response> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    (presented != Some(state.token.as_str())).then(|| {
-        status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized".into(),
-        )
-    })
-}
-
 /// One metric family: name, type, help, and the value of one container.
 type Family = (
     &'static str,
@@ -118,10 +104,20 @@ type Family = (
     fn(&crate::runtime::Usage) -> String,
 );
 
-/// `GET /metrics` (join token): Prometheus text with CPU time per container and the pods and
-/// memory of this node.
-async fn metrics(State(state): State<Arc<LogState>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = unauthorized(&state, &headers) {
+/// `GET /metrics` (`nodes/metrics`): Prometheus text with CPU time per container and the pods
+/// and memory of this node.
+async fn metrics(
+    State(state): State<Arc<LogState>>,
+    method: Method,
+    headers: HeaderMap,
+    cert: Option<Extension<Caller>>,
+) -> Response {
+    let cert = cert.map(|Extension(c)| c);
+    if let Err(denied) = state
+        .guard
+        .check(&method, &headers, cert.as_ref(), "metrics")
+        .await
+    {
         return denied;
     }
     let usage: Vec<UsageEntry> = match state.ctx.usage.lock() {
@@ -254,11 +250,19 @@ fn http_metrics(out: &mut String, usage: &[UsageEntry], esc: &dyn Fn(&str) -> St
 
 async fn container_logs(
     State(state): State<Arc<LogState>>,
+    method: Method,
     headers: HeaderMap,
+    cert: Option<Extension<Caller>>,
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    if let Some(denied) = unauthorized(&state, &headers) {
+    let cert = cert.map(|Extension(c)| c);
+    // The kubelet authorizes every path but its named ones as `nodes/proxy`.
+    if let Err(denied) = state
+        .guard
+        .check(&method, &headers, cert.as_ref(), "proxy")
+        .await
+    {
         return denied;
     }
     let Some(dir) = find_pod_dir(&state.ctx.log_root, &ns, &pod, q.uid.as_deref()) else {

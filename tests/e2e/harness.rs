@@ -286,6 +286,48 @@ impl Cluster {
         );
     }
 
+    /// `GET path` on node `node`'s agent endpoint (HTTPS, verified against the cluster CA) with
+    /// `token` as bearer (None: no credential): (status, body). Waits (with a deadline) for the
+    /// node's serving certificate, which is issued after the node registers.
+    pub fn node_get(&self, node: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let port = self.jsonpath(
+            &["node", node],
+            "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+        );
+        let ip = self.jsonpath(
+            &["node", node],
+            "{.status.addresses[?(@.type==\"InternalIP\")].address}",
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut cmd = Command::new("curl");
+            cmd.args(["-s", "-w", "\n%{http_code}", "--cacert"])
+                .arg(self.data().join("tls/ca.crt"));
+            if let Some(t) = token {
+                cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
+            }
+            let out = cmd
+                .arg(format!("https://{ip}:{port}{path}"))
+                .output()
+                .expect("curl runs");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+            let code: u16 = code.trim().parse().unwrap_or(0);
+            if code != 0 || Instant::now() > deadline {
+                return (code, body.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The admin's bearer token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin-token"))
+            .expect("admin token")
+            .trim()
+            .to_string()
+    }
+
     /// The server's log so far (for failure messages).
     pub fn server_log(&self) -> String {
         let text = std::fs::read_to_string(self.data().with_extension("log")).unwrap_or_default();

@@ -222,20 +222,24 @@ fn http_pods_are_served_by_pod_service_ingress_and_node_port() {
     );
 }
 
-/// The embedded node's /metrics (the node serves it to holders of the join token).
+/// The embedded node's /metrics, as the admin (HTTPS, verified against the cluster CA). Nobody
+/// else gets it: no credential is 401, the join token (a shared secret, not an identity that
+/// RBAC lets read `nodes/metrics`) 403.
 fn node_metrics(c: &Cluster) -> String {
-    let port = c.jsonpath(
-        &["node", "testnode"],
-        "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    let (code, body) = c.node_get("testnode", "/metrics", None);
+    assert_eq!(code, 401, "{body}");
+    let join = std::fs::read_to_string(c.data().join("node-token")).expect("node token");
+    let (code, body) = c.node_get("testnode", "/metrics", Some(join.trim()));
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(
+            "user=system:bootstrap:node-join-token, verb=get, resource=nodes, subresource=metrics"
+        ),
+        "{body}"
     );
-    let token = std::fs::read_to_string(c.data().join("node-token")).expect("node token");
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-H"])
-        .arg(format!("Authorization: Bearer {}", token.trim()))
-        .arg(format!("http://127.0.0.1:{port}/metrics"))
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (code, body) = c.node_get("testnode", "/metrics", Some(&c.admin_token()));
+    assert_eq!(code, 200, "{body}");
+    body
 }
 
 #[test]

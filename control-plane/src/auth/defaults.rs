@@ -332,6 +332,18 @@ pub fn cluster_roles() -> Vec<Value> {
             controller_manager_rules(),
         ),
         role(
+            KUBELET_API_ADMIN,
+            bootstrapping.clone(),
+            vec![
+                rule(&[""], &["nodes"], &["get", "list", "watch", "proxy"]),
+                rule(
+                    &[""],
+                    &["nodes/log", "nodes/metrics", "nodes/proxy", "nodes/stats"],
+                    &["*"],
+                ),
+            ],
+        ),
+        role(
             "system:public-info-viewer",
             bootstrapping,
             vec![urls(
@@ -341,6 +353,11 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
     ]
 }
+
+/// Full access to the nodes' agent endpoints (logs, metrics), as Kubernetes' role.
+pub const KUBELET_API_ADMIN: &str = "system:kubelet-api-admin";
+/// The user of the API server's client certificate when it calls a node's agent endpoint.
+pub const KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
 
 /// Who may ask for a node's first client certificate with the join token.
 pub const NODE_CLIENT: &str = "system:certificates.k8s.io:certificatesigningrequests:nodeclient";
@@ -384,6 +401,14 @@ fn node_rules() -> Vec<Value> {
             &["create", "get", "list", "watch"],
         ),
         urls(&["/skiff/v1/modules/*", "/skiff/v1/blobs/*"], &["get"]),
+        // The agent endpoint authenticates and authorizes its callers through the API, as the
+        // kubelet's webhook modes do.
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+        ),
     ]
 }
 
@@ -524,9 +549,11 @@ fn controller_manager_rules() -> Vec<Value> {
         ),
         json!({"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
             "resourceNames": [crate::controllers::csrsigning::CLIENT_SIGNER,
-                crate::controllers::csrsigning::KUBELET_SIGNER], "verbs": ["sign"]}),
+                crate::controllers::csrsigning::KUBELET_SIGNER,
+                crate::controllers::csrsigning::SERVING_SIGNER], "verbs": ["sign"]}),
         json!({"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
-            "resourceNames": [crate::controllers::csrsigning::KUBELET_SIGNER], "verbs": ["approve"]}),
+            "resourceNames": [crate::controllers::csrsigning::KUBELET_SIGNER,
+                crate::controllers::csrsigning::SERVING_SIGNER], "verbs": ["approve"]}),
         rule(
             &["authorization.k8s.io"],
             &["subjectaccessreviews"],
@@ -560,6 +587,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
         bind_subjects(SCHEDULER, "User", &[SCHEDULER]),
         bind_subjects(CONTROLLER_MANAGER, "User", &[CONTROLLER_MANAGER]),
+        bind_subjects(KUBELET_API_ADMIN, "User", &[KUBELET_CLIENT]),
         bind("cluster-admin", &["system:masters"]),
         bind("system:node", &["system:nodes"]),
         bind("system:monitoring", &["system:monitoring"]),

@@ -5,7 +5,11 @@
 //! kubelet request must be `system:node:NAME` in exactly `system:nodes`, without alternative
 //! names; usages only `client auth`, `digital signature`,
 //! `key encipherment`; valid for `spec.expirationSeconds`, at most a year, backdated five minutes
-//! for clock skew). A request that cannot be signed gets a `Failed` condition that says why.
+//! for clock skew). The `kubernetes.io/kubelet-serving` signer makes a node's serving
+//! certificate (for the agent endpoint the API server calls): `system:node:NAME` in exactly
+//! `system:nodes`, usages `server auth` (and `digital signature`, `key encipherment`), at least
+//! one DNS or IP alternative name and no other kind, kept in the certificate.
+//! A request that cannot be signed gets a `Failed` condition that says why.
 //! [`decide`] is pure.
 
 use std::sync::Arc;
@@ -25,11 +29,15 @@ pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client";
 /// The signer of nodes' client certificates.
 pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 
+/// The signer of nodes' serving certificates.
+pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
 /// Longest validity of a signed certificate (kube-controller-manager's default
 /// `--cluster-signing-duration`).
 pub const MAX_DURATION_SECONDS: i64 = 365 * 24 * 3600;
 
 const ALLOWED_USAGES: &[&str] = &["client auth", "digital signature", "key encipherment"];
+const SERVING_USAGES: &[&str] = &["server auth", "digital signature", "key encipherment"];
 
 struct Ctx {
     client: kube::Client,
@@ -50,9 +58,11 @@ pub enum Decision {
 
 /// What a request needs, from its spec and status alone.
 pub fn decide(csr: &CertificateSigningRequest) -> Decision {
-    if csr.spec.signer_name != CLIENT_SIGNER && csr.spec.signer_name != KUBELET_SIGNER {
-        return Decision::Skip;
-    }
+    let (allowed, required, kind) = match csr.spec.signer_name.as_str() {
+        CLIENT_SIGNER | KUBELET_SIGNER => (ALLOWED_USAGES, "client auth", "client"),
+        SERVING_SIGNER => (SERVING_USAGES, "server auth", "serving"),
+        _ => return Decision::Skip,
+    };
     let status = csr.status.as_ref();
     if status
         .and_then(|s| s.certificate.as_ref())
@@ -71,14 +81,11 @@ pub fn decide(csr: &CertificateSigningRequest) -> Decision {
         return Decision::Skip;
     }
     let usages = csr.spec.usages.clone().unwrap_or_default();
-    if let Some(bad) = usages
-        .iter()
-        .find(|u| !ALLOWED_USAGES.contains(&u.as_str()))
-    {
-        return Decision::Fail(format!("invalid usage for client certificate: {bad}"));
+    if let Some(bad) = usages.iter().find(|u| !allowed.contains(&u.as_str())) {
+        return Decision::Fail(format!("invalid usage for {kind} certificate: {bad}"));
     }
-    if !usages.iter().any(|u| u == "client auth") {
-        return Decision::Fail("missing required usages: client auth".into());
+    if !usages.iter().any(|u| u == required) {
+        return Decision::Fail(format!("missing required usages: {required}"));
     }
     let seconds = csr
         .spec
@@ -91,6 +98,40 @@ pub fn decide(csr: &CertificateSigningRequest) -> Decision {
 /// The node a kubelet client request is for: CN `system:node:NAME`, O exactly `system:nodes`,
 /// no alternative names (as Kubernetes' `ValidateKubeletClientCSR`).
 pub fn kubelet_node(csr: &rcgen::CertificateSigningRequestParams) -> Result<String, String> {
+    let node = node_subject(csr)?;
+    if !csr.params.subject_alt_names.is_empty() {
+        return Err("a node client certificate may not have alternative names".into());
+    }
+    Ok(node)
+}
+
+/// The node a serving request is for and the names it asks for: CN `system:node:NAME`, O
+/// exactly `system:nodes`, DNS and IP alternative names only, at least one (as Kubernetes'
+/// `ValidateKubeletServingCSR`).
+pub fn serving_node(
+    csr: &rcgen::CertificateSigningRequestParams,
+) -> Result<(String, Vec<String>, Vec<std::net::IpAddr>), String> {
+    let node = node_subject(csr)?;
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    for san in &csr.params.subject_alt_names {
+        match san {
+            rcgen::SanType::DnsName(n) => dns.push(n.as_str().to_string()),
+            rcgen::SanType::IpAddress(ip) => ips.push(*ip),
+            other => {
+                return Err(format!(
+                    "a node serving certificate may have only DNS and IP names, not {other:?}"
+                ))
+            }
+        }
+    }
+    if dns.is_empty() && ips.is_empty() {
+        return Err("a node serving certificate needs at least one DNS or IP name".into());
+    }
+    Ok((node, dns, ips))
+}
+
+/// The node named by a request's subject: CN `system:node:NAME`, O exactly `system:nodes`.
+fn node_subject(csr: &rcgen::CertificateSigningRequestParams) -> Result<String, String> {
     let dn = &csr.params.distinguished_name;
     let text = |t: &rcgen::DnType| dn.get(t).and_then(dn_text);
     let cn = text(&rcgen::DnType::CommonName).unwrap_or_default();
@@ -110,9 +151,6 @@ pub fn kubelet_node(csr: &rcgen::CertificateSigningRequestParams) -> Result<Stri
             "subject organization {orgs:?} is not [\"system:nodes\"]"
         ));
     }
-    if !csr.params.subject_alt_names.is_empty() {
-        return Err("a node client certificate may not have alternative names".into());
-    }
     Ok(node.to_string())
 }
 
@@ -126,8 +164,9 @@ fn dn_text(v: &rcgen::DnValue) -> Option<String> {
     }
 }
 
-/// A client certificate (PEM) for the PEM certificate request `request`, signed by the CA; a
-/// request of the kubelet signer must name a node.
+/// A certificate (PEM) for the PEM certificate request `request`, signed by the CA: a client
+/// certificate, or for the serving signer a node's serving certificate with its names; a
+/// request of a kubelet signer must name a node.
 pub fn sign(
     request_pem: &str,
     signer: &str,
@@ -137,8 +176,12 @@ pub fn sign(
 ) -> Result<String, String> {
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
         .map_err(|e| format!("the request could not be parsed or verified: {e}"))?;
+    let serving = signer == SERVING_SIGNER;
     if signer == KUBELET_SIGNER {
         kubelet_node(&csr)?;
+    }
+    if serving {
+        serving_node(&csr)?;
     }
     let cn = csr
         .params
@@ -150,12 +193,16 @@ pub fn sign(
     }
     let p = &mut csr.params;
     p.is_ca = rcgen::IsCa::ExplicitNoCa;
-    p.subject_alt_names.clear();
     p.key_usages = vec![
         rcgen::KeyUsagePurpose::DigitalSignature,
         rcgen::KeyUsagePurpose::KeyEncipherment,
     ];
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if serving {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    } else {
+        p.subject_alt_names.clear();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    }
     p.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::minutes(5);
@@ -290,6 +337,23 @@ mod tests {
                 csr(CLIENT_SIGNER, client, &["Approved"], false),
                 Decision::Sign(3600),
             ),
+            (
+                csr(
+                    SERVING_SIGNER,
+                    &["server auth", "digital signature"],
+                    &["Approved"],
+                    false,
+                ),
+                Decision::Sign(3600),
+            ),
+            (
+                csr(SERVING_SIGNER, client, &["Approved"], false),
+                Decision::Fail("invalid usage for serving certificate: client auth".into()),
+            ),
+            (
+                csr(SERVING_SIGNER, &["digital signature"], &["Approved"], false),
+                Decision::Fail("missing required usages: server auth".into()),
+            ),
             (csr(CLIENT_SIGNER, client, &[], false), Decision::Skip),
             (
                 csr(CLIENT_SIGNER, client, &["Approved", "Denied"], false),
@@ -404,5 +468,29 @@ mod tests {
         assert!(node(&["system:nodes"], vec![]).is_ok());
         assert!(node(&["system:nodes", "system:masters"], vec![]).is_err());
         assert!(node(&["system:nodes"], vec!["n1.example".into()]).is_err());
+        // A node's serving request keeps its names and is for servers only.
+        let serving = |orgs: &[&str], sans: Vec<String>| {
+            let mut p = rcgen::CertificateParams::new(sans).unwrap();
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "system:node:n1");
+            for o in orgs {
+                p.distinguished_name
+                    .push(rcgen::DnType::OrganizationName, *o);
+            }
+            let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+            sign(&pem, SERVING_SIGNER, 3600, &ca_pem, &ca_key.serialize_pem())
+        };
+        let cert = serving(&["system:nodes"], vec!["127.0.0.1".into(), "n1".into()]).unwrap();
+        let der = rustls_pemfile::certs(&mut cert.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        let names = parsed.subject_alternative_name().unwrap().unwrap().value;
+        assert_eq!(names.general_names.len(), 2);
+        assert!(serving(&["system:nodes"], vec![]).is_err());
+        assert!(serving(&["devs"], vec!["n1".into()]).is_err());
     }
 }

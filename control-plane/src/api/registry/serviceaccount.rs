@@ -43,18 +43,20 @@ pub(super) async fn admit(state: &AppState, rt: &ResourceType, pod: &mut Value) 
     let account = match super::get_object(state, sa_rt, &ns, &name).await {
         Ok(sa) => Some(sa),
         Err(ApiError::NotFound { .. }) if name == "default" => None,
-        Err(ApiError::NotFound { .. }) => return Err(ApiError::Denied {
-            group: rt.group.into(),
-            resource: rt.plural.into(),
-            name: pod
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .into(),
-            message: format!(
+        Err(ApiError::NotFound { .. }) => {
+            return Err(ApiError::Denied {
+                group: rt.group.into(),
+                resource: rt.plural.into(),
+                name: pod
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into(),
+                message: format!(
                 "error looking up service account {ns}/{name}: serviceaccount \"{name}\" not found"
             ),
-        }),
+            })
+        }
         Err(e) => return Err(e),
     };
     let suffix = super::rules::random_suffix();
