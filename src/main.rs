@@ -141,6 +141,10 @@ enum Command {
         /// Rotated audit logs to keep.
         #[arg(long, default_value_t = 5)]
         audit_log_maxbackup: u32,
+        /// The longest validity of a certificate the cluster signs (nodes' and users' client
+        /// certificates, nodes' serving certificates), as kube-controller-manager's flag.
+        #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+        cluster_signing_duration: std::time::Duration,
     },
     /// Join a running cluster as a node.
     Node {
@@ -420,6 +424,7 @@ async fn main() -> Result<()> {
             audit_log,
             audit_log_maxsize,
             audit_log_maxbackup,
+            cluster_signing_duration,
         } => {
             if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
                 tracing::warn!(
@@ -444,6 +449,7 @@ async fn main() -> Result<()> {
                     max_bytes: audit_log_maxsize.saturating_mul(1 << 20),
                     max_backups: audit_log_maxbackup,
                 }),
+                cluster_signing_duration,
             };
             server(config, no_node, node_name, node.settings()?).await
         }

@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub encryption: Option<crate::store::EncryptionConfig>,
     /// The audit log (`--audit-log`); none by default.
     pub audit: Option<api::audit::AuditConfig>,
+    /// The longest validity of a certificate the cluster signs (`--cluster-signing-duration`).
+    pub cluster_signing_duration: Duration,
 }
 
 /// A running control plane.
@@ -263,6 +265,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             node_grace: config.node_monitor_grace,
             ca_pem: pki.ca_pem.clone(),
             ca_key_pem: pki.ca_key_pem.clone(),
+            signing_duration: config.cluster_signing_duration,
         },
     );
     let sched_stop = shutdown.clone();

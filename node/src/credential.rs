@@ -81,6 +81,59 @@ pub async fn obtain(
     Ok(fresh)
 }
 
+/// Renew the node's client certificate at 80 % of its life while the agent runs, with the
+/// certificate itself (`selfnodeclient`), and present the new one from then on; failures are
+/// retried with a back-off (the old certificate stays valid for the rest of its life).
+pub async fn keep_fresh(
+    client: kube::Client,
+    name: String,
+    dir: std::path::PathBuf,
+    mut current: Credential,
+    identity: std::sync::Arc<skiff_common::client::RotatingIdentity>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut retry = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(renewal_wait(&current.cert_pem)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let renewed = async {
+            let fresh = request(
+                client.clone(),
+                &name,
+                KUBELET_SIGNER,
+                &["digital signature", "client auth"],
+                Vec::new(),
+            )
+            .await?;
+            identity
+                .replace(&fresh.cert_pem, &fresh.key_pem)
+                .map_err(|e| NodeError::Register(e.to_string()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| NodeError::Io(format!("{}: {e}", dir.display())))?;
+            write_secret(&dir.join("node.key"), &fresh.key_pem)?;
+            write_secret(&dir.join("node.crt"), &fresh.cert_pem)?;
+            Ok::<_, NodeError>(fresh)
+        };
+        match renewed.await {
+            Ok(fresh) => {
+                tracing::info!(node = %name, "node client certificate renewed");
+                current = fresh;
+                retry = Duration::from_secs(1);
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "renewing the node's client certificate");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = stop.cancelled() => return,
+                }
+                retry = (retry * 2).min(Duration::from_secs(300));
+            }
+        }
+    }
+}
+
 /// The stored serving certificate of node `name`, if it names `ip`, with the fraction of its
 /// life left.
 pub fn stored_serving(dir: &Path, name: &str, ip: std::net::IpAddr) -> Option<(Credential, f64)> {
@@ -132,6 +185,20 @@ pub async fn serving(
     write_secret(&dir.join("serving.key"), &fresh.key_pem)?;
     write_secret(&dir.join("serving.crt"), &fresh.cert_pem)?;
     Ok(fresh)
+}
+
+/// How long to keep a certificate before renewing it: until 80 % of its life has passed, but at
+/// least half of what is left (a short certificate, whose validity starts five minutes back for
+/// clock skew, is not renewed in a tight loop).
+pub fn renewal_wait(cert_pem: &str) -> Duration {
+    let left = rustls_pemfile_cert(cert_pem)
+        .and_then(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+            Some(cert.validity().not_after.timestamp() - jiff::Timestamp::now().as_second())
+        })
+        .unwrap_or(0)
+        .max(0) as u64;
+    renew_in(cert_pem, 0.8).max(Duration::from_secs(left / 2))
 }
 
 /// How long until `fraction` of the certificate's life has passed (zero if it has).
@@ -228,4 +295,65 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), NodeError> {
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(cn: &str, sans: Vec<String>, from_ago: i64, to_ahead: i64) -> Credential {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::seconds(from_ago);
+        p.not_after = now + time::Duration::seconds(to_ahead);
+        Credential {
+            cert_pem: p.self_signed(&key).unwrap().pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    #[test]
+    fn renewal_times_and_stored_serving_certificates() {
+        // Valid 1,000 s, 100 s gone: 80 % is reached in 700 s.
+        let c = cert("system:node:n1", vec![], 100, 900);
+        let left = renew_in(&c.cert_pem, 0.8).as_secs();
+        assert!((698..=700).contains(&left), "{left}");
+        assert_eq!(renew_in("garbage", 0.8), Duration::ZERO);
+        assert_eq!(renewal_wait(&c.cert_pem), renew_in(&c.cert_pem, 0.8));
+        // Backdated and short: half of what is left, not at once.
+        let short = cert("system:node:n1", vec![], 300, 20);
+        let wait = renewal_wait(&short.cert_pem).as_secs();
+        assert!((9..=10).contains(&wait), "{wait}");
+        let life = remaining_life(&c.cert_pem, "n1").unwrap();
+        assert!((0.89..=0.91).contains(&life), "{life}");
+        assert!(
+            remaining_life(&c.cert_pem, "n2").is_none(),
+            "another node's"
+        );
+        assert!(remaining_life(&cert("system:node:n1", vec![], 100, -1).cert_pem, "n1").is_none());
+
+        let dir = std::env::temp_dir().join(format!("skiff-cred-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ip: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let store = |c: &Credential| {
+            write_secret(&dir.join("serving.crt"), &c.cert_pem).unwrap();
+            write_secret(&dir.join("serving.key"), &c.key_pem).unwrap();
+        };
+        assert!(stored_serving(&dir, "n1", ip).is_none(), "none stored");
+        store(&cert(
+            "system:node:n1",
+            vec!["10.0.0.5".into(), "n1".into()],
+            10,
+            990,
+        ));
+        assert!(stored_serving(&dir, "n1", ip).is_some_and(|(_, l)| l > 0.9));
+        // A certificate for another address (the node moved) is not used.
+        assert!(stored_serving(&dir, "n1", "10.0.0.6".parse().unwrap()).is_none());
+        store(&cert("system:node:n2", vec!["10.0.0.5".into()], 10, 990));
+        assert!(stored_serving(&dir, "n1", ip).is_none(), "another node's");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -255,24 +255,27 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
             .await?
         }
     };
+    // The certificate is presented through a rotating identity: renewed while the agent runs
+    // (`credential::keep_fresh`), new connections present the new one.
+    let rotating =
+        skiff_common::client::RotatingIdentity::new(&identity.cert_pem, &identity.key_pem)?;
     let client = match config.client.clone() {
         Some(c) => c,
-        None => endpoint.client_with_certificate(&identity.cert_pem, &identity.key_pem)?,
+        None => endpoint.client_with_identity(rotating.clone())?,
     };
-    let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
-    let mut http = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
-        .identity(
-            reqwest::Identity::from_pem(pem.as_bytes())
-                .map_err(|e| NodeError::Io(format!("the node's certificate: {e}")))?,
-        )
-        .tls_built_in_root_certs(false);
-    for der in skiff_common::client::pem_to_der(&ca) {
-        let cert =
-            reqwest::Certificate::from_der(&der).map_err(|e| NodeError::Ca(e.to_string()))?;
-        http = http.add_root_certificate(cert);
-    }
-    let http = http.build().map_err(|e| NodeError::Ca(e.to_string()))?;
+        .use_preconfigured_tls(endpoint.tls_with_identity(rotating.clone())?)
+        .build()
+        .map_err(|e| NodeError::Ca(e.to_string()))?;
+    tokio::spawn(credential::keep_fresh(
+        client.clone(),
+        config.name.clone(),
+        config.data_dir.join("credentials"),
+        identity,
+        rotating,
+        shutdown.clone(),
+    ));
     let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
     let fetcher = fetch::Fetcher::new(http, &config.server, &config.data_dir.join("modules"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -386,7 +386,7 @@ pub async fn keep_cert(
                 if let Err(e) = cert.install(&cred) {
                     tracing::warn!(error = %e, "installing the serving certificate");
                 }
-                crate::credential::renew_in(&cred.cert_pem, 0.8)
+                crate::credential::renewal_wait(&cred.cert_pem)
             }
             _ => {
                 if !waited_for_registration {
@@ -403,7 +403,7 @@ pub async fn keep_cert(
                             tracing::warn!(error = %e, "installing the serving certificate");
                         }
                         tracing::info!(node = %node, "node serving certificate issued");
-                        crate::credential::renew_in(&cred.cert_pem, 0.8)
+                        crate::credential::renewal_wait(&cred.cert_pem)
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "requesting the node's serving certificate");

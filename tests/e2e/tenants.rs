@@ -1195,3 +1195,54 @@ fn the_audit_log_records_who_did_what() {
         0o600
     );
 }
+
+/// A node's client and serving certificates are renewed while it runs: with certificates that
+/// live 20 s (`--cluster-signing-duration`), the node keeps heartbeating, running pods and
+/// serving their logs long after the certificates it started with have expired.
+#[test]
+fn node_certificates_are_renewed_while_the_node_runs() {
+    let mut c = Cluster::start(&["--no-node", "--cluster-signing-duration", "20s"]);
+    c.push_ok("hello:latest", &crate::harness::example("hello", false));
+    c.join_node("worker");
+    let creds = c.dir.path().join("worker").join("credentials");
+    let read = |f: &str| std::fs::read_to_string(creds.join(f)).unwrap_or_default();
+    let (client0, serving0) =
+        crate::harness::eventually("the node's first certificates", crate::T, || {
+            let (a, b) = (read("node.crt"), read("serving.crt"));
+            (!a.is_empty() && !b.is_empty()).then_some((a, b))
+        });
+    let started = std::time::Instant::now();
+    // Both are replaced while the node runs, without a restart.
+    crate::harness::eventually("both certificates renewed", crate::T, || {
+        (read("node.crt") != client0 && read("serving.crt") != serving0).then_some(())
+    });
+    // Past the first certificates' end, the node still works with its new ones.
+    let expired = std::time::Duration::from_secs(21);
+    if let Some(rest) = expired.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: late}
+spec:
+  nodeName: worker
+  restartPolicy: Never
+  containers: [{name: main, image: hello:latest}]
+"#,
+    );
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/late",
+        "--timeout=60s",
+    ]);
+    let logs = c.kubectl_ok(&["logs", "late"]);
+    assert!(logs.contains("Hello from skiff!"), "{logs}");
+    c.wait_for(
+        &["node", "worker"],
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+        crate::T,
+    );
+}

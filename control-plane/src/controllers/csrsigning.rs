@@ -32,7 +32,7 @@ pub const KUBELET_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// The signer of nodes' serving certificates.
 pub const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 
-/// Longest validity of a signed certificate (kube-controller-manager's default
+/// Longest validity a request may ask for (kube-controller-manager's default
 /// `--cluster-signing-duration`).
 pub const MAX_DURATION_SECONDS: i64 = 365 * 24 * 3600;
 
@@ -43,6 +43,8 @@ struct Ctx {
     client: kube::Client,
     ca_pem: String,
     ca_key_pem: String,
+    /// `--cluster-signing-duration`, seconds.
+    max_seconds: i64,
 }
 
 /// What to do with a request.
@@ -217,12 +219,20 @@ pub fn sign(
     Ok(cert.pem())
 }
 
-/// Run the controller until its stream ends.
-pub async fn run(client: kube::Client, ca_pem: String, ca_key_pem: String) {
+/// Run the controller until its stream ends; no certificate is valid longer than `longest`.
+pub async fn run(
+    client: kube::Client,
+    ca_pem: String,
+    ca_key_pem: String,
+    longest: std::time::Duration,
+) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         ca_pem,
         ca_key_pem,
+        max_seconds: i64::try_from(longest.as_secs())
+            .unwrap_or(MAX_DURATION_SECONDS)
+            .max(1),
     });
     Controller::new(
         Api::<CertificateSigningRequest>::all(client),
@@ -275,7 +285,7 @@ async fn reconcile(
             match sign(
                 &pem,
                 &csr.spec.signer_name,
-                seconds,
+                seconds.min(ctx.max_seconds),
                 &ctx.ca_pem,
                 &ctx.ca_key_pem,
             ) {

@@ -218,6 +218,8 @@ pub struct ControllerConfig {
     pub ca_pem: String,
     /// The cluster CA's key (PEM), which signs approved client certificate requests.
     pub ca_key_pem: String,
+    /// The longest validity of a signed certificate.
+    pub signing_duration: Duration,
 }
 
 /// Start the controllers; they stop with `stop`.
@@ -238,7 +240,12 @@ pub fn run(
     let ingresses = ingress::run(client.clone());
     let approvals = csrapproving::run(client.clone());
     let quotas = quota::run(client.clone(), pods.clone());
-    let csrs = csrsigning::run(client.clone(), config.ca_pem.clone(), config.ca_key_pem);
+    let csrs = csrsigning::run(
+        client.clone(),
+        config.ca_pem.clone(),
+        config.ca_key_pem,
+        config.signing_duration,
+    );
     let namespaces = namespaces::run(client.clone(), config.ca_pem);
     let budgets = disruption::run(client.clone(), pods.clone());
     let claims = volumes::run(client.clone(), pods.clone());
