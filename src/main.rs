@@ -370,12 +370,18 @@ fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
         .map_or((s, "s"), |i| s.split_at(i));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (20s, 500ms, 2m)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (20s, 500ms, 2m, 720h)"))?;
+    let seconds = |per: u64| {
+        n.checked_mul(per)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(n)),
-        "s" => Ok(std::time::Duration::from_secs(n)),
-        "m" => Ok(std::time::Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration (20s, 500ms, 2m)")),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(format!("{s:?} is not a duration (20s, 500ms, 2m, 720h)")),
     }
 }
 
@@ -786,4 +792,27 @@ async fn push(
         body["size"]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_parse_as_flags_write_them() {
+        use std::time::Duration;
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("20", Some(Duration::from_secs(20))),
+            ("20s", Some(Duration::from_secs(20))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("8760h", Some(Duration::from_secs(8760 * 3600))),
+            ("1d", None),
+            ("h", None),
+            ("-1s", None),
+            ("99999999999999999999h", None),
+            ("9999999999999999h", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(super::parse_duration(s).ok(), *want, "{s}");
+        }
+    }
 }

@@ -1016,8 +1016,43 @@ apiVersion: v1
 kind: ResourceQuota
 metadata: {name: counts, namespace: lab}
 spec:
-  hard: {count/deployments.apps: "1"}
+  hard: {count/deployments.apps: "1", services.nodeports: "1"}
 "#,
+    );
+    // Updates are charged for what they add: one Service may become a NodePort, not two.
+    for svc in ["one", "two"] {
+        c.kubectl_ok(&[
+            "create",
+            "service",
+            "clusterip",
+            svc,
+            "-n",
+            "lab",
+            "--tcp=80:8080",
+        ]);
+    }
+    let to_node_port = |svc: &str| {
+        c.kubectl(&[
+            "patch",
+            "service",
+            svc,
+            "-n",
+            "lab",
+            "-p",
+            r#"{"spec":{"type":"NodePort"}}"#,
+        ])
+    };
+    assert!(to_node_port("one").status.success());
+    let out = to_node_port("two");
+    assert!(
+        stderr(&out).contains(r#"services "two" is forbidden: exceeded quota: counts, requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1"#),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        c.jsonpath(&["service", "two", "-n", "lab"], "{.spec.type}"),
+        "ClusterIP",
+        "nothing half-written"
     );
     let pod = |name: &str, resources: &str| {
         format!(

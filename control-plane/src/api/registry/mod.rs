@@ -529,15 +529,19 @@ async fn write_update(
         };
         (write, rt.strategy.claims(&new))
     };
-    let claims = allocation::writes(rt, (ns, name), &old_claims, &new_claims)?;
+    let mut claims = allocation::writes(rt, (ns, name), &old_claims, &new_claims)?;
+    if !status_only && !finished {
+        claims.extend(quota::charge_update(state, rt, ns, name, old, &new).await?);
+    }
     let stored = match state
         .store
         .write(allocation::with_claims(write, claims))
         .await
     {
         Ok(stored) => stored,
-        // A concurrent write took a value this one chose: the caller's retry allocates again.
-        Err(e) if allocation::lost_race(&e) => {
+        // A concurrent write took a value this one chose, or charged a quota this one charges:
+        // the caller's retry allocates and charges again.
+        Err(e) if allocation::lost_race(&e) || quota::lost_race(&e) => {
             return Err(ApiError::from_store(
                 StoreError::Conflict { current: old_rv },
                 &rt.qualified(),

@@ -5,7 +5,9 @@
 //! creates cannot both take the last unit; the loser tries again). A pod that names no request or
 //! limit of a compute resource a quota tracks is refused (`must specify ...`). The quota
 //! controller (`controllers::quota`) recomputes `status.used` from what exists, so deletions give
-//! usage back.
+//! usage back. An update that makes an object use more (a Service turned NodePort or
+//! LoadBalancer, a claim that asks for more storage) is admitted and charged the same way for
+//! what it adds ([`growth`]); one that uses less is given back by the controller.
 //!
 //! Tracked: `pods`, `cpu`/`memory` (= requests), `requests.*` and `limits.*` of cpu, memory and
 //! ephemeral-storage, `requests.storage` and `persistentvolumeclaims`, `services`,
@@ -279,6 +281,18 @@ fn containers(obj: &Value) -> Vec<(String, Usage, Usage)> {
         .collect()
 }
 
+/// What an update adds to an object's usage: the resources it uses more of, by how much. Pure.
+pub(crate) fn growth(rt: &ResourceType, old: &Value, new: &Value) -> Usage {
+    let before = usage(rt, old);
+    usage(rt, new)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
+            (d > 0).then_some((k, d))
+        })
+        .collect()
+}
+
 /// The quota updates that charge a new `obj` of `rt` in `ns` (none when no quota tracks it), or
 /// the 403 when one would be exceeded.
 pub(super) async fn charge(
@@ -287,6 +301,36 @@ pub(super) async fn charge(
     ns: &str,
     name: &str,
     obj: &Value,
+) -> ApiResult<Vec<Write>> {
+    charge_delta(state, rt, ns, name, obj, usage(rt, obj), true).await
+}
+
+/// The quota updates that charge an update of `old` to `new` for what it adds (none when it
+/// adds nothing a quota tracks), or the 403. Pods' compute cannot change in place, so their
+/// containers are not checked again.
+pub(super) async fn charge_update(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> ApiResult<Vec<Write>> {
+    let delta = growth(rt, old, new);
+    if delta.is_empty() {
+        return Ok(Vec::new());
+    }
+    charge_delta(state, rt, ns, name, new, delta, false).await
+}
+
+async fn charge_delta(
+    state: &AppState,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+    obj: &Value,
+    delta: Usage,
+    created: bool,
 ) -> ApiResult<Vec<Write>> {
     if ns.is_empty() {
         return Ok(Vec::new());
@@ -302,8 +346,7 @@ pub(super) async fn charge(
     if quotas.objects.is_empty() {
         return Ok(Vec::new());
     }
-    let delta = usage(rt, obj);
-    let is_pod = (rt.group, rt.plural) == ("", "pods");
+    let is_pod = created && (rt.group, rt.plural) == ("", "pods");
     let pod_containers = if is_pod { containers(obj) } else { Vec::new() };
     let mut writes = Vec::new();
     for stored in &quotas.objects {
@@ -378,6 +421,29 @@ mod tests {
             usage(deploy, &json!({})),
             u(&[("count/deployments.apps", 1000)])
         );
+        // Updates are charged for what they add only.
+        let services = resources::find("", "v1", "services").unwrap();
+        let svc =
+            |t: &str, ports: usize| json!({"spec": {"type": t, "ports": vec![json!({}); ports]}});
+        assert_eq!(
+            growth(services, &svc("ClusterIP", 2), &svc("NodePort", 2)),
+            u(&[("services.nodeports", 2000)])
+        );
+        assert_eq!(
+            growth(services, &svc("NodePort", 1), &svc("LoadBalancer", 2)),
+            u(&[
+                ("services.loadbalancers", 1000),
+                ("services.nodeports", 1000)
+            ])
+        );
+        assert!(growth(services, &svc("NodePort", 2), &svc("ClusterIP", 2)).is_empty());
+        let claims = resources::find("", "v1", "persistentvolumeclaims").unwrap();
+        let pvc = |s: &str| json!({"spec": {"resources": {"requests": {"storage": s}}}});
+        assert_eq!(
+            growth(claims, &pvc("1Gi"), &pvc("3Gi")),
+            u(&[("requests.storage", (2i64 << 30) * 1000)])
+        );
+        assert!(growth(claims, &pvc("3Gi"), &pvc("1Gi")).is_empty());
 
         // (hard, used, delta, containers, result)
         let c = |name: &str, req: &[(&str, i64)], lim: &[(&str, i64)]| {
