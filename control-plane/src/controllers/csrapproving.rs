@@ -251,7 +251,8 @@ mod tests {
             ("Hostname".to_string(), "box5".to_string()),
         ];
         let n1 = "system:node:n1";
-        let cases: &[(&str, &[&str], &str, Result<(), &str>)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a str, Result<(), &'a str>);
+        let cases: &[Case] = &[
             (n1, &["10.0.0.5"], n1, Ok(())),
             (n1, &["10.0.0.5", "n1", "box5"], n1, Ok(())),
             (

@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn node_token_binding_table() {
-        let cases: &[(Option<(&str, Option<&str>)>, Result<(), &str>)] = &[
+        type Case<'a> = (Option<(&'a str, Option<&'a str>)>, Result<(), &'a str>);
+        let cases: &[Case] = &[
             (Some(("u1", Some("n1"))), Ok(())),
             (None, Err("node requested token not bound to a pod")),
             (
