@@ -145,6 +145,16 @@ enum Command {
         /// certificates, nodes' serving certificates), as kube-controller-manager's flag.
         #[arg(long, default_value = "8760h", value_parser = parse_duration)]
         cluster_signing_duration: std::time::Duration,
+        /// Take a snapshot of the cluster this often (`skiff snapshot restore` brings one
+        /// back); 0 (the default) takes none.
+        #[arg(long, default_value = "0", value_parser = parse_duration)]
+        snapshot_interval: std::time::Duration,
+        /// Scheduled snapshots kept (the oldest are removed).
+        #[arg(long, default_value_t = 5)]
+        snapshot_retention: usize,
+        /// Where scheduled snapshots go (default: DATA_DIR/snapshots).
+        #[arg(long)]
+        snapshot_dir: Option<PathBuf>,
     },
     /// Join a running cluster as a node.
     Node {
@@ -213,10 +223,38 @@ enum Command {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
     },
+    /// Snapshots of a cluster: save one (online, from the server's data dir) or restore one
+    /// into a new data dir.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCommand,
+    },
     /// Benchmarks against a running cluster.
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Take a consistent snapshot of the cluster in DATA_DIR (the server may be running) into
+    /// FILE: the store, the cluster's keys and tokens, and the module store.
+    Save {
+        /// The snapshot file to write (never overwritten).
+        file: PathBuf,
+        /// The server's data dir.
+        #[arg(long, default_value = "/var/lib/skiff")]
+        data_dir: PathBuf,
+    },
+    /// Bring the cluster of FILE back into DATA_DIR, which must not exist or be empty (never
+    /// under a running server); then start `skiff server --data-dir DATA_DIR`.
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The data dir to restore into.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -431,6 +469,9 @@ async fn main() -> Result<()> {
             audit_log_maxsize,
             audit_log_maxbackup,
             cluster_signing_duration,
+            snapshot_interval,
+            snapshot_retention,
+            snapshot_dir,
         } => {
             if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
                 tracing::warn!(
@@ -439,6 +480,13 @@ async fn main() -> Result<()> {
                     "--node-monitor-grace-period is not longer than the nodes' Lease renewal interval: live nodes will be found silent between renewals"
                 );
             }
+            let snapshots = (!snapshot_interval.is_zero()).then(|| {
+                skiff_control_plane::server::SnapshotSchedule {
+                    dir: snapshot_dir.unwrap_or_else(|| data_dir.join("snapshots")),
+                    every: snapshot_interval,
+                    keep: snapshot_retention,
+                }
+            });
             let config = skiff_control_plane::ServerConfig {
                 data_dir,
                 listen,
@@ -456,6 +504,7 @@ async fn main() -> Result<()> {
                     max_backups: audit_log_maxbackup,
                 }),
                 cluster_signing_duration,
+                snapshots,
             };
             server(config, no_node, node_name, node.settings()?).await
         }
@@ -502,6 +551,36 @@ async fn main() -> Result<()> {
             };
             skiff_node::run(config, stop).await.context("node agent")
         }
+        Command::Snapshot { action } => match action {
+            SnapshotCommand::Save { file, data_dir } => {
+                let s = skiff_control_plane::snapshot::save(&data_dir, &file)
+                    .await
+                    .context("skiff snapshot save")?;
+                println!(
+                    "snapshot {} saved: revision {}, {} objects, {} files",
+                    file.display(),
+                    s.revision,
+                    s.objects,
+                    s.files
+                );
+                Ok(())
+            }
+            SnapshotCommand::Restore { file, data_dir } => {
+                let s = skiff_control_plane::snapshot::restore(&file, &data_dir)
+                    .await
+                    .context("skiff snapshot restore")?;
+                println!(
+                    "restored {} into {}: revision {}, {} objects, {} files; start it with `skiff server --data-dir {}`",
+                    file.display(),
+                    data_dir.display(),
+                    s.revision,
+                    s.objects,
+                    s.files,
+                    data_dir.display()
+                );
+                Ok(())
+            }
+        },
         Command::Kubeconfig {
             user,
             group,

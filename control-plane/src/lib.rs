@@ -12,6 +12,7 @@ pub mod placement;
 pub mod resources;
 pub mod scheduler;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 
 pub use server::{start, RunningServer, ServerConfig, ServerError};

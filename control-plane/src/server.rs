@@ -63,6 +63,19 @@ pub struct ServerConfig {
     pub audit: Option<api::audit::AuditConfig>,
     /// The longest validity of a certificate the cluster signs (`--cluster-signing-duration`).
     pub cluster_signing_duration: Duration,
+    /// Scheduled snapshots (`--snapshot-interval`); none by default.
+    pub snapshots: Option<SnapshotSchedule>,
+}
+
+/// When and where a server takes snapshots of its cluster.
+#[derive(Clone, Debug)]
+pub struct SnapshotSchedule {
+    /// Where they go.
+    pub dir: PathBuf,
+    /// How often.
+    pub every: Duration,
+    /// How many are kept (the oldest go).
+    pub keep: usize,
 }
 
 /// A running control plane.
@@ -84,6 +97,8 @@ pub struct RunningServer {
     /// Ends when the listener has stopped.
     pub serving: tokio::task::JoinHandle<()>,
     router: axum::Router,
+    /// The data dir's lock, held while the server runs.
+    _lock: std::fs::File,
 }
 
 impl RunningServer {
@@ -131,6 +146,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| ServerError::Io(format!("{}: {e}", config.data_dir.display())))?;
     }
+    // One server per data dir: a second one (or a restore) is refused while this one runs.
+    let lock = crate::snapshot::lock(&config.data_dir)
+        .map_err(|e| ServerError::Io(e.to_string()))?
+        .ok_or_else(|| {
+            ServerError::Io(format!(
+                "another skiff server is running on {} ({} is locked)",
+                config.data_dir.display(),
+                crate::snapshot::LOCK_FILE
+            ))
+        })?;
     let pki = Pki::load_or_create(&config.data_dir, &pki::server_names(&[config.listen.ip()]))?;
     let mut store: Arc<dyn crate::store::Storage> =
         Arc::new(Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?);
@@ -221,6 +246,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     );
     let authorizer = Authorizer::new();
     let shutdown = CancellationToken::new();
+    if let Some(s) = &config.snapshots {
+        tokio::spawn(crate::snapshot::schedule(
+            config.data_dir.clone(),
+            s.dir.clone(),
+            s.every,
+            s.keep,
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(authorizer.clone().run(store.clone(), shutdown.clone()));
     let state = Arc::new(AppState {
         store,
@@ -285,6 +319,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         serving,
         router,
         ca_key_pem: pki.ca_key_pem,
+        _lock: lock,
     })
 }
 

@@ -154,14 +154,29 @@ impl Cluster {
     /// Kill the server with SIGKILL, leave it down for `down`, and start it again on the same
     /// data dir.
     pub fn kill9_and_restart_after(&mut self, down: Duration, args: &[&str]) {
+        self.kill9();
+        std::thread::sleep(down);
+        self.start_again(args);
+    }
+
+    /// Kill the server with SIGKILL (it stays down).
+    pub fn kill9(&mut self) {
         if let Some(mut p) = self.server.take() {
             p.0.kill().expect("kill -9");
             let _ = p.0.wait();
         }
-        std::thread::sleep(down);
+    }
+
+    /// Start the server again on the data dir (after `kill9`).
+    pub fn start_again(&mut self, args: &[&str]) {
         let (server, url) = spawn_server(&self.data(), args);
         self.server = Some(server);
         self.url = url;
+    }
+
+    /// Run `skiff` with `args` (output captured).
+    pub fn skiff(&self, args: &[&str]) -> Output {
+        Command::new(SKIFF).args(args).output().expect("skiff runs")
     }
 
     /// Run kubectl against this cluster.

@@ -12,6 +12,7 @@ mod node;
 mod operator;
 mod podtokens;
 mod sandbox;
+mod snapshot;
 mod tenants;
 
 use std::time::Duration;

@@ -479,3 +479,8 @@ impl Watch {
         self.last
     }
 }
+
+/// The revision and compaction counters of a store file (for snapshots).
+pub(crate) async fn counters(conn: &mut sqlx::SqliteConnection) -> Result<(u64, u64), StoreError> {
+    writer::load_counters(conn).await
+}
