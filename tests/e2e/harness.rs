@@ -84,6 +84,10 @@ pub struct Cluster {
 
 /// Spawn `skiff server` on `data_dir` and wait for its ready line.
 fn spawn_server(data_dir: &Path, args: &[&str]) -> (Proc, String) {
+    spawn_server_on(data_dir, "127.0.0.1:0", args)
+}
+
+fn spawn_server_on(data_dir: &Path, listen: &str, args: &[&str]) -> (Proc, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -94,7 +98,7 @@ fn spawn_server(data_dir: &Path, args: &[&str]) -> (Proc, String) {
         .arg(data_dir)
         .args([
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--node-name",
             "testnode",
             "--gateway-port",
@@ -170,6 +174,19 @@ impl Cluster {
     /// Start the server again on the data dir (after `kill9`).
     pub fn start_again(&mut self, args: &[&str]) {
         let (server, url) = spawn_server(&self.data(), args);
+        self.server = Some(server);
+        self.url = url;
+    }
+
+    /// Start the server again on the data dir and the address it had (after `kill9`), so
+    /// joined nodes find it where they left it.
+    pub fn start_again_at_same_address(&mut self, args: &[&str]) {
+        let addr = self
+            .url
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_string();
+        let (server, url) = spawn_server_on(&self.data(), &addr, args);
         self.server = Some(server);
         self.url = url;
     }

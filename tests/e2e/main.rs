@@ -10,6 +10,7 @@ mod kinds;
 mod netpolicy;
 mod node;
 mod operator;
+mod outage;
 mod podtokens;
 mod sandbox;
 mod snapshot;
