@@ -723,10 +723,9 @@ async fn server(
             data_dir: data_dir.join("node"),
             listen: "127.0.0.1:0".parse()?,
             max_pods: settings.max_pods,
-            labels: vec![(
-                "node-role.kubernetes.io/control-plane".into(),
-                "true".into(),
-            )],
+            // Its role label is the server's to set (NodeRestriction keeps nodes from giving
+            // themselves roles): see `label_control_plane`.
+            labels: Vec::new(),
             allow_host_paths: settings.allow_host_paths,
             allow_local_outbound: settings.allow_local_outbound,
             reserved: settings.reserved,
@@ -751,6 +750,11 @@ async fn server(
                 tracing::error!(error = %e, "embedded node stopped");
             }
         }));
+        tokio::spawn(label_control_plane(
+            running.loopback_client(&running.admin_token)?,
+            name.clone(),
+            stop.clone(),
+        ));
         println!("embedded node {name} starting");
     }
     stop.cancelled().await;
@@ -759,6 +763,34 @@ async fn server(
     }
     let _ = running.serving.await;
     Ok(())
+}
+
+/// Mark the embedded node `node-role.kubernetes.io/control-plane` once it has registered, as
+/// the admin (a node may not set role labels on itself).
+async fn label_control_plane(client: kube::Client, name: String, stop: CancellationToken) {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(client);
+    let patch = serde_json::json!({"metadata": {"labels": {
+        "node-role.kubernetes.io/control-plane": "true"}}});
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        let labelled = nodes
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await;
+        match labelled {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, "the embedded node is not registered yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// The kubeconfig given, else $KUBECONFIG, else ~/.kube/config.

@@ -91,6 +91,13 @@ fn pods_get_bound_service_account_tokens_when_they_ask() {
         &["pods", "-n", "team-a", "-l", "app=caller"],
         "{.items[0].metadata.name}",
     );
+    // The embedded node's role is set by the server (a node may not give itself one).
+    c.wait_for(
+        &["node", "testnode"],
+        "{.metadata.labels.node-role\\.kubernetes\\.io/control-plane}",
+        "true",
+        T,
+    );
     // Admission mounted the token, CA and namespace, as Kubernetes lays them out.
     let volume = c.jsonpath(
         &["pod", "-n", "team-a", &pod],

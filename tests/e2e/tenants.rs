@@ -926,6 +926,25 @@ spec:
             vec!["label", "node", "other", "rack=r2"],
             r#"node "worker" is not allowed to modify node "other""#,
         ),
+        // Its own Node, but a label that would give it a role (or a dedicated workload).
+        (
+            vec![
+                "label",
+                "node",
+                "worker",
+                "node-role.kubernetes.io/control-plane=true",
+            ],
+            r#"node "worker" is not allowed to modify labels: node-role.kubernetes.io/control-plane"#,
+        ),
+        (
+            vec![
+                "label",
+                "node",
+                "worker",
+                "node-restriction.kubernetes.io/tenant=bank",
+            ],
+            r#"node "worker" is not allowed to modify labels: node-restriction.kubernetes.io/tenant"#,
+        ),
         (
             vec!["run", "x", "-n", "team-a", "--image=hello:latest"],
             r#"User "system:node:worker" cannot create resource "pods""#,

@@ -1,6 +1,11 @@
 //! NodeRestriction, as kube-apiserver's admission plugin: a node (`system:node:NAME` in
 //! `system:nodes`) may write only what is its own, whatever RBAC lets nodes do in general:
-//! - its own Node object (create, update, status, delete), never another's;
+//! - its own Node object (create, update, status, delete), never another's; and of its labels
+//!   only those a kubelet may set (`labels_forbidden`: none under
+//!   `node-restriction.kubernetes.io`, and under `kubernetes.io`/`k8s.io` only the kubelet's
+//!   own: hostname, os, arch, instance type, zone and region, `kubelet.kubernetes.io/*`,
+//!   `node.kubernetes.io/*`), so a node cannot give itself a role or a dedicated workload's
+//!   label;
 //! - the status of pods bound to it, and the deletion of those pods; it creates no pods and
 //!   changes no pod's spec or metadata;
 //! - its own Lease in `kube-node-lease`;
@@ -76,6 +81,96 @@ pub(crate) fn decide(
     }
 }
 
+/// Label keys a kubelet sets on its own Node (Kubernetes' `kubeletapis.IsKubeletLabel`).
+const KUBELET_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+];
+
+/// May a node set (add, change or remove) the label `key` on its own Node? Pure.
+pub(crate) fn node_may_label(key: &str) -> bool {
+    let Some((namespace, _)) = key.split_once('/') else {
+        return true;
+    };
+    let under = |ns: &str| namespace == ns || namespace.ends_with(&format!(".{ns}"));
+    if under("node-restriction.kubernetes.io") {
+        return false;
+    }
+    if under("kubernetes.io") || under("k8s.io") {
+        return KUBELET_LABELS.contains(&key)
+            || under("kubelet.kubernetes.io")
+            || under("node.kubernetes.io");
+    }
+    true
+}
+
+/// The labels a write of a Node by itself may not make (added, changed or removed ones a node
+/// may not set), sorted. Pure.
+pub(crate) fn labels_forbidden(old: Option<&Value>, new: &Value) -> Vec<String> {
+    let labels = |v: Option<&Value>| -> std::collections::BTreeMap<String, Value> {
+        v.and_then(|v| v.pointer("/metadata/labels"))
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    let (before, after) = (labels(old), labels(Some(new)));
+    let mut keys: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(before.keys().filter(|k| !after.contains_key(*k)).cloned())
+        .filter(|k| !node_may_label(k))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Refuse a node's create or update of its own Node that sets labels a node may not (403, in
+/// Kubernetes' words).
+pub(super) fn check_labels(
+    rt: &ResourceType,
+    name: &str,
+    old: Option<&Value>,
+    new: &Value,
+) -> ApiResult<()> {
+    if (rt.group, rt.plural) != ("", "nodes") {
+        return Ok(());
+    }
+    let Some(node) = requesting_node() else {
+        return Ok(());
+    };
+    let forbidden = labels_forbidden(old, new);
+    if forbidden.is_empty() {
+        return Ok(());
+    }
+    let message = match old {
+        None => format!(
+            "node {node:?} is not allowed to set the following labels: {}",
+            forbidden.join(", ")
+        ),
+        Some(_) => format!(
+            "node {node:?} is not allowed to modify labels: {}",
+            forbidden.join(", ")
+        ),
+    };
+    Err(ApiError::Denied {
+        group: rt.group.into(),
+        resource: rt.plural.into(),
+        name: name.into(),
+        message,
+    })
+}
+
 /// May `node` have a ServiceAccount token bound as `bound` says: (the uid the request names,
 /// the node of the pod it names), None when it names no pod? Kubernetes' messages.
 pub(crate) fn token_binding(node: &str, bound: Option<(&str, Option<&str>)>) -> Result<(), String> {
@@ -121,6 +216,50 @@ pub(super) fn check(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn node_self_labelling_table() {
+        let cases = [
+            ("rack", true),
+            ("example.com/dedicated", true),
+            ("kubernetes.io/hostname", true),
+            ("kubernetes.io/arch", true),
+            ("topology.kubernetes.io/zone", true),
+            (
+                "node.kubernetes.io/exclude-from-external-load-balancers",
+                true,
+            ),
+            ("x.node.kubernetes.io/y", true),
+            ("kubelet.kubernetes.io/config", true),
+            ("node-role.kubernetes.io/control-plane", false),
+            ("node-restriction.kubernetes.io/tenant", false),
+            ("a.node-restriction.kubernetes.io/tenant", false),
+            ("kubernetes.io/role", false),
+            ("k8s.io/anything", false),
+            ("storage.k8s.io/x", false),
+        ];
+        for (key, want) in cases {
+            assert_eq!(node_may_label(key), want, "{key}");
+        }
+        let old = json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": "true", "rack": "a"}}});
+        // Keeping a label it may not set is fine; changing, adding or removing one is not.
+        let same = json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": "true", "rack": "b"}}});
+        assert!(labels_forbidden(Some(&old), &same).is_empty());
+        let removed = json!({"metadata": {"labels": {"rack": "a"}}});
+        assert_eq!(
+            labels_forbidden(Some(&old), &removed),
+            ["node-role.kubernetes.io/control-plane"]
+        );
+        let added = json!({"metadata": {"labels": {"node-restriction.kubernetes.io/t": "x",
+            "node-role.kubernetes.io/control-plane": "true"}}});
+        assert_eq!(
+            labels_forbidden(None, &added),
+            [
+                "node-restriction.kubernetes.io/t",
+                "node-role.kubernetes.io/control-plane"
+            ]
+        );
+    }
 
     #[test]
     fn node_token_binding_table() {
