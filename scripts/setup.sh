@@ -3,12 +3,27 @@
 # (rustup), kubectl, curl and openssl (the e2e tests make keys and requests with it, as the
 # Kubernetes docs do): the wasm targets of wasm-examples/ and the rustfmt/clippy
 # components. scripts/up.sh and scripts/test.sh both run it, so CI exercises the same set-up as
-# the main command. Idempotent; fails loudly when something cannot be had.
+# the main command. Also Debian's protobuf-compiler (etcd's client library compiles etcd's
+# protocol files at build time) and etcd-server (the etcd backend's tests run a real etcd), when
+# missing. Idempotent; fails loudly when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo rustup kubectl curl openssl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is required and is missing" >&2; exit 1; }
 done
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if ((${#missing[@]})); then
+  SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
+  echo "==> installing ${missing[*]} (Debian packages)" >&2
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null; }
+  # Debian starts the packaged etcd as a service on the default ports; the tests run their own.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+    $SUDO systemctl stop etcd || true
+  fi
+fi
 # rustup installs a rust-toolchain.toml's targets only when it installs the toolchain itself;
 # an already installed toolchain needs them added (run inside wasm-examples/ so the toolchain
 # its rust-toolchain.toml names is the one that gets them).

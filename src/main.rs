@@ -155,6 +155,22 @@ enum Command {
         /// Where scheduled snapshots go (default: DATA_DIR/snapshots).
         #[arg(long)]
         snapshot_dir: Option<PathBuf>,
+        /// Keep the cluster in etcd instead of DATA_DIR/state.db: its endpoints, comma
+        /// separated (`https://e1:2379,https://e2:2379`).
+        #[arg(long, value_delimiter = ',')]
+        datastore_endpoint: Vec<String>,
+        /// The key prefix in etcd (several clusters can share one etcd).
+        #[arg(long, default_value = "/registry")]
+        datastore_prefix: String,
+        /// CA file to verify etcd's certificate.
+        #[arg(long)]
+        datastore_cafile: Option<PathBuf>,
+        /// Client certificate for etcd.
+        #[arg(long, requires = "datastore_keyfile")]
+        datastore_certfile: Option<PathBuf>,
+        /// Client key for etcd.
+        #[arg(long, requires = "datastore_certfile")]
+        datastore_keyfile: Option<PathBuf>,
     },
     /// Join a running cluster as a node.
     Node {
@@ -472,7 +488,27 @@ async fn main() -> Result<()> {
             snapshot_interval,
             snapshot_retention,
             snapshot_dir,
+            datastore_endpoint,
+            datastore_prefix,
+            datastore_cafile,
+            datastore_certfile,
+            datastore_keyfile,
         } => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let datastore = if datastore_endpoint.is_empty() {
+                None
+            } else {
+                Some(skiff_control_plane::store::etcd::EtcdConfig {
+                    endpoints: datastore_endpoint,
+                    prefix: datastore_prefix,
+                    ca_pem: datastore_cafile.as_ref().map(read).transpose()?,
+                    identity: match (&datastore_certfile, &datastore_keyfile) {
+                        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                        _ => None,
+                    },
+                })
+            };
             if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
                 tracing::warn!(
                     grace = ?node_monitor_grace_period,
@@ -505,6 +541,7 @@ async fn main() -> Result<()> {
                 }),
                 cluster_signing_duration,
                 snapshots,
+                datastore,
             };
             server(config, no_node, node_name, node.settings()?).await
         }

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub cluster_signing_duration: Duration,
     /// Scheduled snapshots (`--snapshot-interval`); none by default.
     pub snapshots: Option<SnapshotSchedule>,
+    /// Keep the cluster in etcd instead of `DATA_DIR/state.db` (`--datastore-endpoint`).
+    pub datastore: Option<crate::store::etcd::EtcdConfig>,
 }
 
 /// When and where a server takes snapshots of its cluster.
@@ -157,8 +159,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             ))
         })?;
     let pki = Pki::load_or_create(&config.data_dir, &pki::server_names(&[config.listen.ip()]))?;
-    let mut store: Arc<dyn crate::store::Storage> =
-        Arc::new(Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?);
+    let mut store: Arc<dyn crate::store::Storage> = match &config.datastore {
+        Some(etcd) => Arc::new(crate::store::etcd::EtcdStore::connect(etcd).await?),
+        None => {
+            Arc::new(Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?)
+        }
+    };
     if let Some(enc) = config.encryption.clone() {
         let resources = enc.resources();
         store = Arc::new(crate::store::Encrypted::new(store, enc));

@@ -4,6 +4,7 @@
 mod auth;
 mod controllers;
 mod crash;
+mod etcd;
 mod harness;
 mod http;
 mod kinds;

@@ -1,8 +1,10 @@
 //! The storage boundary: what the API server, the module store and the garbage collector need
-//! from storage. [`super::Store`] (SQLite) implements it; a distributed backend would implement
-//! the same trait and nothing above it would change.
+//! from storage. [`super::Store`] (SQLite) and [`super::etcd::EtcdStore`] implement it; nothing
+//! above it knows which one it talks to. `store::conformance` checks both against the contract.
 //!
-//! Contract of an implementation: writes are serialized and get consecutive revisions; an
+//! Contract of an implementation: writes are serialized and get increasing revisions
+//! (consecutive on SQLite; on etcd, etcd's, which other users of the same etcd also advance;
+//! the writes of one transaction share one revision there); an
 //! answered write is durable; `list` is one consistent snapshot at the revision it returns;
 //! a watch from revision `r` yields every later change of its resource (or of all) exactly
 //! once, in revision order, or `Gone` when `r` was compacted or the watcher fell behind.

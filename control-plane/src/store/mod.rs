@@ -2,7 +2,10 @@
 //! writer task with group commit, a global revision (`resourceVersion`), a history table that
 //! lets watches resume, and an in-memory hub that fans committed events out to watchers.
 //!
-//! Invariants: this is the only module that imports sqlx; a write is answered only after its
+//! `etcd` is the other backend of the same [`Storage`] trait (`--datastore-endpoint`).
+//!
+//! Invariants: this and `crate::snapshot` are the only modules that import sqlx (and `etcd` the
+//! only one that imports etcd-client); a write is answered only after its
 //! transaction committed with `synchronous=FULL`; revisions are consecutive and never reused;
 //! events are published in revision order, after commit; the `history` row of each live object's
 //! last write is never compacted (it holds the object's bytes). Objects are opaque bytes here: the API
@@ -11,7 +14,10 @@
 mod backend;
 mod cache;
 mod checkpoint;
+#[cfg(test)]
+mod conformance;
 mod encryption;
+pub mod etcd;
 mod writer;
 
 pub use backend::{EventStream, Storage};
@@ -64,6 +70,9 @@ pub enum StoreError {
     /// A value could not be encrypted or decrypted (encryption at rest), or a write was malformed.
     #[error("{0}")]
     Transform(String),
+    /// etcd failed or could not be reached.
+    #[error("etcd: {0}")]
+    Etcd(String),
     /// A write of a transaction was refused, so none of them was made.
     #[error("write {index} of the transaction: {source}")]
     Refused {

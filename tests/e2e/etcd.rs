@@ -1,0 +1,129 @@
+//! A cluster on etcd (`--datastore-endpoint`): Debian's etcd-server on loopback ports, the same
+//! workloads and kubectl as on SQLite, and the state outliving the server that wrote it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{example, Cluster};
+use crate::T;
+
+/// An etcd member on free loopback ports, killed when dropped.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "e2e", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+                "--initial-cluster",
+                &format!("e2e={peer_url}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd runs (scripts/setup.sh installs Debian's etcd-server)");
+        let etcd = Etcd {
+            child,
+            url,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + T;
+        while Instant::now() < deadline {
+            let ok = Command::new("curl")
+                .args(["-sf", &format!("{}/health", etcd.url)])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return etcd;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd at {} never became healthy", etcd.url);
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_cluster_runs_on_etcd() {
+    let etcd = Etcd::start();
+    let args = [
+        "--datastore-endpoint",
+        etcd.url.as_str(),
+        "--datastore-prefix",
+        "/e2e",
+    ];
+    let mut c = Cluster::start(&args);
+    c.push_ok("hello:latest", &example("hello", false));
+    c.push_ok("ticker:latest", &example("ticker", false));
+    c.apply(&crate::manifest("hello"));
+    c.apply(&crate::manifest("ticker-deployment"));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/hello",
+        "--timeout=60s",
+    ]);
+    let logs = c.kubectl_ok(&["logs", "hello"]);
+    assert!(logs.contains("Hello from skiff!"), "{logs}");
+    c.kubectl_ok(&["rollout", "status", "deployment/ticker", "--timeout=60s"]);
+    c.kubectl_ok(&["scale", "deployment/ticker", "--replicas=3"]);
+    c.kubectl_ok(&["rollout", "status", "deployment/ticker", "--timeout=60s"]);
+    // Nothing of the cluster is in SQLite.
+    assert!(!c.data().join("state.db").exists());
+    let uid = c.jsonpath(&["deployment", "ticker"], "{.metadata.uid}");
+
+    // The state is etcd's: a new server process finds it all.
+    c.kill9_and_restart(&args);
+    assert_eq!(
+        c.jsonpath(
+            &["deployment", "ticker"],
+            "{.metadata.uid} {.spec.replicas}"
+        ),
+        format!("{uid} 3")
+    );
+    c.kubectl_ok(&["rollout", "status", "deployment/ticker", "--timeout=60s"]);
+    // Deleting the Deployment takes its pods with it (the garbage collector's watch of all).
+    c.kubectl_ok(&["delete", "deployment", "ticker"]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "pods",
+        "-l",
+        "app=ticker",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        c.jsonpath(&["pod", "hello"], "{.status.phase}"),
+        "Succeeded"
+    );
+}
