@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod controllers;
 pub mod disruption;
+pub mod leader;
 pub mod metrics;
 pub mod modules;
 pub mod pki;

@@ -297,24 +297,54 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     crate::api::strategy::pod::set_default_toleration_seconds(config.default_toleration_seconds);
     // One pod watch for the controllers and the scheduler.
     let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
-    crate::controllers::run(
-        client.clone(),
-        pods.clone(),
-        shutdown.clone(),
-        crate::controllers::ControllerConfig {
-            node_grace: config.node_monitor_grace,
-            ca_pem: pki.ca_pem.clone(),
-            ca_key_pem: pki.ca_key_pem.clone(),
-            signing_duration: config.cluster_signing_duration,
-        },
-    );
-    let sched_stop = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = crate::scheduler::run(scheduler, pods) => {}
-            _ = sched_stop.cancelled() => {}
-        }
-    });
+    // The controllers and the scheduler run where they hold their Lease: with several API
+    // servers on one etcd, on one of them at a time.
+    let identity = crate::leader::identity(&config.data_dir);
+    let controller_config = crate::controllers::ControllerConfig {
+        node_grace: config.node_monitor_grace,
+        ca_pem: pki.ca_pem.clone(),
+        ca_key_pem: pki.ca_key_pem.clone(),
+        signing_duration: config.cluster_signing_duration,
+    };
+    {
+        let (client, pods, stop, id) = (
+            client.clone(),
+            pods.clone(),
+            shutdown.clone(),
+            identity.clone(),
+        );
+        tokio::spawn(async move {
+            let elected = client.clone();
+            crate::leader::run_elected(elected, "kube-controller-manager", &id, stop, |token| {
+                let running = crate::controllers::run(
+                    client.clone(),
+                    pods.clone(),
+                    token,
+                    controller_config.clone(),
+                );
+                async move {
+                    let _ = running.await;
+                }
+            })
+            .await;
+        });
+    }
+    {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let elected = scheduler.clone();
+            crate::leader::run_elected(elected, "kube-scheduler", &identity, stop, |token| {
+                let (scheduler, pods) = (scheduler.clone(), pods.clone());
+                async move {
+                    tokio::select! {
+                        _ = crate::scheduler::run(scheduler, pods) => {}
+                        _ = token.cancelled() => {}
+                    }
+                }
+            })
+            .await;
+        });
+    }
     Ok(RunningServer {
         url,
         ca_pem: pki.ca_pem,

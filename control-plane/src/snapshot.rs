@@ -24,7 +24,7 @@ const FORMAT: &str = "skiff-snapshot-v1";
 const FILES_TABLE: &str = "skiff_snapshot_files";
 const META_TABLE: &str = "skiff_snapshot_meta";
 /// What of the data dir a snapshot carries besides the store.
-const CARRIED: &[&str] = &["tls", "admin-token", "node-token", "modules"];
+const CARRIED: &[&str] = &["tls", "admin-token", "node-token", "modules", "server-id"];
 /// The lock a running server holds on its data dir.
 pub const LOCK_FILE: &str = "server.lock";
 

@@ -127,3 +127,80 @@ fn a_cluster_runs_on_etcd() {
         "Succeeded"
     );
 }
+
+/// The holder of a leader Lease in kube-system.
+fn holder(c: &Cluster, lease: &str) -> String {
+    c.jsonpath(
+        &["lease", lease, "-n", "kube-system"],
+        "{.spec.holderIdentity}",
+    )
+}
+
+/// Two API servers on one etcd serve one cluster: a write through one is read and watched
+/// through the other; the scheduler and the controllers run on one of them (leader Leases);
+/// when the leader dies, the other takes over and the work goes on.
+#[test]
+fn two_servers_share_one_cluster_and_hand_over_leadership() {
+    let etcd = Etcd::start();
+    let args = [
+        "--datastore-endpoint",
+        etcd.url.as_str(),
+        "--datastore-prefix",
+        "/ha",
+    ];
+    let mut first = Cluster::start(&args);
+    first.push_ok("ticker:latest", &example("ticker", false));
+    // The second server starts from the first's secrets (CA, keys, tokens) and its own dir;
+    // it runs no node of its own.
+    let secrets = first.data();
+    let second_args = [args.as_slice(), &["--no-node"]].concat();
+    let second = Cluster::start_prepared(
+        |data| {
+            for f in ["admin-token", "node-token"] {
+                std::fs::copy(secrets.join(f), data.join(f)).expect("copy a token");
+            }
+            std::fs::create_dir_all(data.join("tls")).expect("tls dir");
+            for f in ["ca.crt", "ca.key", "service-account.key"] {
+                std::fs::copy(secrets.join("tls").join(f), data.join("tls").join(f))
+                    .expect("copy a key");
+            }
+        },
+        &second_args,
+    );
+    // One cluster: what one server writes the other reads.
+    first.kubectl_ok(&["create", "configmap", "shared", "--from-literal=a=b"]);
+    assert_eq!(second.jsonpath(&["configmap", "shared"], "{.data.a}"), "b");
+    // Leaders: the first server (it started first) holds both Leases.
+    let leader = holder(&first, "kube-controller-manager");
+    assert!(!leader.is_empty());
+    assert_eq!(holder(&second, "kube-scheduler"), leader);
+    // Work through the second server is done by the first's controllers and scheduler, on the
+    // first's node.
+    second.apply(&crate::manifest("ticker-deployment"));
+    second.kubectl_ok(&["rollout", "status", "deployment/ticker", "--timeout=60s"]);
+    // Done once: two replicas, not one set per server.
+    let pods = second.jsonpath(&["pods", "-l", "app=ticker"], "{.items[*].metadata.name}");
+    assert_eq!(pods.split_whitespace().count(), 2, "{pods}");
+
+    // The leader dies; the second server takes over within the Lease duration (15 s), and
+    // its controllers act: the Deployment scaled through it gets its pods (scheduled on the
+    // dead server's node, which is gone with it: they stay Pending, but they exist).
+    let mut first = first;
+    first.kill9();
+    crate::harness::eventually("the second server leads", Duration::from_secs(40), || {
+        let h = holder(&second, "kube-controller-manager");
+        (h != leader && !h.is_empty()).then_some(())
+    });
+    second.kubectl_ok(&["scale", "deployment/ticker", "--replicas=3"]);
+    second.wait_for(
+        &["deployment", "ticker"],
+        "{.status.replicas}",
+        "3",
+        Duration::from_secs(60),
+    );
+    assert_ne!(
+        holder(&second, "kube-scheduler"),
+        "",
+        "the scheduler Lease is held"
+    );
+}

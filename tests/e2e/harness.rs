@@ -133,8 +133,16 @@ fn spawn_server_on(data_dir: &Path, listen: &str, args: &[&str]) -> (Proc, Strin
 impl Cluster {
     /// Start a server (with its embedded node unless `--no-node` is among `args`).
     pub fn start(args: &[&str]) -> Cluster {
+        Cluster::start_prepared(|_| {}, args)
+    }
+
+    /// Start a server on a data dir that `prepare` fills first (another server's secrets, for a
+    /// second API server of the same cluster).
+    pub fn start_prepared(prepare: impl FnOnce(&Path), args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        prepare(&data);
         let (server, url) = spawn_server(&data, args);
         Cluster {
             kubeconfig: data.join("kubeconfig.yaml"),

@@ -211,6 +211,7 @@ impl Expectations {
 }
 
 /// What the controllers need to know of the cluster.
+#[derive(Clone)]
 pub struct ControllerConfig {
     /// How long a node may go without renewing its Lease before it is marked unreachable.
     pub node_grace: Duration,
@@ -222,13 +223,13 @@ pub struct ControllerConfig {
     pub signing_duration: Duration,
 }
 
-/// Start the controllers; they stop with `stop`.
+/// Start the controllers; they stop with `stop` (the handle ends when they have).
 pub fn run(
     client: kube::Client,
     pods: PodInformer,
     stop: CancellationToken,
     config: ControllerConfig,
-) {
+) -> tokio::task::JoinHandle<()> {
     let node_grace = config.node_grace;
     let rs = replicaset::run(client.clone(), pods.clone());
     let jobs = job::run(client.clone(), pods.clone());
@@ -271,7 +272,7 @@ pub fn run(
             _ = quotas => {}
             _ = stop.cancelled() => {}
         }
-    });
+    })
 }
 
 /// Every controller's error policy: log, then retry after `RETRY`.

@@ -475,7 +475,8 @@ mod tests {
 
     #[test]
     fn keys_parse_back() {
-        let cases: &[(&str, Option<(&str, &str, &str)>)] = &[
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str, &'a str)>);
+        let cases: &[Case] = &[
             (
                 "/registry/pods/default/web",
                 Some(("pods", "default", "web")),
