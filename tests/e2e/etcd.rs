@@ -148,7 +148,7 @@ fn two_servers_share_one_cluster_and_hand_over_leadership() {
         "--datastore-prefix",
         "/ha",
     ];
-    let mut first = Cluster::start(&args);
+    let first = Cluster::start(&args);
     first.push_ok("ticker:latest", &example("ticker", false));
     // The second server starts from the first's secrets (CA, keys, tokens) and its own dir;
     // it runs no node of its own.
