@@ -174,7 +174,8 @@ enum Command {
     },
     /// Join a running cluster as a node.
     Node {
-        /// API server URL, e.g. https://127.0.0.1:6443.
+        /// API server URL, e.g. https://127.0.0.1:6443; several, comma separated, for a
+        /// cluster of several API servers (the node moves to the next when one is down).
         #[arg(long)]
         server: String,
         /// Join token (the server's DATA_DIR/node-token).

@@ -87,6 +87,68 @@ pub struct ApiEndpoint {
     pub ca_pem: Vec<u8>,
     /// Bearer token.
     pub token: String,
+    /// Other API servers of the same cluster (`https://host:port`), tried in turn when the
+    /// current one cannot be reached (clients with a rotating identity only).
+    pub fallbacks: Vec<String>,
+}
+
+/// Sends each request to the current API server of a list, moving to the next one when a
+/// request fails without an answer (the server is down or unreachable); the failed request's
+/// error goes to its caller, whose retry reaches the next server. The agent's analogue of
+/// k3s' agent load balancer.
+#[derive(Clone)]
+struct Failover<S> {
+    servers: Arc<Vec<(http::uri::Scheme, http::uri::Authority)>>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Failover<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        use std::sync::atomic::Ordering;
+        let n = self.servers.len().max(1);
+        let i = self.current.load(Ordering::Acquire);
+        if let Some((scheme, authority)) = self.servers.get(i % n) {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+        let fut = self.inner.call(req);
+        let current = self.current.clone();
+        Box::pin(async move {
+            let answer = fut.await;
+            if answer.is_err() && n > 1 {
+                // Only the first of many failing requests moves on.
+                let _ = current.compare_exchange(i, i + 1, Ordering::AcqRel, Ordering::Acquire);
+            }
+            answer
+        })
+    }
 }
 
 impl ApiEndpoint {
@@ -149,7 +211,8 @@ impl ApiEndpoint {
     }
 
     /// A kube-rs client that presents `identity`, whose certificate may be replaced while the
-    /// client is in use (kube-rs' own stack fixes the certificate when it is built).
+    /// client is in use (kube-rs' own stack fixes the certificate when it is built), and that
+    /// moves to the next of `url` and `fallbacks` when its server cannot be reached.
     pub fn client_with_identity(
         &self,
         identity: Arc<RotatingIdentity>,
@@ -171,10 +234,25 @@ impl ApiEndpoint {
         let hyper: hyper_util::client::legacy::Client<_, kube::client::Body> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(https);
+        let mut servers = Vec::new();
+        for url in std::iter::once(&self.url).chain(&self.fallbacks) {
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ClientError::Url(url.clone(), e.to_string()))?;
+            let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+            else {
+                return Err(ClientError::Url(url.clone(), "no scheme or host".into()));
+            };
+            servers.push((scheme, authority));
+        }
+        let failover = Failover {
+            servers: Arc::new(servers),
+            current: Arc::default(),
+            inner: hyper,
+        };
         let service = tower::ServiceBuilder::new()
-            .layer(config.base_uri_layer())
             .layer(config.extra_headers_layer()?)
-            .service(hyper)
+            .service(failover)
             .map_err(tower::BoxError::from);
         Ok(kube::Client::new(service, config.default_namespace))
     }
@@ -275,6 +353,7 @@ mod tests {
         });
 
         let endpoint = ApiEndpoint {
+            fallbacks: Vec::new(),
             url: format!("https://{addr}"),
             ca_pem: ca_pem.into_bytes(),
             token: String::new(),

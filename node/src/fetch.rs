@@ -63,7 +63,10 @@ pub struct Fetched {
 #[derive(Clone)]
 pub struct Fetcher {
     http: reqwest::Client,
-    server: String,
+    /// The API servers (`https://host:port`); each request tries them from the one that
+    /// answered last.
+    servers: Arc<Vec<String>>,
+    preferred: Arc<std::sync::atomic::AtomicUsize>,
     cache: PathBuf,
     /// What each tag named when this node last resolved it (also kept on disk under
     /// `tags/`, so `IfNotPresent` survives an agent restart).
@@ -76,12 +79,23 @@ struct Descriptor {
 }
 
 impl Fetcher {
-    /// A fetcher against `server` with its own blob cache in `cache`; `http` authenticates.
-    pub fn new(http: reqwest::Client, server: &str, cache: &Path) -> Result<Self, FetchError> {
+    /// A fetcher against `servers` (any of which may answer) with its own blob cache in
+    /// `cache`; `http` authenticates.
+    pub fn new(
+        http: reqwest::Client,
+        servers: &[String],
+        cache: &Path,
+    ) -> Result<Self, FetchError> {
         std::fs::create_dir_all(cache.join(TAGS))?;
         Ok(Fetcher {
             http,
-            server: server.trim_end_matches('/').to_string(),
+            servers: Arc::new(
+                servers
+                    .iter()
+                    .map(|s| s.trim_end_matches('/').to_string())
+                    .collect(),
+            ),
+            preferred: Arc::default(),
             cache: cache.to_path_buf(),
             tags: Arc::default(),
         })
@@ -134,8 +148,9 @@ impl Fetcher {
                 cached: true,
             });
         }
-        let url = format!("{}{}/{digest}", self.server, skiff_common::BLOBS_PATH);
-        let resp = self.get(&url, image).await?;
+        let resp = self
+            .get(&format!("{}/{digest}", skiff_common::BLOBS_PATH), image)
+            .await?;
         let bytes = resp
             .bytes()
             .await
@@ -208,30 +223,49 @@ impl Fetcher {
         }
     }
 
-    /// GET as the node; 404 means the module (`what`) is not there.
-    async fn get(&self, url: &str, what: &str) -> Result<reqwest::Response, FetchError> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| FetchError::Http(what.into(), e.to_string()))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound(what.to_string()));
+    /// GET `path` as the node from the first server that has it, starting with the one that
+    /// answered last: one that cannot be reached, or has not got it (each server keeps the
+    /// blobs pushed to it), sends the request on to the next. 404 everywhere means the module
+    /// (`what`) is not there.
+    async fn get(&self, path: &str, what: &str) -> Result<reqwest::Response, FetchError> {
+        use std::sync::atomic::Ordering;
+        let n = self.servers.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = FetchError::Http(what.into(), "no API server given".into());
+        for k in 0..n {
+            let i = (first + k) % n;
+            let url = format!("{}{path}", self.servers[i]);
+            let resp = match self.http.get(&url).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = FetchError::Http(what.into(), e.to_string());
+                    continue;
+                }
+            };
+            if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                last = FetchError::NotFound(what.to_string());
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(FetchError::Http(
+                    what.into(),
+                    format!("HTTP {}", resp.status()),
+                ));
+            }
+            self.preferred.store(i, Ordering::Relaxed);
+            return Ok(resp);
         }
-        if !resp.status().is_success() {
-            return Err(FetchError::Http(
-                what.into(),
-                format!("HTTP {}", resp.status()),
-            ));
-        }
-        Ok(resp)
+        Err(last)
     }
 
     async fn resolve(&self, name: &str, tag: &str) -> Result<String, FetchError> {
         let reference = format!("{name}:{tag}");
-        let url = format!("{}{}/{reference}", self.server, skiff_common::MODULES_PATH);
-        let resp = self.get(&url, &reference).await?;
+        let resp = self
+            .get(
+                &format!("{}/{reference}", skiff_common::MODULES_PATH),
+                &reference,
+            )
+            .await?;
         let d: Descriptor = resp
             .json()
             .await

@@ -62,7 +62,8 @@ pub enum NodeError {
 /// How to run a node agent.
 #[derive(Clone)]
 pub struct NodeConfig {
-    /// `https://host:port` of the API server.
+    /// `https://host:port` of the API server; several, comma separated, for a cluster of several
+    /// API servers (the agent moves to the next when its server cannot be reached).
     pub server: String,
     /// Join token (`K10...`).
     pub token: String,
@@ -175,6 +176,17 @@ impl NodeContext {
     }
 }
 
+impl NodeConfig {
+    /// The API servers, in the order given.
+    pub fn servers(&self) -> Vec<String> {
+        self.server
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
 /// Obtain the cluster CA: from `ca_file`, or fetched from the server and checked against the
 /// hash in the join token (as k3s does).
 pub async fn cluster_ca(config: &NodeConfig, token: &JoinToken) -> Result<Vec<u8>, NodeError> {
@@ -187,20 +199,29 @@ pub async fn cluster_ca(config: &NodeConfig, token: &JoinToken) -> Result<Vec<u8
                 .timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| NodeError::Ca(e.to_string()))?;
-            let url = format!(
-                "{}{}",
-                config.server.trim_end_matches('/'),
-                skiff_common::CACERTS_PATH
-            );
-            let resp = http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| NodeError::Ca(format!("fetching {url}: {e}")))?;
-            resp.bytes()
-                .await
-                .map_err(|e| NodeError::Ca(format!("fetching {url}: {e}")))?
-                .to_vec()
+            // From the first server that answers.
+            let mut last = String::from("no server given");
+            let mut got = None;
+            for server in config.servers() {
+                let url = format!("{server}{}", skiff_common::CACERTS_PATH);
+                let fetched = async {
+                    http.get(&url)
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .bytes()
+                        .await
+                }
+                .await;
+                match fetched {
+                    Ok(b) => {
+                        got = Some(b.to_vec());
+                        break;
+                    }
+                    Err(e) => last = format!("fetching {url}: {e}"),
+                }
+            }
+            got.ok_or(NodeError::Ca(last))?
         }
     };
     if !token.matches_ca(&pem) {
@@ -229,10 +250,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
     raise_open_files_limit();
     let token = JoinToken::parse(&config.token)?;
     let ca = cluster_ca(&config, &token).await?;
+    let servers = config.servers();
+    let first = servers.first().cloned().unwrap_or_default();
     let endpoint = skiff_common::client::ApiEndpoint {
-        url: config.server.clone(),
+        url: first.clone(),
         ca_pem: ca.clone(),
         token: config.token.clone(),
+        fallbacks: servers.iter().skip(1).cloned().collect(),
     };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| NodeError::Io(format!("{}: {e}", config.data_dir.display())))?;
@@ -277,7 +301,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         shutdown.clone(),
     ));
     let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
-    let fetcher = fetch::Fetcher::new(http, &config.server, &config.data_dir.join("modules"))?;
+    let fetcher = fetch::Fetcher::new(http, &servers, &config.data_dir.join("modules"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| NodeError::Io(format!("listening on {}: {e}", config.listen)))?;
@@ -291,7 +315,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
     };
     // The node's and the API server's addresses: no pod's outbound HTTP may reach them.
     let mut protected = vec![host_ip];
-    if let Ok(url) = config.server.parse::<http::Uri>() {
+    for server in &servers {
+        let Ok(url) = server.parse::<http::Uri>() else {
+            continue;
+        };
         if let Some(h) = url.host() {
             let port = url.port_u16().unwrap_or(443);
             let h = h.trim_start_matches('[').trim_end_matches(']');
@@ -309,7 +336,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
             .map(|h| h.to_ascii_lowercase())
             .collect(),
         api_server: Some(Arc::new(
-            gateway::ApiServer::new(&config.server, &ca)
+            gateway::ApiServer::new(&first, &ca)
                 .await
                 .map_err(|e| NodeError::Ca(e.to_string()))?,
         )),

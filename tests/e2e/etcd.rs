@@ -204,3 +204,75 @@ fn two_servers_share_one_cluster_and_hand_over_leadership() {
         "the scheduler Lease is held"
     );
 }
+
+/// A node given several servers moves to a live one when its server dies: its pods keep
+/// running untouched, it stays Ready, and it takes new pods through the other server.
+#[test]
+fn a_node_moves_to_another_server_when_its_server_dies() {
+    let etcd = Etcd::start();
+    let args = [
+        "--datastore-endpoint",
+        etcd.url.as_str(),
+        "--datastore-prefix",
+        "/failover",
+        "--no-node",
+    ];
+    let mut first = Cluster::start(&args);
+    let secrets = first.data();
+    let second = Cluster::start_prepared(
+        |data| {
+            for f in ["admin-token", "node-token"] {
+                std::fs::copy(secrets.join(f), data.join(f)).expect("copy a token");
+            }
+            std::fs::create_dir_all(data.join("tls")).expect("tls dir");
+            for f in ["ca.crt", "ca.key", "service-account.key"] {
+                std::fs::copy(secrets.join("tls").join(f), data.join("tls").join(f))
+                    .expect("copy a key");
+            }
+        },
+        &args,
+    );
+    // The built-in module store keeps blobs on each server's disk: push to both.
+    first.push_ok("ticker:latest", &example("ticker", false));
+    second.push_ok("ticker:latest", &example("ticker", false));
+    let servers = format!("{},{}", first.url, second.url);
+    first.join_node_to("worker", &servers);
+    let ready = |c: &Cluster| {
+        c.wait_for(
+            &["node", "worker"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+            "True",
+            T,
+        )
+    };
+    ready(&first);
+    first.apply(&crate::manifest("ticker-deployment"));
+    first.kubectl_ok(&["rollout", "status", "deployment/ticker", "--timeout=60s"]);
+    let pods = |c: &Cluster| {
+        c.jsonpath(
+            &["pods", "-l", "app=ticker"],
+            "{range .items[*]}{.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}",
+        )
+    };
+    let before = pods(&first);
+    let leader = holder(&first, "kube-controller-manager");
+
+    first.kill9();
+    // The other server leads, the node is Ready through it, and a new pod lands and runs.
+    crate::harness::eventually("the second server leads", Duration::from_secs(40), || {
+        let h = holder(&second, "kube-controller-manager");
+        (h != leader && !h.is_empty()).then_some(())
+    });
+    second.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: late}
+spec:
+  nodeName: worker
+  containers: [{name: ticker, image: "ticker:latest"}]
+"#,
+    );
+    second.kubectl_ok(&["wait", "--for=condition=Ready", "pod/late", "--timeout=60s"]);
+    ready(&second);
+    assert_eq!(pods(&second), before, "the node's pods were not restarted");
+}

@@ -400,13 +400,19 @@ impl Cluster {
 
     /// Start `skiff node` joining this cluster.
     pub fn join_node(&mut self, name: &str) {
+        let url = self.url.clone();
+        self.join_node_to(name, &url);
+    }
+
+    /// Start `skiff node --server <servers>` (comma separated) with this cluster's join token.
+    pub fn join_node_to(&mut self, name: &str, servers: &str) {
         let log =
             std::fs::File::create(self.dir.path().join(format!("{name}.log"))).expect("node log");
         let child = Command::new(SKIFF)
             .args([
                 "node",
                 "--server",
-                &self.url,
+                servers,
                 "--name",
                 name,
                 "--gateway-port",
