@@ -128,6 +128,25 @@ fn a_cluster_runs_on_etcd() {
     );
 }
 
+/// Another API server of `first`'s cluster: started from its secrets (CA and key, the
+/// service-account key, the tokens; README "Going HA") in a data dir of its own.
+fn second_server(first: &Cluster, args: &[&str]) -> Cluster {
+    let secrets = first.data();
+    Cluster::start_prepared(
+        |data| {
+            for f in ["admin-token", "node-token"] {
+                std::fs::copy(secrets.join(f), data.join(f)).expect("copy a token");
+            }
+            std::fs::create_dir_all(data.join("tls")).expect("tls dir");
+            for f in ["ca.crt", "ca.key", "service-account.key"] {
+                std::fs::copy(secrets.join("tls").join(f), data.join("tls").join(f))
+                    .expect("copy a key");
+            }
+        },
+        args,
+    )
+}
+
 /// The holder of a leader Lease in kube-system.
 fn holder(c: &Cluster, lease: &str) -> String {
     c.jsonpath(
@@ -152,21 +171,8 @@ fn two_servers_share_one_cluster_and_hand_over_leadership() {
     first.push_ok("ticker:latest", &example("ticker", false));
     // The second server starts from the first's secrets (CA, keys, tokens) and its own dir;
     // it runs no node of its own.
-    let secrets = first.data();
     let second_args = [args.as_slice(), &["--no-node"]].concat();
-    let second = Cluster::start_prepared(
-        |data| {
-            for f in ["admin-token", "node-token"] {
-                std::fs::copy(secrets.join(f), data.join(f)).expect("copy a token");
-            }
-            std::fs::create_dir_all(data.join("tls")).expect("tls dir");
-            for f in ["ca.crt", "ca.key", "service-account.key"] {
-                std::fs::copy(secrets.join("tls").join(f), data.join("tls").join(f))
-                    .expect("copy a key");
-            }
-        },
-        &second_args,
-    );
+    let second = second_server(&first, &second_args);
     // One cluster: what one server writes the other reads.
     first.kubectl_ok(&["create", "configmap", "shared", "--from-literal=a=b"]);
     assert_eq!(second.jsonpath(&["configmap", "shared"], "{.data.a}"), "b");
@@ -218,20 +224,7 @@ fn a_node_moves_to_another_server_when_its_server_dies() {
         "--no-node",
     ];
     let mut first = Cluster::start(&args);
-    let secrets = first.data();
-    let second = Cluster::start_prepared(
-        |data| {
-            for f in ["admin-token", "node-token"] {
-                std::fs::copy(secrets.join(f), data.join(f)).expect("copy a token");
-            }
-            std::fs::create_dir_all(data.join("tls")).expect("tls dir");
-            for f in ["ca.crt", "ca.key", "service-account.key"] {
-                std::fs::copy(secrets.join("tls").join(f), data.join("tls").join(f))
-                    .expect("copy a key");
-            }
-        },
-        &args,
-    );
+    let second = second_server(&first, &args);
     // The built-in module store keeps blobs on each server's disk: push to both.
     first.push_ok("ticker:latest", &example("ticker", false));
     second.push_ok("ticker:latest", &example("ticker", false));
