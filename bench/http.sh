@@ -23,11 +23,7 @@ TOOLS=${SKIFF_BENCH_TOOLS:-$PWD/.skiff/tools}
 # Both servers run as users run them: no backtraces captured for every error value.
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
-if ! command -v wrk >/dev/null; then
-  echo "==> installing wrk (Debian package)" >&2
-  SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
-  $SUDO apt-get install -y wrk >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
-fi
+need_wrk
 WASMTIME=$TOOLS/bin/wasmtime
 if ! "$WASMTIME" --version 2>/dev/null | grep -q "^wasmtime 48.0.8"; then
   echo "==> installing wasmtime-cli 48.0.8 into $TOOLS (cargo install; takes minutes)" >&2
@@ -80,22 +76,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# wrk → "rps p50_ms p99_ms"
-run_wrk() {
-  local url=$1; shift
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" | awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2)
-      if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-      return v
-    }
-    /Requests\/sec:/ { rps = $2 }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /Non-2xx|Socket errors/ { print "# wrk: " $0 > "/dev/stderr" }
-    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
-}
+
 
 echo "==> wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, same machine (2 cores shared with the server)" >&2
 # Only the cluster may name a pod: the bench presents the peer proof other nodes' gateways

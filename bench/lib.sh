@@ -35,3 +35,28 @@ await_ready() {
 peer_proof() {
   printf 'skiff gateway peers v1\0%s' "$(tr -d '[:space:]' <"$1/node-token")" | sha256sum | cut -d' ' -f1
 }
+
+# need_wrk: install Debian's wrk when it is missing.
+need_wrk() {
+  command -v wrk >/dev/null && return 0
+  echo "==> installing wrk (Debian package)" >&2
+  local SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
+  $SUDO apt-get install -y wrk >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
+}
+
+# run_wrk URL [wrk options...] → "rps p50_ms p99_ms", with THREADS, CONNECTIONS and DURATION.
+run_wrk() {
+  local url=$1; shift
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" | awk '
+    function ms(v) {
+      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+      if (v ~ /ms$/) return substr(v, 1, length(v) - 2)
+      if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+      return v
+    }
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /Non-2xx|Socket errors/ { print "# wrk: " $0 > "/dev/stderr" }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+}

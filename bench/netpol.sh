@@ -14,11 +14,7 @@ ROUNDS=${ROUNDS:-5}
 THREADS=${THREADS:-2}
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
-if ! command -v wrk >/dev/null; then
-  echo "==> installing wrk (Debian package)" >&2
-  SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
-  $SUDO apt-get install -y wrk >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y wrk >/dev/null; }
-fi
+need_wrk
 echo "==> building skiff (release) and http-hello" >&2
 cargo build --release --quiet
 (cd wasm-examples && cargo build --release --target wasm32-wasip2 -p http-hello --quiet)
@@ -77,21 +73,7 @@ spec:
     ports: [{port: http}]
 '
 
-# wrk → "rps p50_ms p99_ms"
-run_wrk() {
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: hello-bench" "http://$GW/" | awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2)
-      if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-      return v
-    }
-    /Requests\/sec:/ { rps = $2 }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /Non-2xx|Socket errors/ { print "# wrk: " $0 > "/dev/stderr" }
-    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
-}
+
 
 # Wait until the gateway answers as the mode expects (policies reach it through a watch).
 settle() {
@@ -115,7 +97,7 @@ for r in $(seq "$ROUNDS"); do
       kubectl delete networkpolicy --all >/dev/null
       settle 200
     fi
-    read -r rps p50 p99 < <(run_wrk)
+    read -r rps p50 p99 < <(run_wrk "http://$GW/" -H "Host: hello-bench")
     echo "$rps $p50 $p99" >>"$dir/$mode"
     echo "{\"bench\":\"netpol\",\"round\":$r,\"mode\":\"$mode\",\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99}"
   done

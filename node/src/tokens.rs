@@ -16,13 +16,10 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use tokio_util::sync::CancellationToken;
 
-/// Kubernetes' lifetime of a projected token when the projection names none.
-pub const DEFAULT_SECONDS: i64 = 3600;
+use crate::volumes::{token_want, IssuedToken as Issued, Laid, TokenWant as Want};
+
 /// The shortest lifetime the API grants.
 pub const MIN_SECONDS: i64 = 600;
-
-/// What one projection asks for: (audience, "" for the API server's; lifetime in seconds).
-pub type Want = (String, i64);
 
 /// One token file of a pod: its volume, its path in the volume, what it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,31 +45,10 @@ pub fn files(pod: &Pod) -> Vec<TokenFile> {
                 .map(|t| TokenFile {
                     volume: v.name.clone(),
                     path: t.path.clone(),
-                    want: (
-                        t.audience.clone().unwrap_or_default(),
-                        t.expiration_seconds.unwrap_or(DEFAULT_SECONDS),
-                    ),
+                    want: token_want(t),
                 })
         })
         .collect()
-}
-
-/// A token as issued.
-#[derive(Clone)]
-pub struct Issued {
-    /// The JWT.
-    pub token: String,
-    /// How long it lives from now.
-    pub lifetime: Duration,
-}
-
-impl std::fmt::Debug for Issued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the token itself.
-        f.debug_struct("Issued")
-            .field("lifetime", &self.lifetime)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Ask the API for each distinct token `pod` wants.
@@ -143,7 +119,7 @@ pub fn refresh_after(lifetime: Duration) -> Duration {
 pub async fn keep_fresh(
     client: kube::Client,
     pod: Pod,
-    laid: std::sync::Arc<Vec<crate::volumes::Laid>>,
+    laid: std::sync::Arc<Vec<Laid>>,
     first: Duration,
     stop: CancellationToken,
 ) {
@@ -171,7 +147,7 @@ pub async fn keep_fresh(
 async fn rewrite(
     client: &kube::Client,
     pod: &Pod,
-    laid: &[crate::volumes::Laid],
+    laid: &[Laid],
     wanted: &[TokenFile],
 ) -> Result<Duration, String> {
     let issued = request_all(client, pod).await?;
@@ -219,7 +195,7 @@ mod tests {
                 TokenFile {
                     volume: "vault".into(),
                     path: "jwt".into(),
-                    want: ("vault".into(), DEFAULT_SECONDS)
+                    want: ("vault".into(), crate::volumes::DEFAULT_TOKEN_SECONDS)
                 },
             ]
         );

@@ -5,7 +5,8 @@
 //! plans (`plan`: `emptyDir`, `configMap`, `secret`, `downwardAPI`, `projected`, `hostPath`)
 //! and per-container mounts (`mounts`: `mountPath`, `subPath`, `readOnly`, `workingDir`).
 //! `materialize` writes the plans under the pod's directory; `Sources::fetch` reads the API
-//! (and `crate::tokens` fills `Sources::tokens` for `serviceAccountToken` projections).
+//! (and `crate::tokens`, which uses this module and not the other way round, fills
+//! `Sources::tokens` for `serviceAccountToken` projections).
 //!
 //! Invariants: a guest sees only the directories its mounts name (wasmtime-wasi's preopens are
 //! capability-based: no `..` or symlink leads out of them); volume names are DNS-1123 labels
@@ -59,6 +60,39 @@ fn config(msg: impl Into<String>) -> VolumeError {
     VolumeError::Config(msg.into())
 }
 
+/// Kubernetes' lifetime of a projected token when the projection names none.
+pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+
+/// What one `serviceAccountToken` projection asks for: (audience, "" for the API server's;
+/// lifetime in seconds).
+pub type TokenWant = (String, i64);
+
+/// The token a projection asks for. Pure.
+pub fn token_want(p: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection) -> TokenWant {
+    (
+        p.audience.clone().unwrap_or_default(),
+        p.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+    )
+}
+
+/// A ServiceAccount token as issued.
+#[derive(Clone)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// How long it lives from when it was issued.
+    pub lifetime: std::time::Duration,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("IssuedToken")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The ConfigMaps and Secrets a pod refers to, as the node read them (`None`: not found).
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
@@ -67,7 +101,7 @@ pub struct Sources {
     /// Secret name → its keys.
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     /// Projected ServiceAccount tokens (`crate::tokens::request_all`).
-    pub tokens: HashMap<crate::tokens::Want, crate::tokens::Issued>,
+    pub tokens: HashMap<TokenWant, IssuedToken>,
 }
 
 impl Sources {
@@ -638,12 +672,7 @@ pub fn plan(
                 } else if let Some(d) = &src.downward_api {
                     files.extend(downward_files(d.items.as_deref().unwrap_or(&[]), facts)?);
                 } else if let Some(t) = &src.service_account_token {
-                    let want = (
-                        t.audience.clone().unwrap_or_default(),
-                        t.expiration_seconds
-                            .unwrap_or(crate::tokens::DEFAULT_SECONDS),
-                    );
-                    let token = sources.tokens.get(&want).ok_or_else(|| {
+                    let token = sources.tokens.get(&token_want(t)).ok_or_else(|| {
                         config(format!(
                             "volume {name:?}: no ServiceAccount token was issued for it"
                         ))
@@ -982,8 +1011,8 @@ mod tests {
             Some([("password".to_string(), b"s3cret".to_vec())].into()),
         );
         s.tokens.insert(
-            (String::new(), crate::tokens::DEFAULT_SECONDS),
-            crate::tokens::Issued {
+            (String::new(), DEFAULT_TOKEN_SECONDS),
+            IssuedToken {
                 token: "jwt-for-tests".into(),
                 lifetime: std::time::Duration::from_secs(3600),
             },

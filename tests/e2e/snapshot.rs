@@ -14,6 +14,17 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// `skiff snapshot VERB FILE --data-dir DIR`.
+fn snapshot(
+    c: &Cluster,
+    verb: &str,
+    file: &std::path::Path,
+    dir: &std::path::Path,
+) -> std::process::Output {
+    let (file, dir) = (file.to_str().expect("utf-8"), dir.to_str().expect("utf-8"));
+    c.skiff(&["snapshot", verb, file, "--data-dir", dir])
+}
+
 #[test]
 fn a_snapshot_brings_the_cluster_back() {
     let mut c = Cluster::start(&["--snapshot-interval", "1s", "--snapshot-retention", "2"]);
@@ -54,35 +65,17 @@ spec:
     // Online, while the server runs.
     let data = c.data();
     let snap = c.dir.path().join("one.db");
-    let out = c.skiff(&[
-        "snapshot",
-        "save",
-        snap.to_str().expect("utf-8"),
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-    ]);
+    let out = snapshot(&c, "save", &snap, &data);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("saved: revision"), "{}", text(&out));
     // Never over a file; never a restore under a running server; one server per data dir.
-    let again = c.skiff(&[
-        "snapshot",
-        "save",
-        snap.to_str().expect("utf-8"),
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-    ]);
+    let again = snapshot(&c, "save", &snap, &data);
     assert!(
         !again.status.success() && text(&again).contains("exists already"),
         "{}",
         text(&again)
     );
-    let under = c.skiff(&[
-        "snapshot",
-        "restore",
-        snap.to_str().expect("utf-8"),
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-    ]);
+    let under = snapshot(&c, "restore", &snap, &data);
     assert!(
         !under.status.success() && text(&under).contains("a skiff server is running on"),
         "{}",
@@ -130,13 +123,7 @@ spec:
     // Lose the data dir; restore into it; start again.
     c.kill9();
     std::fs::rename(&data, c.dir.path().join("lost")).expect("move the data dir away");
-    let out = c.skiff(&[
-        "snapshot",
-        "restore",
-        snap.to_str().expect("utf-8"),
-        "--data-dir",
-        data.to_str().expect("utf-8"),
-    ]);
+    let out = snapshot(&c, "restore", &snap, &data);
     assert!(out.status.success(), "{}", text(&out));
     c.start_again(&[]);
     assert_eq!(
@@ -175,13 +162,7 @@ spec:
     let logs = c.kubectl_ok(&["logs", "after", "-n", "keep"]);
     assert!(logs.contains("Hello from skiff!"), "{logs}");
     // Restoring into a directory that is not empty is refused.
-    let out = c.skiff(&[
-        "snapshot",
-        "restore",
-        snap.to_str().expect("utf-8"),
-        "--data-dir",
-        c.dir.path().join("lost").to_str().expect("utf-8"),
-    ]);
+    let out = snapshot(&c, "restore", &snap, &c.dir.path().join("lost"));
     assert!(
         !out.status.success() && text(&out).contains("is not empty"),
         "{}",

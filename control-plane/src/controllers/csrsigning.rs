@@ -463,8 +463,8 @@ mod tests {
             &ca_key.serialize_pem()
         )
         .is_err());
-        // A node's request, and one that claims more groups.
-        let node = |orgs: &[&str], sans: Vec<String>| {
+        // A node's request (for a signer), and one that claims more groups.
+        let node_request = |signer: &str, orgs: &[&str], sans: Vec<String>| {
             let mut p = rcgen::CertificateParams::new(sans).unwrap();
             p.distinguished_name
                 .push(rcgen::DnType::CommonName, "system:node:n1");
@@ -473,23 +473,14 @@ mod tests {
                     .push(rcgen::DnType::OrganizationName, *o);
             }
             let pem = p.serialize_request(&key).unwrap().pem().unwrap();
-            sign(&pem, KUBELET_SIGNER, 3600, &ca_pem, &ca_key.serialize_pem())
+            sign(&pem, signer, 3600, &ca_pem, &ca_key.serialize_pem())
         };
+        let node = |orgs: &[&str], sans| node_request(KUBELET_SIGNER, orgs, sans);
         assert!(node(&["system:nodes"], vec![]).is_ok());
         assert!(node(&["system:nodes", "system:masters"], vec![]).is_err());
         assert!(node(&["system:nodes"], vec!["n1.example".into()]).is_err());
         // A node's serving request keeps its names and is for servers only.
-        let serving = |orgs: &[&str], sans: Vec<String>| {
-            let mut p = rcgen::CertificateParams::new(sans).unwrap();
-            p.distinguished_name
-                .push(rcgen::DnType::CommonName, "system:node:n1");
-            for o in orgs {
-                p.distinguished_name
-                    .push(rcgen::DnType::OrganizationName, *o);
-            }
-            let pem = p.serialize_request(&key).unwrap().pem().unwrap();
-            sign(&pem, SERVING_SIGNER, 3600, &ca_pem, &ca_key.serialize_pem())
-        };
+        let serving = |orgs: &[&str], sans| node_request(SERVING_SIGNER, orgs, sans);
         let cert = serving(&["system:nodes"], vec!["127.0.0.1".into(), "n1".into()]).unwrap();
         let der = rustls_pemfile::certs(&mut cert.as_bytes())
             .next()

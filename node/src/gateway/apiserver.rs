@@ -133,3 +133,62 @@ impl ApiServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A guest's call carries its own headers to the API server and nothing of the gateway's
+    /// (the peer proof, the hop count); an oversized body is refused before anything is sent.
+    #[tokio::test]
+    async fn guests_reach_the_api_server_with_their_own_headers_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).to_lowercase()
+        });
+        let api = ApiServer::new(&format!("http://{addr}"), b"")
+            .await
+            .unwrap();
+        let req = Request::builder()
+            .uri("/api/v1/namespaces/a/pods")
+            .header("authorization", "Bearer guest-token")
+            .header(skiff_common::token::GATEWAY_PEER_HEADER, "node-secret")
+            .header("skiff-hops", "1")
+            .header("host", "kubernetes.default.svc")
+            .body(super::super::empty_body())
+            .unwrap();
+        let resp = api.forward(req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let head = seen.await.unwrap();
+        assert!(head.starts_with("get /api/v1/namespaces/a/pods "), "{head}");
+        assert!(head.contains("authorization: bearer guest-token"), "{head}");
+        assert!(!head.contains("node-secret"), "{head}");
+        assert!(!head.contains("skiff-hops"), "{head}");
+        assert!(!head.contains("kubernetes.default.svc"), "{head}");
+
+        let big = http_body_util::Full::new(Bytes::from(vec![0u8; MAX_BODY + 1]))
+            .map_err(|e: std::convert::Infallible| match e {})
+            .boxed_unsync();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/namespaces/a/configmaps")
+            .body(big)
+            .unwrap();
+        assert_eq!(
+            api.forward(req).await.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

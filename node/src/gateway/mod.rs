@@ -1137,7 +1137,11 @@ impl Gateway {
                             .local_container(&pod, host_port)
                             .and_then(|s| host_port.or(s.ports.first().map(|p| p.1)))
                         {
-                            if let Err(d) = self.policy.check(&from, &pod, port) {
+                            let decided = self
+                                .policy
+                                .decider(&from, &pod.0)
+                                .map_or(Ok(()), |d| d.check(&pod, port));
+                            if let Err(d) = decided {
                                 self.policy.report(&from, None, &pod, &d);
                                 return text(StatusCode::FORBIDDEN, d.message);
                             }
@@ -1245,17 +1249,19 @@ impl Gateway {
             }
             // Endpoints a NetworkPolicy closes to this caller are not candidates; when it
             // closes all of them the call is refused.
-            if !candidates.is_empty() && self.policy.applies(from, &b.namespace) {
+            let decider = match candidates.is_empty() {
+                true => None,
+                false => self.policy.decider(from, &b.namespace),
+            };
+            if let Some(decider) = decider {
                 let mut refused = None;
-                candidates.retain(
-                    |i| match self.policy.check(from, &eps[*i].pod, eps[*i].port) {
-                        Ok(()) => true,
-                        Err(d) => {
-                            refused.get_or_insert((*i, d));
-                            false
-                        }
-                    },
-                );
+                candidates.retain(|i| match decider.check(&eps[*i].pod, eps[*i].port) {
+                    Ok(()) => true,
+                    Err(d) => {
+                        refused.get_or_insert((*i, d));
+                        false
+                    }
+                });
                 if let (true, Some((i, d))) = (candidates.is_empty(), refused) {
                     self.policy
                         .report(from, Some((&b.namespace, &b.service)), &eps[i].pod, &d);

@@ -43,6 +43,40 @@ pub enum From {
     Outside(IpAddr),
 }
 
+/// The caller of a request, resolved for policy.
+enum Resolved {
+    Pod(PodInfo),
+    Outside(IpAddr),
+}
+
+/// Decides one request's calls (see [`Enforcer::decider`]).
+pub struct Decider<'a> {
+    enforcer: &'a Enforcer,
+    set: Arc<PolicySet>,
+    caller: Resolved,
+}
+
+impl Decider<'_> {
+    /// May the caller call pod `to` (namespace, name) on `port`?
+    pub fn check(&self, to: &(String, String), port: u16) -> Result<(), Denial> {
+        let Some(dst) = self.enforcer.pod(&to.0, &to.1) else {
+            return Err(Denial {
+                policies: String::new(),
+                message: format!(
+                    "network policy: pod {}/{} is not known to this node's policy view yet; retry",
+                    to.0, to.1
+                ),
+            });
+        };
+        let labels = |ns: &str| self.enforcer.namespace_labels(ns);
+        let from = match &self.caller {
+            Resolved::Pod(p) => Party::Pod(p),
+            Resolved::Outside(ip) => Party::Outside(*ip),
+        };
+        self.set.check(from, Party::Pod(&dst), port, &labels)
+    }
+}
+
 /// The policy view of one gateway.
 pub struct Enforcer {
     set: RwLock<Arc<PolicySet>>,
@@ -66,15 +100,32 @@ impl Enforcer {
         self.set.read().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Could a policy refuse a call from `from` to a pod of `namespace`? (The fast path: false
-    /// in a cluster without policies in either namespace.)
-    pub fn applies(&self, from: &From, namespace: &str) -> bool {
+    /// What decides calls from `from` to pods of `namespace`, or None when no policy could
+    /// refuse one (the fast path: a cluster without policies in either namespace). The policy
+    /// set and the caller are looked up once, for all the endpoints a request may go to.
+    pub fn decider(&self, from: &From, namespace: &str) -> Option<Decider<'_>> {
         let set = self.set();
-        match from {
+        let applies = match from {
             From::Decided => false,
             From::Outside(_) => set.has_policies_in(namespace),
             From::Pod(c) => set.has_policies_in(namespace) || set.has_policies_in(&c.pod.namespace),
+        };
+        if !applies {
+            return None;
         }
+        let caller = match from {
+            From::Pod(c) => Resolved::Pod(
+                self.pod(&c.pod.namespace, &c.pod.name)
+                    .unwrap_or_else(|| c.pod.clone()),
+            ),
+            From::Outside(ip) => Resolved::Outside(*ip),
+            From::Decided => return None,
+        };
+        Some(Decider {
+            enforcer: self,
+            set,
+            caller,
+        })
     }
 
     fn pod(&self, namespace: &str, name: &str) -> Option<PodInfo> {
@@ -88,34 +139,6 @@ impl Enforcer {
     fn namespace_labels(&self, namespace: &str) -> Option<Labels> {
         let ns = self.namespaces.get()?.get(&ObjectRef::new(namespace))?;
         Some(ns.metadata.labels.clone().unwrap_or_default())
-    }
-
-    /// May `from` call pod `to` (namespace, name) on `port`?
-    pub fn check(&self, from: &From, to: &(String, String), port: u16) -> Result<(), Denial> {
-        if !self.applies(from, &to.0) {
-            return Ok(());
-        }
-        let set = self.set();
-        let unknown = |what: &str| Denial {
-            policies: String::new(),
-            message: format!(
-                "network policy: {what} is not known to this node's policy view yet; retry"
-            ),
-        };
-        let Some(dst) = self.pod(&to.0, &to.1) else {
-            return Err(unknown(&format!("pod {}/{}", to.0, to.1)));
-        };
-        let labels = |ns: &str| self.namespace_labels(ns);
-        match from {
-            From::Decided => Ok(()),
-            From::Outside(ip) => set.check(Party::Outside(*ip), Party::Pod(&dst), port, &labels),
-            From::Pod(c) => {
-                let src = self
-                    .pod(&c.pod.namespace, &c.pod.name)
-                    .unwrap_or_else(|| c.pod.clone());
-                set.check(Party::Pod(&src), Party::Pod(&dst), port, &labels)
-            }
-        }
     }
 
     /// May `caller` reach `addr`, outside the cluster, on `port` (its egress policies)?
