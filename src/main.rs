@@ -155,22 +155,8 @@ enum Command {
         /// Where scheduled snapshots go (default: DATA_DIR/snapshots).
         #[arg(long)]
         snapshot_dir: Option<PathBuf>,
-        /// Keep the cluster in etcd instead of DATA_DIR/state.db: its endpoints, comma
-        /// separated (`https://e1:2379,https://e2:2379`).
-        #[arg(long, value_delimiter = ',')]
-        datastore_endpoint: Vec<String>,
-        /// The key prefix in etcd (several clusters can share one etcd).
-        #[arg(long, default_value = "/registry")]
-        datastore_prefix: String,
-        /// CA file to verify etcd's certificate.
-        #[arg(long)]
-        datastore_cafile: Option<PathBuf>,
-        /// Client certificate for etcd.
-        #[arg(long, requires = "datastore_keyfile")]
-        datastore_certfile: Option<PathBuf>,
-        /// Client key for etcd.
-        #[arg(long, requires = "datastore_certfile")]
-        datastore_keyfile: Option<PathBuf>,
+        #[command(flatten)]
+        datastore: Datastore,
     },
     /// Join a running cluster as a node.
     Node {
@@ -253,25 +239,73 @@ enum Command {
     },
 }
 
+/// Where a cluster on etcd lives (`skiff server`, `skiff snapshot`).
+#[derive(clap::Args)]
+struct Datastore {
+    /// Keep the cluster in etcd instead of DATA_DIR/state.db: its endpoints, comma
+    /// separated (`https://e1:2379,https://e2:2379`).
+    #[arg(long, value_delimiter = ',')]
+    datastore_endpoint: Vec<String>,
+    /// The key prefix in etcd (several clusters can share one etcd).
+    #[arg(long, default_value = "/registry")]
+    datastore_prefix: String,
+    /// CA file to verify etcd's certificate.
+    #[arg(long)]
+    datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, requires = "datastore_keyfile")]
+    datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, requires = "datastore_certfile")]
+    datastore_keyfile: Option<PathBuf>,
+}
+
+impl Datastore {
+    /// The etcd to use, or None for SQLite.
+    fn config(self) -> Result<Option<skiff_control_plane::store::etcd::EtcdConfig>> {
+        if self.datastore_endpoint.is_empty() {
+            return Ok(None);
+        }
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(Some(skiff_control_plane::store::etcd::EtcdConfig {
+            endpoints: self.datastore_endpoint,
+            prefix: self.datastore_prefix,
+            ca_pem: self.datastore_cafile.as_ref().map(read).transpose()?,
+            identity: match (&self.datastore_certfile, &self.datastore_keyfile) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            },
+        }))
+    }
+}
+
 #[derive(Subcommand)]
 enum SnapshotCommand {
     /// Take a consistent snapshot of the cluster in DATA_DIR (the server may be running) into
-    /// FILE: the store, the cluster's keys and tokens, and the module store.
+    /// FILE: the store, the cluster's keys and tokens, and the module store. With
+    /// --datastore-endpoint the objects come from that etcd, at one revision.
     Save {
         /// The snapshot file to write (never overwritten).
         file: PathBuf,
         /// The server's data dir.
         #[arg(long, default_value = "/var/lib/skiff")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        datastore: Datastore,
     },
     /// Bring the cluster of FILE back into DATA_DIR, which must not exist or be empty (never
-    /// under a running server); then start `skiff server --data-dir DATA_DIR`.
+    /// under a running server); then start `skiff server --data-dir DATA_DIR`. With
+    /// --datastore-endpoint the objects go into that etcd (under a prefix that holds nothing):
+    /// a snapshot of a SQLite cluster restored into etcd, or the reverse, is a migration.
     Restore {
         /// The snapshot file.
         file: PathBuf,
         /// The data dir to restore into.
         #[arg(long)]
         data_dir: PathBuf,
+        #[command(flatten)]
+        datastore: Datastore,
     },
 }
 
@@ -489,27 +523,9 @@ async fn main() -> Result<()> {
             snapshot_interval,
             snapshot_retention,
             snapshot_dir,
-            datastore_endpoint,
-            datastore_prefix,
-            datastore_cafile,
-            datastore_certfile,
-            datastore_keyfile,
+            datastore,
         } => {
-            let read =
-                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let datastore = if datastore_endpoint.is_empty() {
-                None
-            } else {
-                Some(skiff_control_plane::store::etcd::EtcdConfig {
-                    endpoints: datastore_endpoint,
-                    prefix: datastore_prefix,
-                    ca_pem: datastore_cafile.as_ref().map(read).transpose()?,
-                    identity: match (&datastore_certfile, &datastore_keyfile) {
-                        (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                        _ => None,
-                    },
-                })
-            };
+            let datastore = datastore.config()?;
             if node_monitor_grace_period <= skiff_node::agent::LEASE_RENEW {
                 tracing::warn!(
                     grace = ?node_monitor_grace_period,
@@ -590,10 +606,18 @@ async fn main() -> Result<()> {
             skiff_node::run(config, stop).await.context("node agent")
         }
         Command::Snapshot { action } => match action {
-            SnapshotCommand::Save { file, data_dir } => {
-                let s = skiff_control_plane::snapshot::save(&data_dir, &file)
-                    .await
-                    .context("skiff snapshot save")?;
+            SnapshotCommand::Save {
+                file,
+                data_dir,
+                datastore,
+            } => {
+                let s = match datastore.config()? {
+                    Some(etcd) => {
+                        skiff_control_plane::snapshot::save_from_etcd(&data_dir, &file, &etcd).await
+                    }
+                    None => skiff_control_plane::snapshot::save(&data_dir, &file).await,
+                }
+                .context("skiff snapshot save")?;
                 println!(
                     "snapshot {} saved: revision {}, {} objects, {} files",
                     file.display(),
@@ -603,12 +627,30 @@ async fn main() -> Result<()> {
                 );
                 Ok(())
             }
-            SnapshotCommand::Restore { file, data_dir } => {
-                let s = skiff_control_plane::snapshot::restore(&file, &data_dir)
-                    .await
-                    .context("skiff snapshot restore")?;
+            SnapshotCommand::Restore {
+                file,
+                data_dir,
+                datastore,
+            } => {
+                let etcd = datastore.config()?;
+                let s = match &etcd {
+                    Some(etcd) => {
+                        skiff_control_plane::snapshot::restore_into_etcd(&file, &data_dir, etcd)
+                            .await
+                    }
+                    None => skiff_control_plane::snapshot::restore(&file, &data_dir).await,
+                }
+                .context("skiff snapshot restore")?;
+                let flags = match &etcd {
+                    Some(e) => format!(
+                        " --datastore-endpoint {} --datastore-prefix {}",
+                        e.endpoints.join(","),
+                        e.prefix
+                    ),
+                    None => String::new(),
+                };
                 println!(
-                    "restored {} into {}: revision {}, {} objects, {} files; start it with `skiff server --data-dir {}`",
+                    "restored {} into {}: revision {}, {} objects, {} files; start it with `skiff server --data-dir {}{flags}`",
                     file.display(),
                     data_dir.display(),
                     s.revision,

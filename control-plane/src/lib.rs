@@ -2,6 +2,7 @@
 //! It never depends on wasmtime; node agents reach it only through the HTTPS API.
 
 pub mod api;
+pub mod apiservers;
 pub mod auth;
 pub mod controllers;
 pub mod disruption;

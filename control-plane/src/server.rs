@@ -160,7 +160,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         })?;
     let pki = Pki::load_or_create(&config.data_dir, &pki::server_names(&[config.listen.ip()]))?;
     let mut store: Arc<dyn crate::store::Storage> = match &config.datastore {
-        Some(etcd) => Arc::new(crate::store::etcd::EtcdStore::connect(etcd).await?),
+        Some(etcd) => {
+            let etcd = crate::store::etcd::EtcdStore::connect(etcd).await?;
+            Arc::new(crate::store::Cached::new(Arc::new(etcd)).await?)
+        }
         None => {
             Arc::new(Store::open(&config.data_dir.join("state.db"), config.store.clone()).await?)
         }
@@ -218,10 +221,39 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         );
     }
     let http = http.build().map_err(|e| ServerError::Io(e.to_string()))?;
-    let (gc_queue, gc_work) = api::gc::queue();
+    // With several servers on etcd, a blob pushed to one is fetched by the others on demand,
+    // with a client certificate of this server's own (new at every start, never written down).
+    let modules = if config.datastore.is_some() {
+        let (cert, key) = pki::issue_client(
+            &pki.ca_pem,
+            &pki.ca_key_pem,
+            "system:apiserver",
+            &[crate::auth::rbac::MASTERS],
+            365,
+        )?;
+        let mut peers = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tls_built_in_root_certs(false)
+            .identity(
+                reqwest::Identity::from_pem(format!("{key}\n{cert}").as_bytes())
+                    .map_err(|e| ServerError::Io(format!("the peer client certificate: {e}")))?,
+            );
+        for der in skiff_common::client::pem_to_der(pki.ca_pem.as_bytes()) {
+            peers = peers.add_root_certificate(
+                reqwest::Certificate::from_der(&der).map_err(|e| ServerError::Io(e.to_string()))?,
+            );
+        }
+        modules.with_peers(crate::modules::Peers {
+            http: peers.build().map_err(|e| ServerError::Io(e.to_string()))?,
+            me: advertise.clone(),
+        })
+    } else {
+        modules
+    };
     // The in-process components' credentials: new at every start, never written down.
     let scheduler_token = random_token();
     let controllers_token = random_token();
+    let apiserver_token = random_token();
     let signer = crate::auth::satoken::Signer::new(&pki.sa_key_der, &pki.sa_public)
         .map_err(|e| ServerError::Io(e.to_string()))?;
     let authn = Authenticator::new(
@@ -247,6 +279,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 controllers_token.clone(),
                 authn::user(defaults::CONTROLLER_MANAGER, &[]),
             ),
+            // kube-apiserver's own loopback identity (its Lease and the kubernetes Endpoints).
+            (
+                apiserver_token.clone(),
+                authn::user("system:apiserver", &[crate::auth::rbac::MASTERS]),
+            ),
         ],
         signer,
     );
@@ -269,9 +306,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         node_token: pki.node_token.to_string(),
         modules,
         ca_pem: pki.ca_pem.clone(),
-        advertise,
+        advertise: advertise.clone(),
         http,
-        gc: gc_queue,
         continue_key: api::continue_key(&pki.server_key_pem),
         snapshots: Default::default(),
         audit: match config.audit.clone() {
@@ -285,9 +321,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     api::bootstrap(&state).await?;
 
     let tls = tls_config(&pki)?;
-    tokio::spawn(api::gc::run(state.clone(), gc_work, shutdown.clone()));
-    let router = api::router(state);
-    let serving = tokio::spawn(serve(listener, tls, router.clone(), shutdown.clone()));
+    let router = api::router(state.clone());
+    let identity = crate::leader::identity(&config.data_dir);
+    // This server in the `kubernetes` Endpoints (with every other live one) before it answers.
+    let mut peers = crate::apiservers::Reconciler::new(
+        loopback(router.clone(), &apiserver_token)?,
+        &identity,
+        &advertise,
+    );
+    if let Err(e) = peers.round().await {
+        tracing::warn!(error = %e, "the kubernetes Endpoints");
+    }
+    let leaving = tokio::spawn(crate::apiservers::run(peers, shutdown.clone()));
+    let serving = {
+        let (router, stop) = (router.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            serve(listener, tls, router, stop).await;
+            // Out of the Endpoints before the process ends (bounded: the store may be gone).
+            let _ = tokio::time::timeout(Duration::from_secs(3), leaving).await;
+        })
+    };
 
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     pki::write_secret(&kubeconfig, &pki.kubeconfig(&url))?;
@@ -299,7 +352,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let pods = crate::controllers::PodInformer::start(client.clone(), shutdown.clone());
     // The controllers and the scheduler run where they hold their Lease: with several API
     // servers on one etcd, on one of them at a time.
-    let identity = crate::leader::identity(&config.data_dir);
     let controller_config = crate::controllers::ControllerConfig {
         node_grace: config.node_monitor_grace,
         ca_pem: pki.ca_pem.clone(),
@@ -316,6 +368,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         tokio::spawn(async move {
             let elected = client.clone();
             crate::leader::run_elected(elected, "kube-controller-manager", &id, stop, |token| {
+                // The garbage collector is kube-controller-manager's too: one at a time.
+                let collecting = tokio::spawn(api::gc::run(state.clone(), token.clone()));
                 let running = crate::controllers::run(
                     client.clone(),
                     pods.clone(),
@@ -324,6 +378,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 );
                 async move {
                     let _ = running.await;
+                    let _ = collecting.await;
                 }
             })
             .await;

@@ -1,8 +1,8 @@
 //! What every cluster has from its first start, created (or brought up to date) through the
 //! registry before the server answers: the namespaces `default`, `kube-system`, `kube-public`
 //! and `kube-node-lease`; the built-in PriorityClasses; the default StorageClass
-//! (`local-path`, as k3s') and IngressClass (`skiff`); the `default/kubernetes` Service with
-//! the Endpoints and EndpointSlice of this API server; the default ClusterRoles and
+//! (`local-path`, as k3s') and IngressClass (`skiff`); the `default/kubernetes` Service (its
+//! Endpoints are `crate::apiservers`'); the default ClusterRoles and
 //! ClusterRoleBindings (`auth::defaults`, reconciled when they lack what the defaults have);
 //! and the claims of objects stored before claims
 //! existed.
@@ -32,36 +32,6 @@ fn rt(group: &str, version: &str, plural: &str) -> ApiResult<&'static ResourceTy
 async fn ensure(state: &AppState, rt: &ResourceType, ns: &str, obj: Value) -> ApiResult<()> {
     match registry::create(state, rt, ns, obj, &Query::new(), false).await {
         Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Create `obj`, or make the stored one's `fields` what `obj` says (this server's address).
-async fn ensure_current(
-    state: &AppState,
-    rt: &ResourceType,
-    ns: &str,
-    obj: Value,
-    fields: &[&str],
-) -> ApiResult<()> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    match registry::create(state, rt, ns, obj.clone(), &Query::new(), false).await {
-        Ok(_) => Ok(()),
-        Err(ApiError::AlreadyExists { .. }) => {
-            let mut current = registry::get_object(state, rt, ns, &name).await?;
-            if fields.iter().all(|f| current.get(*f) == obj.get(*f)) {
-                return Ok(());
-            }
-            for f in fields {
-                current[*f] = obj[*f].clone();
-            }
-            if let Some(m) = current.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            registry::update(state, rt, ns, &name, current, false, &Query::new())
-                .await
-                .map(|_| ())
-        }
         Err(e) => Err(e),
     }
 }
@@ -153,15 +123,14 @@ pub async fn bootstrap(state: &AppState) -> ApiResult<()> {
     kubernetes_service(state).await
 }
 
-/// The `default/kubernetes` Service, its Endpoints and EndpointSlice: this server's address.
+/// The `default/kubernetes` Service (its Endpoints and EndpointSlices list every live API
+/// server: `crate::apiservers`).
 async fn kubernetes_service(state: &AppState) -> ApiResult<()> {
-    let (host, port) = match state.advertise.rsplit_once(':') {
-        Some((h, p)) => (
-            h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse::<u16>().unwrap_or(6443),
-        ),
-        None => (state.advertise.clone(), 6443),
-    };
+    let port = state
+        .advertise
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(6443);
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     let service = json!({
         "metadata": {"name": "kubernetes", "labels": labels},
@@ -171,34 +140,5 @@ async fn kubernetes_service(state: &AppState) -> ApiResult<()> {
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         },
     });
-    ensure(state, rt("", "v1", "services")?, "default", service).await?;
-    let endpoints = json!({
-        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    });
-    ensure_current(
-        state,
-        rt("", "v1", "endpoints")?,
-        "default",
-        endpoints,
-        &["subsets"],
-    )
-    .await?;
-    let family = if host.contains(':') { "IPv6" } else { "IPv4" };
-    let slice = json!({
-        "metadata": {"name": "kubernetes", "labels": {
-            "kubernetes.io/service-name": "kubernetes",
-            "endpointslice.kubernetes.io/managed-by": "apiserver.skiff.dev"}},
-        "addressType": family,
-        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    });
-    ensure_current(
-        state,
-        rt("discovery.k8s.io", "v1", "endpointslices")?,
-        "default",
-        slice,
-        &["addressType", "endpoints", "ports"],
-    )
-    .await
+    ensure(state, rt("", "v1", "services")?, "default", service).await
 }

@@ -49,16 +49,8 @@ pub enum Work {
     },
 }
 
-/// The sending side, kept in [`AppState`].
-pub type Queue = mpsc::UnboundedSender<Work>;
-
-/// The receiving side, handed to [`run`].
-pub type Receiver = mpsc::UnboundedReceiver<Work>;
-
-/// A new queue.
-pub fn queue() -> (Queue, Receiver) {
-    mpsc::unbounded_channel()
-}
+/// The sending side of the collector's own queue.
+type Queue = mpsc::UnboundedSender<Work>;
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
     obj.get("metadata")
@@ -222,6 +214,7 @@ impl OwnerIndex {
 /// The garbage collector's shared state.
 struct Gc {
     state: Arc<AppState>,
+    queue: Queue,
     index: Mutex<OwnerIndex>,
     /// Marked objects whose work is running.
     in_flight: Mutex<HashSet<ObjectKey>>,
@@ -233,7 +226,7 @@ struct Gc {
 impl Gc {
     fn collect(&self, owners: HashSet<String>) {
         if !owners.is_empty() {
-            let _ = self.state.gc.send(Work::Collect { owners });
+            let _ = self.queue.send(Work::Collect { owners });
         }
     }
 
@@ -259,7 +252,7 @@ impl Gc {
         }
         self.applied.send_replace(revision);
         for work in marked_objects {
-            let _ = self.state.gc.send(work);
+            let _ = self.queue.send(work);
         }
         self.collect(dangling);
         Ok(revision)
@@ -310,7 +303,7 @@ impl Gc {
                 self.collect(gone);
                 if ev.kind != EventKind::Deleted {
                     if let Some(work) = marked(&ev.object) {
-                        let _ = self.state.gc.send(work);
+                        let _ = self.queue.send(work);
                     }
                 }
             }
@@ -319,9 +312,11 @@ impl Gc {
 }
 
 /// Build the index, then process the queue until `stop`.
-pub async fn run(state: Arc<AppState>, mut rx: Receiver, stop: CancellationToken) {
+pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
+    let (queue, mut rx) = mpsc::unbounded_channel();
     let gc = Arc::new(Gc {
         state,
+        queue,
         index: Mutex::new(OwnerIndex::default()),
         in_flight: Mutex::new(HashSet::new()),
         applied: watch::channel(0).0,
@@ -380,7 +375,7 @@ fn spawn(gc: &Arc<Gc>, work: Work) {
         if let Err(e) = result {
             tracing::warn!(?work, error = %e, "garbage collector: work failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = gc.state.gc.send(work);
+            let _ = gc.queue.send(work);
         }
     });
 }

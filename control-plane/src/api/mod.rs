@@ -75,8 +75,6 @@ pub struct AppState {
     pub advertise: String,
     /// Client for proxying to node agents (logs).
     pub http: reqwest::Client,
-    /// Follow-up work of deletions (garbage collection, namespace termination).
-    pub gc: gc::Queue,
     /// Signs `continue` tokens, so a forged one is refused (derived from a server secret,
     /// so tokens survive a restart).
     pub continue_key: ring::hmac::Key,

@@ -12,8 +12,7 @@ use super::error::{ApiError, ApiResult};
 use super::{read_body, AppState};
 use crate::modules::ModuleError;
 
-/// Largest module accepted by `skiff push`.
-pub const MAX_MODULE: usize = 256 * 1024 * 1024;
+use crate::modules::MAX_MODULE;
 
 fn split(reference: &str) -> ApiResult<(String, String)> {
     match skiff_common::image::ImageRef::parse(reference) {
@@ -57,10 +56,19 @@ pub(super) async fn resolve(
     Ok(axum::Json(desc).into_response())
 }
 
+/// `?local=true`: this server's own copy only (what a peer server asks, so no request goes
+/// round between servers).
+#[derive(serde::Deserialize)]
+pub(super) struct BlobQuery {
+    #[serde(default)]
+    local: bool,
+}
+
 pub(super) async fn blob(
     State(state): State<Arc<AppState>>,
     Path(digest): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<BlobQuery>,
 ) -> ApiResult<Response> {
-    let bytes = state.modules.blob(&digest).await.map_err(map)?;
+    let bytes = state.modules.blob(&digest, q.local).await.map_err(map)?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
 }

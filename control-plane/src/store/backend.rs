@@ -33,6 +33,9 @@ pub trait Storage: Send + Sync + 'static {
         resource: &'a str,
         namespace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Listing, StoreError>>;
+    /// Every object, at one revision, ordered by resource, namespace and name (a cache's first
+    /// load; a migration's copy).
+    fn list_all(&self) -> BoxFuture<'_, Result<Listing, StoreError>>;
     /// Apply one write.
     fn write(&self, write: Write) -> BoxFuture<'_, Result<StoredObject, StoreError>>;
     /// Changes of `resource` (all resources when None) after revision `from`.
@@ -66,6 +69,9 @@ impl Storage for super::Store {
         namespace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Listing, StoreError>> {
         Box::pin(super::Store::list(self, resource, namespace))
+    }
+    fn list_all(&self) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(super::Store::list_all(self))
     }
     fn write(&self, write: Write) -> BoxFuture<'_, Result<StoredObject, StoreError>> {
         Box::pin(super::Store::write(self, write))

@@ -13,7 +13,7 @@ type Objects = BTreeMap<(String, String), (u64, Bytes)>;
 
 /// Objects by resource, then (namespace, name) in list order.
 #[derive(Default)]
-pub(super) struct Cache {
+pub(crate) struct Cache {
     /// The revision the cache reflects.
     pub revision: u64,
     objects: HashMap<String, Objects>,
@@ -54,6 +54,21 @@ impl Cache {
             revision: *revision,
             data: data.clone(),
         })
+    }
+
+    /// Every object, ordered by resource, namespace and name.
+    pub fn all(&self) -> Vec<StoredObject> {
+        let mut resources: Vec<&String> = self.objects.keys().collect();
+        resources.sort();
+        resources
+            .into_iter()
+            .flat_map(|r| self.list(r, None))
+            .collect()
+    }
+
+    /// Forget everything (before a reload).
+    pub fn clear(&mut self) {
+        self.objects.clear();
     }
 
     /// The objects of `resource` (in `namespace` when given), ordered by namespace and name.

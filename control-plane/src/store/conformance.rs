@@ -339,6 +339,94 @@ async fn etcd_keeps_the_contract() {
     contract(Arc::new(store)).await;
 }
 
+#[tokio::test]
+async fn the_watch_cache_on_etcd_keeps_the_contract() {
+    let etcd = TestEtcd::start().await;
+    let raw = super::etcd::EtcdStore::connect(&super::etcd::EtcdConfig {
+        endpoints: vec![etcd.url.clone()],
+        prefix: "/registry".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("connect");
+    let cached = super::Cached::new(Arc::new(raw)).await.expect("cache");
+    contract(Arc::new(cached)).await;
+}
+
+/// Two API servers on one etcd: what one writes, the other's cache, lists and watches see; a
+/// server's own write is readable from it as soon as it is answered; a conflict is answered
+/// only once the cache holds the write that won.
+#[tokio::test]
+async fn watch_caches_on_one_etcd_see_each_others_writes() {
+    let etcd = TestEtcd::start().await;
+    let config = super::etcd::EtcdConfig {
+        endpoints: vec![etcd.url.clone()],
+        prefix: "/two".into(),
+        ..Default::default()
+    };
+    let open = || async {
+        let raw = super::etcd::EtcdStore::connect(&config)
+            .await
+            .expect("connect");
+        super::Cached::new(Arc::new(raw)).await.expect("cache")
+    };
+    let (a, b) = (open().await, open().await);
+    let mut on_b = b.watch(Some("pods"), b.revision()).await.expect("watch");
+    let made = a
+        .write(Write::Create {
+            key: key("pods", "x", "p"),
+            data: data("1"),
+        })
+        .await
+        .expect("create");
+    assert_eq!(
+        a.get(&key("pods", "x", "p"))
+            .await
+            .expect("own write")
+            .revision,
+        made.revision
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(10), on_b.next())
+        .await
+        .expect("in time")
+        .expect("an event");
+    assert_eq!(
+        (ev.kind, ev.object.revision),
+        (EventKind::Added, made.revision)
+    );
+    assert_eq!(
+        b.get(&key("pods", "x", "p")).await.expect("seen").data,
+        data("1")
+    );
+    // b updates it; a's stale update conflicts, and a then reads the winner.
+    let won = b
+        .write(Write::Update {
+            key: key("pods", "x", "p"),
+            data: data("2"),
+            precondition: Some(made.revision),
+        })
+        .await
+        .expect("update");
+    match a
+        .write(Write::Update {
+            key: key("pods", "x", "p"),
+            data: data("3"),
+            precondition: Some(made.revision),
+        })
+        .await
+    {
+        Err(StoreError::Conflict { current }) => assert_eq!(current, won.revision),
+        other => panic!("a stale update: {other:?}"),
+    }
+    let now = a.get(&key("pods", "x", "p")).await.expect("get");
+    assert_eq!((now.revision, now.data), (won.revision, data("2")));
+    assert_eq!(a.list("pods", None).await.expect("list").objects.len(), 1);
+    // A watch from before the cache started comes from etcd's own history.
+    let mut old = a.watch(Some("pods"), 1).await.expect("an old watch");
+    let first = old.next().await.expect("an event");
+    assert_eq!(first.object.revision, made.revision);
+}
+
 /// A watch from a revision etcd compacted away is `Gone` (410 to clients, who list again);
 /// a lost etcd is an error, not a hang or a crash.
 #[tokio::test]
@@ -375,9 +463,32 @@ async fn etcd_compaction_and_loss_are_errors() {
         Err(StoreError::Gone { compacted, .. }) => assert_eq!(compacted, last),
         other => panic!("a compacted watch: {other:?}"),
     }
+    let cached = super::Cached::new(Arc::new(
+        super::etcd::EtcdStore::connect(&config)
+            .await
+            .expect("connect"),
+    ))
+    .await
+    .expect("cache");
     drop(etcd);
     let lost = tokio::time::timeout(Duration::from_secs(30), store.get(&key("pods", "x", "p0")))
         .await
         .expect("answered in time");
     assert!(matches!(lost, Err(StoreError::Etcd(_))), "{lost:?}");
+    // The cache goes on answering reads; its writes fail with etcd's error.
+    assert!(cached.get(&key("pods", "x", "p0")).await.is_ok());
+    assert_eq!(
+        cached.list("pods", None).await.expect("list").objects.len(),
+        5
+    );
+    let write = tokio::time::timeout(
+        Duration::from_secs(30),
+        cached.write(Write::Create {
+            key: key("pods", "x", "late"),
+            data: data("x"),
+        }),
+    )
+    .await
+    .expect("answered in time");
+    assert!(matches!(write, Err(StoreError::Etcd(_))), "{write:?}");
 }

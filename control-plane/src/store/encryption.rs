@@ -556,6 +556,23 @@ impl Storage for Encrypted {
             })
         })
     }
+    fn list_all(&self) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let listing = self.inner.list_all().await?;
+            let objects = listing
+                .objects
+                .into_iter()
+                .map(|o| match self.config.rules.contains_key(&o.key.resource) {
+                    true => decrypt_object(&self.config, o),
+                    false => Ok(o),
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Listing {
+                objects,
+                revision: listing.revision,
+            })
+        })
+    }
     fn write(&self, write: Write) -> BoxFuture<'_, Result<StoredObject, StoreError>> {
         Box::pin(async move {
             let (write, plain) = self.seal(write)?;

@@ -25,6 +25,13 @@ use futures::future::BoxFuture;
 use super::backend::{EventStream, Storage};
 use super::{Event, EventKind, Listing, ObjectKey, StoreError, StoredObject, Write};
 
+/// Largest answer taken from etcd: a page of large objects, or a watch answer carrying several
+/// events with their previous values (gRPC's default of 4 MiB is below both).
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// Keys read per page of a list.
+const PAGE: i64 = 500;
+
 /// How often compaction runs.
 const COMPACT_EVERY: Duration = Duration::from_secs(300);
 
@@ -111,7 +118,7 @@ impl EtcdStore {
     }
 
     /// The key prefix of a resource (in a namespace).
-    fn range(&self, resource: Option<&str>, namespace: Option<&str>) -> String {
+    fn range_key(&self, resource: Option<&str>, namespace: Option<&str>) -> String {
         match (resource, namespace) {
             (None, _) => format!("{}/", self.prefix),
             (Some(r), None) => format!("{}/{r}/", self.prefix),
@@ -132,6 +139,42 @@ impl EtcdStore {
         let resp = kv.get(self.key(key), None).await.map_err(etcd)?;
         self.seen(resp.header().map_or(0, |h| h.revision()));
         Ok(resp.kvs().first().and_then(|kv| self.object(kv)))
+    }
+
+    /// Every object under `prefix` at one revision, read in pages of `PAGE` keys (one answer
+    /// must stay under gRPC's 4 MiB message limit), ordered by key: namespace, then name.
+    async fn range(&self, prefix: String) -> Result<Listing, StoreError> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
+        let mut start = prefix.into_bytes();
+        let mut revision = 0i64;
+        let mut objects = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = kv.get(start.clone(), Some(options)).await.map_err(etcd)?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+                self.seen(revision);
+            }
+            objects.extend(resp.kvs().iter().filter_map(|kv| self.object(kv)));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Listing {
+            objects,
+            revision: revision.max(0) as u64,
+        })
     }
 
     /// The compare and operation of one write (not a `Txn`).
@@ -279,6 +322,19 @@ impl EtcdStore {
     }
 }
 
+/// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: to the end of the key space.
+    vec![0]
+}
+
 /// `<prefix>/<resource...>/<namespace>/<name>` back to a key (the resource may hold a `/`).
 pub(crate) fn parse_key(prefix: &str, raw: &[u8]) -> Option<ObjectKey> {
     let s = std::str::from_utf8(raw).ok()?;
@@ -397,24 +453,11 @@ impl Storage for EtcdStore {
         resource: &'a str,
         namespace: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Listing, StoreError>> {
-        Box::pin(async move {
-            let mut kv = self.client.kv_client();
-            let resp = kv
-                .get(
-                    self.range(Some(resource), namespace),
-                    Some(GetOptions::new().with_prefix()),
-                )
-                .await
-                .map_err(etcd)?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            self.seen(revision);
-            // Keys sort by namespace, then name, as the trait promises.
-            let objects = resp.kvs().iter().filter_map(|kv| self.object(kv)).collect();
-            Ok(Listing {
-                objects,
-                revision: revision.max(0) as u64,
-            })
-        })
+        Box::pin(self.range(self.range_key(Some(resource), namespace)))
+    }
+
+    fn list_all(&self) -> BoxFuture<'_, Result<Listing, StoreError>> {
+        Box::pin(self.range(self.range_key(None, None)))
     }
 
     fn write(&self, write: Write) -> BoxFuture<'_, Result<StoredObject, StoreError>> {
@@ -434,10 +477,13 @@ impl Storage for EtcdStore {
                     compacted,
                 });
             }
-            let mut client = self.client.watch_client();
+            let mut client = self
+                .client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE);
             let (watcher, stream) = client
                 .watch(
-                    self.range(resource, None),
+                    self.range_key(resource, None),
                     Some(
                         WatchOptions::new()
                             .with_prefix()
@@ -472,6 +518,19 @@ impl Storage for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_ends_are_the_next_key() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"/registry/", b"/registry0"),
+            (b"/a/pods/ns/", b"/a/pods/ns0"),
+            (b"a\xff", b"b"),
+            (b"\xff\xff", b"\0"),
+        ];
+        for (prefix, end) in cases {
+            assert_eq!(prefix_end(prefix), end.to_vec(), "{prefix:?}");
+        }
+    }
 
     #[test]
     fn keys_parse_back() {

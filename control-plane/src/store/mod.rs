@@ -13,6 +13,7 @@
 
 mod backend;
 mod cache;
+mod cacher;
 mod checkpoint;
 #[cfg(test)]
 mod conformance;
@@ -21,6 +22,7 @@ pub mod etcd;
 mod writer;
 
 pub use backend::{EventStream, Storage};
+pub use cacher::Cached;
 pub use encryption::{Encrypted, EncryptionConfig, EncryptionError};
 
 use std::collections::VecDeque;
@@ -364,6 +366,15 @@ impl Store {
         let cache = self.shared.cache.read().map_err(|_| StoreError::Closed)?;
         Ok(Listing {
             objects: cache.list(resource, namespace),
+            revision: cache.revision,
+        })
+    }
+
+    /// Every object at one consistent revision (from memory).
+    pub async fn list_all(&self) -> Result<Listing, StoreError> {
+        let cache = self.shared.cache.read().map_err(|_| StoreError::Closed)?;
+        Ok(Listing {
+            objects: cache.all(),
             revision: cache.revision,
         })
     }

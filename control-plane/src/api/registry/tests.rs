@@ -26,7 +26,6 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
             .unwrap(),
     );
     let modules = crate::modules::ModuleStore::new(&dir.join("modules"), store.clone()).unwrap();
-    let (gc, _) = crate::api::gc::queue();
     let state = Arc::new(AppState {
         store,
         authn: crate::auth::authn::Authenticator::new(Vec::new(), {
@@ -39,7 +38,6 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
         ca_pem: String::new(),
         advertise: "127.0.0.1:6443".into(),
         http: reqwest::Client::new(),
-        gc,
         continue_key: crate::api::continue_key("test"),
         snapshots: Default::default(),
         audit: None,

@@ -16,6 +16,10 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+mod etcd;
+
+pub use etcd::{restore_into_etcd, save_from_etcd};
+
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
 
@@ -43,6 +47,14 @@ pub enum SnapshotError {
     /// The target directory is not empty.
     #[error("{0} is not empty: restore into a new or empty directory")]
     NotEmpty(PathBuf),
+    /// The etcd prefix to restore into holds a cluster already.
+    #[error("the etcd prefix {prefix:?} holds {objects} objects already: restore into a prefix that holds nothing (--datastore-prefix)")]
+    EtcdNotEmpty {
+        /// The prefix.
+        prefix: String,
+        /// What it holds.
+        objects: usize,
+    },
     /// The file is not a skiff snapshot, or a damaged one.
     #[error("{0} is not a skiff snapshot: {1}")]
     NotSnapshot(PathBuf, String),
@@ -139,30 +151,39 @@ pub async fn save(data_dir: &Path, out: &Path) -> Result<Summary, SnapshotError>
     }
     let partial = out.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
-    {
-        let mut conn = connect(&db, false).await?;
-        sqlx::query("VACUUM INTO ?")
-            .bind(partial.to_string_lossy().into_owned())
-            .execute(&mut conn)
-            .await?;
-        conn.close().await?;
-    }
-    let result = fill(data_dir, &partial).await;
-    match result {
+    vacuum_into(&db, &partial).await?;
+    finish(data_dir, &partial, out).await
+}
+
+/// A consistent copy of the store file `db` (`VACUUM INTO`, one read transaction) at `to`.
+async fn vacuum_into(db: &Path, to: &Path) -> Result<(), SnapshotError> {
+    let mut conn = connect(db, false).await?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(to.to_string_lossy().into_owned())
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Add the carried files of `data_dir` to the store copy at `partial` and make it `out` (or
+/// remove it on failure).
+async fn finish(data_dir: &Path, partial: &Path, out: &Path) -> Result<Summary, SnapshotError> {
+    match fill(data_dir, partial).await {
         Ok(summary) => {
             {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io(&partial))?;
+                std::fs::set_permissions(partial, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io(partial))?;
             }
-            std::fs::File::open(&partial)
+            std::fs::File::open(partial)
                 .and_then(|f| f.sync_all())
-                .map_err(io(&partial))?;
-            std::fs::rename(&partial, out).map_err(io(out))?;
+                .map_err(io(partial))?;
+            std::fs::rename(partial, out).map_err(io(out))?;
             Ok(summary)
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(partial);
             Err(e)
         }
     }
