@@ -292,6 +292,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(s) = &config.snapshots {
         tokio::spawn(crate::snapshot::schedule(
             config.data_dir.clone(),
+            config.datastore.clone(),
             s.dir.clone(),
             s.every,
             s.keep,

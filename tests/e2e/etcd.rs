@@ -86,6 +86,23 @@ impl Etcd {
         etcd
     }
 
+    /// The member that leads etcd's raft now (from each member's status).
+    fn leader(&self) -> usize {
+        let leads = |url: &String| -> Option<bool> {
+            let out = Command::new("curl")
+                .args(["-sf", "-X", "POST", "-d", "{}"])
+                .arg(format!("{url}/v3/maintenance/status"))
+                .output()
+                .ok()?;
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let me = status["header"]["member_id"].as_str()?;
+            Some(status["leader"].as_str() == Some(me))
+        };
+        crate::harness::eventually("an etcd leader", T, || {
+            self.urls.iter().position(|url| leads(url) == Some(true))
+        })
+    }
+
     /// Kill member `i` (it stays down).
     fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].take() {
@@ -323,7 +340,7 @@ fn endpoint_ports(c: &Cluster) -> Vec<String> {
 /// Three API servers on a three-member etcd, and a node joined to all three: each server lists
 /// the three in the `kubernetes` Endpoints; a module pushed to one server runs through another;
 /// the leader dies in the middle of a rollout and the rollout completes once, under a new
-/// leader; an etcd member dies and writes go on; the dead server leaves the Endpoints.
+/// leader; etcd's leader member dies and writes go on; the dead server leaves the Endpoints.
 #[test]
 fn three_servers_on_three_etcd_members_survive_the_leader_and_a_member() {
     let mut etcd = Etcd::start_members(3);
@@ -406,8 +423,9 @@ fn three_servers_on_three_etcd_members_survive_the_leader_and_a_member() {
         (pods == [hash.as_str(), hash.as_str()]).then_some(())
     });
 
-    // An etcd member dies: writes and reads go on through the servers left.
-    etcd.kill(0);
+    // etcd's leader dies: after its election, writes and reads go on through the servers left.
+    let etcd_leader = etcd.leader();
+    etcd.kill(etcd_leader);
     let (a, b) = (other, 3 - li - other);
     servers[a].kubectl_ok(&["create", "configmap", "after-member", "--from-literal=k=v"]);
     assert_eq!(
@@ -423,7 +441,7 @@ fn three_servers_on_three_etcd_members_survive_the_leader_and_a_member() {
 }
 
 /// Migration: a snapshot of a SQLite cluster restored into etcd is the same cluster on etcd
-/// (names, uids, data, modules); a snapshot of that one, taken from etcd, restored without
+/// (names, uids, data, modules), which takes scheduled snapshots too; a snapshot of that one, taken from etcd, restored without
 /// etcd is the same cluster on SQLite again. A restore into a prefix that holds a cluster is
 /// refused.
 #[test]
@@ -487,7 +505,7 @@ data: {color: blue}
             let (ok, text) = restore(&sqlite, &snap, data, &on_etcd);
             assert!(ok, "{text}");
         },
-        &on_etcd,
+        &[on_etcd.as_slice(), &["--snapshot-interval", "1s"]].concat(),
     );
     assert!(
         !moved.data().join("state.db").exists(),
@@ -521,6 +539,14 @@ spec:
         c.kubectl_ok(&["delete", "pod", "-n", "keep", "hello-again"]);
     };
     same(&moved);
+    // Scheduled snapshots of a cluster on etcd.
+    crate::harness::eventually("a scheduled snapshot from etcd", T, || {
+        std::fs::read_dir(moved.data().join("snapshots"))
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".db"))
+            .then_some(())
+    });
     // Never into a prefix that holds a cluster.
     let elsewhere = tempfile::tempdir().expect("temp dir");
     let (ok, text) = restore(&moved, &snap, elsewhere.path(), &on_etcd);

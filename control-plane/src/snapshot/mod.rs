@@ -400,9 +400,11 @@ async fn unpack(data_dir: &Path, db: &Path) -> Result<Summary, SnapshotError> {
     Ok(summary)
 }
 
-/// Take a snapshot into `dir` every `every`, keeping the newest `keep`, until `stop`.
+/// Take a snapshot into `dir` every `every` (from etcd when the cluster is there), keeping the
+/// newest `keep`, until `stop`.
 pub async fn schedule(
     data_dir: PathBuf,
+    datastore: Option<crate::store::etcd::EtcdConfig>,
     dir: PathBuf,
     every: Duration,
     keep: usize,
@@ -421,7 +423,11 @@ pub async fn schedule(
             "skiff-snapshot-{}.db",
             jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.3fZ")
         );
-        match save(&data_dir, &dir.join(&name)).await {
+        let taken = match &datastore {
+            Some(etcd) => save_from_etcd(&data_dir, &dir.join(&name), etcd).await,
+            None => save(&data_dir, &dir.join(&name)).await,
+        };
+        match taken {
             Ok(s) => {
                 tracing::info!(snapshot = %name, revision = s.revision, objects = s.objects, "scheduled snapshot taken")
             }

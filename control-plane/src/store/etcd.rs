@@ -29,6 +29,9 @@ use super::{Event, EventKind, Listing, ObjectKey, StoreError, StoredObject, Writ
 /// events with their previous values (gRPC's default of 4 MiB is below both).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// How long a write is tried again while etcd cannot answer (an election takes a second or two).
+const RETRY_FOR: Duration = Duration::from_secs(10);
+
 /// Keys read per page of a list.
 const PAGE: i64 = 500;
 
@@ -237,17 +240,63 @@ impl EtcdStore {
         })
     }
 
+    /// Apply `write`; while etcd cannot answer (a member lost, a leader being elected), try
+    /// again for up to `RETRY_FOR`, first checking whether the attempt that timed out landed
+    /// after all (its bytes are there: every object's bytes hold its uid, so they are ours).
     async fn apply(&self, write: Write) -> Result<StoredObject, StoreError> {
-        let writes = match write {
+        let deadline = std::time::Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(100);
+        let mut retried = false;
+        loop {
+            match self.apply_once(&write).await {
+                Err(StoreError::Etcd(e))
+                    if transient(&e) && std::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(error = %e, "etcd unavailable; trying the write again");
+                    if let Ok(Some(done)) = self.landed(&write).await {
+                        return Ok(done);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    retried = true;
+                }
+                // Refused on a second try: perhaps by the first one, which landed late.
+                Err(refused) if retried => {
+                    return match self.landed(&write).await {
+                        Ok(Some(done)) => Ok(done),
+                        _ => Err(refused),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The stored object when `write` (a create or update, or a transaction starting with one)
+    /// is in etcd already.
+    async fn landed(&self, write: &Write) -> Result<Option<StoredObject>, StoreError> {
+        let first = match write {
+            Write::Txn(ws) => ws.first(),
+            w => Some(w),
+        };
+        let (Some(Write::Create { key, data }) | Some(Write::Update { key, data, .. })) = first
+        else {
+            return Ok(None);
+        };
+        Ok(self.current(key).await?.filter(|o| o.data == *data))
+    }
+
+    async fn apply_once(&self, write: &Write) -> Result<StoredObject, StoreError> {
+        let writes: &[Write] = match write {
             Write::Txn(ws) => ws,
-            w => vec![w],
+            w => std::slice::from_ref(w),
         };
         let first = writes
             .first()
             .ok_or_else(|| StoreError::Transform("an empty transaction".into()))?;
         let mut compares = Vec::new();
         let mut ops = Vec::new();
-        for w in &writes {
+        for w in writes {
             let (c, op) = self.plan(w)?;
             compares.extend(c);
             ops.push(op);
@@ -320,6 +369,20 @@ impl EtcdStore {
             )),
         }
     }
+}
+
+/// Is this etcd error one that passes (no leader yet, a member or connection lost, a request
+/// that timed out while the leader changed) rather than an answer?
+fn transient(message: &str) -> bool {
+    [
+        "status: Unavailable",
+        "transport error",
+        "no leader",
+        "leader changed",
+        "request timed out",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range end for a prefix).
@@ -518,6 +581,20 @@ impl Storage for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passing_etcd_errors_are_told_from_answers() {
+        let cases = [
+            ("etcd: grpc request error: status: Unavailable, message: \"etcdserver: request timed out, possibly due to previous leader failure\"", true),
+            ("etcd: transport error", true),
+            ("etcdserver: no leader", true),
+            ("etcd: grpc request error: status: InvalidArgument, message: \"etcdserver: too many operations in txn request\"", false),
+            ("etcd: grpc request error: status: ResourceExhausted, message: \"etcdserver: mvcc: database space exceeded\"", false),
+        ];
+        for (message, want) in cases {
+            assert_eq!(transient(message), want, "{message}");
+        }
+    }
 
     #[test]
     fn prefix_ends_are_the_next_key() {
