@@ -145,6 +145,10 @@ enum Command {
         /// certificates, nodes' serving certificates), as kube-controller-manager's flag.
         #[arg(long, default_value = "8760h", value_parser = parse_duration)]
         cluster_signing_duration: std::time::Duration,
+        /// How often the nodes' resource metrics are scraped for `kubectl top` and the
+        /// HorizontalPodAutoscaler (metrics-server's flag).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        metric_resolution: std::time::Duration,
         /// Take a snapshot of the cluster this often (`skiff snapshot restore` brings one
         /// back); 0 (the default) takes none.
         #[arg(long, default_value = "0", value_parser = parse_duration)]
@@ -520,6 +524,7 @@ async fn main() -> Result<()> {
             audit_log_maxsize,
             audit_log_maxbackup,
             cluster_signing_duration,
+            metric_resolution,
             snapshot_interval,
             snapshot_retention,
             snapshot_dir,
@@ -557,6 +562,7 @@ async fn main() -> Result<()> {
                     max_backups: audit_log_maxbackup,
                 }),
                 cluster_signing_duration,
+                metric_resolution: metric_resolution.max(std::time::Duration::from_secs(1)),
                 snapshots,
                 datastore,
             };

@@ -16,6 +16,7 @@ pub mod scheduler;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod usage;
 
 pub use server::{start, RunningServer, ServerConfig, ServerError};
 pub use store::StoreConfig;

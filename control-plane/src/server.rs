@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub snapshots: Option<SnapshotSchedule>,
     /// Keep the cluster in etcd instead of `DATA_DIR/state.db` (`--datastore-endpoint`).
     pub datastore: Option<crate::store::etcd::EtcdConfig>,
+    /// How often the nodes' resource metrics are scraped (`--metric-resolution`).
+    pub metric_resolution: Duration,
 }
 
 /// When and where a server takes snapshots of its cluster.
@@ -300,6 +302,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ));
     }
     tokio::spawn(authorizer.clone().run(store.clone(), shutdown.clone()));
+    let usage = Arc::new(crate::usage::Usage::default());
+    tokio::spawn(crate::usage::run(
+        store.clone(),
+        http.clone(),
+        usage.clone(),
+        config.metric_resolution,
+        shutdown.clone(),
+    ));
     let state = Arc::new(AppState {
         store,
         authn,
@@ -308,6 +318,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         modules,
         ca_pem: pki.ca_pem.clone(),
         advertise: advertise.clone(),
+        usage,
         http,
         continue_key: api::continue_key(&pki.server_key_pem),
         snapshots: Default::default(),

@@ -15,6 +15,7 @@ pub mod logserver;
 pub mod netpolicy;
 pub mod pod;
 pub mod probe;
+pub mod resourcemetrics;
 pub mod runtime;
 pub mod safefs;
 pub mod serving;

@@ -1,6 +1,7 @@
 //! The agent's own HTTPS endpoint: `GET /containerLogs/{ns}/{pod}/{container}`, called by the
 //! API server (with its client certificate) to serve `kubectl logs`, including `follow`, and
-//! `GET /metrics` (Prometheus text): CPU time per container, pods, resident memory. Who may
+//! `GET /metrics` (Prometheus text): CPU time per container, pods, resident memory, and
+//! `GET /metrics/resource` (the kubelet's resource metrics, `crate::resourcemetrics`). Who may
 //! call is the cluster's RBAC (`nodes/proxy`, `nodes/metrics`), asked by `crate::serving`.
 
 use std::convert::Infallible;
@@ -36,6 +37,7 @@ pub fn router(ctx: Arc<NodeContext>, guard: crate::serving::Guard) -> Router {
             get(container_logs),
         )
         .route("/metrics", get(metrics))
+        .route("/metrics/resource", get(resource_metrics))
         .with_state(Arc::new(LogState { ctx, guard }))
 }
 
@@ -186,6 +188,46 @@ async fn metrics(
         pods.len()
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// `GET /metrics/resource` (`nodes/metrics`): the kubelet's resource metrics
+/// (`crate::resourcemetrics`).
+async fn resource_metrics(
+    State(state): State<Arc<LogState>>,
+    method: Method,
+    headers: HeaderMap,
+    cert: Option<Extension<Caller>>,
+) -> Response {
+    let cert = cert.map(|Extension(c)| c);
+    if let Err(denied) = state
+        .guard
+        .check(&method, &headers, cert.as_ref(), "metrics")
+        .await
+    {
+        return denied;
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let samples: Vec<crate::resourcemetrics::Sample> = match state.ctx.usage.lock() {
+        Ok(m) => m
+            .iter()
+            .map(|((_, nsname, container), u)| {
+                let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
+                crate::resourcemetrics::Sample {
+                    namespace: ns.to_string(),
+                    pod: pod.to_string(),
+                    container: container.clone(),
+                    cpu_seconds: u.cpu_nanos.load(Relaxed) as f64 / 1e9,
+                    memory_bytes: u.memory_bytes.load(Relaxed),
+                    http_requests: u.http.count.load(Relaxed),
+                }
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let text =
+        crate::resourcemetrics::render(&samples, crate::resourcemetrics::process_usage(), now_ms);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// One container's counters: (pod uid, namespace/name, container) and usage.

@@ -2,6 +2,7 @@
 //! One test binary (one link step); see `harness` for the process handling.
 
 mod auth;
+mod autoscaling;
 mod controllers;
 mod crash;
 mod etcd;

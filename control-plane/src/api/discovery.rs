@@ -69,14 +69,26 @@ fn subresource_kind(
 }
 
 /// Resources served outside the resource table: the review APIs (`api::reviews`), create only
-/// and never stored. (group, version, plural, kind, namespaced)
-const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
+/// and never stored, and the metrics APIs (`api::metricsapi`), read only and never stored.
+/// (group, version, plural, kind, namespaced, verbs)
+type Served = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+);
+const CREATE: &[&str] = &["create"];
+const READ: &[&str] = &["get", "list"];
+const REVIEWS: &[Served] = &[
     (
         "authentication.k8s.io",
         "v1",
         "selfsubjectreviews",
         "SelfSubjectReview",
         false,
+        CREATE,
     ),
     (
         "authentication.k8s.io",
@@ -84,6 +96,7 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "tokenreviews",
         "TokenReview",
         false,
+        CREATE,
     ),
     (
         "authorization.k8s.io",
@@ -91,6 +104,7 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "localsubjectaccessreviews",
         "LocalSubjectAccessReview",
         true,
+        CREATE,
     ),
     (
         "authorization.k8s.io",
@@ -98,6 +112,7 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "selfsubjectaccessreviews",
         "SelfSubjectAccessReview",
         false,
+        CREATE,
     ),
     (
         "authorization.k8s.io",
@@ -105,6 +120,7 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "selfsubjectrulesreviews",
         "SelfSubjectRulesReview",
         false,
+        CREATE,
     ),
     (
         "authorization.k8s.io",
@@ -112,6 +128,31 @@ const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
         "subjectaccessreviews",
         "SubjectAccessReview",
         false,
+        CREATE,
+    ),
+    (
+        "metrics.k8s.io",
+        "v1beta1",
+        "nodes",
+        "NodeMetrics",
+        false,
+        READ,
+    ),
+    (
+        "metrics.k8s.io",
+        "v1beta1",
+        "pods",
+        "PodMetrics",
+        true,
+        READ,
+    ),
+    (
+        "custom.metrics.k8s.io",
+        "v1beta2",
+        "pods/http_requests_per_second",
+        "MetricValueList",
+        true,
+        &["get"],
     ),
 ];
 
@@ -128,14 +169,13 @@ fn review_groups() -> Vec<(&'static str, Vec<&'static str>)> {
     out
 }
 
-fn reviews_in<'a>(
-    group: &'a str,
-    version: &'a str,
-) -> impl Iterator<Item = (&'static str, &'static str, bool)> + 'a {
+type ServedIn = (&'static str, &'static str, bool, &'static [&'static str]);
+
+fn reviews_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = ServedIn> + 'a {
     REVIEWS
         .iter()
         .filter(move |(g, v, ..)| *g == group && *v == version)
-        .map(|(_, _, plural, kind, namespaced)| (*plural, *kind, *namespaced))
+        .map(|(_, _, plural, kind, namespaced, verbs)| (*plural, *kind, *namespaced, *verbs))
 }
 
 fn aggregated_resource(r: &ResourceType) -> Value {
@@ -191,13 +231,13 @@ pub fn aggregated(core: bool) -> Value {
                 .iter()
                 .map(|version| {
                     let res: Vec<Value> = reviews_in(group, version)
-                        .map(|(plural, kind, namespaced)| {
+                        .map(|(plural, kind, namespaced, verbs)| {
                             json!({
                                 "resource": plural,
                                 "responseKind": {"group": group, "version": version, "kind": kind},
                                 "scope": if namespaced { "Namespaced" } else { "Cluster" },
                                 "singularResource": kind.to_lowercase(),
-                                "verbs": ["create"],
+                                "verbs": verbs,
                             })
                         })
                         .collect();
@@ -239,9 +279,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .filter(|r| r.group == group && r.version == version)
         .collect();
     let mut out: Vec<Value> = reviews_in(group, version)
-        .map(|(plural, kind, namespaced)| {
+        .map(|(plural, kind, namespaced, verbs)| {
             json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced,
-                "kind": kind, "verbs": ["create"]})
+                "kind": kind, "verbs": verbs})
         })
         .collect();
     if rs.is_empty() && out.is_empty() {

@@ -82,28 +82,9 @@ pub(super) async fn serve(
         return Err(ApiError::BadRequest(format!("container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet")));
     }
     let node = get_object(state, nodes, "", node_name).await?;
-    let addr = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP"))
-        })
-        .and_then(|x| x.get("address").and_then(Value::as_str))
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("node {node_name:?} reports no InternalIP address"))
-        })?;
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| ApiError::BadRequest(format!("node {node_name:?} reports no agent port")))?;
-    let host = if addr.contains(':') {
-        format!("[{addr}]")
-    } else {
-        addr.to_string()
-    };
+    let base = crate::usage::agent_url(&node).map_err(ApiError::BadRequest)?;
     let mut url = url::Url::parse(&format!(
-        "https://{host}:{port}{}/{ns}/{name}/{container}",
+        "{base}{}/{ns}/{name}/{container}",
         skiff_common::NODE_LOGS_PATH
     ))
     .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -17,6 +17,7 @@ mod handlers;
 #[cfg(test)]
 mod hostile_bodies;
 mod logs;
+mod metricsapi;
 mod modules;
 pub mod patch;
 pub mod protobuf;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub ca_pem: String,
     /// `host:port` clients reach the server at.
     pub advertise: String,
+    /// What pods and nodes use (`metrics.k8s.io`), from the nodes' resource metrics.
+    pub usage: Arc<crate::usage::Usage>,
     /// Client for proxying to node agents (logs).
     pub http: reqwest::Client,
     /// Signs `continue` tokens, so a forged one is refused (derived from a server secret,
@@ -180,6 +183,27 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(tokens::openid_configuration),
         )
         .route("/openid/v1/jwks", get(tokens::jwks))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/pods",
+            get(metricsapi::all_pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods",
+            get(metricsapi::pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}",
+            get(metricsapi::pod),
+        )
+        .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metricsapi::nodes))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
+            get(metricsapi::node),
+        )
+        .route(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/pods/{name}/{metric}",
+            get(metricsapi::custom_pods),
+        )
         .route("/api/{*rest}", any(handlers::dispatch))
         .route("/apis/{*rest}", any(handlers::dispatch))
         .route(

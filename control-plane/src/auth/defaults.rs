@@ -136,6 +136,13 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // Who may read `metrics.k8s.io` (`kubectl top`): whoever may view, as metrics-server's
+        // role of the same name grants.
+        role(
+            "system:aggregated-metrics-reader",
+            label("view"),
+            vec![rule(&["metrics.k8s.io"], &["pods", "nodes"], READ)],
+        ),
         role(
             "system:aggregate-to-view",
             label("view"),
@@ -527,6 +534,16 @@ fn controller_manager_rules() -> Vec<Value> {
         rule(&["policy"], &["poddisruptionbudgets/status"], status),
         rule(&["storage.k8s.io"], &["storageclasses"], READ),
         rule(&["coordination.k8s.io"], &["leases"], rw),
+        // The HorizontalPodAutoscaler: what it scales, and the metrics it reads.
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], READ),
+        rule(
+            &["autoscaling"],
+            &["horizontalpodautoscalers/status"],
+            status,
+        ),
+        rule(&["*"], &["*/scale"], &["get", "update", "patch"]),
+        rule(&["metrics.k8s.io"], &["pods", "nodes"], READ),
+        rule(&["custom.metrics.k8s.io"], &["*"], READ),
         rule(
             &["rbac.authorization.k8s.io"],
             &["clusterroles"],

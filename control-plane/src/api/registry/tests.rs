@@ -37,6 +37,7 @@ async fn state(what: &str) -> (Arc<AppState>, std::path::PathBuf) {
         modules,
         ca_pem: String::new(),
         advertise: "127.0.0.1:6443".into(),
+        usage: Default::default(),
         http: reqwest::Client::new(),
         continue_key: crate::api::continue_key("test"),
         snapshots: Default::default(),
