@@ -99,6 +99,8 @@ impl NodeOptions {
     }
 }
 
+// Parsed once per process; boxing the server's flags would only make clap's derive harder to read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane (and, unless --no-node, a node in the same process).
@@ -149,6 +151,9 @@ enum Command {
         /// HorizontalPodAutoscaler (metrics-server's flag).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         metric_resolution: std::time::Duration,
+        /// How often each HorizontalPodAutoscaler is synced (kube-controller-manager's flag).
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        horizontal_pod_autoscaler_sync_period: std::time::Duration,
         /// Take a snapshot of the cluster this often (`skiff snapshot restore` brings one
         /// back); 0 (the default) takes none.
         #[arg(long, default_value = "0", value_parser = parse_duration)]
@@ -525,6 +530,7 @@ async fn main() -> Result<()> {
             audit_log_maxbackup,
             cluster_signing_duration,
             metric_resolution,
+            horizontal_pod_autoscaler_sync_period,
             snapshot_interval,
             snapshot_retention,
             snapshot_dir,
@@ -563,6 +569,8 @@ async fn main() -> Result<()> {
                 }),
                 cluster_signing_duration,
                 metric_resolution: metric_resolution.max(std::time::Duration::from_secs(1)),
+                hpa_sync: horizontal_pod_autoscaler_sync_period
+                    .max(std::time::Duration::from_secs(1)),
                 snapshots,
                 datastore,
             };

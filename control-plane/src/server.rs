@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub datastore: Option<crate::store::etcd::EtcdConfig>,
     /// How often the nodes' resource metrics are scraped (`--metric-resolution`).
     pub metric_resolution: Duration,
+    /// How often each HPA is synced (`--horizontal-pod-autoscaler-sync-period`).
+    pub hpa_sync: Duration,
 }
 
 /// When and where a server takes snapshots of its cluster.
@@ -369,6 +371,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         ca_pem: pki.ca_pem.clone(),
         ca_key_pem: pki.ca_key_pem.clone(),
         signing_duration: config.cluster_signing_duration,
+        hpa_sync: config.hpa_sync,
     };
     {
         let (client, pods, stop, id) = (

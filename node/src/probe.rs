@@ -193,7 +193,7 @@ pub async fn check(spec: &ProbeSpec, served: Option<&Arc<Served>>) -> Result<(),
                     h.insert(k, v);
                 }
             }
-            match tokio::time::timeout(spec.timeout, served.handle(req)).await {
+            match tokio::time::timeout(spec.timeout, served.probe(req)).await {
                 Err(_) => Err(format!(
                     "Get \"http://localhost:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
                 )),

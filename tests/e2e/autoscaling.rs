@@ -76,3 +76,186 @@ fn kubectl_top_shows_what_pods_and_nodes_use() {
         "{text}"
     );
 }
+
+/// A HorizontalPodAutoscaler made with `kubectl autoscale` scales a CPU-bound Deployment up
+/// (one pod at a time while `behavior` says so, then to `maxReplicas`), shows its metric in
+/// `kubectl get hpa`, and scales down to `minReplicas` when the target is raised.
+#[test]
+fn an_hpa_scales_a_deployment_on_cpu_within_its_behavior() {
+    let c = Cluster::start(&[
+        "--metric-resolution",
+        "1s",
+        "--horizontal-pod-autoscaler-sync-period",
+        "1s",
+    ]);
+    c.push_ok("spinner:latest", &example("spinner", false));
+    c.apply(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spin}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: spin}}
+  template:
+    metadata: {labels: {app: spin}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: spinner
+          image: spinner:latest
+          resources:
+            requests: {cpu: 20m}
+            limits: {cpu: 40m, memory: 16Mi}
+"#,
+    );
+    c.kubectl_ok(&["rollout", "status", "deployment/spin", "--timeout=60s"]);
+    c.kubectl_ok(&[
+        "autoscale",
+        "deployment",
+        "spin",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    // One pod per 10 minutes up: the first step is taken, the next is held.
+    c.kubectl_ok(&[
+        "patch",
+        "hpa",
+        "spin",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"behavior":{"scaleUp":{"policies":[{"type":"Pods","value":1,"periodSeconds":600}]}}}}"#,
+    ]);
+    let limited = |reason: &str| {
+        c.wait_for(
+            &["hpa", "spin"],
+            "{.status.conditions[?(@.type==\"ScalingLimited\")].reason}",
+            reason,
+            T,
+        )
+    };
+    c.wait_for(&["deployment", "spin"], "{.spec.replicas}", "2", T);
+    limited("ScaleUpLimit");
+    let targets = c.kubectl_ok(&["get", "hpa", "spin", "--no-headers"]);
+    assert!(
+        targets.contains("cpu: ") && targets.contains("%/50%"),
+        "{targets}"
+    );
+    assert_eq!(
+        c.jsonpath(
+            &["hpa", "spin"],
+            "{.status.conditions[?(@.type==\"ScalingActive\")].reason}"
+        ),
+        "ValidMetricFound"
+    );
+    // The default behavior: up to the maximum.
+    c.kubectl_ok(&[
+        "patch",
+        "hpa",
+        "spin",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/behavior"}]"#,
+    ]);
+    c.wait_for(&["deployment", "spin"], "{.spec.replicas}", "3", T);
+    limited("TooManyReplicas");
+    let events = c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=spin,reason=SuccessfulRescale",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains(
+            "New size: 3; reason: cpu resource utilization (percentage of request) above target"
+        ),
+        "{events}"
+    );
+    // A target far above the use, and no stabilization window: down to the minimum.
+    c.kubectl_ok(&[
+        "patch",
+        "hpa",
+        "spin",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"metrics":[{"type":"Resource","resource":{"name":"cpu","target":{"type":"Utilization","averageUtilization":5000}}}],"behavior":{"scaleDown":{"stabilizationWindowSeconds":0}}}}"#,
+    ]);
+    c.wait_for(&["deployment", "spin"], "{.spec.replicas}", "1", T);
+    eventually("the HPA says why", T, || {
+        let r = c.jsonpath(
+            &["hpa", "spin"],
+            "{.status.conditions[?(@.type==\"ScalingLimited\")].reason}",
+        );
+        (r == "TooFewReplicas" || r == "DesiredWithinRange").then_some(())
+    });
+}
+
+/// An HPA on the `http_requests_per_second` Pods metric: under a steady load through the
+/// gateway the Deployment scales up; the metric is served by the custom metrics API.
+#[test]
+fn an_hpa_scales_an_http_deployment_on_its_request_rate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = Cluster::start(&[
+        "--metric-resolution",
+        "1s",
+        "--horizontal-pod-autoscaler-sync-period",
+        "1s",
+    ]);
+    c.push_ok("http-hello:latest", &example("http_hello", true));
+    c.apply(&manifest("http-hello"));
+    c.kubectl_ok(&["scale", "deployment/http-hello", "--replicas=1"]);
+    c.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/http-hello",
+        "--timeout=60s",
+    ]);
+    c.apply(
+        r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: http-hello}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: http-hello}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+    - type: Pods
+      pods:
+        metric: {name: http_requests_per_second}
+        target: {type: AverageValue, averageValue: "5"}
+"#,
+    );
+    let gw = c.gateway("testnode");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // A bounded load generator: about 50 requests a second.
+    let load = {
+        let (stop, gw) = (stop.clone(), gw.clone());
+        std::thread::spawn(move || {
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if crate::harness::http_get(&gw, "http-hello", "/").map(|(code, _)| code) != Ok(200)
+                {
+                    failed += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            failed
+        })
+    };
+    c.wait_for(&["deployment", "http-hello"], "{.spec.replicas}", "3", T);
+    let raw = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/http_requests_per_second?labelSelector=app%3Dhttp-hello",
+    ]);
+    stop.store(true, Ordering::Relaxed);
+    let failed = load.join().expect("the load generator");
+    assert_eq!(failed, 0, "requests failed while scaling up");
+    let v: serde_json::Value = serde_json::from_str(&raw).expect("MetricValueList");
+    assert_eq!(v["kind"], "MetricValueList");
+    assert!(!v["items"].as_array().expect("items").is_empty(), "{raw}");
+    let targets = c.kubectl_ok(&["get", "hpa", "http-hello", "--no-headers"]);
+    assert!(targets.contains("/5"), "{targets}");
+}

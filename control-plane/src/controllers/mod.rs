@@ -15,6 +15,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod history;
+pub mod hpa;
 pub mod ingress;
 pub mod job;
 pub mod namespaces;
@@ -221,6 +222,8 @@ pub struct ControllerConfig {
     pub ca_key_pem: String,
     /// The longest validity of a signed certificate.
     pub signing_duration: Duration,
+    /// How often every HorizontalPodAutoscaler is synced.
+    pub hpa_sync: Duration,
 }
 
 /// Start the controllers; they stop with `stop` (the handle ends when they have).
@@ -251,6 +254,7 @@ pub fn run(
     let budgets = disruption::run(client.clone(), pods.clone());
     let claims = volumes::run(client.clone(), pods.clone());
     let roles = clusterroles::run(client.clone());
+    let hpas = hpa::run(client.clone(), pods.clone(), config.hpa_sync);
     let deploy = deployment::run(client);
     tokio::spawn(async move {
         tokio::select! {
@@ -270,6 +274,7 @@ pub fn run(
             _ = csrs => {}
             _ = approvals => {}
             _ = quotas => {}
+            _ = hpas => {}
             _ = stop.cancelled() => {}
         }
     })

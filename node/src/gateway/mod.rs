@@ -311,6 +311,12 @@ impl Served {
         resp
     }
 
+    /// Serve a probe: as a request, but not counted in the container's request metrics (an
+    /// idle service is idle, probes or not: `http_requests_per_second` scales it to zero).
+    pub async fn probe(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
+        self.handle_inner(req).await
+    }
+
     async fn handle_inner(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
         let (ns, name) = &self.pod;
         let permit =

@@ -70,12 +70,87 @@ impl Strategy for HorizontalPodAutoscaler {
         vec![
             json!(row.name),
             json!(reference),
-            json!("<unknown>"),
+            json!(targets(obj)),
             json!(min.to_string()),
             json!(int_at(obj, "/spec/maxReplicas")),
             json!(int_at(obj, "/status/currentReplicas")),
             json!(row.age),
         ]
+    }
+}
+
+/// The Targets column, as kubectl prints it: each metric's current value over its target
+/// (`cpu: 45%/50%`, `1500m/1`), `<unknown>` before the controller has measured it, the first
+/// two and `+ N more...` beyond.
+fn targets(obj: &Value) -> String {
+    let specs = obj
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if specs.is_empty() {
+        return "<none>".into();
+    }
+    let statuses = obj
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let unknown = || "<unknown>".to_string();
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.as_i64().map(|n| n.to_string()))
+    };
+    let list: Vec<String> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let st = statuses.get(i);
+            match m["type"].as_str() {
+                Some("Pods") => format!(
+                    "{}/{}",
+                    st.and_then(|s| text(&s["pods"]["current"]["averageValue"]))
+                        .unwrap_or_else(unknown),
+                    text(&m["pods"]["target"]["averageValue"]).unwrap_or_else(unknown)
+                ),
+                Some("Resource") => {
+                    let name = m["resource"]["name"].as_str().unwrap_or("");
+                    let target = &m["resource"]["target"];
+                    if let Some(v) = text(&target["averageValue"]) {
+                        format!(
+                            "{name}: {}/{v}",
+                            st.and_then(|s| text(&s["resource"]["current"]["averageValue"]))
+                                .unwrap_or_else(unknown)
+                        )
+                    } else {
+                        let current = st
+                            .and_then(|s| s["resource"]["current"]["averageUtilization"].as_i64())
+                            .map(|u| format!("{u}%"))
+                            .unwrap_or_else(unknown);
+                        let goal = target["averageUtilization"]
+                            .as_i64()
+                            .map(|u| format!("{u}%"))
+                            .unwrap_or_else(|| "<auto>".into());
+                        format!("{name}: {current}/{goal}")
+                    }
+                }
+                Some("Object") => format!(
+                    "{}/{}",
+                    st.and_then(|s| text(&s["object"]["current"]["value"]))
+                        .unwrap_or_else(unknown),
+                    text(&m["object"]["target"]["value"])
+                        .or_else(|| text(&m["object"]["target"]["averageValue"]))
+                        .unwrap_or_else(unknown)
+                ),
+                _ => "<unknown type>".to_string(),
+            }
+        })
+        .collect();
+    if list.len() > 2 {
+        format!("{} + {} more...", list[..2].join(", "), list.len() - 2)
+    } else {
+        list.join(", ")
     }
 }
 
