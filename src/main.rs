@@ -408,6 +408,22 @@ enum BenchCommand {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Scale from zero: a Deployment behind a Service with an HPA of `minReplicas: 0`, scaled
+    /// to zero, then one request through a gateway, timed to its answer, N times; p50/p99.
+    ScaleFromZero {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The HTTP component.
+        #[arg(
+            long,
+            default_value = "wasm-examples/target/wasm32-wasip2/release/http_hello.wasm"
+        )]
+        module: PathBuf,
+        /// Timed cycles.
+        #[arg(long, default_value_t = 100)]
+        cycles: usize,
+    },
     /// Scheduler: register hollow nodes (they renew Leases and report their pods Running, as
     /// KWOK's do), create pods as fast as the API takes them and report pods/s scheduled and
     /// bound; first the decision function's own rate in this process.
@@ -757,6 +773,14 @@ async fn main() -> Result<()> {
                     pid,
                 },
         } => bench::http(&kubeconfig, &module, connections, duration, pods, pid).await,
+        Command::Bench {
+            which:
+                BenchCommand::ScaleFromZero {
+                    kubeconfig,
+                    module,
+                    cycles,
+                },
+        } => bench::scale_from_zero(&kubeconfig, &module, cycles).await,
         Command::Bench {
             which:
                 BenchCommand::Scheduler {

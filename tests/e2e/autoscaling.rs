@@ -259,3 +259,90 @@ spec:
     let targets = c.kubectl_ok(&["get", "hpa", "http-hello", "--no-headers"]);
     assert!(targets.contains("/5"), "{targets}");
 }
+
+/// Scale to zero and back (beyond Kubernetes): an HTTP Deployment whose HPA has
+/// `minReplicas: 0` goes to zero when idle; requests that arrive then are held by the gateway,
+/// the Deployment is started again, and every one of them is answered.
+#[test]
+fn an_idle_http_service_scales_to_zero_and_its_next_requests_start_it() {
+    let c = Cluster::start(&[
+        "--metric-resolution",
+        "1s",
+        "--horizontal-pod-autoscaler-sync-period",
+        "1s",
+    ]);
+    c.push_ok("http-hello:latest", &example("http_hello", true));
+    c.apply(&manifest("http-hello"));
+    c.kubectl_ok(&["scale", "deployment/http-hello", "--replicas=1"]);
+    c.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/http-hello",
+        "--timeout=60s",
+    ]);
+    let gw = c.gateway("testnode");
+    // Nothing behind a Service that no HPA may start: 503 at once, as before.
+    c.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: nobody}
+spec:
+  selector: {app: nobody}
+  ports: [{port: 80}]
+"#,
+    );
+    let (code, body) = crate::harness::http_get(&gw, "nobody", "/").expect("gateway answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no ready endpoints"), "{body}");
+
+    c.apply(
+        r#"apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: http-hello}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: http-hello}
+  minReplicas: 0
+  maxReplicas: 2
+  metrics:
+    - type: Pods
+      pods:
+        metric: {name: http_requests_per_second}
+        target: {type: AverageValue, averageValue: "5"}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 2}
+"#,
+    );
+    // Idle (probes do not count): to zero.
+    c.wait_for(&["deployment", "http-hello"], "{.spec.replicas}", "0", T);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "pods",
+        "-l",
+        "app=http-hello",
+        "--timeout=60s",
+    ]);
+    c.wait_for(
+        &["hpa", "http-hello"],
+        "{.status.conditions[?(@.type==\"ScalingActive\")].reason}",
+        "ScaledToZero",
+        T,
+    );
+    // Requests now: held, the Deployment started, all answered.
+    let answers: Vec<_> = (0..8)
+        .map(|_| {
+            let gw = gw.clone();
+            std::thread::spawn(move || crate::harness::http_get(&gw, "http-hello", "/"))
+        })
+        .collect();
+    for a in answers {
+        let (code, body) = a.join().expect("a client").expect("an answer");
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(
+        c.jsonpath(&["deployment", "http-hello"], "{.spec.replicas}"),
+        "1"
+    );
+    let events = c.kubectl_ok(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(!events.contains("FailedRescale"), "{events}");
+}

@@ -33,6 +33,7 @@ pub mod table;
 mod tokens;
 pub mod typed;
 mod validation;
+mod wake;
 mod watch;
 
 use std::collections::HashMap;
@@ -203,6 +204,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/pods/{name}/{metric}",
             get(metricsapi::custom_pods),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/services/{name}/wake",
+            post(wake::wake),
         )
         .route("/api/{*rest}", any(handlers::dispatch))
         .route("/apis/{*rest}", any(handlers::dispatch))

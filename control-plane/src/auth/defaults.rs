@@ -388,6 +388,8 @@ fn node_rules() -> Vec<Value> {
         rule(&[""], &["pods"], &["get", "list", "watch", "delete"]),
         rule(&[""], &["pods/status"], &["patch", "update"]),
         rule(&[""], &["services", "endpoints"], READ),
+        // The gateway asks for a Service scaled to zero to start (`api::wake`).
+        rule(&[""], &["services/wake"], &["create"]),
         // NetworkPolicy enforcement in the gateway selects pods by their namespace's labels.
         rule(&[""], &["namespaces"], READ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),

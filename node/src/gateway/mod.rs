@@ -14,6 +14,7 @@
 
 mod apiserver;
 mod policy;
+mod zero;
 
 pub use apiserver::{ApiServer, ApiServerError};
 pub use policy::{Caller, DENIED_REASON};
@@ -864,6 +865,14 @@ pub struct Gateway {
     /// NetworkPolicy enforcement.
     policy: Arc<policy::Enforcer>,
     api_server: Option<Arc<ApiServer>>,
+    /// The node's API client (scale from zero: `zero`).
+    api: Option<kube::Client>,
+    /// Told each time the routing table changes (requests held for a Service wait on it).
+    routes_changed: tokio::sync::watch::Sender<()>,
+    /// Requests held per Service scaled to zero.
+    held: Mutex<HashMap<(String, String), Arc<AtomicUsize>>>,
+    /// Wake calls in flight per Service.
+    waking: Mutex<HashMap<(String, String), zero::Waking>>,
     serving: tokio::runtime::Handle,
     _runtime: Serving,
 }
@@ -936,6 +945,10 @@ impl Gateway {
                 "skiff-gateway",
                 Some(node),
             ))),
+            api: Some(client.clone()),
+            routes_changed: tokio::sync::watch::Sender::new(()),
+            held: Mutex::new(HashMap::new()),
+            waking: Mutex::new(HashMap::new()),
             serving: runtime.handle().clone(),
             _runtime: Serving(Some(runtime)),
         });
@@ -1191,7 +1204,7 @@ impl Gateway {
                 return api.forward(req).await;
             }
         }
-        self.to_service(req, &routes, &backend, client_ip, &from)
+        self.to_service(req, &routes, &backend, client_ip, &from, true)
             .await
     }
 
@@ -1202,6 +1215,7 @@ impl Gateway {
         b: &Backend,
         client_ip: IpAddr,
         from: &policy::From,
+        may_hold: bool,
     ) -> Response<Body> {
         let Some(svc) = routes
             .services
@@ -1284,6 +1298,15 @@ impl Gateway {
                 affinity,
             );
             let Some(i) = chosen else {
+                // Nothing ready and nothing tried yet: perhaps scaled to zero (`zero`).
+                if let (true, true, Some(held)) = (may_hold, excluded.is_empty(), req.take()) {
+                    return match self.hold_for(&b.namespace, &b.service).await {
+                        Ok(now) => {
+                            Box::pin(self.to_service(held, &now, b, client_ip, from, false)).await
+                        }
+                        Err(answer) => answer,
+                    };
+                }
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -1443,6 +1466,7 @@ impl Gateway {
             if let Ok(mut r) = self.routes.write() {
                 *r = Arc::new(routes);
             }
+            self.routes_changed.send_replace(());
         }
         for t in listeners.values() {
             t.cancel();

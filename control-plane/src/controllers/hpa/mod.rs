@@ -445,6 +445,18 @@ async fn sync(ctx: &mut Ctx, key: &str, hpa: &DynamicObject) -> Result<(), kube:
             &now,
         ));
         (0, None, None)
+    } else if current == 0 {
+        // Scaled to zero: no pod, no metric; a request for its Service through a gateway
+        // starts it again (`api::wake`).
+        conditions.push(condition(
+            &obj,
+            "ScalingActive",
+            false,
+            "ScaledToZero",
+            "the target is scaled to zero; a request for its Service through a gateway scales it up",
+            &now,
+        ));
+        (0, None, None)
     } else if current > max {
         (
             max,

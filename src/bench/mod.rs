@@ -1,6 +1,10 @@
 //! `skiff bench`: benchmarks a user can run against any cluster. Results are printed as one JSON
 //! line per benchmark plus a human summary on stderr.
 
+mod zero;
+
+pub use zero::scale_from_zero;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
