@@ -424,6 +424,25 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         cycles: usize,
     },
+    /// HPA reaction: an HTTP Deployment with an HPA on `http_requests_per_second`; each step
+    /// starts a steady load through a gateway and times until the replicas go up.
+    HpaReaction {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The HTTP component.
+        #[arg(
+            long,
+            default_value = "wasm-examples/target/wasm32-wasip2/release/http_hello.wasm"
+        )]
+        module: PathBuf,
+        /// Load steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Requests a second during a step.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
     /// Scheduler: register hollow nodes (they renew Leases and report their pods Running, as
     /// KWOK's do), create pods as fast as the API takes them and report pods/s scheduled and
     /// bound; first the decision function's own rate in this process.
@@ -781,6 +800,15 @@ async fn main() -> Result<()> {
                     cycles,
                 },
         } => bench::scale_from_zero(&kubeconfig, &module, cycles).await,
+        Command::Bench {
+            which:
+                BenchCommand::HpaReaction {
+                    kubeconfig,
+                    module,
+                    steps,
+                    rate,
+                },
+        } => bench::hpa_reaction(&kubeconfig, &module, steps, rate).await,
         Command::Bench {
             which:
                 BenchCommand::Scheduler {

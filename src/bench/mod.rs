@@ -1,8 +1,10 @@
 //! `skiff bench`: benchmarks a user can run against any cluster. Results are printed as one JSON
 //! line per benchmark plus a human summary on stderr.
 
+mod reaction;
 mod zero;
 
+pub use reaction::hpa_reaction;
 pub use zero::scale_from_zero;
 
 use std::path::Path;
