@@ -192,8 +192,9 @@ spec:
     });
 }
 
-/// An HPA on the `http_requests_per_second` Pods metric: under a steady load through the
-/// gateway the Deployment scales up; the metric is served by the custom metrics API.
+/// An HPA on `http_requests_per_second`, per pod (a `Pods` metric) and of the Service (an
+/// `Object` metric): under a steady load through the gateway the Deployment scales up; both are
+/// served by the custom metrics API.
 #[test]
 fn an_hpa_scales_an_http_deployment_on_its_request_rate() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -225,6 +226,11 @@ spec:
       pods:
         metric: {name: http_requests_per_second}
         target: {type: AverageValue, averageValue: "5"}
+    - type: Object
+      object:
+        describedObject: {apiVersion: v1, kind: Service, name: http-hello}
+        metric: {name: http_requests_per_second}
+        target: {type: Value, value: "10"}
 "#,
     );
     let gw = c.gateway("testnode");
@@ -257,7 +263,21 @@ spec:
     assert_eq!(v["kind"], "MetricValueList");
     assert!(!v["items"].as_array().expect("items").is_empty(), "{raw}");
     let targets = c.kubectl_ok(&["get", "hpa", "http-hello", "--no-headers"]);
-    assert!(targets.contains("/5"), "{targets}");
+    assert!(
+        targets.contains("/5") && targets.contains("/10"),
+        "{targets}"
+    );
+    // Both metrics were measured; the Service's rate is its pods' sum.
+    assert_eq!(
+        c.jsonpath(&["hpa", "http-hello"], "{.status.currentMetrics[*].type}"),
+        "Pods Object"
+    );
+    let raw = c.kubectl_ok(&[
+        "get",
+        "--raw",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/services/http-hello/http_requests_per_second",
+    ]);
+    assert!(raw.contains("\"kind\":\"Service\""), "{raw}");
 }
 
 /// Scale to zero and back (beyond Kubernetes): an HTTP Deployment whose HPA has

@@ -154,6 +154,14 @@ const REVIEWS: &[Served] = &[
         true,
         &["get"],
     ),
+    (
+        "custom.metrics.k8s.io",
+        "v1beta2",
+        "services/http_requests_per_second",
+        "MetricValueList",
+        true,
+        &["get"],
+    ),
 ];
 
 /// The review groups with their versions, after the table's groups.

@@ -1,9 +1,10 @@
 //! The resource metrics API (`metrics.k8s.io/v1beta1`: PodMetrics and NodeMetrics, what
 //! `kubectl top` reads) and the one custom metric skiff has (`custom.metrics.k8s.io/v1beta2`:
-//! `http_requests_per_second` of pods, what an HPA's `Pods` metric reads), served from
-//! `crate::usage` as metrics-server and a custom metrics adapter serve them. Authorization is
-//! the gate's, as for any resource path (`metrics.k8s.io` `pods`/`nodes`, `custom.metrics.k8s.io`
-//! `pods/<metric>`). Objects are listed from the store and joined with their usage: a pod or
+//! `http_requests_per_second` of pods, what an HPA's `Pods` metric reads, and of Services, the
+//! sum over the pods they select, what an `Object` metric reads), served from `crate::usage` as
+//! metrics-server and a custom metrics adapter serve them. Authorization is the gate's, as for
+//! any resource path (`metrics.k8s.io` `pods`/`nodes`, `custom.metrics.k8s.io`
+//! `pods/<metric>`, `services/<metric>`). Objects are listed from the store and joined with their usage: a pod or
 //! node without two scrapes yet is left out of lists and not found alone.
 
 use std::collections::HashMap;
@@ -212,11 +213,12 @@ pub(super) async fn node(
     Ok(axum::Json(node_metrics(&node, &name, &u)).into_response())
 }
 
-/// `GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/pods/{name}/{metric}`, `name`
-/// `*` for every pod the `labelSelector` selects.
-pub(super) async fn custom_pods(
+/// `GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/{resource}/{name}/{metric}`: for
+/// `pods` (`name` `*` for every pod the `labelSelector` selects) each pod's rate; for
+/// `services` the sum over the pods the Service selects (an HPA's `Object` metric).
+pub(super) async fn custom(
     State(state): State<Arc<AppState>>,
-    Path((ns, name, metric)): Path<(String, String, String)>,
+    Path((ns, resource, name, metric)): Path<(String, String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     if metric != HTTP_REQUESTS_PER_SECOND {
@@ -225,11 +227,72 @@ pub(super) async fn custom_pods(
             name: metric,
         });
     }
-    let sel = selector(&q)?;
+    match resource.as_str() {
+        "pods" => custom_pods(&state, ns, name, &q).await,
+        "services" => custom_service(&state, ns, name).await,
+        _ => Err(ApiError::NotFound {
+            resource: format!("{resource}/{metric}"),
+            name,
+        }),
+    }
+}
+
+/// The summed rate of the pods Service `ns/name` selects.
+async fn custom_service(state: &AppState, ns: String, name: String) -> ApiResult<Response> {
+    let not_found = || ApiError::NotFound {
+        resource: format!("services/{HTTP_REQUESTS_PER_SECOND}"),
+        name: name.clone(),
+    };
+    let stored = state
+        .store
+        .get(&crate::store::ObjectKey::new("services", &ns, &name))
+        .await
+        .map_err(|_| not_found())?;
+    let service: Value = serde_json::from_slice(&stored.data).map_err(|_| not_found())?;
+    let selector = service
+        .pointer("/spec/selector")
+        .cloned()
+        .unwrap_or_default();
+    let pods = objects(state, "pods", Some(&ns), &LabelSelector::default()).await?;
+    let mut rate = 0.0;
+    let mut at_ms = jiff::Timestamp::now().as_millisecond();
+    let mut window = 0;
+    for (pns, pname, pod) in pods {
+        if !super::wake::selects(&selector, &labels(&pod)) {
+            continue;
+        }
+        if let Some(u) = state.usage.pod(&pns, &pname) {
+            rate += u.http_per_second;
+            at_ms = u.at_ms;
+            window = u.window.as_secs_f64().round() as u64;
+        }
+    }
+    Ok(axum::Json(json!({
+        "kind": "MetricValueList",
+        "apiVersion": "custom.metrics.k8s.io/v1beta2",
+        "metadata": {},
+        "items": [{
+            "describedObject": {"kind": "Service", "namespace": ns, "name": name, "apiVersion": "/v1"},
+            "metric": {"name": HTTP_REQUESTS_PER_SECOND, "selector": null},
+            "timestamp": timestamp(at_ms),
+            "windowSeconds": window,
+            "value": milli(rate),
+        }],
+    }))
+    .into_response())
+}
+
+async fn custom_pods(
+    state: &AppState,
+    ns: String,
+    name: String,
+    q: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let sel = selector(q)?;
     let pods: Vec<(String, String, Value)> = if name == "*" {
-        objects(&state, "pods", Some(&ns), &sel).await?
+        objects(state, "pods", Some(&ns), &sel).await?
     } else {
-        objects(&state, "pods", Some(&ns), &LabelSelector::default())
+        objects(state, "pods", Some(&ns), &LabelSelector::default())
             .await?
             .into_iter()
             .filter(|(_, n, _)| *n == name)

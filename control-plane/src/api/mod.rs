@@ -202,8 +202,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(metricsapi::node),
         )
         .route(
-            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/pods/{name}/{metric}",
-            get(metricsapi::custom_pods),
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/{resource}/{name}/{metric}",
+            get(metricsapi::custom),
         )
         .route(
             "/api/v1/namespaces/{ns}/services/{name}/wake",

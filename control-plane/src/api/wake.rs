@@ -32,7 +32,7 @@ fn target_resource(api_version: &str, kind: &str) -> Option<&'static resources::
 
 /// Does `selector` (a Service's `spec.selector`) select pods labelled `labels`? An empty
 /// selector selects nothing (a Service without a selector has no pods of its own). Pure.
-pub fn selects(selector: &Value, labels: &Value) -> bool {
+pub(crate) fn selects(selector: &Value, labels: &Value) -> bool {
     let Some(sel) = selector.as_object().filter(|s| !s.is_empty()) else {
         return false;
     };

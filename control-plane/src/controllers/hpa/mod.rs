@@ -326,6 +326,82 @@ async fn pods_metric(ctx: &Ctx, t: &Scaled<'_>, m: &Value) -> Result<Measured, F
     })
 }
 
+async fn object_metric(ctx: &Ctx, t: &Scaled<'_>, m: &Value) -> Result<Measured, Failed> {
+    let object = &m["object"];
+    let name = object["metric"]["name"].as_str().unwrap_or("");
+    let described = &object["describedObject"];
+    let fail = |msg: String| ("FailedGetObjectMetric", msg);
+    let resource = match (
+        described["apiVersion"].as_str().unwrap_or("v1"),
+        described["kind"].as_str().unwrap_or(""),
+    ) {
+        ("v1", "Service") => "services",
+        (v, k) => {
+            return Err(fail(format!(
+                "unable to get metric {name}: {v} {k} has no metrics in skiff (Services do)"
+            )))
+        }
+    };
+    let object_name = described["name"].as_str().unwrap_or("");
+    if !object_name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        || object_name.is_empty()
+    {
+        return Err(fail(format!("unable to get metric {name}: no such object")));
+    }
+    let path = format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/{resource}/{object_name}/{name}",
+        t.ns
+    );
+    let list = get_json(&ctx.client, &path).await.map_err(|e| {
+        fail(format!(
+            "unable to get metric {name}: {resource}/{object_name}: {e}"
+        ))
+    })?;
+    let value = list["items"][0]["value"]
+        .as_str()
+        .and_then(quantity)
+        .ok_or_else(|| fail(format!("unable to get metric {name}: no value")))?;
+    let target = &object["target"];
+    let ready = t
+        .pods
+        .iter()
+        .filter(|p| pod_state(p, "") == PodState::Ready)
+        .count() as i32;
+    let (replicas, current) = match (
+        target["type"].as_str(),
+        target["value"].as_str().and_then(quantity),
+        target["averageValue"].as_str().and_then(quantity),
+    ) {
+        (Some("Value"), Some(goal), _) => (
+            replicas::object_value(t.current, ready, value, goal),
+            json!({"value": as_quantity(value)}),
+        ),
+        (Some("AverageValue"), _, Some(goal)) => (
+            replicas::object_average(t.current, value, goal),
+            json!({"averageValue": as_quantity(value / f64::from(t.current.max(1)))}),
+        ),
+        _ => {
+            return Err(fail(format!(
+                "invalid target for object metric {name}: Value or AverageValue with its quantity"
+            )))
+        }
+    };
+    Ok(Measured {
+        replicas,
+        status: json!({"type": "Object", "object": {"describedObject": described,
+            "metric": {"name": name}, "current": current}}),
+        describe: format!("{name} on {}/{object_name} (target value)", resource),
+    })
+}
+
+fn has_object_metric(spec: &Value) -> bool {
+    spec["metrics"]
+        .as_array()
+        .is_some_and(|ms| ms.iter().any(|m| m["type"] == "Object"))
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -445,9 +521,9 @@ async fn sync(ctx: &mut Ctx, key: &str, hpa: &DynamicObject) -> Result<(), kube:
             &now,
         ));
         (0, None, None)
-    } else if current == 0 {
-        // Scaled to zero: no pod, no metric; a request for its Service through a gateway
-        // starts it again (`api::wake`).
+    } else if current == 0 && !has_object_metric(spec) {
+        // Scaled to zero: no pod, no per-pod metric; a request for its Service through a
+        // gateway starts it again (`api::wake`). (An `Object` metric is measured at zero too.)
         conditions.push(condition(
             &obj,
             "ScalingActive",
@@ -495,9 +571,12 @@ async fn sync(ctx: &mut Ctx, key: &str, hpa: &DynamicObject) -> Result<(), kube:
             let measured = match m["type"].as_str() {
                 Some("Resource") => resource_metric(ctx, &target, m).await,
                 Some("Pods") => pods_metric(ctx, &target, m).await,
+                Some("Object") => object_metric(ctx, &target, m).await,
                 Some(other) => Err((
-                    "FailedGetObjectMetric",
-                    format!("{other} metrics are not served by skiff (Resource and Pods are)"),
+                    "FailedGetExternalMetric",
+                    format!(
+                        "{other} metrics are not served by skiff (Resource, Pods and Object are)"
+                    ),
                 )),
                 None => Err(("InvalidMetricSourceType", "a metric without a type".into())),
             };
