@@ -300,3 +300,32 @@ impl Strategy for HorizontalPodAutoscalerV1 {
         obj
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_read_as_kubectl_prints_them() {
+        let cpu = json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}});
+        let mem = json!({"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}});
+        let rps = json!({"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"}, "target": {"type": "AverageValue", "averageValue": "5"}}});
+        let cases = [
+            (json!({"spec": {}}), "<none>"),
+            (json!({"spec": {"metrics": [cpu]}}), "cpu: <unknown>/50%"),
+            (
+                json!({"spec": {"metrics": [cpu, rps]}, "status": {"currentMetrics": [
+                    {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45, "averageValue": "9m"}}},
+                    {"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"}, "current": {"averageValue": "1500m"}}}]}}),
+                "cpu: 45%/50%, 1500m/5",
+            ),
+            (
+                json!({"spec": {"metrics": [cpu, mem, rps]}}),
+                "cpu: <unknown>/50%, memory: <unknown>/100Mi + 1 more...",
+            ),
+        ];
+        for (obj, want) in cases {
+            assert_eq!(targets(&obj), want, "{obj}");
+        }
+    }
+}
