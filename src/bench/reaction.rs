@@ -119,6 +119,24 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // And serving (the first step's pod may still be starting).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = http
+                .get(format!("http://{gw}/"))
+                .header("host", NAME)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "step {step}: the Service never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicU64::new(0));
         let load = {
