@@ -366,3 +366,61 @@ spec:
     let events = c.kubectl_ok(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
     assert!(!events.contains("FailedRescale"), "{events}");
 }
+
+/// An HPA scales anything with a `scale` subresource: here a custom resource, found through
+/// discovery, held within `maxReplicas`.
+#[test]
+fn an_hpa_scales_a_custom_resource_through_its_scale_subresource() {
+    let c = Cluster::start(&["--horizontal-pod-autoscaler-sync-period", "1s"]);
+    c.apply(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources:
+        status: {}
+        scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: {type: object, properties: {replicas: {type: integer}}}
+            status: {type: object, properties: {replicas: {type: integer}, selector: {type: string}}}
+"#,
+    );
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=60s",
+    ]);
+    c.apply(
+        r#"apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+spec: {replicas: 5}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: w}
+spec:
+  scaleTargetRef: {apiVersion: example.com/v1, kind: Widget, name: w}
+  minReplicas: 1
+  maxReplicas: 2
+"#,
+    );
+    c.wait_for(&["widget", "w"], "{.spec.replicas}", "2", T);
+    c.wait_for(
+        &["hpa", "w"],
+        "{.status.conditions[?(@.type==\"ScalingLimited\")].reason}",
+        "TooManyReplicas",
+        T,
+    );
+}

@@ -105,6 +105,51 @@ fn target_path(api_version: &str, kind: &str, ns: &str, name: &str) -> Option<St
     Some(format!("{prefix}/namespaces/{ns}/{plural}/{name}/scale"))
 }
 
+/// A name that may go into a path as it is.
+fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with('.')
+        && !name.contains("..")
+}
+
+/// Where the target's scale subresource is: the built-in kinds by name, any other kind (a
+/// custom resource's) through discovery, when it has a scale subresource.
+async fn scale_path(
+    client: &kube::Client,
+    api_version: &str,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> Option<String> {
+    if !plain(name) {
+        return None;
+    }
+    if let Some(p) = target_path(api_version, kind, ns, name) {
+        return Some(p);
+    }
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.ok()?;
+    if !caps.subresources.iter().any(|(s, _)| s.plural == "scale") {
+        return None;
+    }
+    let base = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    Some(match caps.scope {
+        kube::discovery::Scope::Namespaced => {
+            format!("{base}/namespaces/{ns}/{}/{name}/scale", resource.plural)
+        }
+        kube::discovery::Scope::Cluster => format!("{base}/{}/{name}/scale", resource.plural),
+    })
+}
+
 /// A quantity as a number (cores for CPU, bytes for memory).
 fn quantity(s: &str) -> Option<f64> {
     let q = skiff_common::quantity::Quantity::parse(s).ok()?;
@@ -474,12 +519,15 @@ async fn sync(ctx: &mut Ctx, key: &str, hpa: &DynamicObject) -> Result<(), kube:
         }
     };
     let target_ref = &spec["scaleTargetRef"];
-    let Some(scale_path) = target_path(
+    let Some(scale_path) = scale_path(
+        &ctx.client,
         target_ref["apiVersion"].as_str().unwrap_or(""),
         target_ref["kind"].as_str().unwrap_or(""),
         &ns,
         target_ref["name"].as_str().unwrap_or(""),
-    ) else {
+    )
+    .await
+    else {
         let msg = format!(
             "the HPA controller was unable to get the target's current scale: no scale subresource for {}/{}",
             target_ref["apiVersion"].as_str().unwrap_or(""),
