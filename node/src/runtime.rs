@@ -352,8 +352,47 @@ pub struct CpuShare {
     quota: Option<Duration>,
     period_start: std::time::Instant,
     used_in_period: Duration,
-    resumed_at: Arc<Mutex<std::time::Instant>>,
+    resumed_at: Arc<Mutex<Resumed>>,
     usage: Arc<Usage>,
+}
+
+/// Where a guest last resumed: when, on which thread, and the CPU time that thread had used.
+#[derive(Clone, Copy, Debug)]
+struct Resumed {
+    at: std::time::Instant,
+    thread: std::thread::ThreadId,
+    cpu: Duration,
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+impl Resumed {
+    fn now() -> Resumed {
+        Resumed {
+            at: std::time::Instant::now(),
+            thread: std::thread::current().id(),
+            cpu: thread_cpu(),
+        }
+    }
+
+    /// What the guest ran since: its thread's own CPU time while still on the thread it
+    /// resumed on (time the thread stood preempted by others is not the guest's), else the
+    /// wall time; at most one tick (a longer stretch was spent in a host call).
+    fn ran(&self, now: std::time::Instant) -> Duration {
+        let ran = if std::thread::current().id() == self.thread {
+            thread_cpu().saturating_sub(self.cpu)
+        } else {
+            now.saturating_duration_since(self.at)
+        };
+        ran.min(EPOCH_TICK)
+    }
 }
 
 impl CpuShare {
@@ -364,7 +403,7 @@ impl CpuShare {
             quota: cpu_millis.map(|m| CPU_PERIOD * (m.clamp(1, 1000) as u32) / 1000),
             period_start: now,
             used_in_period: Duration::ZERO,
-            resumed_at: Arc::new(Mutex::new(now)),
+            resumed_at: Arc::new(Mutex::new(Resumed::now())),
             usage,
         }
     }
@@ -373,9 +412,10 @@ impl CpuShare {
     /// rest of the period when the quota is spent).
     pub fn on_tick(&mut self) -> wasmtime::UpdateDeadline {
         let now = std::time::Instant::now();
-        let resumed = self.resumed_at.lock().map(|t| *t).unwrap_or(now);
-        // At most one tick: a longer stretch was spent blocked in a host call, not running.
-        let ran = now.saturating_duration_since(resumed).min(EPOCH_TICK);
+        let ran = match self.resumed_at.lock() {
+            Ok(r) => r.ran(now),
+            Err(_) => EPOCH_TICK,
+        };
         self.usage.cpu_nanos.fetch_add(
             ran.as_nanos().min(u128::from(u64::MAX)) as u64,
             Ordering::Relaxed,
@@ -400,7 +440,7 @@ impl CpuShare {
                     tokio::time::sleep(pause).await;
                 }
                 if let Ok(mut t) = resumed_at.lock() {
-                    *t = std::time::Instant::now();
+                    *t = Resumed::now();
                 }
             }),
         )
@@ -870,6 +910,25 @@ fn classify(r: Option<wasmtime::Result<i32>>, oom: bool) -> Exit {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
+
+    /// A guest is charged the CPU its thread used, not the wall time: a thread that stood still
+    /// (here asleep, as when preempted by other work) is charged next to nothing; one that spun
+    /// is charged what it spun, capped at one tick.
+    #[test]
+    fn a_guest_is_charged_its_threads_cpu_time() {
+        let r = Resumed::now();
+        std::thread::sleep(EPOCH_TICK * 3);
+        assert!(r.ran(std::time::Instant::now()) < EPOCH_TICK / 2);
+        let r = Resumed::now();
+        let began = std::time::Instant::now();
+        let mut x = 0u64;
+        while began.elapsed() < EPOCH_TICK * 2 {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        assert!(x != 1);
+        assert!(r.ran(std::time::Instant::now()) > Duration::ZERO);
+        assert!(r.ran(std::time::Instant::now()) <= EPOCH_TICK);
+    }
 
     #[test]
     fn memory_cap_counts_memories_and_tables_together() {
