@@ -408,6 +408,29 @@ impl CpuShare {
         }
     }
 
+    /// Charge `ran`, which ended at `now`, to the current period; how long to pause. A slice
+    /// that ends after its period is over counts in the next one, and an overrun of the quota
+    /// (a slice is up to a tick) is paid from the next period, so over time a guest runs its
+    /// limit and no more. Pure but for its own state.
+    fn charge(&mut self, ran: Duration, now: std::time::Instant) -> Duration {
+        if now.duration_since(self.period_start) >= CPU_PERIOD {
+            // A new period, from when this slice began.
+            self.period_start = now.checked_sub(ran).unwrap_or(now);
+            self.used_in_period = ran;
+        } else {
+            self.used_in_period += ran;
+        }
+        match self.quota {
+            Some(q) if self.used_in_period >= q => {
+                let pause = (self.period_start + CPU_PERIOD).saturating_duration_since(now);
+                self.period_start += CPU_PERIOD;
+                self.used_in_period -= q;
+                pause
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Called at each epoch deadline: account the slice just run, then yield (sleeping out the
     /// rest of the period when the quota is spent).
     pub fn on_tick(&mut self) -> wasmtime::UpdateDeadline {
@@ -420,16 +443,7 @@ impl CpuShare {
             ran.as_nanos().min(u128::from(u64::MAX)) as u64,
             Ordering::Relaxed,
         );
-        self.used_in_period += ran;
-        let mut pause = Duration::ZERO;
-        if now.duration_since(self.period_start) >= CPU_PERIOD {
-            self.period_start = now;
-            self.used_in_period = Duration::ZERO;
-        } else if self.quota.is_some_and(|q| self.used_in_period >= q) {
-            pause = (self.period_start + CPU_PERIOD).saturating_duration_since(now);
-            self.period_start += CPU_PERIOD;
-            self.used_in_period = Duration::ZERO;
-        }
+        let pause = self.charge(ran, now);
         let resumed_at = self.resumed_at.clone();
         wasmtime::UpdateDeadline::YieldCustom(
             1,
@@ -910,6 +924,30 @@ fn classify(r: Option<wasmtime::Result<i32>>, oom: bool) -> Exit {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
+
+    /// A guest that spins, one tick at a time, gets its limit over time and no more, whatever
+    /// the slices' phase against the periods.
+    #[test]
+    fn a_spinning_guest_gets_its_cpu_limit() {
+        for (millis, slice_ms) in [(100u64, 10u64), (250, 10), (500, 7), (1000, 10), (50, 3)] {
+            let mut share = CpuShare::new(Some(millis), Arc::default());
+            let start = share.period_start;
+            let mut now = start;
+            let mut cpu = Duration::ZERO;
+            let slice = Duration::from_millis(slice_ms);
+            while now.duration_since(start) < Duration::from_secs(20) {
+                now += slice;
+                cpu += slice;
+                now += share.charge(slice, now);
+            }
+            let share_of_a_core = cpu.as_secs_f64() / now.duration_since(start).as_secs_f64();
+            let want = millis as f64 / 1000.0;
+            assert!(
+                (share_of_a_core - want).abs() <= want * 0.05,
+                "{millis}m in {slice_ms} ms slices ran {share_of_a_core:.3} of a core"
+            );
+        }
+    }
 
     /// A guest is charged the CPU its thread used, not the wall time: a thread that stood still
     /// (here asleep, as when preempted by other work) is charged next to nothing; one that spun
