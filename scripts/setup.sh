@@ -4,8 +4,8 @@
 # Kubernetes docs do): the wasm targets of wasm-examples/ and the rustfmt/clippy
 # components. scripts/up.sh and scripts/test.sh both run it, so CI exercises the same set-up as
 # the main command. Also Debian's protobuf-compiler (etcd's client library compiles etcd's
-# protocol files at build time) and etcd-server (the etcd backend's tests run a real etcd), when
-# missing. Idempotent; fails loudly when something cannot be had.
+# protocol files at build time), etcd-server (the etcd backend's tests run a real etcd) and
+# docker-registry (the OCI registry tests push to and pull from a real registry), when missing. Idempotent; fails loudly when something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo rustup kubectl curl openssl; do
@@ -14,15 +14,18 @@ done
 missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if ((${#missing[@]})); then
   SUDO=; [[ $(id -u) == 0 ]] || SUDO=sudo
   echo "==> installing ${missing[*]} (Debian packages)" >&2
   $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null; }
   # Debian starts the packaged etcd as a service on the default ports; the tests run their own.
-  if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
-    $SUDO systemctl stop etcd || true
-  fi
+  for service in etcd docker-registry; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
+      $SUDO systemctl stop "$service" || true
+    fi
+  done
 fi
 # rustup installs a rust-toolchain.toml's targets only when it installs the toolchain itself;
 # an already installed toolchain needs them added (run inside wasm-examples/ so the toolchain

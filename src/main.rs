@@ -3,6 +3,7 @@
 mod bench;
 mod hollow;
 mod kubeconfig;
+mod ocipush;
 
 /// mimalloc: the API server allocates and frees many small JSON values per request, and glibc's
 /// allocator spent a fifth of the server's CPU time (and contended on its arena locks) under load.
@@ -58,11 +59,16 @@ struct NodeOptions {
     /// free port). It listens on the node's address.
     #[arg(long, default_value_t = 8080)]
     gateway_port: u16,
+    /// A registry (HOST:PORT) to pull modules from over plain HTTP (repeatable; none by
+    /// default: HTTPS with the system's roots).
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
 }
 
 /// The parts of a node's configuration that come from [`NodeOptions`].
 struct NodeSettings {
     gateway_port: u16,
+    insecure_registries: Vec<String>,
     max_pods: u32,
     allow_host_paths: Vec<PathBuf>,
     allow_local_outbound: Vec<String>,
@@ -87,6 +93,7 @@ impl NodeOptions {
             })?;
         Ok(NodeSettings {
             gateway_port: self.gateway_port,
+            insecure_registries: self.insecure_registries,
             max_pods: self.max_pods,
             allow_host_paths: self.allow_host_paths,
             allow_local_outbound: self.allow_local_outbound,
@@ -213,6 +220,9 @@ enum Command {
         /// CA file (with --server; default: the system's roots).
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// For a registry reference (HOST[:PORT]/REPOSITORY[:TAG]): speak plain HTTP to it.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Print a kubeconfig for a new user with a client certificate from the cluster's signer
     /// (a CertificateSigningRequest for `kubernetes.io/kube-apiserver-client`, approved):
@@ -649,6 +659,7 @@ async fn main() -> Result<()> {
                 reserved: settings.reserved,
                 log_rotation: settings.log_rotation,
                 gateway_port: settings.gateway_port,
+                insecure_registries: settings.insecure_registries.clone(),
                 client: None,
                 identity: None,
             };
@@ -744,7 +755,16 @@ async fn main() -> Result<()> {
             server,
             token,
             ca_file,
-        } => push(&reference, &file, kubeconfig, server, token, ca_file).await,
+            insecure,
+        } => match skiff_common::image::ImageRef::parse(&reference) {
+            // A registry host in the reference: to that OCI registry.
+            Ok(skiff_common::image::ImageRef::Registry { .. }) => {
+                let url = ocipush::push(&reference, &file, insecure).await?;
+                println!("pushed {reference} ({url})");
+                Ok(())
+            }
+            _ => push(&reference, &file, kubeconfig, server, token, ca_file).await,
+        },
         Command::Bench {
             which:
                 BenchCommand::PodStartup {
@@ -877,6 +897,7 @@ async fn server(
             reserved: settings.reserved,
             log_rotation: settings.log_rotation,
             gateway_port: settings.gateway_port,
+            insecure_registries: settings.insecure_registries.clone(),
             // In process: the loopback client acting as the node, and a certificate for
             // `system:node:NAME` issued by the server (for module downloads), as a joined node
             // gets through its signing request.

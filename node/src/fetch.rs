@@ -1,5 +1,6 @@
 //! Fetching modules named by a container's `image`, as its `imagePullPolicy` says: resolve the
-//! tag at the control plane's module store (`Always`, or the first time for `IfNotPresent`),
+//! tag at the control plane's module store, or at the OCI registry the image names
+//! (`crate::registry`) (`Always`, or the first time for `IfNotPresent`),
 //! download the blob once per digest into the node's cache, verify its sha256. What each tag
 //! resolved to is remembered (in memory and under `tags/`), so `IfNotPresent` and `Never` start
 //! a module the node has without asking.
@@ -29,9 +30,12 @@ pub enum FetchError {
     /// The module store has no such module.
     #[error("module {0} not found in the cluster's module store (push it with `skiff push {0} FILE.wasm`)")]
     NotFound(String),
-    /// A registry pull was asked for, which this build does not do yet.
-    #[error("pulling {0} from an OCI registry is not supported yet; push the module to the cluster with `skiff push`")]
-    RegistryUnsupported(String),
+    /// The registry refused or failed the pull (its own words).
+    #[error("pulling {0}: {1}")]
+    Registry(String, String),
+    /// The registry holds something that is not a wasm module.
+    #[error("{0} is not a WebAssembly OCI artifact (a config {WASM_CONFIG} and one layer {WASM_LAYER}): found {1}", WASM_CONFIG = crate::registry::WASM_CONFIG, WASM_LAYER = crate::registry::WASM_LAYER)]
+    NotWasm(String, String),
     /// The bytes do not match the digest.
     #[error("digest mismatch for {reference}: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -71,6 +75,8 @@ pub struct Fetcher {
     /// What each tag named when this node last resolved it (also kept on disk under
     /// `tags/`, so `IfNotPresent` survives an agent restart).
     tags: Arc<Mutex<HashMap<String, String>>>,
+    /// OCI registries (`crate::registry`).
+    registries: Arc<crate::registry::Registries>,
 }
 
 #[derive(serde::Deserialize)]
@@ -85,6 +91,7 @@ impl Fetcher {
         http: reqwest::Client,
         servers: &[String],
         cache: &Path,
+        insecure_registries: &[String],
     ) -> Result<Self, FetchError> {
         std::fs::create_dir_all(cache.join(TAGS))?;
         Ok(Fetcher {
@@ -98,6 +105,7 @@ impl Fetcher {
             preferred: Arc::default(),
             cache: cache.to_path_buf(),
             tags: Arc::default(),
+            registries: Arc::new(crate::registry::Registries::new(insecure_registries)),
         })
     }
 
@@ -112,7 +120,8 @@ impl Fetcher {
         let digest = match ImageRef::parse(image).ok()? {
             ImageRef::Local { name, tag } => self.known_tag(&format!("{name}:{tag}"))?,
             ImageRef::LocalDigest { digest, .. } => digest,
-            ImageRef::Registry { .. } => return None,
+            ImageRef::Registry { reference, .. } if reference.starts_with("sha256:") => reference,
+            ImageRef::Registry { .. } => self.known_tag(image.trim())?,
         };
         let path = self.blob_path(&digest);
         path.is_file().then(|| Fetched {
@@ -129,9 +138,7 @@ impl Fetcher {
         let digest = match &r {
             ImageRef::Local { name, tag } => self.resolve(name, tag).await?,
             ImageRef::LocalDigest { digest, .. } => digest.clone(),
-            ImageRef::Registry { .. } => {
-                return Err(FetchError::RegistryUnsupported(image.to_string()))
-            }
+            ImageRef::Registry { .. } => return self.pull_from_registry(image.trim()).await,
         };
         // The digest names a file of the cache: only `sha256:<64 hex>` may, whoever said it.
         skiff_common::image::validate_digest(&digest)
@@ -170,6 +177,26 @@ impl Fetcher {
             digest,
             source: Source::Bytes(bytes),
             cached: false,
+        })
+    }
+
+    /// Pull `image` from its registry (resolving its tag there every time), and keep the
+    /// module under its digest and what the tag named.
+    async fn pull_from_registry(&self, image: &str) -> Result<Fetched, FetchError> {
+        let (digest, bytes) = self.registries.pull(image).await?;
+        let path = self.blob_path(&digest);
+        let cached = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
+        if !cached {
+            let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+            let tmp = self.cache.join(format!(".{hex}.tmp"));
+            tokio::fs::write(&tmp, &bytes).await?;
+            tokio::fs::rename(&tmp, &path).await?;
+        }
+        self.remember(image, &digest).await;
+        Ok(Fetched {
+            digest,
+            source: Source::Bytes(bytes),
+            cached,
         })
     }
 

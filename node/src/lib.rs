@@ -15,6 +15,7 @@ pub mod logserver;
 pub mod netpolicy;
 pub mod pod;
 pub mod probe;
+pub mod registry;
 pub mod resourcemetrics;
 pub mod runtime;
 pub mod safefs;
@@ -93,6 +94,8 @@ pub struct NodeConfig {
     pub log_rotation: logs::Rotation,
     /// Port of the node's HTTP gateway on the node's address (0: any free port).
     pub gateway_port: u16,
+    /// Registries (`host:port`) pulled from over plain HTTP (`--insecure-registry`).
+    pub insecure_registries: Vec<String>,
     /// An API client to use instead of one built from `server` and the node's certificate (the
     /// embedded node of `skiff server` gets the control plane's loopback client).
     pub client: Option<kube::Client>,
@@ -302,7 +305,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         shutdown.clone(),
     ));
     let runtime = runtime::Runtime::new(&config.data_dir.join("compiled"))?;
-    let fetcher = fetch::Fetcher::new(http, &servers, &config.data_dir.join("modules"))?;
+    let fetcher = fetch::Fetcher::new(
+        http,
+        &servers,
+        &config.data_dir.join("modules"),
+        &config.insecure_registries,
+    )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| NodeError::Io(format!("listening on {}: {e}", config.listen)))?;

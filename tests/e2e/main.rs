@@ -14,6 +14,7 @@ mod node;
 mod operator;
 mod outage;
 mod podtokens;
+mod registry;
 mod sandbox;
 mod snapshot;
 mod tenants;
