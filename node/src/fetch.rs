@@ -5,6 +5,8 @@
 //! resolved to is remembered (in memory and under `tags/`), so `IfNotPresent` and `Never` start
 //! a module the node has without asking.
 //!
+//! Pods pulling the same image at once share one pull (one request to the store or registry).
+//!
 //! Invariants: a cached blob's name is its verified digest; a digest mismatch is an error,
 //! never a cached file; a remembered tag names a digest the store gave for it.
 
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use sha2::{Digest, Sha256};
 use skiff_common::image::{ImageRef, PullPolicy};
 
@@ -49,6 +52,9 @@ pub enum FetchError {
     /// Local cache IO failed.
     #[error("module cache: {0}")]
     Io(#[from] std::io::Error),
+    /// The pull another pod started for the same image failed so.
+    #[error("{0}")]
+    Shared(Arc<FetchError>),
 }
 
 /// A module on the node.
@@ -77,7 +83,12 @@ pub struct Fetcher {
     tags: Arc<Mutex<HashMap<String, String>>>,
     /// OCI registries (`crate::registry`).
     registries: Arc<crate::registry::Registries>,
+    /// Pulls in flight, by image: a second pod pulling the same image waits for the first.
+    inflight: Arc<Mutex<HashMap<String, Pulling>>>,
 }
+
+/// A pull in flight, shared by every pod that asks for the same image meanwhile.
+type Pulling = Shared<BoxFuture<'static, Result<Fetched, Arc<FetchError>>>>;
 
 #[derive(serde::Deserialize)]
 struct Descriptor {
@@ -106,6 +117,7 @@ impl Fetcher {
             cache: cache.to_path_buf(),
             tags: Arc::default(),
             registries: Arc::new(crate::registry::Registries::new(insecure_registries)),
+            inflight: Arc::default(),
         })
     }
 
@@ -131,9 +143,38 @@ impl Fetcher {
         })
     }
 
-    /// Pull `image`: resolve a tag at the module store (every time: this is what `Always`
-    /// asks for), then download the blob unless its digest is cached.
+    /// Pull `image`: resolve a tag at the module store or the registry (every time: this is
+    /// what `Always` asks for), then download the blob unless its digest is cached. Pods that
+    /// pull the same image at once share one pull.
     pub async fn pull(&self, image: &str) -> Result<Fetched, FetchError> {
+        let key = image.trim().to_string();
+        let shared = {
+            let mut inflight = self
+                .inflight
+                .lock()
+                .map_err(|_| FetchError::Http(key.clone(), "the fetcher is gone".into()))?;
+            match inflight.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let (this, k) = (self.clone(), key.clone());
+                    let pull = async move {
+                        let got = this.pull_once(&k).await.map_err(Arc::new);
+                        if let Ok(mut m) = this.inflight.lock() {
+                            m.remove(&k);
+                        }
+                        got
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(key.clone(), pull.clone());
+                    pull
+                }
+            }
+        };
+        shared.await.map_err(FetchError::Shared)
+    }
+
+    async fn pull_once(&self, image: &str) -> Result<Fetched, FetchError> {
         let r = ImageRef::parse(image).map_err(|e| FetchError::BadReference(e.to_string()))?;
         let digest = match &r {
             ImageRef::Local { name, tag } => self.resolve(name, tag).await?,

@@ -14,6 +14,8 @@ struct Registry {
     child: Child,
     /// `127.0.0.1:PORT`.
     host: String,
+    /// Its log (one line per request).
+    log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -29,21 +31,25 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: \"{host}\"}}\n",
+                "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: \"{host}\"}}\n",
                 dir.path().join("data").display()
             ),
         )
         .expect("registry config");
+        let log = dir.path().join("registry.log");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log).expect("registry log"),
+            ))
             .spawn()
             .expect("docker-registry runs (scripts/setup.sh installs it)");
         let r = Registry {
             child,
             host,
+            log,
             _dir: dir,
         };
         eventually("the registry answers", T, || {
@@ -142,6 +148,41 @@ fn pods_run_modules_from_an_oci_registry() {
         id.ends_with(&digest),
         "the module's digest is the layer's: {id}"
     );
+    // Pods starting together from a new tag share one pull: the registry serves the blob once.
+    let many = format!("{}/team/many:v1", registry.host);
+    let out = c.skiff(&[
+        "push",
+        &many,
+        example("hello", false).to_str().expect("utf-8"),
+        "--insecure",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let together: String = (0..4)
+        .map(|i| pod(&format!("many-{i}"), &many) + "---\n")
+        .collect();
+    c.apply(&together);
+    for i in 0..4 {
+        c.kubectl_ok(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            &format!("pod/many-{i}"),
+            "--timeout=60s",
+        ]);
+    }
+    let log = std::fs::read_to_string(&registry.log).unwrap_or_default();
+    let blob_gets = log
+        .lines()
+        .filter(|l| {
+            l.contains("response completed")
+                && l.contains("http.request.method=GET")
+                && l.contains(&format!("/v2/team/many/blobs/{digest}"))
+        })
+        .count();
+    assert_eq!(
+        blob_gets, 1,
+        "the module's blob was fetched {blob_gets} times"
+    );
+
     // A pod that cannot pull: the reason and message it waits with, once it has one.
     let refused = |name: &str, image: &str| {
         c.apply(&pod(name, image));
