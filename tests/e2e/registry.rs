@@ -74,14 +74,14 @@ impl Drop for Registry {
 fn pods_run_modules_from_an_oci_registry() {
     let registry = Registry::start();
     let c = Cluster::start(&["--insecure-registry", &registry.host]);
+    // `skiff push` of the hello module to `image` in the registry.
+    let push = |image: &str| {
+        let hello = example("hello", false);
+        let out = c.skiff(&["push", image, hello.to_str().expect("utf-8"), "--insecure"]);
+        assert!(out.status.success(), "{out:?}");
+    };
     let image = format!("{}/team/hello:v1", registry.host);
-    let out = c.skiff(&[
-        "push",
-        &image,
-        example("hello", false).to_str().expect("utf-8"),
-        "--insecure",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    push(&image);
     // The registry holds the CNCF wasm artifact.
     let manifest = Command::new("curl")
         .args([
@@ -150,13 +150,7 @@ fn pods_run_modules_from_an_oci_registry() {
     );
     // Pods starting together from a new tag share one pull: the registry serves the blob once.
     let many = format!("{}/team/many:v1", registry.host);
-    let out = c.skiff(&[
-        "push",
-        &many,
-        example("hello", false).to_str().expect("utf-8"),
-        "--insecure",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    push(&many);
     let together: String = (0..4)
         .map(|i| pod(&format!("many-{i}"), &many) + "---\n")
         .collect();
