@@ -27,32 +27,15 @@ for pkg in etcd:etcd-server wrk:wrk; do
 done
 [ -x target/release/skiff ] || cargo build --release -q
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$((20000 + RANDOM % 20000))
-etcd --name bench --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
-  --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-cluster "bench=http://127.0.0.1:$((port + 1))" >"$work/etcd.log" 2>&1 &
-pids+=($!)
+with_workdir
+start_etcd
+port=$etcd_port
 mkdir -p "$work/skiff-run"
 target/release/skiff server --data-dir "$work/skiff" --listen 127.0.0.1:0 --no-node \
   >"$work/skiff-run/out" 2>"$work/skiff-run/log" &
 pids+=($!)
 await_ready "${pids[1]}" "$work/skiff-run"
-deadline=$((SECONDS + 30))
-until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
-  [ $SECONDS -lt $deadline ] || { echo "etcd did not start" >&2; tail "$work/etcd.log" >&2; exit 1; }
-  sleep 0.1
-done
+await_etcd
 mkdir -p "$work/skiff-etcd-run"
 target/release/skiff server --data-dir "$work/skiff-etcd" --listen 127.0.0.1:0 --no-node \
   --datastore-endpoint "http://127.0.0.1:$port" --datastore-prefix /bench \

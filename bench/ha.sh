@@ -25,27 +25,10 @@ need_wrk
 [ -x target/release/skiff ] || cargo build --release -q
 SKIFF=target/release/skiff
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port=$((20000 + RANDOM % 20000))
-etcd --name bench --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
-  --listen-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$((port + 1))" \
-  --initial-cluster "bench=http://127.0.0.1:$((port + 1))" >"$work/etcd.log" 2>&1 &
-pids+=($!)
-deadline=$((SECONDS + 30))
-until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do
-  [ $SECONDS -lt $deadline ] || { echo "etcd did not start" >&2; exit 1; }
-  sleep 0.1
-done
+with_workdir
+start_etcd
+port=$etcd_port
+await_etcd
 
 # server NAME [skiff server flags...]: start one with its data dir in $work/NAME; its URL in
 # $work/NAME.url.

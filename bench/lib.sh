@@ -60,3 +60,30 @@ run_wrk() {
     /Non-2xx|Socket errors/ { print "# wrk: " $0 > "/dev/stderr" }
     END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
 }
+
+# with_workdir: a fresh $work directory and a $pids list, both cleaned up (processes killed) on
+# exit.
+with_workdir() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
+# start_etcd: a one-member etcd of its own in $work/etcd on a random loopback port ($etcd_port);
+# its pid joins $pids. await_etcd waits (up to 30 s) until it is healthy.
+start_etcd() {
+  etcd_port=$((20000 + RANDOM % 20000))
+  local peer="http://127.0.0.1:$((etcd_port + 1))"
+  etcd --name bench --data-dir "$work/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+    --initial-cluster "bench=$peer" >"$work/etcd.log" 2>&1 &
+  pids+=($!)
+}
+await_etcd() {
+  local deadline=$((SECONDS + 30))
+  until curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "etcd did not start" >&2; tail "$work/etcd.log" >&2; exit 1; }
+    sleep 0.1
+  done
+}

@@ -106,6 +106,25 @@ type Family = (
     fn(&crate::runtime::Usage) -> String,
 );
 
+/// A metrics request let through by the guard (`nodes/metrics`): what each container uses now;
+/// otherwise the refusal.
+async fn metrics_allowed(
+    state: &LogState,
+    method: &Method,
+    headers: &HeaderMap,
+    cert: Option<Extension<Caller>>,
+) -> Result<Vec<UsageEntry>, Response> {
+    let cert = cert.map(|Extension(c)| c);
+    state
+        .guard
+        .check(method, headers, cert.as_ref(), "metrics")
+        .await?;
+    Ok(match state.ctx.usage.lock() {
+        Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Err(_) => Vec::new(),
+    })
+}
+
 /// `GET /metrics` (`nodes/metrics`): Prometheus text with CPU time per container and the pods
 /// and memory of this node.
 async fn metrics(
@@ -114,29 +133,13 @@ async fn metrics(
     headers: HeaderMap,
     cert: Option<Extension<Caller>>,
 ) -> Response {
-    let cert = cert.map(|Extension(c)| c);
-    if let Err(denied) = state
-        .guard
-        .check(&method, &headers, cert.as_ref(), "metrics")
-        .await
-    {
-        return denied;
-    }
-    let usage: Vec<UsageEntry> = match state.ctx.usage.lock() {
-        Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        Err(_) => Vec::new(),
+    let usage = match metrics_allowed(&state, &method, &headers, cert).await {
+        Ok(usage) => usage,
+        Err(denied) => return denied,
     };
     let pods: std::collections::HashSet<&str> =
         usage.iter().map(|((uid, _, _), _)| uid.as_str()).collect();
-    let rss_bytes = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024);
+    let (_, rss_bytes) = crate::resourcemetrics::process_usage();
     use std::sync::atomic::Ordering::Relaxed;
     let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
     let mut out = String::new();
@@ -198,32 +201,25 @@ async fn resource_metrics(
     headers: HeaderMap,
     cert: Option<Extension<Caller>>,
 ) -> Response {
-    let cert = cert.map(|Extension(c)| c);
-    if let Err(denied) = state
-        .guard
-        .check(&method, &headers, cert.as_ref(), "metrics")
-        .await
-    {
-        return denied;
-    }
-    use std::sync::atomic::Ordering::Relaxed;
-    let samples: Vec<crate::resourcemetrics::Sample> = match state.ctx.usage.lock() {
-        Ok(m) => m
-            .iter()
-            .map(|((_, nsname, container), u)| {
-                let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
-                crate::resourcemetrics::Sample {
-                    namespace: ns.to_string(),
-                    pod: pod.to_string(),
-                    container: container.clone(),
-                    cpu_seconds: u.cpu_nanos.load(Relaxed) as f64 / 1e9,
-                    memory_bytes: u.memory_bytes.load(Relaxed),
-                    http_requests: u.http.count.load(Relaxed),
-                }
-            })
-            .collect(),
-        Err(_) => Vec::new(),
+    let usage = match metrics_allowed(&state, &method, &headers, cert).await {
+        Ok(usage) => usage,
+        Err(denied) => return denied,
     };
+    use std::sync::atomic::Ordering::Relaxed;
+    let samples: Vec<crate::resourcemetrics::Sample> = usage
+        .iter()
+        .map(|((_, nsname, container), u)| {
+            let (ns, pod) = nsname.split_once('/').unwrap_or(("", nsname));
+            crate::resourcemetrics::Sample {
+                namespace: ns.to_string(),
+                pod: pod.to_string(),
+                container: container.clone(),
+                cpu_seconds: u.cpu_nanos.load(Relaxed) as f64 / 1e9,
+                memory_bytes: u.memory_bytes.load(Relaxed),
+                http_requests: u.http.count.load(Relaxed),
+            }
+        })
+        .collect();
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let text =
         crate::resourcemetrics::render(&samples, crate::resourcemetrics::process_usage(), now_ms);

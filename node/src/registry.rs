@@ -6,7 +6,7 @@
 //! Accepted: the CNCF wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one layer
 //! `application/wasm`). Anything else is refused with what was found. The module's digest is its
 //! layer's, checked against the bytes; a layer larger than `MAX_MODULE` is refused before it is
-//! read.
+//! read, and reading stops at the size the manifest gave, whatever the registry sends.
 
 use bytes::Bytes;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -98,11 +98,27 @@ impl Registries {
         }
         skiff_common::image::validate_digest(&layer.digest)
             .map_err(|e| FetchError::BadReference(format!("{image}: {}: {e}", layer.digest)))?;
-        let mut out = Vec::with_capacity(layer.size as usize);
-        self.client
-            .pull_blob(&reference, layer, &mut out)
+        // Read no more than the manifest said, whatever the registry sends.
+        let mut blob = self
+            .client
+            .pull_blob_stream(&reference, layer)
             .await
             .map_err(registry)?;
+        let mut out = Vec::with_capacity(layer.size as usize);
+        while let Some(chunk) = futures::StreamExt::next(&mut blob.stream).await {
+            let chunk =
+                chunk.map_err(|e| FetchError::Registry(image.to_string(), e.to_string()))?;
+            if (out.len() + chunk.len()) as i64 > layer.size {
+                return Err(FetchError::Registry(
+                    image.to_string(),
+                    format!(
+                        "the layer is larger than its manifest says ({} bytes)",
+                        layer.size
+                    ),
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
         if actual != layer.digest {
             return Err(FetchError::DigestMismatch {

@@ -2,6 +2,7 @@
 //! line per benchmark plus a human summary on stderr.
 
 mod reaction;
+mod scaled;
 mod zero;
 
 pub use reaction::hpa_reaction;

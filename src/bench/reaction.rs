@@ -10,101 +10,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use anyhow::Result;
 
-use super::{client_for, gateway_of, report, RawApi};
+use super::report;
+use super::scaled::Scaled;
 
 const NAME: &str = "bench-hpa";
 
-async fn replicas(deployments: &Api<Deployment>) -> i32 {
-    deployments
-        .get(NAME)
-        .await
-        .ok()
-        .and_then(|d| d.spec.and_then(|s| s.replicas))
-        .unwrap_or(-1)
-}
-
 /// Run `steps` load steps of `rate` requests a second with the HTTP component `module`.
 pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: u64) -> Result<()> {
-    let client = client_for(kubeconfig).await?;
-    let raw = RawApi::from_kubeconfig(kubeconfig)?;
-    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    let status = raw
-        .request(
-            reqwest::Method::PUT,
-            &format!("{}/{NAME}:latest", skiff_common::MODULES_PATH),
-            "application/wasm",
-            bytes,
-        )
-        .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "pushing the module answered {status}"
-    );
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "autoscaling",
-            "v2",
-            "HorizontalPodAutoscaler",
-        )),
-    );
-    let dp = DeleteParams::default();
-    let _ = deployments.delete(NAME, &dp).await;
-    let _ = services.delete(NAME, &dp).await;
-    let _ = hpas.delete(NAME, &dp).await;
-    let labels = serde_json::json!({"skiff-bench": "hpa"});
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME},
-                "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                    "template": {"metadata": {"labels": labels}, "spec": {
-                        "terminationGracePeriodSeconds": 0,
-                        "containers": [{"name": "hello", "image": format!("{NAME}:latest"),
-                            "ports": [{"name": "http", "containerPort": 8080}]}]}}}
-            }))?,
-        )
-        .await?;
-    services
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME},
-                "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]}
-            }))?,
-        )
-        .await?;
-    hpas.create(
-        &PostParams::default(),
-        &serde_json::from_value(serde_json::json!({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": NAME},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
-                "minReplicas": 1, "maxReplicas": 4,
-                "metrics": [{"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": "20"}}}],
-                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}
-        }))?,
+    let scaled = Scaled::create(
+        kubeconfig,
+        module,
+        NAME,
+        "hpa",
+        1,
+        serde_json::json!({"minReplicas": 1, "maxReplicas": 4,
+            "metrics": [{"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+                "target": {"type": "AverageValue", "averageValue": "20"}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}),
     )
     .await?;
-    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let node = nodes
-        .items
-        .first()
-        .and_then(|n| n.metadata.name.clone())
-        .context("the cluster has no node")?;
-    let gw = gateway_of(&client, &node).await?;
+    let gw = scaled.gateway.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -112,7 +39,7 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
     for step in 0..steps {
         // Back at one replica, idle.
         let deadline = Instant::now() + Duration::from_secs(300);
-        while replicas(&deployments).await != 1 {
+        while scaled.replicas().await != 1 {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "step {step}: never back to one replica"
@@ -163,7 +90,7 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
         };
         let began = Instant::now();
         let deadline = began + Duration::from_secs(300);
-        while replicas(&deployments).await <= 1 {
+        while scaled.replicas().await <= 1 {
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "step {step}: the HPA never scaled up"
@@ -180,8 +107,6 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
         );
     }
     report("hpa-reaction-to-a-load-step", reactions);
-    let _ = hpas.delete(NAME, &dp).await;
-    let _ = services.delete(NAME, &dp).await;
-    let _ = deployments.delete(NAME, &dp).await;
+    scaled.delete().await;
     Ok(())
 }

@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use anyhow::Result;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
-use super::{client_for, gateway_of, report, RawApi};
+use super::report;
+use super::scaled::Scaled;
 
 const NAME: &str = "bench-zero";
 
@@ -37,87 +37,24 @@ where
 
 /// Run `cycles` timed cycles (after one untimed first start) with the HTTP component `module`.
 pub async fn scale_from_zero(kubeconfig: &Path, module: &Path, cycles: usize) -> Result<()> {
-    let client = client_for(kubeconfig).await?;
-    let raw = RawApi::from_kubeconfig(kubeconfig)?;
-    let bytes = std::fs::read(module).with_context(|| format!("reading {}", module.display()))?;
-    let status = raw
-        .request(
-            reqwest::Method::PUT,
-            &format!("{}/{NAME}:latest", skiff_common::MODULES_PATH),
-            "application/wasm",
-            bytes,
-        )
-        .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "pushing the module answered {status}"
-    );
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
-    let hpas: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "autoscaling",
-            "v2",
-            "HorizontalPodAutoscaler",
-        )),
-    );
-    let dp = DeleteParams::default();
-    let _ = deployments.delete(NAME, &dp).await;
-    let _ = services.delete(NAME, &dp).await;
-    let _ = hpas.delete(NAME, &dp).await;
-    let labels = serde_json::json!({"skiff-bench": "zero"});
-    deployments
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME},
-                "spec": {"replicas": 0, "selector": {"matchLabels": labels},
-                    "template": {"metadata": {"labels": labels}, "spec": {
-                        "terminationGracePeriodSeconds": 0,
-                        "containers": [{"name": "hello", "image": format!("{NAME}:latest"),
-                            "ports": [{"name": "http", "containerPort": 8080}]}]}}}
-            }))?,
-        )
-        .await?;
-    services
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({
-                "apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME},
-                "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]}
-            }))?,
-        )
-        .await?;
     // `minReplicas: 0` lets the gateway start it; the HPA itself scales neither way, so the
     // cycles alone decide the replicas.
-    hpas.create(
-        &PostParams::default(),
-        &serde_json::from_value(serde_json::json!({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": NAME},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
-                "minReplicas": 0, "maxReplicas": 1,
-                "metrics": [{"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
-                    "target": {"type": "AverageValue", "averageValue": "1000"}}}],
-                "behavior": {"scaleUp": {"selectPolicy": "Disabled"},
-                    "scaleDown": {"selectPolicy": "Disabled"}}}
-        }))?,
+    let scaled = Scaled::create(
+        kubeconfig,
+        module,
+        NAME,
+        "zero",
+        0,
+        serde_json::json!({"minReplicas": 0, "maxReplicas": 1,
+            "metrics": [{"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+                "target": {"type": "AverageValue", "averageValue": "1000"}}}],
+            "behavior": {"scaleUp": {"selectPolicy": "Disabled"},
+                "scaleDown": {"selectPolicy": "Disabled"}}}),
     )
     .await?;
-    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let node = nodes
-        .items
-        .first()
-        .and_then(|n| n.metadata.name.clone())
-        .context("the cluster has no node")?;
-    let gw = gateway_of(&client, &node).await?;
-    eprintln!("# through the gateway of {node}: {gw}");
+    let gw = scaled.gateway.clone();
+    let pods: Api<Pod> = Api::namespaced(scaled.client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(scaled.client.clone(), "default");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -128,7 +65,8 @@ pub async fn scale_from_zero(kubeconfig: &Path, module: &Path, cycles: usize) ->
     let mut timed = Vec::new();
     for cycle in 0..=cycles {
         // To zero: no pod left, no endpoint left.
-        deployments
+        scaled
+            .deployments
             .patch_scale(
                 NAME,
                 &PatchParams::default(),
@@ -170,8 +108,6 @@ pub async fn scale_from_zero(kubeconfig: &Path, module: &Path, cycles: usize) ->
     }
     report("scale-from-zero-first-start", first);
     report("scale-from-zero-first-request", timed);
-    let _ = hpas.delete(NAME, &dp).await;
-    let _ = services.delete(NAME, &dp).await;
-    let _ = deployments.delete(NAME, &dp).await;
+    scaled.delete().await;
     Ok(())
 }

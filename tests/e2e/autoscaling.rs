@@ -12,6 +12,31 @@ fn millicores(v: &str) -> Option<u64> {
     }
 }
 
+/// A cluster that measures every second and syncs its HPAs every second.
+fn fast_cluster() -> Cluster {
+    Cluster::start(&[
+        "--metric-resolution",
+        "1s",
+        "--horizontal-pod-autoscaler-sync-period",
+        "1s",
+    ])
+}
+
+/// A [`fast_cluster`] running the `http-hello` example at one replica.
+fn http_hello_at_one() -> Cluster {
+    let c = fast_cluster();
+    c.push_ok("http-hello:latest", &example("http_hello", true));
+    c.apply(&manifest("http-hello"));
+    c.kubectl_ok(&["scale", "deployment/http-hello", "--replicas=1"]);
+    c.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/http-hello",
+        "--timeout=60s",
+    ]);
+    c
+}
+
 #[test]
 fn kubectl_top_shows_what_pods_and_nodes_use() {
     let c = Cluster::start(&["--metric-resolution", "1s"]);
@@ -75,6 +100,17 @@ fn kubectl_top_shows_what_pods_and_nodes_use() {
         !missing.status.success() && text.contains("NotFound"),
         "{text}"
     );
+    // A selector that does not parse is a 400, not an empty answer.
+    let bad = c.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=a%3D%3D%3Db%21%21",
+    ]);
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && text.contains("BadRequest"),
+        "{text}"
+    );
 }
 
 /// A HorizontalPodAutoscaler made with `kubectl autoscale` scales a CPU-bound Deployment up
@@ -82,12 +118,7 @@ fn kubectl_top_shows_what_pods_and_nodes_use() {
 /// `kubectl get hpa`, and scales down to `minReplicas` when the target is raised.
 #[test]
 fn an_hpa_scales_a_deployment_on_cpu_within_its_behavior() {
-    let c = Cluster::start(&[
-        "--metric-resolution",
-        "1s",
-        "--horizontal-pod-autoscaler-sync-period",
-        "1s",
-    ]);
+    let c = fast_cluster();
     c.push_ok("spinner:latest", &example("spinner", false));
     c.apply(
         r#"apiVersion: apps/v1
@@ -198,21 +229,7 @@ spec:
 #[test]
 fn an_hpa_scales_an_http_deployment_on_its_request_rate() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let c = Cluster::start(&[
-        "--metric-resolution",
-        "1s",
-        "--horizontal-pod-autoscaler-sync-period",
-        "1s",
-    ]);
-    c.push_ok("http-hello:latest", &example("http_hello", true));
-    c.apply(&manifest("http-hello"));
-    c.kubectl_ok(&["scale", "deployment/http-hello", "--replicas=1"]);
-    c.kubectl_ok(&[
-        "rollout",
-        "status",
-        "deployment/http-hello",
-        "--timeout=60s",
-    ]);
+    let c = http_hello_at_one();
     c.apply(
         r#"apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -285,21 +302,7 @@ spec:
 /// the Deployment is started again, and every one of them is answered.
 #[test]
 fn an_idle_http_service_scales_to_zero_and_its_next_requests_start_it() {
-    let c = Cluster::start(&[
-        "--metric-resolution",
-        "1s",
-        "--horizontal-pod-autoscaler-sync-period",
-        "1s",
-    ]);
-    c.push_ok("http-hello:latest", &example("http_hello", true));
-    c.apply(&manifest("http-hello"));
-    c.kubectl_ok(&["scale", "deployment/http-hello", "--replicas=1"]);
-    c.kubectl_ok(&[
-        "rollout",
-        "status",
-        "deployment/http-hello",
-        "--timeout=60s",
-    ]);
+    let c = http_hello_at_one();
     let gw = c.gateway("testnode");
     // Nothing behind a Service that no HPA may start: 503 at once, as before.
     c.apply(
@@ -362,6 +365,22 @@ spec:
     assert_eq!(
         c.jsonpath(&["deployment", "http-hello"], "{.spec.replicas}"),
         "1"
+    );
+    // Waking is the nodes' right, not any client's: a ServiceAccount is refused.
+    let body = c.dir.path().join("wake.json");
+    std::fs::write(&body, "{}").expect("body");
+    let refused = c.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/services/http-hello/wake",
+        "-f",
+        body.to_str().expect("utf-8"),
+        "--as=system:serviceaccount:default:default",
+    ]);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && text.contains("Forbidden"),
+        "{text}"
     );
     let events = c.kubectl_ok(&["get", "events", "-o", "jsonpath={.items[*].reason}"]);
     assert!(!events.contains("FailedRescale"), "{events}");

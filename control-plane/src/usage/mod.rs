@@ -5,7 +5,8 @@
 //! rate (nanocores), its working set and its HTTP requests per second. Nothing is stored: a
 //! restarted server has figures again after two scrapes.
 //!
-//! Invariants: a rate needs two samples of the same container on the same node (a counter that
+//! Invariants: a node's figures count only for the pods bound to it (a node cannot speak for
+//! another node's pods); a rate needs two samples of the same container on the same node (a counter that
 //! went down, a restarted node, gives no rate until the next scrape); a node's figures replace
 //! all of that node's previous ones; a node that stops answering loses its figures after
 //! three resolutions. [`rates`] is pure and table-tested; [`parse`] reads the text.
@@ -123,6 +124,21 @@ struct State {
     last: HashMap<String, Scrape>,
 }
 
+impl State {
+    /// Drop the figures of `node` and of the pods they came from (not its last scrape).
+    fn drop_node(&mut self, node: &str) {
+        let pods = &mut self.pods;
+        self.pod_node.retain(|k, n| {
+            let keep = n != node;
+            if !keep {
+                pods.remove(k);
+            }
+            keep
+        });
+        self.nodes.remove(node);
+    }
+}
+
 /// The figures of the last scrapes.
 #[derive(Default)]
 pub struct Usage {
@@ -152,33 +168,15 @@ impl Usage {
             Some(prev) => rates(prev, &scrape),
             None => (Vec::new(), None),
         };
-        let State {
-            pods: all,
-            pod_node,
-            nodes,
-            last,
-        } = &mut *s;
-        pod_node.retain(|k, n| {
-            if n == node {
-                all.remove(k);
-                false
-            } else {
-                true
-            }
-        });
+        s.drop_node(node);
         for (k, u) in pods {
-            pod_node.insert(k.clone(), node.to_string());
-            all.insert(k, u);
+            s.pod_node.insert(k.clone(), node.to_string());
+            s.pods.insert(k, u);
         }
-        match node_usage {
-            Some(u) => {
-                nodes.insert(node.to_string(), u);
-            }
-            None => {
-                nodes.remove(node);
-            }
+        if let Some(u) = node_usage {
+            s.nodes.insert(node.to_string(), u);
         }
-        last.insert(node.to_string(), scrape);
+        s.last.insert(node.to_string(), scrape);
     }
 
     /// Forget `node` (gone, or silent too long).
@@ -186,22 +184,8 @@ impl Usage {
         let Ok(mut s) = self.state.write() else {
             return;
         };
-        let State {
-            pods,
-            pod_node,
-            nodes,
-            last,
-        } = &mut *s;
-        pod_node.retain(|k, n| {
-            if n == node {
-                pods.remove(k);
-                false
-            } else {
-                true
-            }
-        });
-        nodes.remove(node);
-        last.remove(node);
+        s.drop_node(node);
+        s.last.remove(node);
     }
 
     fn known_nodes(&self) -> Vec<String> {
@@ -210,6 +194,32 @@ impl Usage {
             .map(|s| s.last.keys().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// Keep of `scrape` only the containers of pods bound to `node` (`bound`: pod → node): a node
+/// reports for its own pods, never for another node's. Pure.
+pub fn confine(mut scrape: Scrape, node: &str, bound: &HashMap<PodKey, String>) -> Scrape {
+    scrape.containers.retain(|(ns, pod, _), _| {
+        bound
+            .get(&(ns.clone(), pod.clone()))
+            .is_some_and(|n| n == node)
+    });
+    scrape
+}
+
+/// Each pod's node, from the store.
+async fn bound_pods(store: &dyn Storage) -> HashMap<PodKey, String> {
+    let Ok(pods) = store.list("pods", None).await else {
+        return HashMap::new();
+    };
+    pods.objects
+        .iter()
+        .filter_map(|o| {
+            let v: Value = serde_json::from_slice(&o.data).ok()?;
+            let node = v.pointer("/spec/nodeName")?.as_str()?.to_string();
+            Some(((o.key.namespace.clone(), o.key.name.clone()), node))
+        })
+        .collect()
 }
 
 /// `https://host:port` of a node's agent endpoint, from its Node object.
@@ -305,11 +315,12 @@ pub async fn run(
                     (name, got)
                 });
             }
+            let bound = bound_pods(&*store).await;
             while let Some(Ok((name, got))) = scrapes.join_next().await {
                 match got {
                     Ok(text) => {
                         silent.remove(&name);
-                        usage.record(&name, parse::parse(&text));
+                        usage.record(&name, confine(parse::parse(&text), &name, &bound));
                     }
                     Err(e) => {
                         tracing::debug!(node = %name, error = %e, "scraping resource metrics");
@@ -400,6 +411,30 @@ mod tests {
         assert!((web.http_per_second - 10.0).abs() < 1e-9);
         // Out of order or the same instant: nothing.
         assert_eq!(rates(&now, &prev), (Vec::new(), None));
+    }
+
+    #[test]
+    fn a_node_speaks_only_for_its_own_pods() {
+        let s = scrape(
+            0,
+            None,
+            &[
+                ("a", "mine", "c", 1.0, 1, 0),
+                ("a", "theirs", "c", 1.0, 1, 0),
+                ("a", "unbound", "c", 1.0, 1, 0),
+            ],
+        );
+        let bound: HashMap<PodKey, String> = [
+            (("a".to_string(), "mine".to_string()), "n1".to_string()),
+            (("a".to_string(), "theirs".to_string()), "n2".to_string()),
+        ]
+        .into();
+        let kept: Vec<String> = confine(s, "n1", &bound)
+            .containers
+            .into_keys()
+            .map(|(_, pod, _)| pod)
+            .collect();
+        assert_eq!(kept, ["mine"]);
     }
 
     #[test]
