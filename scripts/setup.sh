@@ -5,10 +5,12 @@
 # components. scripts/up.sh and scripts/test.sh both run it, so CI exercises the same set-up as
 # the main command. Also Debian's protobuf-compiler (etcd's client library compiles etcd's
 # protocol files at build time), etcd-server (the etcd backend's tests run a real etcd) and
-# docker-registry (the OCI registry tests push to and pull from a real registry), when missing. Idempotent; fails loudly when something cannot be had.
+# docker-registry (the OCI registry tests push to and pull from a real registry), when missing,
+# and python3's `oras` (the interop test pushes with ORAS). Idempotent; fails loudly when
+# something cannot be had.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in cargo rustup kubectl curl openssl; do
+for tool in cargo rustup kubectl curl openssl python3; do
   command -v "$tool" >/dev/null || { echo "error: $tool is required and is missing" >&2; exit 1; }
 done
 missing=()
@@ -27,6 +29,10 @@ if ((${#missing[@]})); then
     fi
   done
 fi
+# The OCI interop test pushes with ORAS' Python SDK (PyPI `oras`).
+python3 -c 'import oras.client' 2>/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check oras==0.2.43 >/dev/null 2>&1 \
+  || { echo "error: could not install the oras Python package (pip install oras)" >&2; exit 1; }
 # rustup installs a rust-toolchain.toml's targets only when it installs the toolchain itself;
 # an already installed toolchain needs them added (run inside wasm-examples/ so the toolchain
 # its rust-toolchain.toml names is the one that gets them).

@@ -63,12 +63,27 @@ struct NodeOptions {
     /// default: HTTPS with the system's roots).
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// A PEM file of CA certificates that registries' HTTPS certificates may chain to, besides
+    /// the system's roots (repeatable).
+    #[arg(long = "registry-ca")]
+    registry_cas: Vec<PathBuf>,
+    /// The most the node's module cache holds (10Gi, 512Mi). Past it, the least recently used
+    /// modules that no pod on the node uses are removed, as the kubelet's image GC does.
+    #[arg(long, default_value = "10Gi")]
+    module_cache_max_size: String,
+    /// A module used more recently than this is never removed from the cache (the kubelet's
+    /// --image-minimum-gc-age).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    module_minimum_gc_age: std::time::Duration,
 }
 
 /// The parts of a node's configuration that come from [`NodeOptions`].
 struct NodeSettings {
     gateway_port: u16,
     insecure_registries: Vec<String>,
+    registry_cas: Vec<Vec<u8>>,
+    module_cache_max_size: u64,
+    module_minimum_gc_age: std::time::Duration,
     max_pods: u32,
     allow_host_paths: Vec<PathBuf>,
     allow_local_outbound: Vec<String>,
@@ -91,9 +106,31 @@ impl NodeOptions {
                     self.container_log_max_size
                 )
             })?;
+        let mut registry_cas = Vec::new();
+        for f in &self.registry_cas {
+            let pem = std::fs::read(f).with_context(|| format!("--registry-ca {}", f.display()))?;
+            anyhow::ensure!(
+                pem_certificates(&pem) > 0,
+                "--registry-ca {}: no PEM certificate in it",
+                f.display()
+            );
+            registry_cas.push(pem);
+        }
+        let module_cache_max_size = skiff_common::quantity::bytes(&self.module_cache_max_size)
+            .ok()
+            .filter(|b| *b >= 1 << 20)
+            .with_context(|| {
+                format!(
+                    "--module-cache-max-size {:?}: give a size of at least 1Mi (10Gi, 512Mi)",
+                    self.module_cache_max_size
+                )
+            })?;
         Ok(NodeSettings {
             gateway_port: self.gateway_port,
             insecure_registries: self.insecure_registries,
+            registry_cas,
+            module_cache_max_size: module_cache_max_size as u64,
+            module_minimum_gc_age: self.module_minimum_gc_age,
             max_pods: self.max_pods,
             allow_host_paths: self.allow_host_paths,
             allow_local_outbound: self.allow_local_outbound,
@@ -202,7 +239,8 @@ enum Command {
         #[command(flatten)]
         node: NodeOptions,
     },
-    /// Upload a WebAssembly module to the cluster's module store as NAME:TAG.
+    /// Upload a WebAssembly module to the cluster's module store as NAME:TAG, or to an OCI
+    /// registry as HOST[:PORT]/REPOSITORY[:TAG] (credentials from Docker's config.json).
     Push {
         /// NAME:TAG (TAG defaults to latest).
         reference: String,
@@ -217,7 +255,8 @@ enum Command {
         /// Bearer token (with --server).
         #[arg(long)]
         token: Option<String>,
-        /// CA file (with --server; default: the system's roots).
+        /// CA file of the API server (with --server) or of the registry, besides the system's
+        /// roots.
         #[arg(long)]
         ca_file: Option<PathBuf>,
         /// For a registry reference (HOST[:PORT]/REPOSITORY[:TAG]): speak plain HTTP to it.
@@ -660,6 +699,9 @@ async fn main() -> Result<()> {
                 log_rotation: settings.log_rotation,
                 gateway_port: settings.gateway_port,
                 insecure_registries: settings.insecure_registries.clone(),
+                registry_cas: settings.registry_cas.clone(),
+                module_cache_max_size: settings.module_cache_max_size,
+                module_minimum_gc_age: settings.module_minimum_gc_age,
                 client: None,
                 identity: None,
             };
@@ -759,7 +801,7 @@ async fn main() -> Result<()> {
         } => match skiff_common::image::ImageRef::parse(&reference) {
             // A registry host in the reference: to that OCI registry.
             Ok(skiff_common::image::ImageRef::Registry { .. }) => {
-                let url = ocipush::push(&reference, &file, insecure).await?;
+                let url = ocipush::push(&reference, &file, insecure, ca_file.as_deref()).await?;
                 println!("pushed {reference} ({url})");
                 Ok(())
             }
@@ -898,6 +940,9 @@ async fn server(
             log_rotation: settings.log_rotation,
             gateway_port: settings.gateway_port,
             insecure_registries: settings.insecure_registries.clone(),
+            registry_cas: settings.registry_cas.clone(),
+            module_cache_max_size: settings.module_cache_max_size,
+            module_minimum_gc_age: settings.module_minimum_gc_age,
             // In process: the loopback client acting as the node, and a certificate for
             // `system:node:NAME` issued by the server (for module downloads), as a joined node
             // gets through its signing request.
@@ -1070,6 +1115,13 @@ async fn push(
         body["size"]
     );
     Ok(())
+}
+
+/// How many PEM certificates `pem` holds.
+fn pem_certificates(pem: &[u8]) -> usize {
+    pem.split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"-----BEGIN CERTIFICATE-----"))
+        .count()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod csr;
+pub mod dockerconfig;
 pub mod events;
 pub mod image;
 pub mod labels;

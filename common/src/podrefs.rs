@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
-/// Names of the ConfigMaps and Secrets the pod refers to (env, envFrom, volumes, projections).
+/// Names of the ConfigMaps and Secrets the pod refers to (env, envFrom, volumes, projections,
+/// image pull secrets).
 pub fn referenced(pod: &Pod) -> (HashSet<String>, HashSet<String>) {
     let (mut cms, mut secrets) = (HashSet::new(), HashSet::new());
     let Some(spec) = pod.spec.as_ref() else {
@@ -52,5 +53,23 @@ pub fn referenced(pod: &Pod) -> (HashSet<String>, HashSet<String>) {
             }
         }
     }
+    secrets.extend(image_pull_secrets(pod));
     (cms, secrets)
+}
+
+/// The Secrets the pod names in `spec.imagePullSecrets`, in order, without repeats.
+pub fn image_pull_secrets(pod: &Pod) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let names = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten())
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty());
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
 }

@@ -59,8 +59,14 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The Node's status as this agent reports it.
+/// The Node's status as this agent reports it (its module cache collected first, so
+/// `images` lists what is left).
 fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16, since: &Time) -> NodeStatus {
+    let images = crate::modulegc::collect(
+        ctx,
+        config.module_cache_max_size,
+        config.module_minimum_gc_age,
+    );
     let now = skiff_common::now();
     let quantities = |(cpu, mem): (i64, i64)| -> BTreeMap<String, Quantity> {
         [
@@ -143,6 +149,7 @@ fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16, since: &Time) 
             kube_proxy_version: String::new(),
             swap: None,
         }),
+        images: Some(images),
         ..Default::default()
     }
 }
@@ -397,20 +404,26 @@ pub async fn run(
         let mut n: u64 = 0;
         let mut unreachable = false;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
+            // A new module in the cache shows in `status.images` at once.
+            let added = tokio::select! {
+                _ = tick.tick() => false,
+                _ = hb_ctx.fetcher.added.notified() => true,
                 _ = hb_stop.cancelled() => return,
+            };
+            let mut back = false;
+            if !added {
+                let renewed = renew_lease(&hb_ctx).await;
+                if let Err(e) = &renewed {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                }
+                n += 1;
+                // The Node's conditions carry a heartbeat too, refreshed less often, and at
+                // once when the server can be reached again (it may have marked the node
+                // unknown).
+                back = renewed.is_ok() && unreachable;
+                unreachable = renewed.is_err();
             }
-            let renewed = renew_lease(&hb_ctx).await;
-            if let Err(e) = &renewed {
-                tracing::warn!(error = %e, "lease renewal failed");
-            }
-            n += 1;
-            // The Node's conditions carry a heartbeat too, refreshed less often, and at once
-            // when the server can be reached again (it may have marked the node unknown).
-            let back = renewed.is_ok() && unreachable;
-            unreachable = renewed.is_err();
-            if n.is_multiple_of(6) || back {
+            if n.is_multiple_of(6) || back || added {
                 let status = node_status(&hb_ctx, &hb_config, port, &since);
                 let nodes: Api<Node> = Api::all(hb_ctx.client.clone());
                 if let Err(e) = nodes

@@ -12,9 +12,11 @@ pub mod fetch;
 pub mod gateway;
 pub mod logs;
 pub mod logserver;
+pub mod modulegc;
 pub mod netpolicy;
 pub mod pod;
 pub mod probe;
+pub mod pullsecrets;
 pub mod registry;
 pub mod resourcemetrics;
 pub mod runtime;
@@ -96,6 +98,12 @@ pub struct NodeConfig {
     pub gateway_port: u16,
     /// Registries (`host:port`) pulled from over plain HTTP (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// CA certificates (PEM) registries' certificates may chain to, besides the system's.
+    pub registry_cas: Vec<Vec<u8>>,
+    /// The most bytes the module cache holds before unused modules are removed.
+    pub module_cache_max_size: u64,
+    /// A module used more recently than this is never removed.
+    pub module_minimum_gc_age: std::time::Duration,
     /// An API client to use instead of one built from `server` and the node's certificate (the
     /// embedded node of `skiff server` gets the control plane's loopback client).
     pub client: Option<kube::Client>,
@@ -310,6 +318,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> Result<(), 
         &servers,
         &config.data_dir.join("modules"),
         &config.insecure_registries,
+        &config.registry_cas,
     )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

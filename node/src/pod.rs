@@ -1150,10 +1150,23 @@ impl ContainerRun {
         // The same words at each start with the module at hand, so restarts add to one event's
         // count (as Kubernetes' "already present on machine").
         let present = format!("Module \"{image}\" already present on the node");
+        let from_registry = matches!(parsed, Ok(skiff_common::image::ImageRef::Registry { .. }));
+        let mut _held: Option<crate::fetch::Held> = None;
         while !self.terminating.is_cancelled() {
+            // A registry's module: the pod's pull Secrets, read at each attempt (only their
+            // names ever go into an event).
+            let pull = if from_registry {
+                crate::pullsecrets::read(&self.ctx.client, &self.pod).await
+            } else {
+                Default::default()
+            };
+            if let Some(w) = pull.warning() {
+                self.event(EventType::Warning, "FailedToRetrieveImagePullSecret", &w)
+                    .await;
+            }
             // Fetch, as the pull policy says: a module the node has starts without asking
             // the module store (IfNotPresent, Never); Always resolves the tag every time.
-            let fetched = match self.ctx.fetcher.present(&image, pull_policy) {
+            let fetched = match self.ctx.fetcher.present(&image, pull_policy, &pull.creds) {
                 Some(f) => {
                     self.event(EventType::Normal, "Pulled", &present).await;
                     f
@@ -1175,7 +1188,7 @@ impl ContainerRun {
                     )
                     .await;
                     let begun = std::time::Instant::now();
-                    match self.ctx.fetcher.pull(&image).await {
+                    match self.ctx.fetcher.pull(&image, &pull.creds).await {
                         Ok(f) => {
                             let pulled = if f.cached {
                                 present.clone()
@@ -1207,6 +1220,8 @@ impl ContainerRun {
             };
             pull_failures = 0;
             let digest = fetched.digest.clone();
+            // The module stays in the node's cache while this container may run it.
+            _held = Some(self.ctx.fetcher.hold(&digest));
             self.shared.note(self.i, |r| r.image_id = Some(digest));
             // Compile, and build what the run gets.
             let prepared = match self.prepare(fetched, pod_dir).await {

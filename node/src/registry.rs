@@ -1,19 +1,32 @@
 //! Modules from OCI registries (an `image` with a registry host), with the maintained
 //! `oci-client` crate: the distribution API, token auth and `WWW-Authenticate` challenges, HTTPS
-//! with the system roots, plain HTTP only for the registries the node was started with as
-//! `--insecure-registry HOST:PORT`. A multi-platform index selects `wasi/wasm`.
+//! with the system roots plus the CAs the node was given (`--registry-ca`), plain HTTP only for
+//! the registries the node was started with as `--insecure-registry HOST:PORT`. A
+//! multi-platform index selects `wasi/wasm`.
 //!
 //! Accepted: the CNCF wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one layer
-//! `application/wasm`). Anything else is refused with what was found. The module's digest is its
-//! layer's, checked against the bytes; a layer larger than `MAX_MODULE` is refused before it is
-//! read, and reading stops at the size the manifest gave, whatever the registry sends.
+//! `application/wasm`), whose module's digest is its layer's; and an image for `wasi/wasm` whose
+//! one layer is a tar (plain or gzip) holding one `.wasm` file, as `docker buildx --platform
+//! wasi/wasm` builds for runwasi, whose module's digest is the file's. Anything else is refused
+//! with what was found. A layer larger than `MAX_MODULE` is refused before it is read, reading
+//! stops at the size the manifest gave, whatever the registry sends, and the layer's digest is
+//! checked; a tar is unpacked no further than `MAX_UNPACKED`.
+//!
+//! Credentials: a pull uses the credentials that match the image (`skiff_common::dockerconfig`),
+//! most specific first, else none. Each identity (anonymous, or one key/user/password) has its
+//! own client, so a token one pod's credentials earned never serves another's pull.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::ImageIndexEntry;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
+use skiff_common::dockerconfig::{self, Credential};
 
 use crate::fetch::FetchError;
 
@@ -21,114 +34,312 @@ use crate::fetch::FetchError;
 pub const WASM_LAYER: &str = "application/wasm";
 /// The media type of a wasm artifact's config.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
-/// The largest module taken from a registry.
+/// The largest module (or tar layer) taken from a registry.
 pub const MAX_MODULE: i64 = 256 << 20;
+/// The most bytes a tar layer is unpacked to while looking for its module.
+const MAX_UNPACKED: u64 = 2 * MAX_MODULE as u64;
+/// The most clients kept (one per identity that pulled); past it they are all dropped.
+const MAX_CLIENTS: usize = 256;
+/// The identity of a pull without credentials.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The tar layer types an image may hold its module in, and whether each is gzipped.
+const TAR_LAYERS: &[(&str, bool)] = &[
+    ("application/vnd.oci.image.layer.v1.tar", false),
+    ("application/vnd.oci.image.layer.v1.tar+gzip", true),
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", true),
+];
+/// The config types of such an image.
+const IMAGE_CONFIGS: &[&str] = &[
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
 
 /// The index entry of a wasm module (`wasi/wasm`; `wasip1`/`wasip2` as some tools write it).
 fn wasm_platform(entries: &[ImageIndexEntry]) -> Option<String> {
     entries
         .iter()
         .find(|e| {
-            e.platform.as_ref().is_some_and(|p| {
-                let os = p.os.to_string();
-                p.architecture.to_string() == "wasm"
-                    && matches!(os.as_str(), "wasi" | "wasip1" | "wasip2")
-            })
+            e.platform
+                .as_ref()
+                .is_some_and(|p| is_wasm(&p.os.to_string(), &p.architecture.to_string()))
         })
         .map(|e| e.digest.clone())
 }
 
-/// The registries' client of a node.
+fn is_wasm(os: &str, architecture: &str) -> bool {
+    architecture == "wasm" && matches!(os, "wasi" | "wasip1" | "wasip2")
+}
+
+/// Who pulled: the identity of a credential (a hash: never the secret itself).
+pub fn identity(c: &Credential) -> String {
+    let mut h = Sha256::new();
+    for part in [&c.key, &c.username, &c.password] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A module pulled from a registry.
+pub struct Pulled {
+    /// `sha256:<hex>` of the module's bytes.
+    pub digest: String,
+    pub bytes: Bytes,
+    /// Who pulled it: [`ANONYMOUS`] or an [`identity`].
+    pub by: String,
+}
+
+/// How the module sits in the image.
+enum Layout {
+    /// The layer is the module.
+    Artifact,
+    /// The layer is a tar (gzipped or not) holding it.
+    Tar { gzip: bool },
+}
+
+/// The registries' clients of a node.
 pub struct Registries {
-    client: Client,
+    insecure: Vec<String>,
+    roots: Vec<Vec<u8>>,
+    clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 
 impl Registries {
-    /// A client that speaks plain HTTP to the `insecure` registries (`host:port`) only.
-    pub fn new(insecure: &[String]) -> Registries {
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
-            platform_resolver: Some(Box::new(wasm_platform)),
-            connect_timeout: Some(std::time::Duration::from_secs(5)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..Default::default()
-        };
+    /// Clients that speak plain HTTP to the `insecure` registries (`host:port`) only and trust
+    /// the system roots and `roots` (PEM).
+    pub fn new(insecure: &[String], roots: &[Vec<u8>]) -> Registries {
         Registries {
-            client: Client::new(config),
+            insecure: insecure.to_vec(),
+            roots: roots.to_vec(),
+            clients: Mutex::default(),
         }
     }
 
-    /// Pull the module `image` names: its digest and bytes.
-    pub async fn pull(&self, image: &str) -> Result<(String, Bytes), FetchError> {
+    /// The client of one identity.
+    fn client(&self, by: &str) -> Arc<Client> {
+        let make = || {
+            Arc::new(Client::new(ClientConfig {
+                protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
+                platform_resolver: Some(Box::new(wasm_platform)),
+                extra_root_certificates: self
+                    .roots
+                    .iter()
+                    .map(|pem| Certificate {
+                        encoding: CertificateEncoding::Pem,
+                        data: pem.clone(),
+                    })
+                    .collect(),
+                connect_timeout: Some(std::time::Duration::from_secs(5)),
+                read_timeout: Some(std::time::Duration::from_secs(60)),
+                ..Default::default()
+            }))
+        };
+        let Ok(mut clients) = self.clients.lock() else {
+            return make();
+        };
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(by) {
+            clients.clear();
+        }
+        clients.entry(by.to_string()).or_insert_with(make).clone()
+    }
+
+    /// Pull the module `image` names, with the first of `creds` that matches it and works
+    /// (none: anonymously).
+    pub async fn pull(&self, image: &str, creds: &[Credential]) -> Result<Pulled, FetchError> {
         let reference: Reference = image
             .parse()
             .map_err(|e| FetchError::BadReference(format!("{image}: {e}")))?;
-        let auth = RegistryAuth::Anonymous;
+        let matching = dockerconfig::lookup(creds, reference.registry(), reference.repository());
+        if matching.is_empty() {
+            return self
+                .pull_as(image, &reference, RegistryAuth::Anonymous, ANONYMOUS)
+                .await;
+        }
+        let mut last = None;
+        for c in matching {
+            let auth = RegistryAuth::Basic(c.username.clone(), c.password.clone());
+            match self.pull_as(image, &reference, auth, &identity(c)).await {
+                Ok(p) => return Ok(p),
+                Err(FetchError::Registry(i, e)) => {
+                    last = Some(FetchError::Registry(
+                        i,
+                        format!("as {:?} (credentials for {}): {e}", c.username, c.key),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| FetchError::Registry(image.into(), "no credentials".into())))
+    }
+
+    async fn pull_as(
+        &self,
+        image: &str,
+        reference: &Reference,
+        auth: RegistryAuth,
+        by: &str,
+    ) -> Result<Pulled, FetchError> {
+        let client = self.client(by);
         let registry = |e: oci_client::errors::OciDistributionError| {
             FetchError::Registry(image.to_string(), e.to_string())
         };
-        let (manifest, _, _) = self
-            .client
-            .pull_manifest_and_config(&reference, &auth)
+        let not_wasm = |what: String| FetchError::NotWasm(image.to_string(), what);
+        let (manifest, _, config) = client
+            .pull_manifest_and_config(reference, &auth)
             .await
             .map_err(registry)?;
-        let config = manifest.config.media_type.as_str();
+        let config_type = manifest.config.media_type.as_str();
         let layers: Vec<&str> = manifest
             .layers
             .iter()
             .map(|l| l.media_type.as_str())
             .collect();
         let [layer] = manifest.layers.as_slice() else {
-            return Err(FetchError::NotWasm(
-                image.to_string(),
-                format!("{} layers ({})", layers.len(), layers.join(", ")),
-            ));
+            return Err(not_wasm(format!(
+                "{} layers ({})",
+                layers.len(),
+                layers.join(", ")
+            )));
         };
-        if layer.media_type != WASM_LAYER || config != WASM_CONFIG {
-            return Err(FetchError::NotWasm(
-                image.to_string(),
-                format!("config {config}, layer {}", layer.media_type),
-            ));
-        }
+        let layout = layout(config_type, &config, &layer.media_type).map_err(not_wasm)?;
         if layer.size > MAX_MODULE || layer.size < 0 {
-            return Err(FetchError::NotWasm(
-                image.to_string(),
-                format!("a layer of {} bytes (at most {MAX_MODULE})", layer.size),
-            ));
+            return Err(not_wasm(format!(
+                "a layer of {} bytes (at most {MAX_MODULE})",
+                layer.size
+            )));
         }
         skiff_common::image::validate_digest(&layer.digest)
             .map_err(|e| FetchError::BadReference(format!("{image}: {}: {e}", layer.digest)))?;
-        // Read no more than the manifest said, whatever the registry sends.
-        let mut blob = self
-            .client
-            .pull_blob_stream(&reference, layer)
-            .await
-            .map_err(registry)?;
-        let mut out = Vec::with_capacity(layer.size as usize);
-        while let Some(chunk) = futures::StreamExt::next(&mut blob.stream).await {
-            let chunk =
-                chunk.map_err(|e| FetchError::Registry(image.to_string(), e.to_string()))?;
-            if (out.len() + chunk.len()) as i64 > layer.size {
-                return Err(FetchError::Registry(
-                    image.to_string(),
-                    format!(
-                        "the layer is larger than its manifest says ({} bytes)",
-                        layer.size
-                    ),
-                ));
+        let blob = read_layer(&client, image, reference, layer).await?;
+        let (digest, bytes) = match layout {
+            Layout::Artifact => (layer.digest.clone(), blob),
+            Layout::Tar { gzip } => {
+                let module = tokio::task::spawn_blocking(move || module_from_tar(&blob, gzip))
+                    .await
+                    .map_err(|e| FetchError::Registry(image.into(), e.to_string()))?
+                    .map_err(not_wasm)?;
+                let digest = format!("sha256:{}", hex::encode(Sha256::digest(&module)));
+                (digest, Bytes::from(module))
             }
-            out.extend_from_slice(&chunk);
-        }
-        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
-        if actual != layer.digest {
-            return Err(FetchError::DigestMismatch {
-                reference: image.to_string(),
-                expected: layer.digest.clone(),
-                actual,
-            });
-        }
-        Ok((layer.digest.clone(), Bytes::from(out)))
+        };
+        Ok(Pulled {
+            digest,
+            bytes,
+            by: by.to_string(),
+        })
     }
+}
+
+/// Where the module is, from the config's and the layer's media types and the config. Pure.
+fn layout(config_type: &str, config: &str, layer_type: &str) -> Result<Layout, String> {
+    if config_type == WASM_CONFIG && layer_type == WASM_LAYER {
+        return Ok(Layout::Artifact);
+    }
+    let tar = TAR_LAYERS.iter().find(|(t, _)| *t == layer_type);
+    match tar {
+        Some((_, gzip)) if IMAGE_CONFIGS.contains(&config_type) => {
+            #[derive(serde::Deserialize)]
+            struct Platform {
+                #[serde(default)]
+                os: String,
+                #[serde(default)]
+                architecture: String,
+            }
+            let p: Platform = serde_json::from_str(config)
+                .map_err(|e| format!("an image config that does not parse ({e})"))?;
+            if is_wasm(&p.os, &p.architecture) {
+                Ok(Layout::Tar { gzip: *gzip })
+            } else {
+                Err(format!(
+                    "an image for {}/{} (config {config_type}, layer {layer_type})",
+                    p.os, p.architecture
+                ))
+            }
+        }
+        _ => Err(format!("config {config_type}, layer {layer_type}")),
+    }
+}
+
+/// The layer's bytes: no more than the manifest said, whatever the registry sends, and only if
+/// they match its digest.
+async fn read_layer(
+    client: &Client,
+    image: &str,
+    reference: &Reference,
+    layer: &OciDescriptor,
+) -> Result<Bytes, FetchError> {
+    let registry = |e: String| FetchError::Registry(image.to_string(), e);
+    let mut blob = client
+        .pull_blob_stream(reference, layer)
+        .await
+        .map_err(|e| registry(e.to_string()))?;
+    let mut out = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
+    while let Some(chunk) = futures::StreamExt::next(&mut blob.stream).await {
+        let chunk = chunk.map_err(|e| registry(e.to_string()))?;
+        if (out.len() + chunk.len()) as i64 > layer.size {
+            return Err(registry(format!(
+                "the layer is larger than its manifest says ({} bytes)",
+                layer.size
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
+    if actual != layer.digest {
+        return Err(FetchError::DigestMismatch {
+            reference: image.to_string(),
+            expected: layer.digest.clone(),
+            actual,
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The one `.wasm` regular file of a tar (gzipped or not), unpacking at most `MAX_UNPACKED`
+/// bytes and taking a module of at most `MAX_MODULE`. Links, devices and directories are
+/// skipped, never followed.
+fn module_from_tar(layer: &[u8], gzip: bool) -> Result<Vec<u8>, String> {
+    let raw: Box<dyn Read + '_> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(layer))
+    } else {
+        Box::new(layer)
+    };
+    let mut archive = tar::Archive::new(raw.take(MAX_UNPACKED));
+    let mut found: Option<(String, Vec<u8>)> = None;
+    let bad = |e: std::io::Error| format!("a tar layer that does not unpack ({e})");
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        if !path.ends_with(".wasm") {
+            continue;
+        }
+        if let Some((first, _)) = &found {
+            return Err(format!(
+                "a tar layer with more than one .wasm file ({first}, {path})"
+            ));
+        }
+        let size = entry.header().size().map_err(bad)?;
+        if size > MAX_MODULE as u64 {
+            return Err(format!("{path} of {size} bytes (at most {MAX_MODULE})"));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut entry)
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(bad)?;
+        found = Some((path, bytes));
+    }
+    let (path, bytes) = found.ok_or("a tar layer without a .wasm file")?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(format!(
+            "{path}, which is not WebAssembly (no \\0asm header)"
+        ));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -168,5 +379,116 @@ mod tests {
                 "{platforms:?}"
             );
         }
+    }
+
+    #[test]
+    fn layout_table() {
+        let image = |os: &str, arch: &str| format!(r#"{{"os":"{os}","architecture":"{arch}"}}"#);
+        let oci = IMAGE_CONFIGS[0];
+        let tar = TAR_LAYERS[0].0;
+        let gz = TAR_LAYERS[1].0;
+        // (config type, config, layer type, Ok(gzip) for a tar / Ok(None) for the artifact / Err part)
+        type Case<'a> = (&'a str, String, &'a str, Result<Option<bool>, &'a str>);
+        let cases: Vec<Case> = vec![
+            (WASM_CONFIG, "{}".into(), WASM_LAYER, Ok(None)),
+            (oci, image("wasi", "wasm"), tar, Ok(Some(false))),
+            (oci, image("wasip2", "wasm"), gz, Ok(Some(true))),
+            (
+                IMAGE_CONFIGS[1],
+                image("wasi", "wasm"),
+                TAR_LAYERS[2].0,
+                Ok(Some(true)),
+            ),
+            (
+                oci,
+                image("linux", "amd64"),
+                tar,
+                Err("an image for linux/amd64"),
+            ),
+            (oci, "not json".into(), tar, Err("does not parse")),
+            (
+                oci,
+                image("wasi", "wasm"),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Err("layer application/vnd.oci.image.layer.v1.tar+zstd"),
+            ),
+            (
+                WASM_CONFIG,
+                "{}".into(),
+                tar,
+                Err("config application/vnd.wasm.config.v0+json"),
+            ),
+            (
+                "application/x-other",
+                "{}".into(),
+                WASM_LAYER,
+                Err("config application/x-other"),
+            ),
+        ];
+        for (config_type, config, layer, want) in cases {
+            let got = layout(config_type, &config, layer);
+            match (got, want) {
+                (Ok(Layout::Artifact), Ok(None)) => {}
+                (Ok(Layout::Tar { gzip }), Ok(Some(g))) => assert_eq!(gzip, g),
+                (Err(e), Err(part)) => assert!(e.contains(part), "{e} lacks {part}"),
+                (got, want) => panic!(
+                    "{config_type} {layer}: got {:?}, want {want:?}",
+                    got.map(|l| matches!(l, Layout::Artifact))
+                ),
+            }
+        }
+    }
+
+    fn tarball(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *data).expect("append");
+        }
+        let mut sym = tar::Header::new_gnu();
+        sym.set_entry_type(tar::EntryType::Symlink);
+        sym.set_size(0);
+        b.append_link(&mut sym, "link.wasm", "/etc/passwd")
+            .expect("link");
+        let raw = b.into_inner().expect("tar");
+        if !gzip {
+            return raw;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    #[test]
+    fn a_tar_layer_gives_its_one_module() {
+        let module: &[u8] = b"\0asm\x01\0\0\0";
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], Result<&'a [u8], &'a str>);
+        let cases: &[Case] = &[
+            (&[("app.wasm", module), ("README", b"hi")], Ok(module)),
+            (&[("dir/app.wasm", module)], Ok(module)),
+            (&[("README", b"hi")], Err("without a .wasm file")),
+            (
+                &[("a.wasm", module), ("b.wasm", module)],
+                Err("more than one .wasm file"),
+            ),
+            (&[("a.wasm", b"#!/bin/sh")], Err("not WebAssembly")),
+        ];
+        for gzip in [false, true] {
+            for (files, want) in cases {
+                let got = module_from_tar(&tarball(files, gzip), gzip);
+                match (got, want) {
+                    (Ok(m), Ok(w)) => assert_eq!(m, *w),
+                    (Err(e), Err(part)) => assert!(e.contains(part), "{e} lacks {part}"),
+                    (got, want) => panic!("{files:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+        // Not a tar at all, and a gzip bomb's worth of zeros: errors, bounded.
+        assert!(module_from_tar(b"garbage", true).is_err());
+        let zeros = tarball(&[("big", &vec![0u8; 1 << 20])], true);
+        assert!(module_from_tar(&zeros, true).is_err());
     }
 }

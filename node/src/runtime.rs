@@ -627,6 +627,39 @@ impl Runtime {
         }
     }
 
+    /// The compiled artifacts of `digest` on disk (any engine's), with their sizes.
+    fn compiled_files(&self, digest: &str) -> Vec<(PathBuf, u64)> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let prefix = format!("{hex}-");
+        std::fs::read_dir(&self.cache_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".cwasm"))
+            })
+            .filter_map(|e| {
+                let m = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
+                Some((e.path(), m.len()))
+            })
+            .collect()
+    }
+
+    /// The bytes the compiled artifacts of `digest` take on disk.
+    pub fn compiled_bytes(&self, digest: &str) -> u64 {
+        self.compiled_files(digest).iter().map(|(_, n)| n).sum()
+    }
+
+    /// Remove the compiled artifacts of `digest` (a module the node's cache dropped).
+    pub fn forget(&self, digest: &str) {
+        self.release_unused();
+        for (path, _) in self.compiled_files(digest) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// wasmtime's version, for the node's `nodeInfo`.
     pub fn version() -> &'static str {
         "48.0.8"

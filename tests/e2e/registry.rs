@@ -1,8 +1,16 @@
 //! Modules from an OCI registry: Debian's docker-registry (the distribution project's
-//! `registry:2`) on a loopback port, plain HTTP (`--insecure-registry`); `skiff push` puts a
-//! module there as the CNCF wasm artifact and pods run it by tag and by digest; a missing tag
-//! and a container image are clear `ErrImagePull`s; a module the node has starts without the
-//! registry.
+//! `registry:2`) on a loopback port.
+//!
+//! Open, over plain HTTP (`--insecure-registry`): `skiff push` puts a module there as the CNCF
+//! wasm artifact and pods run it by tag and by digest; a wasi/wasm image whose layer is a tar
+//! holding the module runs; an artifact pushed by ORAS runs; a missing tag and a container
+//! image are clear `ErrImagePull`s; the Node lists its modules; a module the node has starts
+//! without the registry.
+//!
+//! With TLS (a CA of the test's, `--registry-ca`) and htpasswd: `skiff push` with Docker's
+//! credential file; pods pull with their `imagePullSecrets` or their ServiceAccount's; a wrong
+//! password is a clear `ErrImagePull`; no password reaches an event or a log; and a pod
+//! without credentials never starts the private module from the node's cache.
 
 use std::process::{Child, Command, Stdio};
 
@@ -20,7 +28,14 @@ struct Registry {
 }
 
 impl Registry {
+    /// An open registry over plain HTTP.
     fn start() -> Registry {
+        Registry::start_with(|_| String::new(), "http")
+    }
+
+    /// A registry whose config ends with what `extra` (given the registry's directory) adds
+    /// under `http:` and after it, asked over `scheme`.
+    fn start_with(extra: impl FnOnce(&std::path::Path) -> String, scheme: &str) -> Registry {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -31,8 +46,9 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: \"{host}\"}}\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog: {{level: info}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: \"{host}\"\n{}",
+                dir.path().join("data").display(),
+                extra(dir.path()),
             ),
         )
         .expect("registry config");
@@ -52,14 +68,28 @@ impl Registry {
             log,
             _dir: dir,
         };
-        eventually("the registry answers", T, || {
-            Command::new("curl")
-                .args(["-sf", &format!("http://{}/v2/", r.host)])
+        let ca = r._dir.path().join("ca.pem");
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let mut curl = Command::new("curl");
+            curl.args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+            if scheme == "https" {
+                curl.arg("--cacert").arg(&ca);
+            }
+            let answered = curl
+                .arg(format!("{scheme}://{}/v2/", r.host))
                 .output()
-                .is_ok_and(|o| o.status.success())
-                .then_some(())
-        });
-        r
+                .is_ok_and(|o| matches!(&o.stdout[..], b"200" | b"401"));
+            if answered {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry does not answer: {}",
+                std::fs::read_to_string(&r.log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
@@ -191,19 +221,97 @@ fn pods_run_modules_from_an_oci_registry() {
     // A tag the registry does not have: ErrImagePull with the registry's words.
     let why = refused("missing", &format!("{}/team/hello:nope", registry.host));
     assert!(why.contains("team/hello:nope"), "{why}");
-    // Something that is not a wasm module (a container image's tar layer): refused, saying
-    // what was found.
+    // Something that is not a wasm module (a container image for linux/amd64): refused,
+    // saying what was found.
     upload_image(
         &registry.host,
         "team/tarball",
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
         b"not a wasm module, a tarball",
+        "application/vnd.oci.image.layer.v1.tar",
     );
     let why = refused("tarball", &format!("{}/team/tarball:v1", registry.host));
     assert!(
-        why.contains("not a WebAssembly OCI artifact")
-            && why.contains("application/vnd.oci.image.layer.v1.tar"),
+        why.contains("is not a WebAssembly image") && why.contains("an image for linux/amd64"),
         "{why}"
     );
+
+    // A wasi/wasm image whose one layer is a gzipped tar holding the module, as
+    // `docker buildx --platform wasi/wasm` builds for runwasi: it runs, as the file's digest.
+    let work = tempfile::tempdir().expect("temp dir");
+    let hello = example("hello", false);
+    std::fs::copy(&hello, work.path().join("app.wasm")).expect("copy");
+    let layer = work.path().join("layer.tar.gz");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(work.path())
+        .arg("-czf")
+        .arg(&layer)
+        .arg("app.wasm")
+        .status()
+        .expect("tar");
+    assert!(tar.success());
+    upload_image(
+        &registry.host,
+        "team/runwasi",
+        br#"{"architecture":"wasm","os":"wasi","config":{"Entrypoint":["/app.wasm"]},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        &std::fs::read(&layer).expect("layer"),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    // An artifact pushed by another tool: ORAS (its Python SDK, which scripts/setup.sh
+    // installs), with the CNCF wasm media types.
+    std::fs::write(
+        work.path().join("config.json"),
+        r#"{"architecture":"wasm","os":"wasip1"}"#,
+    )
+    .expect("config");
+    let oras = Command::new("python3")
+        .current_dir(work.path())
+        .args([
+            "-c",
+            "import sys, oras.client\n\
+             c = oras.client.OrasClient(hostname=sys.argv[1], insecure=True)\n\
+             c.push(target=sys.argv[1] + '/team/oras:v1', files=['app.wasm:application/wasm'],\n\
+                    manifest_config='config.json:application/vnd.wasm.config.v0+json')\n",
+            &registry.host,
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(oras.status.success(), "oras push: {oras:?}");
+    for (name, repo) in [("runwasi", "team/runwasi"), ("oras", "team/oras")] {
+        c.apply(&pod(name, &format!("{}/{repo}:v1", registry.host)));
+    }
+    let module = {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(std::fs::read(&hello).expect("hello")))
+        )
+    };
+    for name in ["runwasi", "oras"] {
+        c.kubectl_ok(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ]);
+        assert!(c.kubectl_ok(&["logs", name]).contains("Hello from skiff!"));
+        let id = c.jsonpath(&["pod", name], "{.status.containerStatuses[0].imageID}");
+        assert!(id.ends_with(&module), "{name}: {id}");
+    }
+
+    // The Node lists its modules, each by its references and digest.
+    eventually("the Node lists the pulled modules", T, || {
+        let images = c.jsonpath(&["nodes"], "{.items[0].status.images[*].names}");
+        [
+            format!("{}/team/hello:v1", registry.host),
+            format!("{}/team/runwasi:v1", registry.host),
+            digest.clone(),
+        ]
+        .iter()
+        .all(|n| images.contains(n.as_str()))
+        .then_some(())
+    });
 
     // The registry goes away: a pod of a module the node has (IfNotPresent, the default for a
     // tag other than latest) still starts.
@@ -217,9 +325,9 @@ fn pods_run_modules_from_an_oci_registry() {
     ]);
 }
 
-/// Put an image with one tar layer holding `data` into `repository` at tag v1, through the
-/// distribution API.
-fn upload_image(host: &str, repository: &str, data: &[u8]) {
+/// Put an image with `config` (an OCI image config) and one layer of `layer_type` holding
+/// `data` into `repository` at tag v1, through the distribution API.
+fn upload_image(host: &str, repository: &str, config: &[u8], data: &[u8], layer_type: &str) {
     use sha2::Digest;
     let put_blob = |bytes: &[u8]| -> String {
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
@@ -256,15 +364,13 @@ fn upload_image(host: &str, repository: &str, data: &[u8]) {
         assert!(out.status.success(), "{out:?}");
         digest
     };
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = put_blob(config);
     let layer_digest = put_blob(data);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": data.len()}],
+        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": data.len()}],
     });
     let out = Command::new("curl")
         .args([
@@ -280,4 +386,304 @@ fn upload_image(host: &str, repository: &str, data: &[u8]) {
         .output()
         .expect("curl");
     assert!(out.status.success(), "{out:?}");
+}
+
+/// A CA, a certificate of it for 127.0.0.1 (made with openssl, as the Kubernetes docs do), and
+/// an htpasswd file with `alice`:`s3cret-pw` in `dir`; the registry config's `tls` and `auth`
+/// parts.
+fn tls_and_htpasswd(dir: &std::path::Path) -> String {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=skiff-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "req.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+    ]);
+    let hash = bcrypt::hash("s3cret-pw", 5).expect("bcrypt");
+    std::fs::write(dir.join("htpasswd"), format!("alice:{hash}\n")).expect("write");
+    format!(
+        "  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: skiff-test, path: {}}}\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display(),
+        dir.join("htpasswd").display(),
+    )
+}
+
+/// Docker's `config.json` with `user`:`password` for `host`, in a directory of its own.
+fn docker_config(host: &str, user: &str, password: &str) -> tempfile::TempDir {
+    use base64::Engine;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::json!({"auths": {host: {"auth": auth}}}).to_string(),
+    )
+    .expect("write");
+    dir
+}
+
+#[test]
+fn a_private_registry_over_tls_serves_pods_with_pull_secrets() {
+    let registry = Registry::start_with(tls_and_htpasswd, "https");
+    let ca = registry._dir.path().join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    let c = Cluster::start(&["--registry-ca", ca]);
+    let image = format!("{}/private/hello:v1", registry.host);
+    let hello = example("hello", false);
+    // `skiff push` over HTTPS (trusting the test's CA) with Docker's credential file: refused
+    // without credentials and with a wrong password, taken with the right one.
+    let push = |config: &tempfile::TempDir| {
+        Command::new(crate::harness::SKIFF)
+            .args(["push", &image])
+            .arg(&hello)
+            .args(["--ca-file", ca])
+            .env("DOCKER_CONFIG", config.path())
+            .output()
+            .expect("skiff runs")
+    };
+    let none = tempfile::tempdir().expect("temp dir");
+    assert!(!push(&none).status.success());
+    let wrong = push(&docker_config(&registry.host, "alice", "wrong-pw"));
+    assert!(!wrong.status.success(), "{wrong:?}");
+    let right = push(&docker_config(&registry.host, "alice", "s3cret-pw"));
+    assert!(right.status.success(), "{right:?}");
+
+    let pod = |name: &str, extra_spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n{extra_spec}  containers: [{{name: main, image: \"{image}\"}}]\n"
+        )
+    };
+    let secret = |name: &str, password: &str| {
+        c.kubectl_ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            name,
+            &format!("--docker-server={}", registry.host),
+            "--docker-username=alice",
+            &format!("--docker-password={password}"),
+        ]);
+    };
+    let pull_error = |name: &str| {
+        eventually("a pull error", T, || {
+            let m = c.jsonpath(
+                &["pod", name],
+                "{.status.containerStatuses[0].state.waiting.reason} {.status.containerStatuses[0].state.waiting.message}",
+            );
+            (m.starts_with("ErrImagePull") || m.starts_with("ImagePullBackOff")).then_some(m)
+        })
+    };
+    // A pod without credentials: refused by the registry.
+    c.apply(&pod("anonymous-first", ""));
+    let why = pull_error("anonymous-first");
+    assert!(why.contains(&image), "{why}");
+
+    // With the pod's own imagePullSecrets: it runs.
+    secret("regcred", "s3cret-pw");
+    c.apply(&pod(
+        "with-secret",
+        "  imagePullSecrets: [{name: regcred}]\n",
+    ));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/with-secret",
+        "--timeout=60s",
+    ]);
+    assert!(c
+        .kubectl_ok(&["logs", "with-secret"])
+        .contains("Hello from skiff!"));
+
+    // The attack: a pod without credentials names the module the node now has (IfNotPresent).
+    // It is not started from the cache, and no token the other pod's pull earned serves it.
+    c.apply(&pod("no-secret", ""));
+    let why = pull_error("no-secret");
+    assert!(why.contains(&image), "{why}");
+    assert_ne!(
+        c.jsonpath(&["pod", "no-secret"], "{.status.phase}"),
+        "Succeeded"
+    );
+
+    // Through its ServiceAccount: admission copies the account's imagePullSecrets.
+    c.apply(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder}\nimagePullSecrets: [{name: regcred}]\n",
+    );
+    c.apply(&pod("by-account", "  serviceAccountName: builder\n"));
+    assert_eq!(
+        c.jsonpath(&["pod", "by-account"], "{.spec.imagePullSecrets[0].name}"),
+        "regcred"
+    );
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/by-account",
+        "--timeout=60s",
+    ]);
+
+    // A wrong password: a clear ErrImagePull that names who was refused, never the password.
+    secret("badcred", "not-the-pw");
+    c.apply(&pod(
+        "wrong-secret",
+        "  imagePullSecrets: [{name: badcred}]\n",
+    ));
+    let why = pull_error("wrong-secret");
+    assert!(why.contains("\"alice\""), "{why}");
+    // A missing Secret: the kubelet's warning, and the pull goes on without it.
+    c.apply(&pod(
+        "missing-secret",
+        "  imagePullSecrets: [{name: nosuch}]\n",
+    ));
+    eventually("the missing Secret's event", T, || {
+        let events = c.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=missing-secret,reason=FailedToRetrieveImagePullSecret",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        events.contains("nosuch: not found").then_some(())
+    });
+    let events = c.kubectl_ok(&["get", "events", "-o", "json"]);
+    let log = std::fs::read_to_string(c.data().with_extension("log")).unwrap_or_default();
+    for password in ["s3cret-pw", "not-the-pw"] {
+        assert!(!events.contains(password), "an event holds a password");
+        assert!(!log.contains(password), "the log holds a password");
+    }
+}
+
+/// `module` with a custom section of `size` bytes of `fill` appended: a valid module of its
+/// own digest and size.
+fn padded(module: &[u8], size: usize, fill: u8) -> Vec<u8> {
+    let name = b"pad";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend(std::iter::repeat_n(fill, size));
+    let mut out = module.to_vec();
+    out.push(0);
+    let mut n = payload.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend(payload);
+    out
+}
+
+#[test]
+fn the_module_cache_stays_within_its_bound() {
+    let c = Cluster::start(&[
+        "--module-cache-max-size",
+        "1Mi",
+        "--module-minimum-gc-age",
+        "0s",
+    ]);
+    let hello = std::fs::read(example("hello", false)).expect("hello");
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut digests = Vec::new();
+    for (i, fill) in [(1, b'a'), (2, b'b')] {
+        let bytes = padded(&hello, 400 << 10, fill);
+        let file = work.path().join(format!("big-{i}.wasm"));
+        std::fs::write(&file, &bytes).expect("write");
+        c.push_ok(&format!("big-{i}:v1"), &file);
+        use sha2::Digest;
+        digests.push(hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    let run = |name: &str, image: &str| {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: main, image: \"{image}\"}}]\n"
+        ));
+        c.kubectl_ok(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ]);
+    };
+    let blob = |i: usize| c.data().join("node/modules").join(&digests[i]);
+    run("first", "big-1:v1");
+    assert!(blob(0).is_file(), "{:?}", blob(0));
+    // A second module takes the cache past its bound: the first, which no pod runs any more,
+    // is removed, and the Node lists only the second.
+    run("second", "big-2:v1");
+    eventually("the first module is collected", T, || {
+        let images = c.jsonpath(&["nodes"], "{.items[0].status.images[*].names}");
+        (!blob(0).exists() && images.contains("big-2:v1") && !images.contains("big-1:v1"))
+            .then_some(())
+    });
+    assert!(blob(1).is_file());
+    // A pod of the first module pulls it again.
+    run("again", "big-1:v1");
+    let pulled = c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=again,reason=Pulled",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(pulled.contains("Successfully pulled"), "{pulled}");
 }

@@ -3,12 +3,13 @@
 //! `default` account may be missing for a moment after its namespace was created, until the
 //! namespaces controller makes it), and gets the `kube-api-access-*` projected volume, mounted
 //! read-only at `/var/run/secrets/kubernetes.io/serviceaccount` in every container: a bound
-//! token (`token`), the cluster CA (`ca.crt`) and the namespace (`namespace`).
+//! token (`token`), the cluster CA (`ca.crt`) and the namespace (`namespace`). A pod that names
+//! no `imagePullSecrets` gets its ServiceAccount's, as in Kubernetes.
 //!
 //! One difference from Kubernetes, on purpose: the volume is added only when
 //! `automountServiceAccountToken` is `true` on the pod, or unset on the pod and `true` on its
 //! ServiceAccount. A wasm guest rarely needs a credential, so it gets none unless asked for.
-//! [`project`] is pure and table-tested.
+//! [`project`] and [`pull_secrets`] are pure and table-tested.
 
 use serde_json::{json, Value};
 
@@ -59,9 +60,33 @@ pub(super) async fn admit(state: &AppState, rt: &ResourceType, pod: &mut Value) 
         }
         Err(e) => return Err(e),
     };
+    pull_secrets(pod, account.as_ref());
     let suffix = super::rules::random_suffix();
     project(pod, account.as_ref(), &suffix);
     Ok(())
+}
+
+/// Give `pod` its ServiceAccount's `imagePullSecrets` when it names none itself. Pure.
+pub(crate) fn pull_secrets(pod: &mut Value, account: Option<&Value>) {
+    let own = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    let theirs = account
+        .and_then(|a| a.get("imagePullSecrets"))
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty());
+    let (false, Some(theirs)) = (own, theirs) else {
+        return;
+    };
+    let refs: Vec<Value> = theirs
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .map(|n| json!({"name": n}))
+        .collect();
+    if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("imagePullSecrets".into(), Value::Array(refs));
+    }
 }
 
 /// Add the token volume and its mounts to `pod` when it asks for a token (its own
@@ -161,6 +186,44 @@ mod tests {
                 json!([{"name": "mine", "mountPath": MOUNT_PATH}]);
         }
         p
+    }
+
+    #[test]
+    fn pull_secrets_table() {
+        let refs =
+            |names: &[&str]| json!(names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>());
+        // (the pod's, the account's (None: no account), what the pod ends with)
+        type Case<'a> = (
+            Option<&'a [&'a str]>,
+            Option<Option<&'a [&'a str]>>,
+            Option<&'a [&'a str]>,
+        );
+        let cases: &[Case] = &[
+            (None, Some(Some(&["reg"])), Some(&["reg"])),
+            (Some(&[]), Some(Some(&["a", "b"])), Some(&["a", "b"])),
+            (Some(&["mine"]), Some(Some(&["reg"])), Some(&["mine"])),
+            (None, Some(None), None),
+            (None, None, None),
+            (None, Some(Some(&[])), None),
+        ];
+        for (own, account, want) in cases {
+            let mut p = json!({"spec": {"containers": [{"name": "a"}]}});
+            if let Some(own) = own {
+                p["spec"]["imagePullSecrets"] = refs(own);
+            }
+            let account = account.map(|a| match a {
+                Some(names) => json!({"imagePullSecrets": refs(names)}),
+                None => json!({}),
+            });
+            pull_secrets(&mut p, account.as_ref());
+            let got = p.pointer("/spec/imagePullSecrets").cloned();
+            let want = match (want, own) {
+                (Some(w), _) => Some(refs(w)),
+                (None, Some(o)) => Some(refs(o)),
+                (None, None) => None,
+            };
+            assert_eq!(got, want, "pod {own:?}, account {account:?}");
+        }
     }
 
     #[test]

@@ -72,10 +72,19 @@ impl Strategy for Secret {
 
     fn validate(&self, obj: &Value, causes: &mut Vec<FieldCause>) {
         validate_data(obj, causes);
+        validate_type(obj, causes);
     }
 
     fn validate_update(&self, old: &Value, new: &Value, causes: &mut Vec<FieldCause>) {
         immutable_data(old, new, causes);
+        validate_type(new, causes);
+        if old.get("type") != new.get("type") {
+            causes.push(FieldCause::invalid(
+                "type",
+                str_at(new, "/type"),
+                "field is immutable",
+            ));
+        }
     }
 
     fn columns(&self) -> Vec<Value> {
@@ -103,6 +112,32 @@ impl Strategy for Secret {
                 .map_or(0, |m| m.len())),
             json!(row.age),
         ]
+    }
+}
+
+/// A registry credential Secret holds its key, and the key is JSON (as kube-apiserver checks;
+/// the value is never quoted back).
+fn validate_type(obj: &Value, causes: &mut Vec<FieldCause>) {
+    let key = match str_at(obj, "/type") {
+        "kubernetes.io/dockerconfigjson" => ".dockerconfigjson",
+        "kubernetes.io/dockercfg" => ".dockercfg",
+        _ => return,
+    };
+    let field = format!("data[{key}]");
+    let Some(encoded) = obj.pointer(&format!("/data/{key}")).and_then(Value::as_str) else {
+        causes.push(FieldCause::required(field));
+        return;
+    };
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    if !json.as_ref().is_some_and(Value::is_object) {
+        causes.push(FieldCause::invalid(
+            field,
+            "<secret contents redacted>",
+            "not a JSON object",
+        ));
     }
 }
 

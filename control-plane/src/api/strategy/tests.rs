@@ -296,7 +296,45 @@ fn scale_view() {
 /// validation names.
 #[test]
 fn more_kinds_validation_table() {
+    let docker = |ty: &str, key: &str, body: &str| {
+        use base64::Engine;
+        json!({"metadata": {"name": "reg"}, "type": ty,
+            "data": {key: base64::engine::general_purpose::STANDARD.encode(body)}})
+    };
     let cases: Vec<(&ResourceType, Value, Vec<&str>)> = vec![
+        (
+            rt("", "secrets"),
+            docker(
+                "kubernetes.io/dockerconfigjson",
+                ".dockerconfigjson",
+                r#"{"auths": {}}"#,
+            ),
+            vec![],
+        ),
+        (
+            rt("", "secrets"),
+            docker(
+                "kubernetes.io/dockerconfigjson",
+                ".dockerconfigjson",
+                "hunter2",
+            ),
+            vec!["data[.dockerconfigjson]"],
+        ),
+        (
+            rt("", "secrets"),
+            docker("kubernetes.io/dockerconfigjson", "config.json", "{}"),
+            vec!["data[.dockerconfigjson]"],
+        ),
+        (
+            rt("", "secrets"),
+            docker("kubernetes.io/dockercfg", ".dockercfg", r#"{"r": {}}"#),
+            vec![],
+        ),
+        (
+            rt("", "secrets"),
+            docker("Opaque", ".dockerconfigjson", "hunter2"),
+            vec![],
+        ),
         (
             rt("", "persistentvolumes"),
             json!({"metadata": {"name": "pv"}, "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "hostPath": {"path": "/data/pv"}}}),
