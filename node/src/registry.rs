@@ -12,9 +12,14 @@
 //! stops at the size the manifest gave, whatever the registry sends, and the layer's digest is
 //! checked; a tar is unpacked no further than `MAX_UNPACKED`.
 //!
+//! Bounds against a hostile registry (any pod author may name one): manifests are fetched here,
+//! not by `oci-client`, which reads a body whole, and read no further than `MAX_MANIFEST`; an
+//! index is followed once; the config blob is read no further than `MAX_CONFIG` and checked
+//! against its digest, as the layer is. `oci-client` does the token dance and streams blobs.
+//!
 //! Credentials: a pull uses the credentials that match the image (`skiff_common::dockerconfig`),
 //! most specific first, else none. Each identity (anonymous, or one key/user/password) has its
-//! own client, so a token one pod's credentials earned never serves another's pull.
+//! own clients, so a token one pod's credentials earned never serves another's pull.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -22,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::manifest::{ImageIndexEntry, OciDescriptor};
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
@@ -36,6 +41,12 @@ pub const WASM_LAYER: &str = "application/wasm";
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 /// The largest module (or tar layer) taken from a registry.
 pub const MAX_MODULE: i64 = 256 << 20;
+/// The largest manifest taken (containerd's bound).
+const MAX_MANIFEST: u64 = 4 << 20;
+/// The largest image config taken.
+const MAX_CONFIG: i64 = 1 << 20;
+/// The manifest types asked for.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 /// The most bytes a tar layer is unpacked to while looking for its module.
 const MAX_UNPACKED: u64 = 2 * MAX_MODULE as u64;
 /// The most clients kept (one per identity that pulled); past it they are all dropped.
@@ -98,11 +109,17 @@ enum Layout {
     Tar { gzip: bool },
 }
 
+/// The clients of one identity: `oci-client`'s (tokens, blobs) and a plain one (manifests).
+struct Clients {
+    oci: Client,
+    http: reqwest_oci::Client,
+}
+
 /// The registries' clients of a node.
 pub struct Registries {
     insecure: Vec<String>,
     roots: Vec<Vec<u8>>,
-    clients: Mutex<HashMap<String, Arc<Client>>>,
+    clients: Mutex<HashMap<String, Arc<Clients>>>,
 }
 
 impl Registries {
@@ -116,10 +133,22 @@ impl Registries {
         }
     }
 
-    /// The client of one identity.
-    fn client(&self, by: &str) -> Arc<Client> {
+    /// The clients of one identity.
+    fn client(&self, by: &str) -> Arc<Clients> {
         let make = || {
-            Arc::new(Client::new(ClientConfig {
+            let mut http = reqwest_oci::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .read_timeout(std::time::Duration::from_secs(60));
+            for pem in &self.roots {
+                for cert in reqwest_oci::Certificate::from_pem_bundle(pem)
+                    .into_iter()
+                    .flatten()
+                {
+                    http = http.add_root_certificate(cert);
+                }
+            }
+            let http = http.build().unwrap_or_default();
+            let oci = Client::new(ClientConfig {
                 protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
                 platform_resolver: Some(Box::new(wasm_platform)),
                 extra_root_certificates: self
@@ -133,7 +162,8 @@ impl Registries {
                 connect_timeout: Some(std::time::Duration::from_secs(5)),
                 read_timeout: Some(std::time::Duration::from_secs(60)),
                 ..Default::default()
-            }))
+            });
+            Arc::new(Clients { oci, http })
         };
         let Ok(mut clients) = self.clients.lock() else {
             return make();
@@ -181,14 +211,19 @@ impl Registries {
         by: &str,
     ) -> Result<Pulled, FetchError> {
         let client = self.client(by);
-        let registry = |e: oci_client::errors::OciDistributionError| {
-            FetchError::Registry(image.to_string(), e.to_string())
-        };
         let not_wasm = |what: String| FetchError::NotWasm(image.to_string(), what);
-        let (manifest, _, config) = client
-            .pull_manifest_and_config(reference, &auth)
-            .await
-            .map_err(registry)?;
+        let manifest = self.manifest(&client, image, reference, &auth).await?;
+        if manifest.config.size > MAX_CONFIG || manifest.config.size < 0 {
+            return Err(not_wasm(format!(
+                "a config of {} bytes (at most {MAX_CONFIG})",
+                manifest.config.size
+            )));
+        }
+        skiff_common::image::validate_digest(&manifest.config.digest).map_err(|e| {
+            FetchError::BadReference(format!("{image}: {}: {e}", manifest.config.digest))
+        })?;
+        let config = read_layer(&client.oci, image, reference, &manifest.config).await?;
+        let config = String::from_utf8_lossy(&config);
         let config_type = manifest.config.media_type.as_str();
         let layers: Vec<&str> = manifest
             .layers
@@ -211,7 +246,7 @@ impl Registries {
         }
         skiff_common::image::validate_digest(&layer.digest)
             .map_err(|e| FetchError::BadReference(format!("{image}: {}: {e}", layer.digest)))?;
-        let blob = read_layer(&client, image, reference, layer).await?;
+        let blob = read_layer(&client.oci, image, reference, layer).await?;
         let (digest, bytes) = match layout {
             Layout::Artifact => (layer.digest.clone(), blob),
             Layout::Tar { gzip } => {
@@ -229,6 +264,120 @@ impl Registries {
             by: by.to_string(),
         })
     }
+}
+
+impl Registries {
+    /// The image manifest `reference` names (through an index, once, to its `wasi/wasm`
+    /// entry), read no further than `MAX_MANIFEST` and checked against a digest it is pinned
+    /// to.
+    async fn manifest(
+        &self,
+        client: &Clients,
+        image: &str,
+        reference: &Reference,
+        auth: &RegistryAuth,
+    ) -> Result<OciImageManifest, FetchError> {
+        let registry = |e: String| FetchError::Registry(image.to_string(), e);
+        let token = client
+            .oci
+            .auth(reference, auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| registry(e.to_string()))?;
+        let header = match (token, auth) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Basic(u, p)) => {
+                use base64::Engine;
+                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                Some(format!("Basic {pair}"))
+            }
+            (None, RegistryAuth::Bearer(t)) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Anonymous) => None,
+        };
+        let host = reference.resolve_registry();
+        let scheme = if self.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        };
+        let mut wanted = reference
+            .digest()
+            .map(String::from)
+            .unwrap_or_else(|| reference.tag().unwrap_or("latest").to_string());
+        for _ in 0..2 {
+            let url = format!(
+                "{scheme}://{host}/v2/{}/manifests/{wanted}",
+                reference.repository()
+            );
+            let mut req = client.http.get(&url).header("Accept", MANIFEST_TYPES);
+            if let Some(h) = &header {
+                req = req.header("Authorization", h);
+            }
+            let resp = req.send().await.map_err(|e| registry(e.to_string()))?;
+            let status = resp.status();
+            let body = read_bounded(resp, MAX_MANIFEST)
+                .await
+                .map_err(|e| registry(format!("the manifest: {e}")))?;
+            if !status.is_success() {
+                let said = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+                return Err(registry(format!("{url}: HTTP {status}: {}", said.trim())));
+            }
+            if wanted.starts_with("sha256:") {
+                let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+                if actual != wanted {
+                    return Err(FetchError::DigestMismatch {
+                        reference: image.to_string(),
+                        expected: wanted,
+                        actual,
+                    });
+                }
+            }
+            let parsed: OciManifest = serde_json::from_slice(&body).map_err(|e| {
+                FetchError::NotWasm(
+                    image.to_string(),
+                    format!("a manifest that does not parse ({e})"),
+                )
+            })?;
+            match parsed {
+                OciManifest::Image(m) => return Ok(m),
+                OciManifest::ImageIndex(index) => {
+                    wanted = wasm_platform(&index.manifests).ok_or_else(|| {
+                        let platforms: Vec<String> = index
+                            .manifests
+                            .iter()
+                            .filter_map(|e| e.platform.as_ref())
+                            .map(|p| format!("{}/{}", p.os, p.architecture))
+                            .collect();
+                        FetchError::NotWasm(
+                            image.to_string(),
+                            format!("an index without wasi/wasm ({})", platforms.join(", ")),
+                        )
+                    })?;
+                    skiff_common::image::validate_digest(&wanted)
+                        .map_err(|e| FetchError::BadReference(format!("{image}: {wanted}: {e}")))?;
+                }
+            }
+        }
+        Err(FetchError::NotWasm(
+            image.to_string(),
+            "an index that names another index".into(),
+        ))
+    }
+}
+
+/// A response's body, read no further than `max` bytes.
+async fn read_bounded(resp: reqwest_oci::Response, max: u64) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(format!("larger than {max} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut resp = resp;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if (out.len() + chunk.len()) as u64 > max {
+            return Err(format!("larger than {max} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// Where the module is, from the config's and the layer's media types and the config. Pure.

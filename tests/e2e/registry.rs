@@ -687,3 +687,53 @@ fn the_module_cache_stays_within_its_bound() {
     ]);
     assert!(pulled.contains("Successfully pulled"), "{pulled}");
 }
+
+/// The attack: a registry of the pod author's that answers a manifest with an endless body.
+/// The node reads no more than its bound and says so; it does not hold the body in memory.
+#[test]
+fn a_hostile_registry_cannot_make_the_node_read_without_bound() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                if head.starts_with("GET /v2/ ") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                    return;
+                }
+                // No length, then 64 MiB of one JSON string, until the client hangs up.
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{\"x\": \"",
+                );
+                let chunk = vec![b'a'; 64 << 10];
+                for _ in 0..1024 {
+                    if conn.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let c = Cluster::start(&["--insecure-registry", &host]);
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: endless}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: main, image: \"{host}/evil/app:v1\"}}]\n"
+    ));
+    let why = eventually("a pull error", T, || {
+        let m = c.jsonpath(
+            &["pod", "endless"],
+            "{.status.containerStatuses[0].state.waiting.message}",
+        );
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(why.contains("larger than 4194304 bytes"), "{why}");
+}
