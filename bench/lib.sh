@@ -87,3 +87,13 @@ await_etcd() {
     sleep 0.1
   done
 }
+
+# need_skiff: $SKIFF, the release build of this tree unless SKIFF names another build (A/B).
+need_skiff() {
+  unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+  if [[ -z ${SKIFF:-} ]]; then
+    echo "==> building skiff (release)" >&2
+    cargo build --release --quiet
+    SKIFF=$PWD/target/release/skiff
+  fi
+}

@@ -15,12 +15,7 @@ RUNS=${RUNS:-5}
 N=${N:-1000}
 RATE=${RATE:-100}
 IMAGE=${IMAGE:-ticker:latest}
-unset RUST_BACKTRACE RUST_LIB_BACKTRACE
-if [[ -z ${SKIFF:-} ]]; then
-  echo "==> building skiff (release)" >&2
-  cargo build --release --quiet
-  SKIFF=$PWD/target/release/skiff
-fi
+need_skiff
 (cd wasm-examples && cargo build --release --target wasm32-wasip1 -p ticker --quiet)
 MODULE=$PWD/wasm-examples/target/wasm32-wasip1/release/ticker.wasm
 summary=$(mktemp)

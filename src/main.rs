@@ -369,6 +369,26 @@ enum SnapshotCommand {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// A pod's first start when its module must be fetched, from an OCI registry and from the
+    /// module store side by side, a new tag of a module the node has, and a start from the
+    /// node's cache (pods in `default`; the modules stay in the registry and the store).
+    Pull {
+        /// Kubeconfig of the cluster.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// The registry (HOST:PORT) the node can pull from.
+        #[arg(long)]
+        registry: String,
+        /// Speak plain HTTP to it (start the node with --insecure-registry HOST:PORT).
+        #[arg(long)]
+        insecure: bool,
+        /// The module (it should run to completion, as hello does).
+        #[arg(long)]
+        module: PathBuf,
+        /// How many rounds.
+        #[arg(long, default_value_t = 20)]
+        n: usize,
+    },
     /// Create a pod N times and time creation to Succeeded, as a watch sees it.
     PodStartup {
         /// Kubeconfig of the cluster.
@@ -807,6 +827,16 @@ async fn main() -> Result<()> {
             }
             _ => push(&reference, &file, kubeconfig, server, token, ca_file).await,
         },
+        Command::Bench {
+            which:
+                BenchCommand::Pull {
+                    kubeconfig,
+                    registry,
+                    insecure,
+                    module,
+                    n,
+                },
+        } => bench::pull(&kubeconfig, &registry, insecure, &module, n).await,
         Command::Bench {
             which:
                 BenchCommand::PodStartup {

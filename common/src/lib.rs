@@ -12,6 +12,7 @@ pub mod names;
 pub mod podrefs;
 pub mod quantity;
 pub mod token;
+pub mod wasm;
 
 /// The Kubernetes minor version skiff reports and implements (stock kubectl picks its client by it).
 pub const KUBE_MAJOR: &str = "1";

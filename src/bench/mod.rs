@@ -1,10 +1,12 @@
 //! `skiff bench`: benchmarks a user can run against any cluster. Results are printed as one JSON
 //! line per benchmark plus a human summary on stderr.
 
+mod pull;
 mod reaction;
 mod scaled;
 mod zero;
 
+pub use pull::pull;
 pub use reaction::hpa_reaction;
 pub use zero::scale_from_zero;
 
@@ -1199,34 +1201,6 @@ pub async fn deployments(
     result
 }
 
-/// A component with a custom section that makes its digest (and so its compilation) its own.
-fn distinct_module(bytes: &[u8], i: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = b"skiff-bench";
-    let payload = i.to_le_bytes();
-    let mut content = Vec::new();
-    leb(name.len(), &mut content);
-    content.extend_from_slice(name);
-    content.extend_from_slice(&payload);
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb(content.len(), &mut out);
-    out.extend_from_slice(&content);
-    out
-}
-
-/// Requests/s and latency of `connections` clients sending GETs with `Host: host` to `addr` for
-/// `duration`.
 /// The gateway peer proof that lets the bench address pods by `<pod>.<ns>.pod` (only nodes of
 /// the cluster may): derived from the `node-token` beside the kubeconfig, as `skiff server`
 /// writes them; `None` where there is none.
@@ -1235,6 +1209,8 @@ fn peer_proof(kubeconfig: &Path) -> Option<String> {
     Some(skiff_common::token::gateway_peer_secret(&token))
 }
 
+/// Requests/s and latency of `connections` clients sending GETs with `Host: host` to `addr` for
+/// `duration`.
 async fn http_load(
     name: &str,
     addr: &str,
@@ -1468,9 +1444,12 @@ pub async fn http(
     // Many pods of distinct modules on one node: the first request once each is Ready.
     let rss_before = pid.and_then(rss_kib);
     let t = Instant::now();
-    let uploads = futures::stream::iter(
-        (0..pods).map(|i| put(format!("bench-http-{i}:latest"), distinct_module(&bytes, i))),
-    )
+    let uploads = futures::stream::iter((0..pods).map(|i| {
+        put(
+            format!("bench-http-{i}:latest"),
+            skiff_common::wasm::with_custom_section(&bytes, "skiff-bench", &i.to_le_bytes()),
+        )
+    }))
     .buffer_unordered(8)
     .collect::<Vec<_>>()
     .await;

@@ -610,29 +610,6 @@ fn a_private_registry_over_tls_serves_pods_with_pull_secrets() {
     }
 }
 
-/// `module` with a custom section of `size` bytes of `fill` appended: a valid module of its
-/// own digest and size.
-fn padded(module: &[u8], size: usize, fill: u8) -> Vec<u8> {
-    let name = b"pad";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend(std::iter::repeat_n(fill, size));
-    let mut out = module.to_vec();
-    out.push(0);
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend(payload);
-    out
-}
-
 #[test]
 fn the_module_cache_stays_within_its_bound() {
     let c = Cluster::start(&[
@@ -645,7 +622,7 @@ fn the_module_cache_stays_within_its_bound() {
     let work = tempfile::tempdir().expect("temp dir");
     let mut digests = Vec::new();
     for (i, fill) in [(1, b'a'), (2, b'b')] {
-        let bytes = padded(&hello, 400 << 10, fill);
+        let bytes = skiff_common::wasm::with_custom_section(&hello, "pad", &vec![fill; 400 << 10]);
         let file = work.path().join(format!("big-{i}.wasm"));
         std::fs::write(&file, &bytes).expect("write");
         c.push_ok(&format!("big-{i}:v1"), &file);
