@@ -59,14 +59,27 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The Node's status as this agent reports it (its module cache collected first, so
-/// `images` lists what is left).
-fn node_status(ctx: &NodeContext, config: &NodeConfig, port: u16, since: &Time) -> NodeStatus {
-    let images = crate::modulegc::collect(
-        ctx,
-        config.module_cache_max_size,
-        config.module_minimum_gc_age,
-    );
+/// The modules the node has, once its cache is collected (file system work: off the async
+/// threads).
+async fn images(
+    ctx: &NodeContext,
+    config: &NodeConfig,
+) -> Vec<k8s_openapi::api::core::v1::ContainerImage> {
+    let (fetcher, runtime) = (ctx.fetcher.clone(), ctx.runtime.clone());
+    let (max, age) = (config.module_cache_max_size, config.module_minimum_gc_age);
+    tokio::task::spawn_blocking(move || crate::modulegc::collect(&fetcher, &runtime, max, age))
+        .await
+        .unwrap_or_default()
+}
+
+/// The Node's status as this agent reports it.
+fn node_status(
+    ctx: &NodeContext,
+    config: &NodeConfig,
+    port: u16,
+    since: &Time,
+    images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
+) -> NodeStatus {
     let now = skiff_common::now();
     let quantities = |(cpu, mem): (i64, i64)| -> BTreeMap<String, Quantity> {
         [
@@ -168,7 +181,7 @@ async fn register(
     ]
     .into();
     labels.extend(config.labels.iter().cloned());
-    let status = node_status(ctx, config, port, since);
+    let status = node_status(ctx, config, port, since, images(ctx, config).await);
     let mut annotations: BTreeMap<String, String> = [(
         crate::gateway::GATEWAY_PORT_ANNOTATION.to_string(),
         ctx.gateway.addr.port().to_string(),
@@ -424,7 +437,8 @@ pub async fn run(
                 unreachable = renewed.is_err();
             }
             if n.is_multiple_of(6) || back || added {
-                let status = node_status(&hb_ctx, &hb_config, port, &since);
+                let images = images(&hb_ctx, &hb_config).await;
+                let status = node_status(&hb_ctx, &hb_config, port, &since, images);
                 let nodes: Api<Node> = Api::all(hb_ctx.client.clone());
                 if let Err(e) = nodes
                     .patch_status(

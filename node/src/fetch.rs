@@ -408,25 +408,34 @@ impl Fetcher {
         image: &str,
         creds: &[Credential],
     ) -> Result<Fetched, FetchError> {
+        let have = |digest: &str| self.blob_path(digest).is_file();
         let crate::registry::Pulled { digest, bytes, by } =
-            self.registries.pull(image, creds).await?;
+            self.registries.pull(image, creds, &have).await?;
         let path = self.blob_path(&digest);
-        let cached = tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file());
-        if !cached {
-            let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
-            let tmp = self.cache.join(format!(".{hex}.tmp"));
-            tokio::fs::write(&tmp, &bytes).await?;
-            tokio::fs::rename(&tmp, &path).await?;
-            self.added.notify_one();
-        } else {
-            Self::touch(&path);
-        }
+        let fetched = match bytes {
+            Some(bytes) if !path.is_file() => {
+                let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+                let tmp = self.cache.join(format!(".{hex}.tmp"));
+                tokio::fs::write(&tmp, &bytes).await?;
+                tokio::fs::rename(&tmp, &path).await?;
+                self.added.notify_one();
+                Fetched {
+                    digest: digest.clone(),
+                    source: Source::Bytes(bytes),
+                    cached: false,
+                }
+            }
+            _ => {
+                Self::touch(&path);
+                Fetched {
+                    digest: digest.clone(),
+                    source: Source::File(path),
+                    cached: true,
+                }
+            }
+        };
         self.remember(image, &digest, Some(&by)).await;
-        Ok(Fetched {
-            digest,
-            source: Source::Bytes(bytes),
-            cached,
-        })
+        Ok(fetched)
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {

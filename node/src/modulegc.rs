@@ -76,20 +76,25 @@ pub fn images(entries: &[Entry]) -> Vec<ContainerImage> {
 }
 
 /// Collect the node's cache down to `max` bytes; the images left.
-pub fn collect(ctx: &crate::NodeContext, max: u64, min_age: Duration) -> Vec<ContainerImage> {
-    let entries: Vec<Entry> = ctx
-        .fetcher
+pub fn collect(
+    fetcher: &crate::fetch::Fetcher,
+    runtime: &crate::runtime::Runtime,
+    max: u64,
+    min_age: Duration,
+) -> Vec<ContainerImage> {
+    let compiled = runtime.compiled_bytes();
+    let entries: Vec<Entry> = fetcher
         .cached()
         .into_iter()
         .map(|m| Entry {
-            bytes: m.bytes + ctx.runtime.compiled_bytes(&m.digest),
+            bytes: m.bytes + compiled.get(&m.digest).copied().unwrap_or(0),
             module: m,
         })
         .collect();
     let mut removed = Vec::new();
     for e in plan(&entries, max, min_age, SystemTime::now()) {
-        if ctx.fetcher.remove(&e.module) {
-            ctx.runtime.forget(&e.module.digest);
+        if fetcher.remove(&e.module) {
+            runtime.forget(&e.module.digest);
             tracing::info!(digest = %e.module.digest, bytes = e.bytes, "module cache: removed a module no pod uses");
             removed.push(e.module.digest.clone());
         }

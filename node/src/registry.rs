@@ -14,8 +14,11 @@
 //!
 //! Bounds against a hostile registry (any pod author may name one): manifests are fetched here,
 //! not by `oci-client`, which reads a body whole, and read no further than `MAX_MANIFEST`; an
-//! index is followed once; the config blob is read no further than `MAX_CONFIG` and checked
-//! against its digest, as the layer is. `oci-client` does the token dance and streams blobs.
+//! index is followed once; the config blob (needed only for a tar image's platform) is read no
+//! further than `MAX_CONFIG` and checked against its digest, as the layer is. `oci-client`
+//! answers a registry's challenge, only when a manifest request met a 401 (the header that
+//! worked is kept per repository), and streams blobs. A wasm artifact's layer the node has is
+//! not downloaded again.
 //!
 //! Credentials: a pull uses the credentials that match the image (`skiff_common::dockerconfig`),
 //! most specific first, else none. Each identity (anonymous, or one key/user/password) has its
@@ -96,7 +99,8 @@ pub fn identity(c: &Credential) -> String {
 pub struct Pulled {
     /// `sha256:<hex>` of the module's bytes.
     pub digest: String,
-    pub bytes: Bytes,
+    /// Its bytes; `None` when the node has that digest already (the layer was not read).
+    pub bytes: Option<Bytes>,
     /// Who pulled it: [`ANONYMOUS`] or an [`identity`].
     pub by: String,
 }
@@ -113,6 +117,8 @@ enum Layout {
 struct Clients {
     oci: Client,
     http: reqwest_oci::Client,
+    /// The `Authorization` that last worked, by `registry/repository`.
+    headers: Mutex<HashMap<String, String>>,
 }
 
 /// The registries' clients of a node.
@@ -163,7 +169,11 @@ impl Registries {
                 read_timeout: Some(std::time::Duration::from_secs(60)),
                 ..Default::default()
             });
-            Arc::new(Clients { oci, http })
+            Arc::new(Clients {
+                oci,
+                http,
+                headers: Mutex::default(),
+            })
         };
         let Ok(mut clients) = self.clients.lock() else {
             return make();
@@ -175,21 +185,30 @@ impl Registries {
     }
 
     /// Pull the module `image` names, with the first of `creds` that matches it and works
-    /// (none: anonymously).
-    pub async fn pull(&self, image: &str, creds: &[Credential]) -> Result<Pulled, FetchError> {
+    /// (none: anonymously). A wasm artifact's layer whose digest `have` says the node has is
+    /// not read.
+    pub async fn pull(
+        &self,
+        image: &str,
+        creds: &[Credential],
+        have: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Pulled, FetchError> {
         let reference: Reference = image
             .parse()
             .map_err(|e| FetchError::BadReference(format!("{image}: {e}")))?;
         let matching = dockerconfig::lookup(creds, reference.registry(), reference.repository());
         if matching.is_empty() {
             return self
-                .pull_as(image, &reference, RegistryAuth::Anonymous, ANONYMOUS)
+                .pull_as(image, &reference, RegistryAuth::Anonymous, ANONYMOUS, have)
                 .await;
         }
         let mut last = None;
         for c in matching {
             let auth = RegistryAuth::Basic(c.username.clone(), c.password.clone());
-            match self.pull_as(image, &reference, auth, &identity(c)).await {
+            match self
+                .pull_as(image, &reference, auth, &identity(c), have)
+                .await
+            {
                 Ok(p) => return Ok(p),
                 Err(FetchError::Registry(i, e)) => {
                     last = Some(FetchError::Registry(
@@ -209,21 +228,19 @@ impl Registries {
         reference: &Reference,
         auth: RegistryAuth,
         by: &str,
+        have: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Pulled, FetchError> {
         let client = self.client(by);
         let not_wasm = |what: String| FetchError::NotWasm(image.to_string(), what);
         let manifest = self.manifest(&client, image, reference, &auth).await?;
-        if manifest.config.size > MAX_CONFIG || manifest.config.size < 0 {
-            return Err(not_wasm(format!(
-                "a config of {} bytes (at most {MAX_CONFIG})",
-                manifest.config.size
-            )));
+        // oci-client streams the blobs: it needs the credentials (an anonymous pull that met
+        // no challenge sends none, and skips its probe of /v2/).
+        if !matches!(auth, RegistryAuth::Anonymous) {
+            client
+                .oci
+                .store_auth_if_needed(reference.resolve_registry(), &auth)
+                .await;
         }
-        skiff_common::image::validate_digest(&manifest.config.digest).map_err(|e| {
-            FetchError::BadReference(format!("{image}: {}: {e}", manifest.config.digest))
-        })?;
-        let config = read_layer(&client.oci, image, reference, &manifest.config).await?;
-        let config = String::from_utf8_lossy(&config);
         let config_type = manifest.config.media_type.as_str();
         let layers: Vec<&str> = manifest
             .layers
@@ -237,6 +254,22 @@ impl Registries {
                 layers.join(", ")
             )));
         };
+        // A wasm artifact's config says nothing the node needs; an image's says its platform.
+        let config = if config_type == WASM_CONFIG {
+            String::new()
+        } else {
+            if manifest.config.size > MAX_CONFIG || manifest.config.size < 0 {
+                return Err(not_wasm(format!(
+                    "a config of {} bytes (at most {MAX_CONFIG})",
+                    manifest.config.size
+                )));
+            }
+            skiff_common::image::validate_digest(&manifest.config.digest).map_err(|e| {
+                FetchError::BadReference(format!("{image}: {}: {e}", manifest.config.digest))
+            })?;
+            let config = read_layer(&client.oci, image, reference, &manifest.config).await?;
+            String::from_utf8_lossy(&config).into_owned()
+        };
         let layout = layout(config_type, &config, &layer.media_type).map_err(not_wasm)?;
         if layer.size > MAX_MODULE || layer.size < 0 {
             return Err(not_wasm(format!(
@@ -246,6 +279,13 @@ impl Registries {
         }
         skiff_common::image::validate_digest(&layer.digest)
             .map_err(|e| FetchError::BadReference(format!("{image}: {}: {e}", layer.digest)))?;
+        if matches!(layout, Layout::Artifact) && have(&layer.digest) {
+            return Ok(Pulled {
+                digest: layer.digest.clone(),
+                bytes: None,
+                by: by.to_string(),
+            });
+        }
         let blob = read_layer(&client.oci, image, reference, layer).await?;
         let (digest, bytes) = match layout {
             Layout::Artifact => (layer.digest.clone(), blob),
@@ -260,7 +300,7 @@ impl Registries {
         };
         Ok(Pulled {
             digest,
-            bytes,
+            bytes: Some(bytes),
             by: by.to_string(),
         })
     }
@@ -278,22 +318,16 @@ impl Registries {
         auth: &RegistryAuth,
     ) -> Result<OciImageManifest, FetchError> {
         let registry = |e: String| FetchError::Registry(image.to_string(), e);
-        let token = client
-            .oci
-            .auth(reference, auth, oci_client::RegistryOperation::Pull)
-            .await
-            .map_err(|e| registry(e.to_string()))?;
-        let header = match (token, auth) {
-            (Some(t), _) => Some(format!("Bearer {t}")),
-            (None, RegistryAuth::Basic(u, p)) => {
-                use base64::Engine;
-                let pair = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-                Some(format!("Basic {pair}"))
-            }
-            (None, RegistryAuth::Bearer(t)) => Some(format!("Bearer {t}")),
-            (None, RegistryAuth::Anonymous) => None,
-        };
         let host = reference.resolve_registry();
+        // The header that last worked for this repository; the challenge dance only on a 401.
+        let key = format!("{host}/{}", reference.repository());
+        let remembered = client
+            .headers
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&key).cloned());
+        let mut header = remembered.or_else(|| plain_header(auth, None));
+        let mut challenged = false;
         let scheme = if self.insecure.iter().any(|h| h == host) {
             "http"
         } else {
@@ -303,7 +337,7 @@ impl Registries {
             .digest()
             .map(String::from)
             .unwrap_or_else(|| reference.tag().unwrap_or("latest").to_string());
-        for _ in 0..2 {
+        for _ in 0..3 {
             let url = format!(
                 "{scheme}://{host}/v2/{}/manifests/{wanted}",
                 reference.repository()
@@ -314,6 +348,24 @@ impl Registries {
             }
             let resp = req.send().await.map_err(|e| registry(e.to_string()))?;
             let status = resp.status();
+            if status == reqwest_oci::StatusCode::UNAUTHORIZED && !challenged {
+                // oci-client answers the challenge (a token, or Basic) and keeps the token for
+                // the blobs it streams.
+                challenged = true;
+                let token = client
+                    .oci
+                    .auth(reference, auth, oci_client::RegistryOperation::Pull)
+                    .await
+                    .map_err(|e| registry(e.to_string()))?;
+                header = plain_header(auth, token);
+                if let (Ok(mut h), Some(v)) = (client.headers.lock(), &header) {
+                    if h.len() >= MAX_CLIENTS {
+                        h.clear();
+                    }
+                    h.insert(key.clone(), v.clone());
+                }
+                continue;
+            }
             let body = read_bounded(resp, MAX_MANIFEST)
                 .await
                 .map_err(|e| registry(format!("the manifest: {e}")))?;
@@ -361,6 +413,20 @@ impl Registries {
             image.to_string(),
             "an index that names another index".into(),
         ))
+    }
+}
+
+/// The `Authorization` value for `auth`, or for the token a challenge gave.
+fn plain_header(auth: &RegistryAuth, token: Option<String>) -> Option<String> {
+    match (token, auth) {
+        (Some(t), _) => Some(format!("Bearer {t}")),
+        (None, RegistryAuth::Bearer(t)) => Some(format!("Bearer {t}")),
+        (None, RegistryAuth::Basic(u, p)) => {
+            use base64::Engine;
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            Some(format!("Basic {pair}"))
+        }
+        (None, RegistryAuth::Anonymous) => None,
     }
 }
 

@@ -627,35 +627,45 @@ impl Runtime {
         }
     }
 
-    /// The compiled artifacts of `digest` on disk (any engine's), with their sizes.
-    fn compiled_files(&self, digest: &str) -> Vec<(PathBuf, u64)> {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        let prefix = format!("{hex}-");
-        std::fs::read_dir(&self.cache_dir)
+    /// The compiled artifacts on disk (any engine's): their paths and sizes, by the hex of the
+    /// module's digest.
+    fn compiled_files(&self) -> HashMap<String, Vec<(PathBuf, u64)>> {
+        let mut out: HashMap<String, Vec<(PathBuf, u64)>> = HashMap::new();
+        for e in std::fs::read_dir(&self.cache_dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".cwasm"))
-            })
-            .filter_map(|e| {
-                let m = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
-                Some((e.path(), m.len()))
-            })
-            .collect()
+        {
+            let name = e.file_name();
+            let Some((hex, _)) = name
+                .to_str()
+                .filter(|n| n.ends_with(".cwasm"))
+                .and_then(|n| n.split_once('-'))
+            else {
+                continue;
+            };
+            if let Some(m) = e.metadata().ok().filter(std::fs::Metadata::is_file) {
+                out.entry(hex.to_string())
+                    .or_default()
+                    .push((e.path(), m.len()));
+            }
+        }
+        out
     }
 
-    /// The bytes the compiled artifacts of `digest` take on disk.
-    pub fn compiled_bytes(&self, digest: &str) -> u64 {
-        self.compiled_files(digest).iter().map(|(_, n)| n).sum()
+    /// The bytes the compiled artifacts take on disk, by `sha256:<hex>` of the module.
+    pub fn compiled_bytes(&self) -> HashMap<String, u64> {
+        self.compiled_files()
+            .into_iter()
+            .map(|(hex, files)| (format!("sha256:{hex}"), files.iter().map(|(_, n)| n).sum()))
+            .collect()
     }
 
     /// Remove the compiled artifacts of `digest` (a module the node's cache dropped).
     pub fn forget(&self, digest: &str) {
         self.release_unused();
-        for (path, _) in self.compiled_files(digest) {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        for (path, _) in self.compiled_files().remove(hex).unwrap_or_default() {
             let _ = std::fs::remove_file(path);
         }
     }

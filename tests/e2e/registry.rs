@@ -178,9 +178,27 @@ fn pods_run_modules_from_an_oci_registry() {
         id.ends_with(&digest),
         "the module's digest is the layer's: {id}"
     );
-    // Pods starting together from a new tag share one pull: the registry serves the blob once.
+    // Pods starting together from a new module share one pull: the registry serves its
+    // manifest and blob once. (A module of its own digest: the node has hello's.)
     let many = format!("{}/team/many:v1", registry.host);
-    push(&many);
+    let own = tempfile::NamedTempFile::new().expect("temp file");
+    let own_bytes = skiff_common::wasm::with_custom_section(
+        &std::fs::read(example("hello", false)).expect("hello"),
+        "many",
+        b"1",
+    );
+    std::fs::write(own.path(), &own_bytes).expect("write");
+    let out = c.skiff(&[
+        "push",
+        &many,
+        own.path().to_str().expect("utf-8"),
+        "--insecure",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let many_digest = {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&own_bytes)))
+    };
     let together: String = (0..4)
         .map(|i| pod(&format!("many-{i}"), &many) + "---\n")
         .collect();
@@ -194,18 +212,48 @@ fn pods_run_modules_from_an_oci_registry() {
         ]);
     }
     let log = std::fs::read_to_string(&registry.log).unwrap_or_default();
-    let blob_gets = log
-        .lines()
-        .filter(|l| {
-            l.contains("response completed")
-                && l.contains("http.request.method=GET")
-                && l.contains(&format!("/v2/team/many/blobs/{digest}"))
-        })
-        .count();
+    let gets = |path: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("response completed")
+                    && l.contains("http.request.method=GET")
+                    && l.contains(path)
+            })
+            .count()
+    };
+    let blob_gets = gets(&format!("/v2/team/many/blobs/{many_digest}"));
     assert_eq!(
         blob_gets, 1,
         "the module's blob was fetched {blob_gets} times"
     );
+    let manifest_gets = gets("/v2/team/many/manifests/v1");
+    assert_eq!(
+        manifest_gets, 1,
+        "the manifest was fetched {manifest_gets} times"
+    );
+    // A new tag of a module the node has: the manifest only, not the blob again.
+    let again = format!("{}/team/many:again", registry.host);
+    let out = c.skiff(&[
+        "push",
+        &again,
+        own.path().to_str().expect("utf-8"),
+        "--insecure",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    c.apply(&pod("many-again", &again));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/many-again",
+        "--timeout=60s",
+    ]);
+    let log = std::fs::read_to_string(&registry.log).unwrap_or_default();
+    let blob_gets = log
+        .lines()
+        .filter(|l| l.contains("http.request.method=GET") && l.contains(&many_digest))
+        .filter(|l| l.contains("response completed"))
+        .count();
+    assert_eq!(blob_gets, 1, "the blob was fetched again for a new tag");
 
     // A pod that cannot pull: the reason and message it waits with, once it has one.
     let refused = |name: &str, image: &str| {
