@@ -476,8 +476,8 @@ fn layout(config_type: &str, config: &str, layer_type: &str) -> Result<Layout, S
     }
 }
 
-/// The layer's bytes: no more than the manifest said, whatever the registry sends, and only if
-/// they match its digest.
+/// The layer's bytes, from the registry only: no more than the manifest said, whatever the
+/// registry sends, and only if they match its digest.
 async fn read_layer(
     client: &Client,
     image: &str,
@@ -485,8 +485,14 @@ async fn read_layer(
     layer: &OciDescriptor,
 ) -> Result<Bytes, FetchError> {
     let registry = |e: String| FetchError::Registry(image.to_string(), e);
+    // Only from the registry itself: a manifest's `urls` would have the node fetch from any
+    // address its author names.
+    let own = OciDescriptor {
+        urls: None,
+        ..layer.clone()
+    };
     let mut blob = client
-        .pull_blob_stream(reference, layer)
+        .pull_blob_stream(reference, &own)
         .await
         .map_err(|e| registry(e.to_string()))?;
     let mut out = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));

@@ -713,16 +713,42 @@ fn the_module_cache_stays_within_its_bound() {
     assert!(pulled.contains("Successfully pulled"), "{pulled}");
 }
 
-/// The attack: a registry of the pod author's that answers a manifest with an endless body.
-/// The node reads no more than its bound and says so; it does not hold the body in memory.
+/// The attacks of a registry of the pod author's: a manifest with an endless body (the node
+/// reads no more than its bound and says so), and a manifest whose layer names other `urls`
+/// (the node never fetches from them: they could be any address it can reach).
 #[test]
-fn a_hostile_registry_cannot_make_the_node_read_without_bound() {
+fn a_hostile_registry_cannot_make_the_node_read_without_bound_or_go_elsewhere() {
     use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // Where the foreign URL points: it records whether anyone came.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let elsewhere_addr = elsewhere.local_addr().expect("addr");
+    let visited = Arc::new(AtomicBool::new(false));
+    {
+        let visited = visited.clone();
+        std::thread::spawn(move || {
+            for conn in elsewhere.incoming() {
+                visited.store(true, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+    }
+    let foreign = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": format!("sha256:{}", "0".repeat(64)), "size": 2},
+        "layers": [{"mediaType": "application/wasm", "digest": format!("sha256:{}", "1".repeat(64)),
+            "size": 100, "urls": [format!("http://{elsewhere_addr}/metadata")]}],
+    })
+    .to_string();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
+            let foreign = foreign.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -730,35 +756,55 @@ fn a_hostile_registry_cannot_make_the_node_read_without_bound() {
                     head.push(byte[0]);
                 }
                 let head = String::from_utf8_lossy(&head).to_string();
-                if head.starts_with("GET /v2/ ") {
+                let reply = |conn: &mut std::net::TcpStream, status: &str, body: &str| {
                     let _ = conn.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                        format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
                     );
-                    return;
-                }
-                // No length, then 64 MiB of one JSON string, until the client hangs up.
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{\"x\": \"",
-                );
-                let chunk = vec![b'a'; 64 << 10];
-                for _ in 0..1024 {
-                    if conn.write_all(&chunk).is_err() {
-                        return;
+                };
+                if head.starts_with("GET /v2/ ") {
+                    reply(&mut conn, "200 OK", "{}");
+                } else if head.contains("/manifests/foreign") {
+                    reply(&mut conn, "200 OK", &foreign);
+                } else if head.contains("/blobs/") {
+                    reply(&mut conn, "404 Not Found", "{}");
+                } else {
+                    // No length, then 64 MiB of one JSON string, until the client hangs up.
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{\"x\": \"",
+                    );
+                    let chunk = vec![b'a'; 64 << 10];
+                    for _ in 0..1024 {
+                        if conn.write_all(&chunk).is_err() {
+                            return;
+                        }
                     }
                 }
             });
         }
     });
     let c = Cluster::start(&["--insecure-registry", &host]);
-    c.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: endless}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: main, image: \"{host}/evil/app:v1\"}}]\n"
-    ));
-    let why = eventually("a pull error", T, || {
-        let m = c.jsonpath(
-            &["pod", "endless"],
-            "{.status.containerStatuses[0].state.waiting.message}",
-        );
-        (!m.is_empty()).then_some(m)
-    });
+    let waiting = |name: &str, tag: &str| {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: main, image: \"{host}/evil/app:{tag}\"}}]\n"
+        ));
+        eventually("a pull error", T, || {
+            let m = c.jsonpath(
+                &["pod", name],
+                "{.status.containerStatuses[0].state.waiting.message}",
+            );
+            (!m.is_empty()).then_some(m)
+        })
+    };
+    let why = waiting("endless", "endless");
     assert!(why.contains("larger than 4194304 bytes"), "{why}");
+    let why = waiting("foreign", "foreign");
+    assert!(why.contains("404"), "{why}");
+    assert!(
+        !visited.load(Ordering::SeqCst),
+        "the node fetched from a layer's foreign URL"
+    );
 }
