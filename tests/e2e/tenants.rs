@@ -945,6 +945,11 @@ spec:
             ],
             r#"node "worker" is not allowed to modify labels: node-restriction.kubernetes.io/tenant"#,
         ),
+        // Its own taints: shedding one would draw workloads that are kept away.
+        (
+            vec!["taint", "node", "worker", "dedicated=bank:NoSchedule"],
+            r#"node "worker" is not allowed to modify taints"#,
+        ),
         (
             vec!["run", "x", "-n", "team-a", "--image=hello:latest"],
             r#"User "system:node:worker" cannot create resource "pods""#,

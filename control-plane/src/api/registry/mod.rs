@@ -313,7 +313,7 @@ async fn create_named(
         .and_then(Value::as_str)
         .unwrap_or("");
     noderestriction::check(rt, ns, name, None, noderestriction::Op::Create)?;
-    noderestriction::check_labels(rt, name, None, &obj)?;
+    noderestriction::check_own_node(rt, name, None, &obj)?;
     if rt.namespaced {
         let ns_rt = resources::find("", "v1", "namespaces")
             .ok_or_else(|| ApiError::Internal("namespaces not registered".into()))?;
@@ -499,7 +499,7 @@ async fn write_update(
     } else {
         escalation::check(state, rt, ns, Some(old), &new).await?;
         noderestriction::check(rt, ns, name, Some(old), noderestriction::Op::Update)?;
-        noderestriction::check_labels(rt, name, Some(old), &new)?;
+        noderestriction::check_own_node(rt, name, Some(old), &new)?;
     }
     let old_claims = rt.strategy.claims(old);
     if !status_only {

@@ -5,7 +5,8 @@
 //!   `node-restriction.kubernetes.io`, and under `kubernetes.io`/`k8s.io` only the kubelet's
 //!   own: hostname, os, arch, instance type, zone and region, `kubelet.kubernetes.io/*`,
 //!   `node.kubernetes.io/*`), so a node cannot give itself a role or a dedicated workload's
-//!   label;
+//!   label; once registered, it changes neither its taints (it could shed one that keeps
+//!   workloads away, or steer some to itself) nor its ownerReferences (`own_node_update`);
 //! - the status of pods bound to it, and the deletion of those pods; it creates no pods and
 //!   changes no pod's spec or metadata;
 //! - its own Lease in `kube-node-lease`;
@@ -135,9 +136,30 @@ pub(crate) fn labels_forbidden(old: Option<&Value>, new: &Value) -> Vec<String> 
     keys
 }
 
-/// Refuse a node's create or update of its own Node that sets labels a node may not (403, in
-/// Kubernetes' words).
-pub(super) fn check_labels(
+/// What an update of a node's own Node may not change besides labels: its taints and its
+/// ownerReferences (Kubernetes' words). Pure.
+pub(crate) fn own_node_update(node: &str, old: &Value, new: &Value) -> Result<(), String> {
+    let same = |p: &str| {
+        let empty = |v: Option<&Value>| {
+            v.is_none_or(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+        };
+        let (a, b) = (old.pointer(p), new.pointer(p));
+        a == b || (empty(a) && empty(b))
+    };
+    if !same("/spec/taints") {
+        return Err(format!("node {node:?} is not allowed to modify taints"));
+    }
+    if !same("/metadata/ownerReferences") {
+        return Err(format!(
+            "node {node:?} is not allowed to modify ownerReferences"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse a node's create or update of its own Node that sets labels a node may not, or
+/// (on update) changes its taints or ownerReferences (403, in Kubernetes' words).
+pub(super) fn check_own_node(
     rt: &ResourceType,
     name: &str,
     old: Option<&Value>,
@@ -149,6 +171,15 @@ pub(super) fn check_labels(
     let Some(node) = requesting_node() else {
         return Ok(());
     };
+    let denied = |message: String| ApiError::Denied {
+        group: rt.group.into(),
+        resource: rt.plural.into(),
+        name: name.into(),
+        message,
+    };
+    if let Some(old) = old {
+        own_node_update(&node, old, new).map_err(denied)?;
+    }
     let forbidden = labels_forbidden(old, new);
     if forbidden.is_empty() {
         return Ok(());
@@ -163,12 +194,7 @@ pub(super) fn check_labels(
             forbidden.join(", ")
         ),
     };
-    Err(ApiError::Denied {
-        group: rt.group.into(),
-        resource: rt.plural.into(),
-        name: name.into(),
-        message,
-    })
+    Err(denied(message))
 }
 
 /// May `node` have a ServiceAccount token bound as `bound` says: (the uid the request names,
@@ -216,6 +242,53 @@ pub(super) fn check(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn own_node_update_table() {
+        let node = |taints: Value, owners: Value| json!({"metadata": {"name": "n1", "ownerReferences": owners}, "spec": {"taints": taints}});
+        let t = |k: &str| json!([{"key": k, "effect": "NoSchedule"}]);
+        let o = json!([{"apiVersion": "v1", "kind": "Node", "name": "x", "uid": "u"}]);
+        // (old, new, the refusal's words, if refused)
+        let cases = [
+            (node(t("a"), json!(null)), node(t("a"), json!(null)), None),
+            (
+                node(json!(null), json!(null)),
+                node(json!([]), json!([])),
+                None,
+            ),
+            (
+                node(t("a"), json!(null)),
+                node(json!(null), json!(null)),
+                Some("modify taints"),
+            ),
+            (
+                node(json!(null), json!(null)),
+                node(t("a"), json!(null)),
+                Some("modify taints"),
+            ),
+            (
+                node(t("a"), json!(null)),
+                node(t("b"), json!(null)),
+                Some("modify taints"),
+            ),
+            (
+                node(json!(null), json!(null)),
+                node(json!(null), o.clone()),
+                Some("modify ownerReferences"),
+            ),
+            (node(json!(null), o.clone()), node(json!(null), o), None),
+        ];
+        for (old, new, want) in cases {
+            let got = own_node_update("n1", &old, &new);
+            match want {
+                None => assert_eq!(got, Ok(()), "{old} -> {new}"),
+                Some(words) => assert!(
+                    got.as_ref().is_err_and(|e| e.contains(words)),
+                    "{old} -> {new}: {got:?}"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn node_self_labelling_table() {
