@@ -713,9 +713,11 @@ fn the_module_cache_stays_within_its_bound() {
     assert!(pulled.contains("Successfully pulled"), "{pulled}");
 }
 
-/// The attacks of a registry of the pod author's: a manifest with an endless body (the node
-/// reads no more than its bound and says so), and a manifest whose layer names other `urls`
-/// (the node never fetches from them: they could be any address it can reach).
+/// A registry of the pod author's, written here: token auth that works (a Bearer challenge,
+/// a token from its realm, the module served only with it), and the attacks: a manifest with
+/// an endless body and a token service with an endless answer (the node reads no more than its
+/// bounds and says so), and a manifest whose layer names other `urls` (the node never fetches
+/// from them: they could be any address it can reach).
 #[test]
 fn a_hostile_registry_cannot_make_the_node_read_without_bound_or_go_elsewhere() {
     use std::io::{Read, Write};
@@ -743,12 +745,32 @@ fn a_hostile_registry_cannot_make_the_node_read_without_bound_or_go_elsewhere() 
             "size": 100, "urls": [format!("http://{elsewhere_addr}/metadata")]}],
     })
     .to_string();
+    let hello = std::fs::read(example("hello", false)).expect("hello");
+    let hello_digest = {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&hello)))
+    };
+    let bearer_manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.wasm.config.v0+json",
+            "digest": format!("sha256:{}", "0".repeat(64)), "size": 2},
+        "layers": [{"mediaType": "application/wasm", "digest": hello_digest, "size": hello.len()}],
+    })
+    .to_string();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let host = listener.local_addr().expect("addr").to_string();
+    let me = host.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let foreign = foreign.clone();
+            let (foreign, bearer_manifest, hello, me) = (
+                foreign.clone(),
+                bearer_manifest.clone(),
+                hello.clone(),
+                me.clone(),
+            );
+            let hello_path = format!("/blobs/{hello_digest}");
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
@@ -756,21 +778,41 @@ fn a_hostile_registry_cannot_make_the_node_read_without_bound_or_go_elsewhere() 
                     head.push(byte[0]);
                 }
                 let head = String::from_utf8_lossy(&head).to_string();
-                let reply = |conn: &mut std::net::TcpStream, status: &str, body: &str| {
+                let reply = |conn: &mut std::net::TcpStream,
+                             status: &str,
+                             extra: &str,
+                             body: &[u8]| {
                     let _ = conn.write_all(
                         format!(
-                            "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         )
                         .as_bytes(),
                     );
+                    let _ = conn.write_all(body);
                 };
+                let challenge = |realm: &str| {
+                    format!("WWW-Authenticate: Bearer realm=\"http://{me}{realm}\",service=\"fake\",scope=\"repository:evil/app:pull\"\r\n")
+                };
+                let authorized = head
+                    .to_ascii_lowercase()
+                    .contains("authorization: bearer t0k3n");
                 if head.starts_with("GET /v2/ ") {
-                    reply(&mut conn, "200 OK", "{}");
+                    reply(&mut conn, "200 OK", "", b"{}");
+                } else if head.starts_with("GET /token?") {
+                    reply(&mut conn, "200 OK", "", br#"{"token": "t0k3n"}"#);
+                } else if head.contains("/manifests/bearer") && authorized {
+                    reply(&mut conn, "200 OK", "", bearer_manifest.as_bytes());
+                } else if head.contains(&hello_path) && authorized {
+                    reply(&mut conn, "200 OK", "", &hello);
+                } else if head.contains("/manifests/bearer") || head.contains(&hello_path) {
+                    reply(&mut conn, "401 Unauthorized", &challenge("/token"), b"{}");
+                } else if head.contains("/manifests/tokenbomb") {
+                    reply(&mut conn, "401 Unauthorized", &challenge("/bomb"), b"{}");
                 } else if head.contains("/manifests/foreign") {
-                    reply(&mut conn, "200 OK", &foreign);
+                    reply(&mut conn, "200 OK", "", foreign.as_bytes());
                 } else if head.contains("/blobs/") {
-                    reply(&mut conn, "404 Not Found", "{}");
+                    reply(&mut conn, "404 Not Found", "", b"{}");
                 } else {
                     // No length, then 64 MiB of one JSON string, until the client hangs up.
                     let _ = conn.write_all(
@@ -799,8 +841,23 @@ fn a_hostile_registry_cannot_make_the_node_read_without_bound_or_go_elsewhere() 
             (!m.is_empty()).then_some(m)
         })
     };
+    // Token auth as Docker Hub's: the module runs.
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bearer}}\nspec:\n  restartPolicy: Never\n  containers: [{{name: main, image: \"{host}/evil/app:bearer\"}}]\n"
+    ));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/bearer",
+        "--timeout=60s",
+    ]);
     let why = waiting("endless", "endless");
     assert!(why.contains("larger than 4194304 bytes"), "{why}");
+    let why = waiting("tokenbomb", "tokenbomb");
+    assert!(
+        why.contains("token service's answer: larger than 65536 bytes"),
+        "{why}"
+    );
     let why = waiting("foreign", "foreign");
     assert!(why.contains("404"), "{why}");
     assert!(

@@ -1,8 +1,9 @@
-//! Modules from OCI registries (an `image` with a registry host), with the maintained
-//! `oci-client` crate: the distribution API, token auth and `WWW-Authenticate` challenges, HTTPS
-//! with the system roots plus the CAs the node was given (`--registry-ca`), plain HTTP only for
-//! the registries the node was started with as `--insecure-registry HOST:PORT`. A
-//! multi-platform index selects `wasi/wasm`.
+//! Modules from OCI registries (an `image` with a registry host): the distribution API's pull
+//! side (`http`: bounded reads, token auth and `WWW-Authenticate` challenges), HTTPS with the
+//! system roots plus the CAs the node was given (`--registry-ca`), plain HTTP only for the
+//! registries the node was started with as `--insecure-registry HOST:PORT`; the maintained
+//! `oci-client` crate for references and manifest types. A multi-platform index selects
+//! `wasi/wasm`.
 //!
 //! Accepted: the CNCF wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one layer
 //! `application/wasm`), whose module's digest is its layer's; and an image for `wasi/wasm` whose
@@ -12,27 +13,27 @@
 //! stops at the size the manifest gave, whatever the registry sends, and the layer's digest is
 //! checked; a tar is unpacked no further than `MAX_UNPACKED`.
 //!
-//! Bounds against a hostile registry (any pod author may name one): manifests are fetched here,
-//! not by `oci-client`, which reads a body whole, and read no further than `MAX_MANIFEST`; an
-//! index is followed once; the config blob (needed only for a tar image's platform) is read no
-//! further than `MAX_CONFIG` and checked against its digest, as the layer is. `oci-client`
-//! answers a registry's challenge, only when a manifest request met a 401 (the header that
-//! worked is kept per repository), and streams blobs. A wasm artifact's layer the node has is
-//! not downloaded again.
+//! Bounds against a hostile registry (any pod author may name one): every answer is read with
+//! a bound (`http`): a manifest at most `MAX_MANIFEST`, an index followed once, the config blob
+//! (needed only for a tar image's platform) at most `MAX_CONFIG`, a layer no further than its
+//! manifest's size; each checked against its digest. Blobs come from the registry only: a
+//! layer's `urls` are never followed. A wasm artifact's layer the node has is not downloaded
+//! again.
 //!
 //! Credentials: a pull uses the credentials that match the image (`skiff_common::dockerconfig`),
 //! most specific first, else none. Each identity (anonymous, or one key/user/password) has its
-//! own clients, so a token one pod's credentials earned never serves another's pull.
+//! own client and remembered headers, so a token one pod's credentials earned never serves
+//! another's pull.
+
+mod http;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use sha2::{Digest, Sha256};
 use skiff_common::dockerconfig::{self, Credential};
 
@@ -113,19 +114,11 @@ enum Layout {
     Tar { gzip: bool },
 }
 
-/// The clients of one identity: `oci-client`'s (tokens, blobs) and a plain one (manifests).
-struct Clients {
-    oci: Client,
-    http: reqwest_oci::Client,
-    /// The `Authorization` that last worked, by `registry/repository`.
-    headers: Mutex<HashMap<String, String>>,
-}
-
 /// The registries' clients of a node.
 pub struct Registries {
     insecure: Vec<String>,
     roots: Vec<Vec<u8>>,
-    clients: Mutex<HashMap<String, Arc<Clients>>>,
+    clients: Mutex<HashMap<String, Arc<http::Clients>>>,
 }
 
 impl Registries {
@@ -139,42 +132,9 @@ impl Registries {
         }
     }
 
-    /// The clients of one identity.
-    fn client(&self, by: &str) -> Arc<Clients> {
-        let make = || {
-            let mut http = reqwest_oci::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(5))
-                .read_timeout(std::time::Duration::from_secs(60));
-            for pem in &self.roots {
-                for cert in reqwest_oci::Certificate::from_pem_bundle(pem)
-                    .into_iter()
-                    .flatten()
-                {
-                    http = http.add_root_certificate(cert);
-                }
-            }
-            let http = http.build().unwrap_or_default();
-            let oci = Client::new(ClientConfig {
-                protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
-                platform_resolver: Some(Box::new(wasm_platform)),
-                extra_root_certificates: self
-                    .roots
-                    .iter()
-                    .map(|pem| Certificate {
-                        encoding: CertificateEncoding::Pem,
-                        data: pem.clone(),
-                    })
-                    .collect(),
-                connect_timeout: Some(std::time::Duration::from_secs(5)),
-                read_timeout: Some(std::time::Duration::from_secs(60)),
-                ..Default::default()
-            });
-            Arc::new(Clients {
-                oci,
-                http,
-                headers: Mutex::default(),
-            })
-        };
+    /// The client of one identity.
+    fn client(&self, by: &str) -> Arc<http::Clients> {
+        let make = || Arc::new(http::Clients::new(&self.roots));
         let Ok(mut clients) = self.clients.lock() else {
             return make();
         };
@@ -199,14 +159,14 @@ impl Registries {
         let matching = dockerconfig::lookup(creds, reference.registry(), reference.repository());
         if matching.is_empty() {
             return self
-                .pull_as(image, &reference, RegistryAuth::Anonymous, ANONYMOUS, have)
+                .pull_as(image, &reference, &None, ANONYMOUS, have)
                 .await;
         }
         let mut last = None;
         for c in matching {
-            let auth = RegistryAuth::Basic(c.username.clone(), c.password.clone());
+            let basic = Some((c.username.clone(), c.password.clone()));
             match self
-                .pull_as(image, &reference, auth, &identity(c), have)
+                .pull_as(image, &reference, &basic, &identity(c), have)
                 .await
             {
                 Ok(p) => return Ok(p),
@@ -226,21 +186,25 @@ impl Registries {
         &self,
         image: &str,
         reference: &Reference,
-        auth: RegistryAuth,
+        basic: &http::Basic,
         by: &str,
         have: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Pulled, FetchError> {
-        let client = self.client(by);
+        let clients = self.client(by);
+        let host = reference.resolve_registry();
+        let repo = http::Repo {
+            clients: &clients,
+            scheme: if self.insecure.iter().any(|h| h == host) {
+                "http"
+            } else {
+                "https"
+            },
+            host,
+            repository: reference.repository(),
+            basic,
+        };
         let not_wasm = |what: String| FetchError::NotWasm(image.to_string(), what);
-        let manifest = self.manifest(&client, image, reference, &auth).await?;
-        // oci-client streams the blobs: it needs the credentials (an anonymous pull that met
-        // no challenge sends none, and skips its probe of /v2/).
-        if !matches!(auth, RegistryAuth::Anonymous) {
-            client
-                .oci
-                .store_auth_if_needed(reference.resolve_registry(), &auth)
-                .await;
-        }
+        let manifest = manifest(&repo, image, reference).await?;
         let config_type = manifest.config.media_type.as_str();
         let layers: Vec<&str> = manifest
             .layers
@@ -267,7 +231,7 @@ impl Registries {
             skiff_common::image::validate_digest(&manifest.config.digest).map_err(|e| {
                 FetchError::BadReference(format!("{image}: {}: {e}", manifest.config.digest))
             })?;
-            let config = read_layer(&client.oci, image, reference, &manifest.config).await?;
+            let config = read_blob(&repo, image, &manifest.config).await?;
             String::from_utf8_lossy(&config).into_owned()
         };
         let layout = layout(config_type, &config, &layer.media_type).map_err(not_wasm)?;
@@ -286,7 +250,7 @@ impl Registries {
                 by: by.to_string(),
             });
         }
-        let blob = read_layer(&client.oci, image, reference, layer).await?;
+        let blob = read_blob(&repo, image, layer).await?;
         let (digest, bytes) = match layout {
             Layout::Artifact => (layer.digest.clone(), blob),
             Layout::Tar { gzip } => {
@@ -306,144 +270,74 @@ impl Registries {
     }
 }
 
-impl Registries {
-    /// The image manifest `reference` names (through an index, once, to its `wasi/wasm`
-    /// entry), read no further than `MAX_MANIFEST` and checked against a digest it is pinned
-    /// to.
-    async fn manifest(
-        &self,
-        client: &Clients,
-        image: &str,
-        reference: &Reference,
-        auth: &RegistryAuth,
-    ) -> Result<OciImageManifest, FetchError> {
-        let registry = |e: String| FetchError::Registry(image.to_string(), e);
-        let host = reference.resolve_registry();
-        // The header that last worked for this repository; the challenge dance only on a 401.
-        let key = format!("{host}/{}", reference.repository());
-        let remembered = client
-            .headers
-            .lock()
-            .ok()
-            .and_then(|h| h.get(&key).cloned());
-        let mut header = remembered.or_else(|| plain_header(auth, None));
-        let mut challenged = false;
-        let scheme = if self.insecure.iter().any(|h| h == host) {
-            "http"
-        } else {
-            "https"
-        };
-        let mut wanted = reference
-            .digest()
-            .map(String::from)
-            .unwrap_or_else(|| reference.tag().unwrap_or("latest").to_string());
-        for _ in 0..3 {
-            let url = format!(
-                "{scheme}://{host}/v2/{}/manifests/{wanted}",
-                reference.repository()
-            );
-            let mut req = client.http.get(&url).header("Accept", MANIFEST_TYPES);
-            if let Some(h) = &header {
-                req = req.header("Authorization", h);
-            }
-            let resp = req.send().await.map_err(|e| registry(e.to_string()))?;
-            let status = resp.status();
-            if status == reqwest_oci::StatusCode::UNAUTHORIZED && !challenged {
-                // oci-client answers the challenge (a token, or Basic) and keeps the token for
-                // the blobs it streams.
-                challenged = true;
-                let token = client
-                    .oci
-                    .auth(reference, auth, oci_client::RegistryOperation::Pull)
-                    .await
-                    .map_err(|e| registry(e.to_string()))?;
-                header = plain_header(auth, token);
-                if let (Ok(mut h), Some(v)) = (client.headers.lock(), &header) {
-                    if h.len() >= MAX_CLIENTS {
-                        h.clear();
-                    }
-                    h.insert(key.clone(), v.clone());
-                }
-                continue;
-            }
-            let body = read_bounded(resp, MAX_MANIFEST)
-                .await
-                .map_err(|e| registry(format!("the manifest: {e}")))?;
-            if !status.is_success() {
-                let said = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-                return Err(registry(format!("{url}: HTTP {status}: {}", said.trim())));
-            }
-            if wanted.starts_with("sha256:") {
-                let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-                if actual != wanted {
-                    return Err(FetchError::DigestMismatch {
-                        reference: image.to_string(),
-                        expected: wanted,
-                        actual,
-                    });
-                }
-            }
-            let parsed: OciManifest = serde_json::from_slice(&body).map_err(|e| {
-                FetchError::NotWasm(
-                    image.to_string(),
-                    format!("a manifest that does not parse ({e})"),
-                )
-            })?;
-            match parsed {
-                OciManifest::Image(m) => return Ok(m),
-                OciManifest::ImageIndex(index) => {
-                    wanted = wasm_platform(&index.manifests).ok_or_else(|| {
-                        let platforms: Vec<String> = index
-                            .manifests
-                            .iter()
-                            .filter_map(|e| e.platform.as_ref())
-                            .map(|p| format!("{}/{}", p.os, p.architecture))
-                            .collect();
-                        FetchError::NotWasm(
-                            image.to_string(),
-                            format!("an index without wasi/wasm ({})", platforms.join(", ")),
-                        )
-                    })?;
-                    skiff_common::image::validate_digest(&wanted)
-                        .map_err(|e| FetchError::BadReference(format!("{image}: {wanted}: {e}")))?;
-                }
+/// The image manifest `reference` names (through an index, once, to its `wasi/wasm` entry),
+/// read no further than `MAX_MANIFEST` and checked against a digest it is pinned to.
+async fn manifest(
+    repo: &http::Repo<'_>,
+    image: &str,
+    reference: &Reference,
+) -> Result<OciImageManifest, FetchError> {
+    let registry = |e: String| FetchError::Registry(image.to_string(), e);
+    let mut wanted = reference
+        .digest()
+        .map(String::from)
+        .unwrap_or_else(|| reference.tag().unwrap_or("latest").to_string());
+    for _ in 0..2 {
+        let resp = repo
+            .get(&format!("manifests/{wanted}"), MANIFEST_TYPES)
+            .await
+            .map_err(registry)?;
+        let status = resp.status();
+        let body = http::read_bounded(resp, MAX_MANIFEST)
+            .await
+            .map_err(|e| registry(format!("the manifest: {e}")))?;
+        if !status.is_success() {
+            let said = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+            return Err(registry(format!(
+                "manifest {wanted}: HTTP {status}: {}",
+                said.trim()
+            )));
+        }
+        if wanted.starts_with("sha256:") {
+            let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+            if actual != wanted {
+                return Err(FetchError::DigestMismatch {
+                    reference: image.to_string(),
+                    expected: wanted,
+                    actual,
+                });
             }
         }
-        Err(FetchError::NotWasm(
-            image.to_string(),
-            "an index that names another index".into(),
-        ))
-    }
-}
-
-/// The `Authorization` value for `auth`, or for the token a challenge gave.
-fn plain_header(auth: &RegistryAuth, token: Option<String>) -> Option<String> {
-    match (token, auth) {
-        (Some(t), _) => Some(format!("Bearer {t}")),
-        (None, RegistryAuth::Bearer(t)) => Some(format!("Bearer {t}")),
-        (None, RegistryAuth::Basic(u, p)) => {
-            use base64::Engine;
-            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-            Some(format!("Basic {pair}"))
+        let parsed: OciManifest = serde_json::from_slice(&body).map_err(|e| {
+            FetchError::NotWasm(
+                image.to_string(),
+                format!("a manifest that does not parse ({e})"),
+            )
+        })?;
+        match parsed {
+            OciManifest::Image(m) => return Ok(m),
+            OciManifest::ImageIndex(index) => {
+                wanted = wasm_platform(&index.manifests).ok_or_else(|| {
+                    let platforms: Vec<String> = index
+                        .manifests
+                        .iter()
+                        .filter_map(|e| e.platform.as_ref())
+                        .map(|p| format!("{}/{}", p.os, p.architecture))
+                        .collect();
+                    FetchError::NotWasm(
+                        image.to_string(),
+                        format!("an index without wasi/wasm ({})", platforms.join(", ")),
+                    )
+                })?;
+                skiff_common::image::validate_digest(&wanted)
+                    .map_err(|e| FetchError::BadReference(format!("{image}: {wanted}: {e}")))?;
+            }
         }
-        (None, RegistryAuth::Anonymous) => None,
     }
-}
-
-/// A response's body, read no further than `max` bytes.
-async fn read_bounded(resp: reqwest_oci::Response, max: u64) -> Result<Vec<u8>, String> {
-    if resp.content_length().is_some_and(|n| n > max) {
-        return Err(format!("larger than {max} bytes"));
-    }
-    let mut out = Vec::new();
-    let mut resp = resp;
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if (out.len() + chunk.len()) as u64 > max {
-            return Err(format!("larger than {max} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
+    Err(FetchError::NotWasm(
+        image.to_string(),
+        "an index that names another index".into(),
+    ))
 }
 
 /// Where the module is, from the config's and the layer's media types and the config. Pure.
@@ -476,41 +370,32 @@ fn layout(config_type: &str, config: &str, layer_type: &str) -> Result<Layout, S
     }
 }
 
-/// The layer's bytes, from the registry only: no more than the manifest said, whatever the
-/// registry sends, and only if they match its digest.
-async fn read_layer(
-    client: &Client,
+/// A blob's bytes, from the registry only (a descriptor's `urls`, which would send the node to
+/// any address a manifest's author names, are never followed): no more than the descriptor
+/// says, whatever the registry sends, and only if they match its digest.
+async fn read_blob(
+    repo: &http::Repo<'_>,
     image: &str,
-    reference: &Reference,
-    layer: &OciDescriptor,
+    blob: &OciDescriptor,
 ) -> Result<Bytes, FetchError> {
     let registry = |e: String| FetchError::Registry(image.to_string(), e);
-    // Only from the registry itself: a manifest's `urls` would have the node fetch from any
-    // address its author names.
-    let own = OciDescriptor {
-        urls: None,
-        ..layer.clone()
-    };
-    let mut blob = client
-        .pull_blob_stream(reference, &own)
+    let resp = repo
+        .get(&format!("blobs/{}", blob.digest), "*/*")
         .await
-        .map_err(|e| registry(e.to_string()))?;
-    let mut out = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0));
-    while let Some(chunk) = futures::StreamExt::next(&mut blob.stream).await {
-        let chunk = chunk.map_err(|e| registry(e.to_string()))?;
-        if (out.len() + chunk.len()) as i64 > layer.size {
-            return Err(registry(format!(
-                "the layer is larger than its manifest says ({} bytes)",
-                layer.size
-            )));
-        }
-        out.extend_from_slice(&chunk);
+        .map_err(registry)?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(registry(format!("blob {}: HTTP {status}", blob.digest)));
     }
+    let size = u64::try_from(blob.size).unwrap_or(0);
+    let out = http::read_bounded(resp, size)
+        .await
+        .map_err(|e| registry(format!("blob {}: {e} (its manifest's size)", blob.digest)))?;
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
-    if actual != layer.digest {
+    if actual != blob.digest {
         return Err(FetchError::DigestMismatch {
             reference: image.to_string(),
-            expected: layer.digest.clone(),
+            expected: blob.digest.clone(),
             actual,
         });
     }
