@@ -537,16 +537,46 @@ fn a_private_registry_over_tls_serves_pods_with_pull_secrets() {
     let image = format!("{}/private/hello:v1", registry.host);
     let hello = example("hello", false);
     // `skiff push` over HTTPS (trusting the test's CA) with Docker's credential file: refused
-    // without credentials and with a wrong password, taken with the right one.
+    // without credentials and with a wrong password, taken with the right one, and with one
+    // a credential helper gives (`credsStore`: `docker-credential-<name> get`, on PATH).
+    let helpers = tempfile::tempdir().expect("temp dir");
+    let path = format!(
+        "{}:{}",
+        helpers.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let push = |config: &tempfile::TempDir| {
         Command::new(crate::harness::SKIFF)
             .args(["push", &image])
             .arg(&hello)
             .args(["--ca-file", ca])
             .env("DOCKER_CONFIG", config.path())
+            .env("PATH", &path)
             .output()
             .expect("skiff runs")
     };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let helper = helpers.path().join("docker-credential-skifftest");
+        // It answers only for the registry it is asked about.
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\n[ \"$host\" = \"{}\" ] || exit 1\necho '{{\"Username\": \"alice\", \"Secret\": \"s3cret-pw\"}}'\n",
+                registry.host
+            ),
+        )
+        .expect("write");
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let store = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            store.path().join("config.json"),
+            r#"{"auths": {}, "credsStore": "skifftest"}"#,
+        )
+        .expect("write");
+        let helped = push(&store);
+        assert!(helped.status.success(), "{helped:?}");
+    }
     let none = tempfile::tempdir().expect("temp dir");
     assert!(!push(&none).status.success());
     let wrong = push(&docker_config(&registry.host, "alice", "wrong-pw"));
