@@ -6,6 +6,7 @@ pub mod client;
 pub mod csr;
 pub mod dockerconfig;
 pub mod events;
+pub mod files;
 pub mod image;
 pub mod labels;
 pub mod names;

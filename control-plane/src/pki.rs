@@ -55,22 +55,9 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-/// Write a file atomically with mode 0600.
+/// Write a file atomically with mode 0600 (`skiff_common::files::write_secret`).
 pub fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let io = |e| PkiError::Io(path.into(), e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    skiff_common::files::write_secret(path, contents).map_err(|e| PkiError::Io(path.into(), e))
 }
 
 fn random_hex(bytes: usize) -> String {

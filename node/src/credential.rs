@@ -281,20 +281,8 @@ async fn request(
 }
 
 fn write_secret(path: &Path, contents: &str) -> Result<(), NodeError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |e: std::io::Error| NodeError::Io(format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    skiff_common::files::write_secret(path, contents)
+        .map_err(|e| NodeError::Io(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
