@@ -240,7 +240,8 @@ enum Command {
         node: NodeOptions,
     },
     /// Upload a WebAssembly module to the cluster's module store as NAME:TAG, or to an OCI
-    /// registry as HOST[:PORT]/REPOSITORY[:TAG] (credentials from Docker's config.json).
+    /// registry as HOST:PORT/REPOSITORY:TAG, port and tag optional (credentials from Docker's
+    /// config.json).
     Push {
         /// NAME:TAG (TAG defaults to latest).
         reference: String,
@@ -259,7 +260,7 @@ enum Command {
         /// roots.
         #[arg(long)]
         ca_file: Option<PathBuf>,
-        /// For a registry reference (HOST[:PORT]/REPOSITORY[:TAG]): speak plain HTTP to it.
+        /// For a registry reference (HOST:PORT/REPOSITORY:TAG): speak plain HTTP to it.
         #[arg(long)]
         insecure: bool,
     },

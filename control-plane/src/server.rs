@@ -109,7 +109,7 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// A client for a component in this process that authenticates with `token` and sends its
-    /// requests straight into the API router (see [`loopback`]).
+    /// requests straight into the API router (see `loopback`).
     pub fn loopback_client(&self, token: &str) -> Result<kube::Client, ServerError> {
         loopback(self.router.clone(), token)
     }

@@ -262,7 +262,7 @@ fn imports_filesystem(c: &Component) -> bool {
 
 /// What one run gets.
 pub struct RunSpec {
-    /// argv, argv[0] included.
+    /// argv, `argv[0]` included.
     pub argv: Vec<String>,
     /// Environment.
     pub env: Vec<(String, String)>,

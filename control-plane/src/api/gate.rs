@@ -22,7 +22,7 @@ tokio::task_local! {
 }
 
 /// The user a client certificate of the connection names (set by the listener, read by
-/// [`authenticate`]).
+/// `authenticate`).
 #[derive(Clone, Debug)]
 pub struct ClientCertUser(pub UserInfo);
 

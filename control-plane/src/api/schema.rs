@@ -87,7 +87,7 @@ fn lookup<'a>(v: &'a Value, segs: &[Seg]) -> Option<&'a Value> {
     })
 }
 
-/// A field of an object, as [`unknown_fields`] finds it; shown as `spec.containers[0].colour`.
+/// A field of an object, as [`crate::api::typed::unknown_fields`] finds it; shown as `spec.containers[0].colour`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldPath(Vec<Seg<'static>>);
 

@@ -232,7 +232,7 @@ impl Authorizer {
         }
     }
 
-    /// The policy once it reflects at least `revision` (or after [`CATCH_UP`], as it is).
+    /// The policy once it reflects at least `revision` (or after `CATCH_UP`, as it is).
     pub async fn policy_at(&self, revision: u64) -> Arc<Policy> {
         if self.revision() < revision {
             let mut rx = self.revision.subscribe();

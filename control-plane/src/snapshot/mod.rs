@@ -85,7 +85,7 @@ pub struct Summary {
 }
 
 /// Is `rel` a path a snapshot may carry: plain names (letters, digits, `._-`, not starting with
-/// a dot) under one of [`CARRIED`]? Pure.
+/// a dot) under one of `CARRIED`? Pure.
 pub fn carried_path(rel: &str) -> bool {
     let p = Path::new(rel);
     let mut parts = Vec::new();

@@ -3,7 +3,7 @@
 //! Services (`<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc[.cluster.local]`), Ingress rules and pods
 //! (`<pod>.<ns>.pod`), proxying to the gateway of another node when the chosen endpoint lives
 //! there. The routing table is rebuilt from watches of Services, EndpointSlices, Ingresses and
-//! Nodes; components' outbound HTTP goes through [`Outbound`], which allows in-cluster names
+//! Nodes; components' outbound HTTP goes through [`Outbound`](crate::egress::Outbound), which allows in-cluster names
 //! and the hosts a pod allows, and denies the rest.
 //!
 //! Invariants: a request never reaches a pod that is not ready unless no ready endpoint is

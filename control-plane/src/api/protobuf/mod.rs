@@ -2,7 +2,7 @@
 //! typed commands and client-go send), decoded to JSON for every stable Kubernetes kind.
 //!
 //! The body is the `k8s\0` magic and a `runtime.Unknown` envelope around the object. Each
-//! message is decoded by its field table ([`tables`], generated from Kubernetes' own schemas):
+//! message is decoded by its field table (`tables`, generated from Kubernetes' own schemas):
 //! a field the table does not know is an error naming it, never silently dropped (unless it
 //! holds the zero value, which Go's encoder writes for every non-pointer field). Like JSON's
 //! `omitempty`, empty strings and empty messages are left out. Pure code.

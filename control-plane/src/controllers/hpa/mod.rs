@@ -1,6 +1,6 @@
 //! The HorizontalPodAutoscaler controller (autoscaling/v2), as kube-controller-manager's: every
 //! sync period (`--horizontal-pod-autoscaler-sync-period`, 15 s) each HPA's target is read
-//! through its `scale` subresource, its metrics through the metrics APIs ([`metrics`]:
+//! through its `scale` subresource, its metrics through the metrics APIs (`metrics`:
 //! `metrics.k8s.io` for `Resource` metrics, `custom.metrics.k8s.io` for `Pods` and `Object`
 //! metrics: `http_requests_per_second`),
 //! the replicas each metric proposes are computed ([`replicas`]), the largest wins, the behavior
