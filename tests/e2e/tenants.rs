@@ -1305,3 +1305,66 @@ spec:
         crate::T,
     );
 }
+
+#[test]
+fn a_quota_scoped_by_priority_class_counts_only_those_pods() {
+    let c = Cluster::start(&[]);
+    c.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: prio}
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+---
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: high-pods, namespace: prio}
+spec:
+  hard: {pods: "1"}
+  scopeSelector:
+    matchExpressions: [{scopeName: PriorityClass, operator: In, values: [high]}]
+"#,
+    );
+    let create = |name: &str, class: &str| {
+        let path = c.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: prio}}\nspec:\n{class}  containers: [{{name: c, image: \"hello:v1\"}}]\n"
+            ),
+        )
+        .expect("write");
+        c.kubectl(&["create", "-f", path.to_str().expect("utf-8")])
+    };
+    let high = "  priorityClassName: high\n";
+    assert!(create("first", high).status.success());
+    let out = create("second", high);
+    assert!(
+        stderr(&out).contains(r#"pods "second" is forbidden: exceeded quota: high-pods, requested: pods=1, used: pods=1, limited: pods=1"#),
+        "{}",
+        stderr(&out)
+    );
+    // Pods of no class (or another) are not the quota's.
+    assert!(create("plain", "").status.success());
+    assert!(create("plain-2", "").status.success());
+    assert_eq!(
+        c.jsonpath(&["quota", "high-pods", "-n", "prio"], "{.status.used.pods}"),
+        "1"
+    );
+    // A selector kube-apiserver would refuse is refused.
+    let bad = c.dir.path().join("bad-quota.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: bad, namespace: prio}\nspec:\n  hard: {pods: \"1\"}\n  scopeSelector:\n    matchExpressions: [{scopeName: BestEffort, operator: In, values: [x]}]\n",
+    )
+    .expect("write");
+    let out = c.kubectl(&["create", "-f", bad.to_str().expect("utf-8")]);
+    assert!(
+        stderr(&out).contains("spec.scopeSelector.matchExpressions[0].operator"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -13,9 +13,10 @@
 //! ephemeral-storage, `requests.storage` and `persistentvolumeclaims`, `services`,
 //! `services.nodeports`, `services.loadbalancers`, `configmaps`, `secrets`,
 //! `replicationcontrollers`, `resourcequotas`, and `count/<resource>[.<group>]` of any kind.
-//! Scopes `BestEffort`, `NotBestEffort`, `Terminating`, `NotTerminating` select pods; other
-//! scopes are treated as selecting every pod (stricter, never looser). Amounts are exact, in
-//! thousandths of their unit.
+//! Scopes select pods, from `spec.scopes` and `spec.scopeSelector.matchExpressions` together
+//! ([`scope_matches`]): `BestEffort`, `NotBestEffort`, `Terminating`, `NotTerminating`,
+//! `CrossNamespacePodAffinity`, and `PriorityClass` (`In`, `NotIn`, `Exists`, `DoesNotExist` of
+//! `spec.priorityClassName`). Amounts are exact, in thousandths of their unit.
 
 use std::collections::BTreeMap;
 
@@ -124,23 +125,52 @@ fn pod_usage(pod: &Value, u: &mut Usage) {
     }
 }
 
-/// Does the quota's scope select this object? (Scopes apply to pods only.)
+/// Does the quota's scope select this object? (Scopes apply to pods only.) Every entry of
+/// `spec.scopes` (as `Exists`) and of `spec.scopeSelector.matchExpressions` must match.
 pub(crate) fn selects(quota: &Value, rt: &ResourceType, obj: &Value) -> bool {
-    let scopes: Vec<&str> = quota
+    let listed = quota
         .pointer("/spec/scopes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .map(|s| (s, "Exists", Vec::new()));
+    let selected = quota
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            (
+                e.get("scopeName").and_then(Value::as_str).unwrap_or(""),
+                e.get("operator").and_then(Value::as_str).unwrap_or(""),
+                values,
+            )
+        });
+    let scopes: Vec<(&str, &str, Vec<&str>)> = listed.chain(selected).collect();
     if scopes.is_empty() {
         return true;
     }
     if (rt.group, rt.plural) != ("", "pods") {
         return false;
     }
+    scopes
+        .iter()
+        .all(|(name, op, values)| scope_matches(name, op, values, obj))
+}
+
+/// Does one scope requirement select the pod? Pure. An unknown scope or operator selects every
+/// pod (stricter, never looser); validation refuses them.
+pub(crate) fn scope_matches(scope: &str, op: &str, values: &[&str], pod: &Value) -> bool {
     let best_effort = ["containers", "initContainers"].iter().all(|f| {
-        obj.pointer(&format!("/spec/{f}"))
+        pod.pointer(&format!("/spec/{f}"))
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -152,15 +182,60 @@ pub(crate) fn selects(quota: &Value, rt: &ResourceType, obj: &Value) -> bool {
                 })
             })
     });
-    let terminating = obj
+    let terminating = pod
         .pointer("/spec/activeDeadlineSeconds")
         .is_some_and(|v| !v.is_null());
-    scopes.iter().all(|s| match *s {
+    let holds = match scope {
         "BestEffort" => best_effort,
         "NotBestEffort" => !best_effort,
         "Terminating" => terminating,
         "NotTerminating" => !terminating,
-        _ => true,
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(pod),
+        "PriorityClass" => {
+            let class = pod
+                .pointer("/spec/priorityClassName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return match op {
+                "In" => values.contains(&class),
+                "NotIn" => !values.contains(&class),
+                "Exists" => !class.is_empty(),
+                "DoesNotExist" => class.is_empty(),
+                _ => true,
+            };
+        }
+        _ => return true,
+    };
+    match op {
+        "DoesNotExist" => !holds,
+        _ => holds,
+    }
+}
+
+/// Does a pod's affinity or anti-affinity name other namespaces (`namespaces` or a
+/// `namespaceSelector`)?
+fn cross_namespace_affinity(pod: &Value) -> bool {
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let Some(a) = pod.pointer(&format!("/spec/affinity/{kind}")) else {
+            return false;
+        };
+        let required = a
+            .get("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let preferred = a
+            .get("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.get("podAffinityTerm"));
+        required.chain(preferred).any(|t| {
+            t.get("namespaces")
+                .and_then(Value::as_array)
+                .is_some_and(|n| !n.is_empty())
+                || t.get("namespaceSelector").is_some_and(|s| !s.is_null())
+        })
     })
 }
 
@@ -396,6 +471,56 @@ mod tests {
 
     fn u(pairs: &[(&str, i64)]) -> Usage {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn scope_table() {
+        let pod = |spec: Value| json!({"spec": spec});
+        let plain = pod(json!({"containers": [{"name": "c"}]}));
+        let sized =
+            pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}));
+        let deadline = pod(json!({"activeDeadlineSeconds": 30, "containers": [{"name": "c"}]}));
+        let high = pod(json!({"priorityClassName": "high", "containers": [{"name": "c"}]}));
+        let cross = pod(
+            json!({"containers": [{"name": "c"}], "affinity": {"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1,
+                "podAffinityTerm": {"topologyKey": "k", "namespaceSelector": {}}}]}}}),
+        );
+        // (scope, operator, values, pod, selected)
+        let cases: Vec<(&str, &str, &[&str], &Value, bool)> = vec![
+            ("BestEffort", "Exists", &[], &plain, true),
+            ("BestEffort", "Exists", &[], &sized, false),
+            ("NotBestEffort", "Exists", &[], &sized, true),
+            ("Terminating", "Exists", &[], &deadline, true),
+            ("Terminating", "Exists", &[], &plain, false),
+            ("NotTerminating", "Exists", &[], &plain, true),
+            ("PriorityClass", "In", &["high", "mid"], &high, true),
+            ("PriorityClass", "In", &["low"], &high, false),
+            ("PriorityClass", "In", &["low"], &plain, false),
+            ("PriorityClass", "NotIn", &["low"], &high, true),
+            ("PriorityClass", "NotIn", &["high"], &high, false),
+            ("PriorityClass", "NotIn", &["high"], &plain, true),
+            ("PriorityClass", "Exists", &[], &high, true),
+            ("PriorityClass", "Exists", &[], &plain, false),
+            ("PriorityClass", "DoesNotExist", &[], &plain, true),
+            ("CrossNamespacePodAffinity", "Exists", &[], &cross, true),
+            ("CrossNamespacePodAffinity", "Exists", &[], &plain, false),
+        ];
+        for (scope, op, values, p, want) in cases {
+            assert_eq!(
+                scope_matches(scope, op, values, p),
+                want,
+                "{scope} {op} {values:?} {p}"
+            );
+        }
+        // The list and the selector together: both must select.
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let q = json!({"spec": {"scopes": ["NotTerminating"], "scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
+        assert!(selects(&q, pods, &high));
+        assert!(!selects(&q, pods, &plain));
+        let configmaps = resources::find("", "v1", "configmaps").unwrap();
+        assert!(!selects(&q, configmaps, &json!({})));
     }
 
     #[test]

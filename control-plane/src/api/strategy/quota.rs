@@ -1,5 +1,5 @@
-//! ResourceQuotas and LimitRanges: quantities that parse and are not negative, known limit
-//! types, and their `kubectl get` columns. (Enforcement is the admission of issue 24.)
+//! ResourceQuotas and LimitRanges: quantities that parse and are not negative, known scopes and
+//! scope selectors (kube-apiserver's rules), known limit types, and their `kubectl get` columns. (Enforcement is the admission of issue 24.)
 
 use serde_json::{json, Value};
 
@@ -26,6 +26,43 @@ impl Strategy for ResourceQuota {
             let s = s.as_str().unwrap_or("");
             if !SCOPES.contains(&s) {
                 causes.push(not_supported(format!("spec.scopes[{i}]"), s, SCOPES));
+            }
+        }
+        // kube-apiserver's rules for a scope selector's requirements.
+        const OPERATORS: &[&str] = &["DoesNotExist", "Exists", "In", "NotIn"];
+        for (i, e) in elements(obj.pointer("/spec/scopeSelector/matchExpressions")) {
+            let field = format!("spec.scopeSelector.matchExpressions[{i}]");
+            let scope = e.get("scopeName").and_then(Value::as_str).unwrap_or("");
+            let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
+            let values = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            if !SCOPES.contains(&scope) {
+                causes.push(not_supported(format!("{field}.scopeName"), scope, SCOPES));
+            }
+            if !OPERATORS.contains(&op) {
+                causes.push(not_supported(format!("{field}.operator"), op, OPERATORS));
+                continue;
+            }
+            if scope != "PriorityClass" && SCOPES.contains(&scope) && op != "Exists" {
+                causes.push(FieldCause::invalid(
+                    format!("{field}.operator"),
+                    op,
+                    "must be 'Exist' when scope is any of ResourceQuotaScopeTerminating, ResourceQuotaScopeNotTerminating, ResourceQuotaScopeBestEffort, ResourceQuotaScopeNotBestEffort or ResourceQuotaScopeCrossNamespacePodAffinity",
+                ));
+            }
+            match (op, values) {
+                ("In" | "NotIn", 0) => causes.push(FieldCause::required_because(
+                    format!("{field}.values"),
+                    "must be at least one value when `operator` is 'In' or 'NotIn' for scope selector",
+                )),
+                ("Exists" | "DoesNotExist", n) if n > 0 => causes.push(FieldCause::invalid(
+                    format!("{field}.values"),
+                    "",
+                    "may not be specified when `operator` is 'Exists' or 'DoesNotExist' for scope selector",
+                )),
+                _ => {}
             }
         }
     }

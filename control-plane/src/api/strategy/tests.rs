@@ -301,7 +301,34 @@ fn more_kinds_validation_table() {
         json!({"metadata": {"name": "reg"}, "type": ty,
             "data": {key: base64::engine::general_purpose::STANDARD.encode(body)}})
     };
+    let scoped = |exprs: Value| {
+        json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "2"},
+            "scopeSelector": {"matchExpressions": exprs}}})
+    };
     let cases: Vec<(&ResourceType, Value, Vec<&str>)> = vec![
+        (
+            rt("", "resourcequotas"),
+            scoped(
+                json!([{"scopeName": "PriorityClass", "operator": "In", "values": ["high"]},
+                {"scopeName": "BestEffort", "operator": "Exists"}]),
+            ),
+            vec![],
+        ),
+        (
+            rt("", "resourcequotas"),
+            scoped(json!([{"scopeName": "PriorityClass", "operator": "In"},
+                {"scopeName": "BestEffort", "operator": "In", "values": ["x"]},
+                {"scopeName": "Colour", "operator": "Exists"},
+                {"scopeName": "PriorityClass", "operator": "Near"},
+                {"scopeName": "PriorityClass", "operator": "Exists", "values": ["x"]}])),
+            vec![
+                "spec.scopeSelector.matchExpressions[0].values",
+                "spec.scopeSelector.matchExpressions[1].operator",
+                "spec.scopeSelector.matchExpressions[2].scopeName",
+                "spec.scopeSelector.matchExpressions[3].operator",
+                "spec.scopeSelector.matchExpressions[4].values",
+            ],
+        ),
         (
             rt("", "secrets"),
             docker(
