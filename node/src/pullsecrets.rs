@@ -5,11 +5,29 @@
 //!
 //! A Secret that is missing, of another type or unreadable is named in a problem (the kubelet's
 //! `FailedToRetrieveImagePullSecret` event) and the pull goes on with the others, as the
-//! kubelet's does. Credentials never go into an event or a log line: only Secret names do.
+//! kubelet's does. At most `MAX_SECRETS` are read per pull (the rest are named as not read):
+//! a pod must not turn each pull into thousands of API requests. Credentials never go into an event or a log line: only Secret names do.
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use skiff_common::dockerconfig::{self, Credential};
+
+/// The most pull Secrets read for one pull: a pod may name thousands, and each is a request to
+/// the API server at every attempt.
+const MAX_SECRETS: usize = 32;
+
+/// The names to read (at most `MAX_SECRETS`), and a problem naming how many were left. Pure.
+fn bounded(mut names: Vec<String>) -> (Vec<String>, Option<String>) {
+    if names.len() <= MAX_SECRETS {
+        return (names, None);
+    }
+    let left = names.len() - MAX_SECRETS;
+    names.truncate(MAX_SECRETS);
+    (
+        names,
+        Some(format!("{left} more not read (at most {MAX_SECRETS} are)")),
+    )
+}
 
 /// What the pod's pull Secrets gave.
 #[derive(Debug, Default)]
@@ -34,7 +52,7 @@ impl PullCredentials {
 
 /// Read the credentials of `pod`'s pull Secrets.
 pub async fn read(client: &kube::Client, pod: &Pod) -> PullCredentials {
-    let names = skiff_common::podrefs::image_pull_secrets(pod);
+    let (names, left) = bounded(skiff_common::podrefs::image_pull_secrets(pod));
     let mut out = PullCredentials::default();
     if names.is_empty() {
         return out;
@@ -51,6 +69,7 @@ pub async fn read(client: &kube::Client, pod: &Pod) -> PullCredentials {
             Err(e) => out.problems.push(format!("{name}: {}", api_reason(&e))),
         }
     }
+    out.problems.extend(left);
     out
 }
 
@@ -83,6 +102,16 @@ fn credentials(secret: &Secret) -> Result<Vec<Credential>, String> {
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;
+
+    #[test]
+    fn a_pod_naming_many_secrets_gets_a_bounded_number_read() {
+        let names = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        assert_eq!(bounded(names(3)), (names(3), None));
+        assert_eq!(bounded(names(MAX_SECRETS)).1, None);
+        let (read, left) = bounded(names(10_000));
+        assert_eq!(read, names(MAX_SECRETS));
+        assert_eq!(left.as_deref(), Some("9968 more not read (at most 32 are)"));
+    }
 
     #[test]
     fn secrets_give_credentials_or_say_why_not() {
