@@ -65,6 +65,24 @@ pub enum FetchError {
     Shared(Arc<FetchError>),
 }
 
+/// `sha256:<hex>` of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// `bytes` are what `expected` names, or a `DigestMismatch` for `reference`.
+pub(crate) fn verify(reference: &str, expected: &str, bytes: &[u8]) -> Result<(), FetchError> {
+    let actual = sha256(bytes);
+    if actual == expected {
+        return Ok(());
+    }
+    Err(FetchError::DigestMismatch {
+        reference: reference.into(),
+        expected: expected.into(),
+        actual,
+    })
+}
+
 /// A module on the node.
 #[derive(Clone, Debug)]
 pub struct Fetched {
@@ -382,14 +400,7 @@ impl Fetcher {
             .bytes()
             .await
             .map_err(|e| FetchError::Http(image.into(), e.to_string()))?;
-        let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != hex {
-            return Err(FetchError::DigestMismatch {
-                reference: image.into(),
-                expected: digest,
-                actual: format!("sha256:{actual}"),
-            });
-        }
+        verify(image, &digest, &bytes)?;
         let tmp = self.cache.join(format!(".{hex}.tmp"));
         tokio::fs::write(&tmp, &bytes).await?;
         tokio::fs::rename(&tmp, &path).await?;

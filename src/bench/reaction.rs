@@ -49,13 +49,7 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
         // And serving (the first step's pod may still be starting).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ok = http
-                .get(format!("http://{gw}/"))
-                .header("host", NAME)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
+            if answers(&http, &gw).await {
                 break;
             }
             anyhow::ensure!(
@@ -75,13 +69,7 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
                     tick.tick().await;
                     let (http, gw, failed) = (http.clone(), gw.clone(), failed.clone());
                     tokio::spawn(async move {
-                        let ok = http
-                            .get(format!("http://{gw}/"))
-                            .header("host", NAME)
-                            .send()
-                            .await
-                            .is_ok_and(|r| r.status().is_success());
-                        if !ok {
+                        if !answers(&http, &gw).await {
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     });
@@ -109,4 +97,13 @@ pub async fn hpa_reaction(kubeconfig: &Path, module: &Path, steps: usize, rate: 
     report("hpa-reaction-to-a-load-step", reactions);
     scaled.delete().await;
     Ok(())
+}
+
+/// One request to the Service through the gateway `gw`: did it succeed?
+async fn answers(http: &reqwest::Client, gw: &str) -> bool {
+    http.get(format!("http://{gw}/"))
+        .header("host", NAME)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }

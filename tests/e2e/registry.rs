@@ -105,11 +105,11 @@ fn pods_run_modules_from_an_oci_registry() {
     let registry = Registry::start();
     let c = Cluster::start(&["--insecure-registry", &registry.host]);
     // `skiff push` of the hello module to `image` in the registry.
-    let push = |image: &str| {
-        let hello = example("hello", false);
-        let out = c.skiff(&["push", image, hello.to_str().expect("utf-8"), "--insecure"]);
+    let push_file = |image: &str, file: &std::path::Path| {
+        let out = c.skiff(&["push", image, file.to_str().expect("utf-8"), "--insecure"]);
         assert!(out.status.success(), "{out:?}");
     };
+    let push = |image: &str| push_file(image, &example("hello", false));
     let image = format!("{}/team/hello:v1", registry.host);
     push(&image);
     // The registry holds the CNCF wasm artifact.
@@ -188,13 +188,7 @@ fn pods_run_modules_from_an_oci_registry() {
         b"1",
     );
     std::fs::write(own.path(), &own_bytes).expect("write");
-    let out = c.skiff(&[
-        "push",
-        &many,
-        own.path().to_str().expect("utf-8"),
-        "--insecure",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    push_file(&many, own.path());
     let many_digest = {
         use sha2::Digest;
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&own_bytes)))
@@ -211,8 +205,9 @@ fn pods_run_modules_from_an_oci_registry() {
             "--timeout=60s",
         ]);
     }
-    let log = std::fs::read_to_string(&registry.log).unwrap_or_default();
+    // Successful GETs of `path` the registry has logged so far.
     let gets = |path: &str| {
+        let log = std::fs::read_to_string(&registry.log).unwrap_or_default();
         log.lines()
             .filter(|l| {
                 l.contains("response completed")
@@ -233,13 +228,7 @@ fn pods_run_modules_from_an_oci_registry() {
     );
     // A new tag of a module the node has: the manifest only, not the blob again.
     let again = format!("{}/team/many:again", registry.host);
-    let out = c.skiff(&[
-        "push",
-        &again,
-        own.path().to_str().expect("utf-8"),
-        "--insecure",
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    push_file(&again, own.path());
     c.apply(&pod("many-again", &again));
     c.kubectl_ok(&[
         "wait",
@@ -247,12 +236,7 @@ fn pods_run_modules_from_an_oci_registry() {
         "pod/many-again",
         "--timeout=60s",
     ]);
-    let log = std::fs::read_to_string(&registry.log).unwrap_or_default();
-    let blob_gets = log
-        .lines()
-        .filter(|l| l.contains("http.request.method=GET") && l.contains(&many_digest))
-        .filter(|l| l.contains("response completed"))
-        .count();
+    let blob_gets = gets(&format!("/v2/team/many/blobs/{many_digest}"));
     assert_eq!(blob_gets, 1, "the blob was fetched again for a new tag");
 
     // A pod that cannot pull: the reason and message it waits with, once it has one.

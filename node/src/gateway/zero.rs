@@ -8,6 +8,7 @@
 //! `HOLD_FOR` (then 503 saying so); a Service with nothing scaled to zero behind it answers 503
 //! at once, as before (the refusal is remembered for a second).
 
+use skiff_common::names::is_dns1123_subdomain;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +38,6 @@ fn has_ready(routes: &Routes, key: &Key) -> bool {
         .is_some_and(|s| s.ports.iter().any(|p| p.endpoints.iter().any(|e| e.ready)))
 }
 
-/// A name that may go into an API path as it is (a DNS label or subdomain).
-fn plain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !name.starts_with('.')
-        && !name.contains("..")
-}
-
 impl Gateway {
     fn held_counter(&self, key: &Key) -> Arc<AtomicUsize> {
         match self.held.lock() {
@@ -69,7 +59,7 @@ impl Gateway {
         let (gw, k) = (self.clone(), key.clone());
         let call = async move {
             let answer = match &gw.api {
-                Some(api) if plain(&k.0) && plain(&k.1) => {
+                Some(api) if is_dns1123_subdomain(&k.0) && is_dns1123_subdomain(&k.1) => {
                     let path = format!("/api/v1/namespaces/{}/services/{}/wake", k.0, k.1);
                     match http::Request::post(path)
                         .header(http::header::CONTENT_TYPE, "application/json")
@@ -185,7 +175,7 @@ mod tests {
             (".a", false),
             ("a?b=c", false),
         ] {
-            assert_eq!(plain(name), ok, "{name}");
+            assert_eq!(is_dns1123_subdomain(name), ok, "{name}");
         }
     }
 }

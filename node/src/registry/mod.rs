@@ -258,7 +258,7 @@ impl Registries {
                     .await
                     .map_err(|e| FetchError::Registry(image.into(), e.to_string()))?
                     .map_err(not_wasm)?;
-                let digest = format!("sha256:{}", hex::encode(Sha256::digest(&module)));
+                let digest = crate::fetch::sha256(&module);
                 (digest, Bytes::from(module))
             }
         };
@@ -299,14 +299,7 @@ async fn manifest(
             )));
         }
         if wanted.starts_with("sha256:") {
-            let actual = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-            if actual != wanted {
-                return Err(FetchError::DigestMismatch {
-                    reference: image.to_string(),
-                    expected: wanted,
-                    actual,
-                });
-            }
+            crate::fetch::verify(image, &wanted, &body)?;
         }
         let parsed: OciManifest = serde_json::from_slice(&body).map_err(|e| {
             FetchError::NotWasm(
@@ -391,14 +384,7 @@ async fn read_blob(
     let out = http::read_bounded(resp, size)
         .await
         .map_err(|e| registry(format!("blob {}: {e} (its manifest's size)", blob.digest)))?;
-    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
-    if actual != blob.digest {
-        return Err(FetchError::DigestMismatch {
-            reference: image.to_string(),
-            expected: blob.digest.clone(),
-            actual,
-        });
-    }
+    crate::fetch::verify(image, &blob.digest, &out)?;
     Ok(Bytes::from(out))
 }
 

@@ -110,17 +110,6 @@ fn target_path(api_version: &str, kind: &str, ns: &str, name: &str) -> Option<St
     Some(format!("{prefix}/namespaces/{ns}/{plural}/{name}/scale"))
 }
 
-/// A name that may go into a path as it is.
-fn plain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !name.starts_with('.')
-        && !name.contains("..")
-}
-
 /// Where the target's scale subresource is: the built-in kinds by name, any other kind (a
 /// custom resource's) through discovery, when it has a scale subresource.
 async fn scale_path(
@@ -130,7 +119,7 @@ async fn scale_path(
     ns: &str,
     name: &str,
 ) -> Option<String> {
-    if !plain(name) {
+    if !skiff_common::names::is_dns1123_subdomain(name) {
         return None;
     }
     if let Some(p) = target_path(api_version, kind, ns, name) {
